@@ -1,0 +1,1 @@
+"""modelport: turn a trained model into a production web service."""

@@ -1,0 +1,134 @@
+"""The error tree: every failure a caller can see, with its HTTP status and stable code.
+
+Handlers never build error bodies; they raise one of these and the gateway's single mapping turns it into
+`{"error": {"code", "message", "details"}}`. Server-side errors (5xx) carry a generic public message; the
+specific one is logged with the request id.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ModelportError(Exception):
+    """Base of every error modelport reports to a caller."""
+
+    status: int = 500
+    code: str = "internal_error"
+    public: bool = False  # whether `message` may be shown to the caller for a 5xx
+    retry_after: float | None = None
+
+    def __init__(self, message: str = "", *, details: Any = None, retry_after: float | None = None) -> None:
+        super().__init__(message or self.__class__.__doc__ or self.code)
+        self.message = message or (self.__class__.__doc__ or self.code).strip()
+        self.details = details
+        if retry_after is not None:
+            self.retry_after = retry_after
+
+    def public_message(self) -> str:
+        if self.status < 500 or self.public:
+            return self.message
+        return "The server failed to handle this request."
+
+
+# 4xx: the caller's fault
+
+
+class BadRequest(ModelportError):
+    """The request is malformed."""
+
+    status, code = 400, "bad_request"
+
+
+class InvalidJson(BadRequest):
+    """The request body is not valid JSON."""
+
+    code = "invalid_json"
+
+
+class NotFound(ModelportError):
+    """No such resource."""
+
+    status, code = 404, "not_found"
+
+
+class ModuleNotFound(NotFound):
+    """No such module."""
+
+    code = "module_not_found"
+
+
+class MethodNotAllowed(ModelportError):
+    """This method is not allowed on this path."""
+
+    status, code = 405, "method_not_allowed"
+
+
+class PayloadTooLarge(ModelportError):
+    """The request body is larger than the server accepts."""
+
+    status, code = 413, "payload_too_large"
+
+
+class UnsupportedMediaType(ModelportError):
+    """The request's content type is not supported here."""
+
+    status, code = 415, "unsupported_media_type"
+
+
+class ValidationFailed(ModelportError):
+    """The request does not match the module's API; `details` lists each bad field."""
+
+    status, code = 422, "validation_failed"
+
+
+# 5xx: the module's or the platform's fault
+
+
+class ModuleError(ModelportError):
+    """The module's code raised while handling this request."""
+
+    status, code, public = 500, "module_error", True
+
+
+class BadModuleOutput(ModuleError):
+    """The module returned something that does not match its declared outputs."""
+
+    code = "bad_module_output"
+
+
+class ModuleUnavailable(ModelportError):
+    """No worker of this module can take the request now."""
+
+    status, code, public = 503, "module_unavailable", True
+    retry_after = 1.0
+
+
+class WorkerDied(ModuleUnavailable):
+    """The worker handling this request died; the request may be retried."""
+
+    code = "worker_died"
+
+
+class Overloaded(ModuleUnavailable):
+    """The module's queue is full."""
+
+    code = "overloaded"
+
+
+class ModuleTimeout(ModelportError):
+    """The module did not answer within its time limit."""
+
+    status, code, public = 504, "module_timeout", True
+
+
+class SetupFailed(ModelportError):
+    """A worker could not start: the module failed to import or its `load` raised."""
+
+    status, code, public = 503, "setup_failed", True
+    retry_after = 5.0
+
+
+def field_error(field: str, code: str, message: str) -> dict[str, str]:
+    """One entry of a 422's `details` list."""
+    return {"field": field, "code": code, "message": message}
