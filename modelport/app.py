@@ -1,0 +1,135 @@
+"""The composition root: settings → runtime → control → gateway. The only module that wires."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+
+from modelport.control.dev import DevModule
+from modelport.control.modules import ModuleRegistry, predict, read_module, start_module
+from modelport.core.settings import Settings
+from modelport.gateway.app import create_app
+from modelport.runtime.files import FileChecker
+from modelport.sdk.validation import ParsedRequest, UploadedFile, parse_form
+
+__all__ = ["DevServer", "run_dev_server", "run_local_predict"]
+
+
+def worker_log_printer(name: str) -> Callable[[str, str], None]:
+    def sink(stream: str, line: str) -> None:
+        sys.stderr.write(f"[{name}] {line}\n")
+
+    return sink
+
+
+class DevServer:
+    """One module directory behind the gateway, reloaded on change."""
+
+    def __init__(
+        self, directory: Path, *, settings: Settings, workers: int | None, reload: bool = True
+    ) -> None:
+        self.settings = settings
+        self.registry = ModuleRegistry()
+        self.reload = reload
+        self.module = DevModule(
+            directory,
+            registry=self.registry,
+            settings=settings,
+            workers=workers,
+            log_sink=worker_log_printer(directory.resolve().name),
+            report=lambda message: print(f"modelport: {message}", file=sys.stderr, flush=True),
+        )
+        self.app: Starlette = create_app(registry=self.registry, settings=settings, lifespan=self._lifespan)
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        stop = asyncio.Event()
+        await self.module.load()
+        watcher = asyncio.create_task(self.module.watch(stop)) if self.reload else None
+        try:
+            yield
+        finally:
+            stop.set()
+            if watcher is not None:
+                watcher.cancel()
+                await asyncio.gather(watcher, return_exceptions=True)
+            await self.module.close()
+
+
+def run_dev_server(
+    directory: Path, *, settings: Settings, workers: int | None, reload: bool, on_ready: Callable[[str], None]
+) -> None:
+    server = DevServer(directory, settings=settings, workers=workers, reload=reload)
+    config = uvicorn.Config(
+        server.app,
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        access_log=False,
+        loop="uvloop",
+        http="httptools",
+        timeout_graceful_shutdown=10,
+    )
+    uvicorn_server = uvicorn.Server(config)
+
+    async def serve() -> None:
+        task = asyncio.create_task(uvicorn_server.serve())
+        while not uvicorn_server.started and not task.done():
+            await asyncio.sleep(0.05)
+        if uvicorn_server.started:
+            port = uvicorn_server.servers[0].sockets[0].getsockname()[1]
+            on_ready(f"http://{settings.host}:{port}")
+        await task
+
+    asyncio.run(serve())
+
+
+async def run_local_predict(
+    directory: Path,
+    *,
+    form: list[tuple[str, str | Path]],
+    settings: Settings,
+) -> dict[str, Any]:
+    """Run one request against a module directory in worker processes, without HTTP."""
+    definition = read_module(directory)
+    served = await start_module(
+        definition, version="local", settings=settings, replicas=1, log=worker_log_printer(definition.name)
+    )
+    workdir = Path(tempfile.mkdtemp(dir=_uploads(settings)))
+    try:
+        request = _local_request(definition.spec, form)
+        FileChecker(
+            directory=workdir,
+            max_upload_bytes=settings.max_upload_bytes,
+            max_image_pixels=settings.max_image_pixels,
+        ).resolve(definition.spec, request)
+        outputs = await predict(served, request)
+        return {"outputs": outputs[0], "module": definition.name, "version": served.version}
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+        await served.pool.close(grace=5)
+
+
+def _local_request(spec: Any, form: list[tuple[str, str | Path]]) -> ParsedRequest:
+    items: list[tuple[str, str | UploadedFile]] = []
+    for name, value in form:
+        if isinstance(value, Path):
+            items.append((name, UploadedFile(str(value.resolve()), value.name, "", value.stat().st_size)))
+        else:
+            items.append((name, value))
+    return parse_form(spec, items)
+
+
+def _uploads(settings: Settings) -> Path:
+    path = settings.data_dir / "uploads"
+    path.mkdir(parents=True, exist_ok=True)
+    return path

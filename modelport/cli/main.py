@@ -1,0 +1,144 @@
+"""The `modelport` command line. Results go to stdout, progress and logs to stderr.
+
+Exit codes: 0 success, 1 the operation failed (a module error, a failed request), 2 bad usage or input.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import yaml
+from rich.console import Console
+
+from modelport.core.errors import ModelportError
+from modelport.core.manifests import ManifestError
+from modelport.core.settings import Settings
+from modelport.sdk.source import SourceError
+from modelport.sdk.validation import InvalidRequest
+
+app = typer.Typer(
+    name="modelport",
+    help="Turn a trained model into a production web service.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True)
+
+
+@app.command()
+def dev(
+    directory: Annotated[Path, typer.Argument(help="The module directory (holding inference.py).")] = Path("."),
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on (0 picks a free one).")] = 8000,
+    workers: Annotated[int | None, typer.Option(help="Worker processes (default: the manifest's replicas).")] = None,
+    reload: Annotated[bool, typer.Option(help="Reload the module when its files change.")] = True,
+) -> None:
+    """Serve one module with hot reload, Swagger UI and a try-it page."""
+    from modelport.app import run_dev_server
+
+    directory = _module_dir(directory)
+    settings = Settings(host=host, port=port, data_dir=directory / ".modelport")
+
+    def ready(url: str) -> None:
+        err.print(f"[bold green]modelport dev[/] serving [bold]{directory.name}[/] on {url}")
+        err.print(f"  try it:   {url}/")
+        err.print(f"  API docs: {url}/docs")
+        err.print("  press Ctrl+C to stop")
+
+    run_dev_server(directory, settings=settings, workers=workers, reload=reload, on_ready=ready)
+
+
+@app.command()
+def predict(
+    target: Annotated[Path, typer.Argument(help="A module directory.")],
+    inputs: Annotated[
+        list[str] | None, typer.Option("--input", "-i", help="An input: name=value, or name=@file for a file.")
+    ] = None,
+    parameters: Annotated[list[str] | None, typer.Option("--param", "-p", help="A parameter: name=value.")] = None,
+    output_fields: Annotated[list[str] | None, typer.Option("--output-field", help="Only these outputs.")] = None,
+    model_key: Annotated[str | None, typer.Option(help="Which model to use.")] = None,
+    output: Annotated[str, typer.Option("--output", "-o", help="json or yaml.")] = "json",
+) -> None:
+    """Run one call of a module from the shell."""
+    from modelport.app import run_local_predict
+
+    directory = _module_dir(target)
+    form: list[tuple[str, str | Path]] = []
+    for group, values in (("inputs", inputs or []), ("parameters", parameters or [])):
+        for item in values:
+            form.append(_form_item(group, item))
+    form.extend(("output_fields", name) for name in output_fields or [])
+    if model_key:
+        form.append(("model_key", model_key))
+    settings = Settings(data_dir=directory / ".modelport")
+    try:
+        result = asyncio.run(run_local_predict(directory, form=form, settings=settings))
+    except InvalidRequest as exc:
+        for detail in exc.details:
+            err.print(f"[red]{detail['field']}[/]: {detail['message']}")
+        raise typer.Exit(2) from None
+    except ModelportError as exc:
+        err.print(f"[red]error[/] ({exc.code}): {exc.message}")
+        for detail in exc.details or []:
+            err.print(f"  [red]{detail['field']}[/]: {detail['message']}")
+        raise typer.Exit(1) from None
+    except (ManifestError, SourceError) as exc:
+        err.print(f"[red]error[/]: {exc}")
+        raise typer.Exit(2) from None
+    _print(result, output)
+
+
+@app.command()
+def init(
+    name: Annotated[str, typer.Argument(help="Module name: lowercase letters, digits and hyphens.")],
+    directory: Annotated[Path, typer.Option("--dir", help="Where to create it.")] = Path("."),
+) -> None:
+    """Create a working module skeleton: manifest, inference.py, requirements, README and a test."""
+    from modelport.cli.scaffold import create_module
+
+    try:
+        path = create_module(name, directory)
+    except (ValueError, FileExistsError) as exc:
+        err.print(f"[red]error[/]: {exc}")
+        raise typer.Exit(2) from None
+    err.print(f"created {path}")
+    err.print(f"next: [bold]modelport dev {path}[/]")
+    print(path)
+
+
+def _module_dir(path: Path) -> Path:
+    if not path.is_dir():
+        err.print(f"[red]error[/]: {path} is not a directory")
+        raise typer.Exit(2)
+    return path.resolve()
+
+
+def _form_item(group: str, item: str) -> tuple[str, str | Path]:
+    name, sep, value = item.partition("=")
+    if not sep or not name:
+        err.print(f"[red]error[/]: expected name=value, got {item!r}")
+        raise typer.Exit(2)
+    if value.startswith("@"):
+        path = Path(value[1:]).expanduser()
+        if not path.is_file():
+            err.print(f"[red]error[/]: {path} is not a file")
+            raise typer.Exit(2)
+        return f"{group}.{name}", path
+    return f"{group}.{name}", value
+
+
+def _print(result: object, output: str) -> None:
+    if output == "yaml":
+        sys.stdout.write(yaml.safe_dump(result, sort_keys=False, allow_unicode=True))
+    else:
+        sys.stdout.write(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+
+
+def main() -> None:
+    app()

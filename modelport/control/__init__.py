@@ -1,0 +1,1 @@
+"""Business rules: which module versions serve, and how they change."""

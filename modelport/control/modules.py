@@ -1,0 +1,206 @@
+"""Modules as the rest of the system sees them: read from a directory, started as a pool, served by name."""
+
+from __future__ import annotations
+
+import ast
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from modelport.core.errors import ModuleNotFound, ModuleUnavailable, SetupFailed
+from modelport.core.manifests import ModuleManifest, load_module_manifest
+from modelport.core.settings import Settings
+from modelport.runtime.files import FileChecker
+from modelport.runtime.pool import PoolConfig, WorkerPool
+from modelport.runtime.process import LogSink, WorkerLaunch
+from modelport.sdk import ApiSpec
+from modelport.sdk.source import read_api_spec
+from modelport.sdk.validation import ParsedRequest, UploadedFile, parse_json
+
+__all__ = ["ModuleDefinition", "ModuleRegistry", "ServedModule", "read_module", "start_module"]
+
+
+@dataclass(frozen=True)
+class ModuleDefinition:
+    """A module directory, read and checked: its manifest, its API and the functions to call."""
+
+    name: str
+    directory: Path
+    manifest: ModuleManifest
+    spec: ApiSpec
+    load: str | None
+
+
+@dataclass(eq=False)
+class ServedModule:
+    """One running version of a module."""
+
+    definition: ModuleDefinition
+    version: str
+    pool: WorkerPool
+    started: float = field(default_factory=time.time)
+
+    @property
+    def name(self) -> str:
+        return self.definition.name
+
+    @property
+    def spec(self) -> ApiSpec:
+        return self.definition.spec
+
+    @property
+    def default_model_key(self) -> str:
+        return self.definition.manifest.spec.model.key
+
+
+def read_module(directory: Path) -> ModuleDefinition:
+    """Read `modelport.yaml` and the entrypoint's docstring; raises `ManifestError` or `SourceError`."""
+    directory = directory.resolve()
+    manifest = load_module_manifest(directory)
+    spec = read_api_spec(directory, manifest.spec.entrypoint)
+    load = manifest.spec.load or _implicit_load(directory, manifest.spec.entrypoint)
+    return ModuleDefinition(manifest.metadata.name, directory, manifest, spec, load)
+
+
+def _implicit_load(directory: Path, entrypoint: str) -> str | None:
+    """`file.py:load` when the entrypoint's file defines a top-level `load` function."""
+    file_part = entrypoint.partition(":")[0]
+    tree = ast.parse((directory / file_part).read_text(encoding="utf-8"))
+    defines = any(isinstance(n, ast.FunctionDef) and n.name == "load" for n in tree.body)
+    return f"{file_part}:load" if defines else None
+
+
+async def start_module(
+    definition: ModuleDefinition, *, version: str, settings: Settings, replicas: int | None, log: LogSink
+) -> ServedModule:
+    """Start the module's workers and run its warm-up example; raises `SetupFailed` if either fails."""
+    spec = definition.manifest.spec
+    resources = spec.resources
+    count = replicas if replicas is not None else max(1, resources.replicas)
+    output_dir = settings.data_dir / "outputs"
+    output_dir.mkdir(parents=True, exist_ok=True)
+    launch = WorkerLaunch(
+        config={
+            "module_dir": str(definition.directory),
+            "entrypoint": spec.entrypoint,
+            "load": definition.load,
+            "spec": definition.spec.to_dict(),
+            "default_model_key": spec.model.key,
+            "models_dir": str(definition.directory / spec.model.path),
+            "cache_size": spec.model.cache_size,
+            "output_dir": str(output_dir.resolve()),
+        },
+        threads=resources.threads or settings.threads_per_worker(count),
+        env=dict(spec.env),
+    )
+    pool = WorkerPool(
+        PoolConfig(
+            name=definition.name,
+            launch=launch,
+            output_names=definition.spec.output_names,
+            replicas=count,
+            max_batch_size=resources.max_batch_size,
+            batch_wait=resources.batch_wait_ms / 1000,
+            timeout=resources.timeout_seconds,
+            max_queue=resources.max_queue,
+        ),
+        log=log,
+    )
+    await pool.start()
+    served = ServedModule(definition, version, pool)
+    if spec.example is not None:
+        try:
+            await warm_up(served, spec.example, settings=settings)
+        except BaseException:
+            await pool.close(grace=5)
+            raise
+    return served
+
+
+async def warm_up(served: ServedModule, example: dict[str, Any], *, settings: Settings) -> None:
+    """Run the manifest's example through the whole request path; a failure is a setup failure."""
+    directory = Path(tempfile.mkdtemp(dir=_uploads(settings)))
+    try:
+        request = parse_json(served.spec, _example_files(served.definition.directory, example))
+        checker = FileChecker(
+            directory=directory,
+            max_upload_bytes=settings.max_upload_bytes,
+            max_image_pixels=settings.max_image_pixels,
+        )
+        checker.resolve(served.spec, request)
+        await predict(served, request)
+    except Exception as exc:
+        raise SetupFailed(f"warm-up example failed: {exc}") from None
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _example_files(directory: Path, example: dict[str, Any]) -> dict[str, Any]:
+    """The example with `{"path": ...}` file values turned into data the validator accepts."""
+    import base64
+
+    from modelport.runtime.files import sniff
+
+    def convert(value: Any) -> Any:
+        if isinstance(value, dict) and set(value) == {"path"}:
+            path = directory / str(value["path"])
+            encoded = base64.b64encode(path.read_bytes()).decode()
+            return f"data:{sniff(path, 'application/octet-stream')};base64,{encoded}"
+        return value
+
+    inputs = example.get("inputs", {})
+    records = inputs if isinstance(inputs, list) else [inputs]
+    converted = [{k: convert(v) for k, v in r.items()} for r in records]
+    return {**example, "inputs": converted if isinstance(inputs, list) else converted[0]}
+
+
+def _uploads(settings: Settings) -> Path:
+    path = settings.data_dir / "uploads"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+async def predict(served: ServedModule, request: ParsedRequest) -> list[dict[str, Any]]:
+    return await served.pool.predict(
+        request.records,
+        parameters=request.parameters,
+        model_key=request.model_key or served.default_model_key,
+        output_fields=request.output_fields,
+    )
+
+
+class ModuleRegistry:
+    """The modules being served, by name. Swapping a version is one assignment: routing switches atomically."""
+
+    def __init__(self) -> None:
+        self._modules: dict[str, ServedModule] = {}
+        self.problems: dict[str, str] = {}
+
+    def get(self, name: str) -> ServedModule:
+        served = self._modules.get(name)
+        if served is None:
+            if name in self.problems:
+                raise ModuleUnavailable(self.problems[name], retry_after=5)
+            raise ModuleNotFound(f"no module named {name!r}")
+        return served
+
+    def names(self) -> list[str]:
+        return sorted({*self._modules, *self.problems})
+
+    def served(self) -> list[ServedModule]:
+        return list(self._modules.values())
+
+    def swap(self, served: ServedModule) -> ServedModule | None:
+        previous = self._modules.get(served.name)
+        self._modules[served.name] = served
+        self.problems.pop(served.name, None)
+        return previous
+
+    def remove(self, name: str) -> ServedModule | None:
+        return self._modules.pop(name, None)
+
+
+__all__ += ["UploadedFile", "predict", "warm_up"]

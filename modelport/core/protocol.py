@@ -1,0 +1,130 @@
+"""The gateway↔worker message protocol: typed envelopes, length-prefixed MessagePack frames.
+
+Nothing here is pickled: both sides decode into the tagged union below and reject anything else. Every call
+carries an id that its answer repeats, so a gateway can match answers to waiting requests and fail exactly the
+in-flight ones when a worker dies.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import msgspec
+
+__all__ = [
+    "MAX_FRAME",
+    "Call",
+    "CallFailed",
+    "FileRef",
+    "Ready",
+    "Result",
+    "SetupFailed",
+    "Shutdown",
+    "ToGateway",
+    "ToWorker",
+    "decode_to_gateway",
+    "decode_to_worker",
+    "encode",
+    "frame",
+]
+
+MAX_FRAME = 256 * 1024 * 1024
+_HEADER = struct.Struct("!I")
+
+
+class FileRef(msgspec.Struct, frozen=True):
+    """A file on local disk, as both sides see it; the worker turns it into `modelport.sdk.File`."""
+
+    path: str
+    content_type: str
+    filename: str
+    size: int
+
+
+# gateway → worker
+
+
+class Call(msgspec.Struct, tag="call", frozen=True):
+    """Run `inference` once on `records`; `parameters[i]` belongs to `records[i]`."""
+
+    id: int
+    records: list[dict[str, Any]]
+    parameters: list[dict[str, Any]]
+    output_fields: list[str]
+    model_key: str
+
+
+class Shutdown(msgspec.Struct, tag="shutdown", frozen=True):
+    """Finish the current call and exit."""
+
+
+ToWorker = Call | Shutdown
+
+
+# worker → gateway
+
+
+class Ready(msgspec.Struct, tag="ready", frozen=True):
+    """The module imported and the default model loaded; the worker takes calls now."""
+
+    pid: int
+
+
+class SetupFailed(msgspec.Struct, tag="setup_failed", frozen=True):
+    """The module could not be imported or its model could not be loaded; the worker exits."""
+
+    stage: str
+    message: str
+
+
+class Result(msgspec.Struct, tag="result", frozen=True):
+    """One output record per input record, in order; file outputs are `FileRef`-shaped dicts."""
+
+    id: int
+    outputs: list[dict[str, Any]]
+    seconds: float
+
+
+class CallFailed(msgspec.Struct, tag="call_failed", frozen=True):
+    """The call failed: `code` is `module_error` (user code raised) or `bad_module_output`."""
+
+    id: int
+    code: str
+    message: str
+
+
+ToGateway = Ready | SetupFailed | Result | CallFailed
+
+_encoder = msgspec.msgpack.Encoder()
+_to_worker = msgspec.msgpack.Decoder(ToWorker)
+_to_gateway = msgspec.msgpack.Decoder(ToGateway)
+
+
+def encode(message: ToWorker | ToGateway) -> bytes:
+    return _encoder.encode(message)
+
+
+def frame(payload: bytes) -> bytes:
+    """Prefix an encoded message with its length."""
+    if len(payload) > MAX_FRAME:
+        raise ValueError(f"message of {len(payload)} bytes exceeds the {MAX_FRAME}-byte frame limit")
+    return _HEADER.pack(len(payload)) + payload
+
+
+def frame_length(header: bytes) -> int:
+    (length,) = _HEADER.unpack(header)
+    if length > MAX_FRAME:
+        raise ValueError(f"frame of {length} bytes exceeds the {MAX_FRAME}-byte limit")
+    return int(length)
+
+
+HEADER_SIZE = _HEADER.size
+
+
+def decode_to_worker(payload: bytes) -> ToWorker:
+    return _to_worker.decode(payload)
+
+
+def decode_to_gateway(payload: bytes) -> ToGateway:
+    return _to_gateway.decode(payload)

@@ -1,0 +1,49 @@
+"""The one settings object, read once in the composition root from `MODELPORT_*` variables and flags."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings"]
+
+
+class Settings(BaseSettings):
+    """Server settings. Every field can be set with an environment variable `MODELPORT_<NAME>`."""
+
+    model_config = SettingsConfigDict(env_prefix="MODELPORT_", extra="ignore", frozen=True)
+
+    host: str = "127.0.0.1"
+    """Address the HTTP server binds to."""
+
+    port: int = Field(8000, ge=0, le=65535)
+    """Port the HTTP server listens on (0 picks a free one)."""
+
+    data_dir: Path = Path(".modelport")
+    """Where uploads, output files and (on the platform) the database and artifacts live."""
+
+    max_body_bytes: int = Field(100 * 1024 * 1024, ge=1024)
+    """Largest request body accepted; larger ones get 413."""
+
+    max_upload_bytes: int = Field(50 * 1024 * 1024, ge=1024)
+    """Largest single uploaded file; a field's own `max size` may lower it."""
+
+    max_image_pixels: int = Field(40_000_000, ge=1)
+    """Largest image (width x height) accepted as input; stops decompression bombs."""
+
+    max_json_depth: int = Field(64, ge=2)
+    """Deepest nesting accepted in a JSON body."""
+
+    max_form_fields: int = Field(1000, ge=1)
+    """Most parts accepted in one multipart or urlencoded form."""
+
+    worker_threads: int | None = Field(None, ge=1)
+    """Threads each worker's numeric libraries may use; default: the cores divided among the workers."""
+
+    def threads_per_worker(self, workers: int) -> int:
+        if self.worker_threads is not None:
+            return self.worker_threads
+        return max(1, (os.cpu_count() or 1) // max(1, workers))

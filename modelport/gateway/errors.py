@@ -1,0 +1,59 @@
+"""The single mapping from errors to HTTP responses.
+
+Handlers raise; this module alone writes error bodies: `{"error": {"code", "message", "details"}}`. Bodies of
+5xx answers never carry internals; the full error goes to the log with the request id.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import msgspec
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+
+from modelport.core.errors import (
+    BadRequest,
+    MethodNotAllowed,
+    ModelportError,
+    NotFound,
+    ValidationFailed,
+)
+from modelport.sdk.validation import InvalidRequest
+
+__all__ = ["error_response", "to_modelport_error"]
+
+log = logging.getLogger("modelport.gateway")
+_encoder = msgspec.json.Encoder()
+
+
+def to_modelport_error(exc: BaseException) -> ModelportError:
+    if isinstance(exc, ModelportError):
+        return exc
+    if isinstance(exc, InvalidRequest):
+        return ValidationFailed("the request does not match the module's API", details=exc.details)
+    if isinstance(exc, HTTPException):
+        if exc.status_code == 404:
+            return NotFound("no such path")
+        if exc.status_code == 405:
+            return MethodNotAllowed("this method is not allowed on this path")
+        return BadRequest(str(exc.detail))
+    return ModelportError("unexpected error")
+
+
+def error_response(exc: BaseException, *, request_id: str | None = None) -> Response:
+    error = to_modelport_error(exc)
+    if error.status >= 500:
+        log.error("request %s failed: %s: %s", request_id, type(exc).__name__, exc, exc_info=error is not exc)
+    body: dict[str, object] = {"code": error.code, "message": error.public_message()}
+    if error.details is not None and error.status < 500:
+        body["details"] = error.details
+    headers = {}
+    if request_id:
+        headers["X-Request-Id"] = request_id
+    if error.retry_after is not None:
+        headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
+    return Response(
+        _encoder.encode({"error": body}), status_code=error.status, headers=headers, media_type="application/json"
+    )

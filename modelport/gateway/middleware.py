@@ -1,0 +1,52 @@
+"""Pure-ASGI middleware: request body limits."""
+
+from __future__ import annotations
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from modelport.core.errors import PayloadTooLarge
+from modelport.gateway.errors import error_response
+
+__all__ = ["BodyLimit"]
+
+
+class BodyLimit:
+    """Answers 413 when a body is declared or turns out to be larger than `max_bytes`."""
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+                await error_response(self._too_large(int(value)))(scope, receive, send)
+                return
+        received = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise self._too_large(received)
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except PayloadTooLarge as exc:
+            if started:
+                raise
+            await error_response(exc)(scope, receive, send)
+
+    def _too_large(self, size: int) -> PayloadTooLarge:
+        return PayloadTooLarge(f"the request body ({size} bytes or more) exceeds the limit of {self.max_bytes} bytes")

@@ -1,0 +1,151 @@
+"""The inference route: parse and validate the request, check its files, run it, shape the answer."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
+from starlette.responses import Response
+
+from modelport.control.modules import ModuleRegistry, ServedModule, predict
+from modelport.core.errors import BadRequest, InvalidJson, PayloadTooLarge, UnsupportedMediaType
+from modelport.core.settings import Settings
+from modelport.gateway.errors import error_response
+from modelport.runtime.files import FileChecker
+from modelport.sdk.validation import ParsedRequest, UploadedFile, parse_form, parse_json
+
+__all__ = ["PredictRoute"]
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder()
+_FORMS = ("multipart/form-data", "application/x-www-form-urlencoded")
+
+
+class PredictRoute:
+    """`POST /api/v1/modules/{module}/predict`, for every module the registry serves."""
+
+    def __init__(self, *, registry: ModuleRegistry, settings: Settings) -> None:
+        self.registry = registry
+        self.settings = settings
+        self.uploads = settings.data_dir / "uploads"
+        self.outputs = settings.data_dir / "outputs"
+
+    async def handle(self, request: Request) -> Response:
+        request_id = uuid.uuid4().hex
+        workdir: list[Path] = []
+        try:
+            served = self.registry.get(request.path_params["module"])
+            parsed = await self._parse(request, served, lambda: self._workdir(workdir))
+            if served.spec.has_file_inputs:
+                self._checker(self._workdir(workdir)).resolve(served.spec, parsed)
+            outputs = await predict(served, parsed)
+            body = {
+                "outputs": [self._publish(served, o) for o in outputs] if parsed.batch else self._publish(
+                    served, outputs[0]
+                ),
+                "module": served.name,
+                "version": served.version,
+                "request_id": request_id,
+            }
+            headers = {"X-Request-Id": request_id, "X-Model-Version": served.version}
+            return Response(_encoder.encode(body), headers=headers, media_type="application/json")
+        except Exception as exc:
+            return error_response(exc, request_id=request_id)
+        finally:
+            for path in workdir:
+                shutil.rmtree(path, ignore_errors=True)
+
+    def _workdir(self, holder: list[Path]) -> Path:
+        if not holder:
+            self.uploads.mkdir(parents=True, exist_ok=True)
+            holder.append(Path(tempfile.mkdtemp(dir=self.uploads)))
+        return holder[0]
+
+    def _checker(self, directory: Path) -> FileChecker:
+        return FileChecker(
+            directory=directory,
+            max_upload_bytes=self.settings.max_upload_bytes,
+            max_image_pixels=self.settings.max_image_pixels,
+        )
+
+    async def _parse(self, request: Request, served: ServedModule, workdir: Callable[[], Path]) -> ParsedRequest:
+        content_type = request.headers.get("content-type", "application/json").split(";", 1)[0].strip().lower()
+        if content_type in ("application/json", "") or content_type.endswith("+json"):
+            return parse_json(served.spec, self._decode(await request.body()))
+        if content_type in _FORMS:
+            return parse_form(served.spec, await self._form(request, workdir))
+        raise UnsupportedMediaType(
+            f"content type {content_type!r} is not accepted; send application/json or multipart/form-data"
+        )
+
+    def _decode(self, body: bytes) -> Any:
+        if not body:
+            raise InvalidJson("the request body is empty; expected a JSON object")
+        try:
+            value = _decoder.decode(body)
+        except msgspec.DecodeError as exc:
+            raise InvalidJson(f"the request body is not valid JSON: {exc}") from None
+        if body.count(b"[") + body.count(b"{") > self.settings.max_json_depth:
+            _check_depth(value, self.settings.max_json_depth)
+        return value
+
+    async def _form(self, request: Request, workdir: Callable[[], Path]) -> list[tuple[str, str | UploadedFile]]:
+        limit = self.settings.max_form_fields
+        try:
+            form = await request.form(max_files=limit, max_fields=limit, max_part_size=self.settings.max_body_bytes)
+        except PayloadTooLarge:
+            raise
+        except Exception as exc:
+            raise BadRequest(f"the form cannot be parsed: {exc}") from None
+        items: list[tuple[str, str | UploadedFile]] = []
+        try:
+            for name, value in form.multi_items():
+                if isinstance(value, UploadFile):
+                    items.append((name, _save_upload(value, workdir())))
+                else:
+                    items.append((name, value))
+        finally:
+            await form.close()
+        return items
+
+    def _publish(self, served: ServedModule, outputs: dict[str, Any]) -> dict[str, Any]:
+        """Replace file outputs (local paths from the worker) with URLs this server serves."""
+        for field in served.spec.outputs:
+            value = outputs.get(field.name)
+            if field.has_file and isinstance(value, dict) and "path" in value:
+                name = Path(value["path"]).name
+                outputs[field.name] = {
+                    "url": f"/api/v1/outputs/{name}",
+                    "content_type": value["content_type"],
+                    "size": value["size"],
+                }
+        return outputs
+
+
+def _save_upload(upload: UploadFile, directory: Path) -> UploadedFile:
+    handle = tempfile.NamedTemporaryFile(dir=directory, prefix="upload-", delete=False)  # noqa: SIM115
+    with handle:
+        upload.file.seek(0)
+        shutil.copyfileobj(upload.file, handle, 1 << 20)
+        size = handle.tell()
+    content_type = (upload.content_type or "application/octet-stream").split(";", 1)[0]
+    return UploadedFile(handle.name, upload.filename or "", content_type, size)
+
+
+def _check_depth(value: Any, limit: int) -> None:
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        current, depth = stack.pop()
+        if depth > limit:
+            raise BadRequest(f"the JSON body is nested deeper than {limit} levels")
+        if isinstance(current, dict):
+            stack.extend((v, depth + 1) for v in current.values())
+        elif isinstance(current, list):
+            stack.extend((v, depth + 1) for v in current)

@@ -1,0 +1,305 @@
+"""A pool of worker processes for one module version, with dynamic batching and supervision.
+
+Records from concurrent requests wait in one queue. Each replica has a loop that takes the next batch (up to
+`max_batch_size` records with the same `model_key`, holding a partial batch up to `batch_wait` seconds), sends
+it to its worker as one call, and splits the answer back to the waiting requests. A failed merged call is
+retried record by record so one bad input fails only its own request. Dead workers are replaced with backoff;
+their in-flight records are retried once on another live worker, or fail fast with 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from modelport.core.errors import (
+    BadModuleOutput,
+    ModelportError,
+    ModuleError,
+    ModuleTimeout,
+    ModuleUnavailable,
+    Overloaded,
+    SetupFailed,
+    WorkerDied,
+)
+from modelport.core.protocol import CallFailed, Result
+from modelport.runtime.process import LogSink, WorkerLaunch, WorkerProcess
+
+__all__ = ["PoolConfig", "WorkerPool"]
+
+_MAX_BACKOFF = 30.0
+_CRASH_LOOP = 3
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    name: str
+    launch: WorkerLaunch
+    output_names: tuple[str, ...]
+    replicas: int = 1
+    max_batch_size: int = 8
+    batch_wait: float = 0.0
+    timeout: float = 60.0
+    max_queue: int = 1024
+
+
+@dataclass(eq=False)
+class _Item:
+    record: dict[str, Any]
+    parameters: dict[str, Any]
+    model_key: str
+    output_fields: tuple[str, ...]
+    future: asyncio.Future[dict[str, Any]]
+    enqueued: float = field(default_factory=time.monotonic)
+    retried: bool = False
+    solo: bool = False
+
+
+class _BatchQueue:
+    """Records waiting for a worker; `take` forms batches of one model_key."""
+
+    def __init__(self) -> None:
+        self._items: deque[_Item] = deque()
+        self._changed = asyncio.Event()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def put(self, item: _Item, *, front: bool = False) -> None:
+        (self._items.appendleft if front else self._items.append)(item)
+        self._changed.set()
+
+    def drain(self) -> list[_Item]:
+        items = list(self._items)
+        self._items.clear()
+        return items
+
+    async def take(self, max_size: int, wait: float) -> list[_Item]:
+        first = await self._first()
+        batch = [first]
+        if first.solo:
+            return batch
+        self._fill(batch, max_size)
+        deadline = first.enqueued + wait
+        while len(batch) < max_size and (remaining := deadline - time.monotonic()) > 0:
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), remaining)
+            self._fill(batch, max_size)
+        return batch
+
+    async def _first(self) -> _Item:
+        while True:
+            while self._items:
+                item = self._items.popleft()
+                if not item.future.done():
+                    return item
+            self._changed.clear()
+            await self._changed.wait()
+
+    def _fill(self, batch: list[_Item], max_size: int) -> None:
+        key = batch[0].model_key
+        while self._items and len(batch) < max_size:
+            head = self._items[0]
+            if head.future.done():
+                self._items.popleft()
+                continue
+            if head.solo or head.model_key != key:
+                break
+            batch.append(self._items.popleft())
+
+
+class WorkerPool:
+    """The replicas of one module version. `start()` returns when every replica is ready."""
+
+    def __init__(self, config: PoolConfig, *, log: LogSink) -> None:
+        self.config = config
+        self._log = log
+        self._queue = _BatchQueue()
+        self._workers: list[WorkerProcess | None] = [None] * config.replicas
+        self._loops: list[asyncio.Task[None]] = []
+        self._busy = 0
+        self._closing = False
+        self._backoff = [1.0] * config.replicas
+        self._failures = [0] * config.replicas
+        self.failure: str | None = None
+        self.calls = 0
+        self.batched_records = 0
+
+    # lifecycle
+
+    async def start(self) -> None:
+        """Start every replica; if one fails to set up, stop the rest and raise `SetupFailed`."""
+        starts = [self._spawn(slot) for slot in range(self.config.replicas)]
+        results = await asyncio.gather(*starts, return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            await self._stop_workers(grace=5)
+            error = errors[0]
+            raise error if isinstance(error, SetupFailed) else SetupFailed(str(error))
+        self._loops = [asyncio.create_task(self._serve(slot)) for slot in range(self.config.replicas)]
+
+    async def close(self, *, grace: float = 30.0) -> None:
+        """Stop taking work, let queued and in-flight records finish (up to `grace` s), stop the workers."""
+        self._closing = True
+        deadline = time.monotonic() + grace
+        while (len(self._queue) or self._busy) and time.monotonic() < deadline and self.live_workers:
+            await asyncio.sleep(0.02)
+        for loop in self._loops:
+            loop.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        self._fail_queue(ModuleUnavailable(f"module {self.config.name} is shutting down"))
+        await self._stop_workers(grace=max(1.0, deadline - time.monotonic()))
+
+    async def _stop_workers(self, *, grace: float) -> None:
+        workers = [w for w in self._workers if w is not None]
+        await asyncio.gather(*(w.stop(grace) for w in workers), return_exceptions=True)
+
+    # state
+
+    @property
+    def live_workers(self) -> int:
+        return sum(1 for w in self._workers if w is not None and w.alive)
+
+    @property
+    def ready(self) -> bool:
+        return self.live_workers > 0 and not self._closing
+
+    @property
+    def pids(self) -> list[int]:
+        return [w.pid for w in self._workers if w is not None and w.alive and w.pid is not None]
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    # requests
+
+    async def predict(
+        self,
+        records: Sequence[dict[str, Any]],
+        *,
+        parameters: dict[str, Any],
+        model_key: str,
+        output_fields: tuple[str, ...],
+    ) -> list[dict[str, Any]]:
+        """Run the records through the module; one output dict per record, in order."""
+        if self._closing or not self.live_workers:
+            retry = min(self._backoff) if self._backoff else 1.0
+            raise ModuleUnavailable(f"module {self.config.name} has no running worker", retry_after=retry)
+        if len(self._queue) + len(records) > self.config.max_queue:
+            raise Overloaded(f"module {self.config.name} has {len(self._queue)} records waiting")
+        loop = asyncio.get_running_loop()
+        items = [
+            _Item(record, parameters, model_key, output_fields, loop.create_future()) for record in records
+        ]
+        for item in items:
+            self._queue.put(item)
+        try:
+            return list(await asyncio.gather(*(item.future for item in items)))
+        finally:
+            for item in items:
+                item.future.cancel()
+
+    # the replica loop
+
+    async def _spawn(self, slot: int) -> WorkerProcess:
+        worker = WorkerProcess(self.config.launch, name=f"{self.config.name}-{slot}", log=self._log)
+        self._workers[slot] = worker
+        await worker.start()
+        return worker
+
+    async def _serve(self, slot: int) -> None:
+        while True:
+            worker = self._workers[slot]
+            if worker is None or not worker.alive:
+                if not await self._restart(slot):
+                    continue
+                worker = self._workers[slot]
+                assert worker is not None
+            batch = await self._queue.take(self.config.max_batch_size, self.config.batch_wait)
+            self._busy += 1
+            try:
+                await self._run(slot, worker, batch)
+            finally:
+                self._busy -= 1
+
+    async def _restart(self, slot: int) -> bool:
+        await asyncio.sleep(self._backoff[slot])
+        self._backoff[slot] = min(self._backoff[slot] * 2, _MAX_BACKOFF)
+        try:
+            await self._spawn(slot)
+        except SetupFailed as exc:
+            self._failures[slot] += 1
+            if self._failures[slot] >= _CRASH_LOOP:
+                self.failure = f"crash loop: {exc.message}"
+            self._log("stderr", f"modelport: restarting worker {self.config.name}-{slot} failed: {exc.message}")
+            if not self.live_workers:
+                self._fail_queue(ModuleUnavailable(exc.message, retry_after=self._backoff[slot]))
+            return False
+        return True
+
+    async def _run(self, slot: int, worker: WorkerProcess, batch: list[_Item]) -> None:
+        fields = _union(batch)
+        call = {
+            "records": [item.record for item in batch],
+            "parameters": [item.parameters for item in batch],
+            "output_fields": list(fields),
+            "model_key": batch[0].model_key,
+        }
+        try:
+            answer = await asyncio.wait_for(worker.call(call), self.config.timeout)
+        except TimeoutError:
+            await worker.kill()
+            self._settle(batch, ModuleTimeout(f"the module did not answer within {self.config.timeout:g} s"))
+            return
+        except WorkerDied as exc:
+            self._on_death(batch, exc)
+            return
+        self.calls += 1
+        self.batched_records += len(batch)
+        if isinstance(answer, Result):
+            self._backoff[slot], self._failures[slot] = 1.0, 0
+            self._deliver(batch, answer)
+        elif len(batch) > 1:
+            for item in reversed(batch):
+                item.solo = True
+                self._queue.put(item, front=True)
+        else:
+            error_class = BadModuleOutput if answer.code == "bad_module_output" else ModuleError
+            self._settle(batch, error_class(answer.message))
+
+    def _deliver(self, batch: list[_Item], answer: Result) -> None:
+        for item, outputs in zip(batch, answer.outputs, strict=True):
+            if not item.future.done():
+                item.future.set_result({k: outputs[k] for k in item.output_fields if k in outputs})
+
+    def _on_death(self, batch: list[_Item], error: WorkerDied) -> None:
+        others = self.live_workers > 0
+        for item in batch:
+            if others and not item.retried:
+                item.retried = True
+                self._queue.put(item, front=True)
+            elif not item.future.done():
+                item.future.set_exception(WorkerDied(error.message))
+
+    def _settle(self, batch: list[_Item], error: ModelportError) -> None:
+        for item in batch:
+            if not item.future.done():
+                item.future.set_exception(error)
+
+    def _fail_queue(self, error: ModelportError) -> None:
+        self._settle(self._queue.drain(), error)
+
+
+def _union(batch: list[_Item]) -> tuple[str, ...]:
+    fields: dict[str, None] = {}
+    for item in batch:
+        fields.update(dict.fromkeys(item.output_fields))
+    return tuple(fields)
+

@@ -1,0 +1,227 @@
+"""One worker process as the gateway sees it: spawn, handshake, calls with ids, death detection.
+
+A worker that dies fails its in-flight call at once with `WorkerDied`; nothing waits on a dead process.
+Its stdout and stderr are read line by line and handed to a log callback, so module prints never touch the
+control channel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+import msgspec
+
+from modelport.core.errors import SetupFailed, WorkerDied
+from modelport.core.protocol import (
+    HEADER_SIZE,
+    Call,
+    CallFailed,
+    Ready,
+    Result,
+    Shutdown,
+    decode_to_gateway,
+    encode,
+    frame,
+    frame_length,
+)
+from modelport.core.protocol import SetupFailed as SetupFailedMessage
+
+__all__ = ["LogSink", "ProcessState", "WorkerLaunch", "WorkerProcess"]
+
+LogSink = Callable[[str, str], None]
+"""Receives (stream name, line) for every line a worker prints."""
+
+_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
+
+
+class ProcessState(StrEnum):
+    STARTING = "starting"
+    READY = "ready"
+    BUSY = "busy"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class WorkerLaunch:
+    """How to start a worker: the interpreter, the worker config (without its fd) and the environment."""
+
+    config: dict[str, object]
+    python: str = sys.executable
+    threads: int = 1
+    env: dict[str, str] = field(default_factory=dict)
+    startup_timeout: float = 300.0
+
+
+class WorkerProcess:
+    """A live worker: `start()` returns once it is ready (or raises `SetupFailed`)."""
+
+    def __init__(self, launch: WorkerLaunch, *, name: str, log: LogSink) -> None:
+        self.launch, self.name, self._log = launch, name, log
+        self.state = ProcessState.STARTING
+        self.pid: int | None = None
+        self._process: asyncio.subprocess.Process | None = None
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._pending: dict[int, asyncio.Future[Result | CallFailed]] = {}
+        self._next_id = 0
+        self._tasks: list[asyncio.Task[None]] = []
+        self.exited = asyncio.Event()
+
+    @property
+    def alive(self) -> bool:
+        return self.state in (ProcessState.STARTING, ProcessState.READY, ProcessState.BUSY)
+
+    async def start(self) -> None:
+        parent, child = socket.socketpair()
+        try:
+            config = {**self.launch.config, "fd": child.fileno()}
+            self._process = await asyncio.create_subprocess_exec(
+                self.launch.python,
+                "-m",
+                "modelport.runtime.worker",
+                msgspec.json.encode(config).decode(),
+                pass_fds=(child.fileno(),),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                env=self._environment(),
+                start_new_session=True,
+            )
+        finally:
+            child.close()
+        self.pid = self._process.pid
+        self._reader, self._writer = await asyncio.open_connection(sock=parent)
+        assert self._process.stdout is not None and self._process.stderr is not None
+        self._tasks = [
+            asyncio.create_task(self._pump(self._process.stdout, "stdout")),
+            asyncio.create_task(self._pump(self._process.stderr, "stderr")),
+            asyncio.create_task(self._watch()),
+        ]
+        await self._handshake()
+
+    def _environment(self) -> dict[str, str]:
+        env = {**os.environ, **self.launch.env, "PYTHONUNBUFFERED": "1"}
+        for variable in _THREAD_VARIABLES:
+            env.setdefault(variable, str(self.launch.threads))
+        return env
+
+    async def _handshake(self) -> None:
+        try:
+            payload = await asyncio.wait_for(self._read_frame(), self.launch.startup_timeout)
+        except TimeoutError:
+            await self.kill()
+            raise SetupFailed(f"worker {self.name} did not become ready within {self.launch.startup_timeout:.0f} s")
+        if payload is None:
+            code = await self._process_exit_code()
+            self.state = ProcessState.FAILED
+            raise SetupFailed(f"worker {self.name} exited during startup (exit code {code}); see its log")
+        message = decode_to_gateway(payload)
+        if isinstance(message, SetupFailedMessage):
+            self.state = ProcessState.FAILED
+            await self._process_exit_code()
+            raise SetupFailed(f"{message.stage} failed: {message.message}")
+        if not isinstance(message, Ready):
+            await self.kill()
+            raise SetupFailed(f"worker {self.name} sent {type(message).__name__} before it was ready")
+        self.state = ProcessState.READY
+        self._tasks.append(asyncio.create_task(self._receive()))
+
+    async def call(self, call_args: dict[str, object]) -> Result | CallFailed:
+        """Send one call and wait for its answer; raises `WorkerDied` if the process goes away first."""
+        if not self.alive or self._writer is None:
+            raise WorkerDied(f"worker {self.name} is not running")
+        self._next_id += 1
+        message = Call(id=self._next_id, **call_args)  # type: ignore[arg-type]
+        future: asyncio.Future[Result | CallFailed] = asyncio.get_running_loop().create_future()
+        self._pending[message.id] = future
+        self.state = ProcessState.BUSY
+        try:
+            self._writer.write(frame(encode(message)))
+            if self._writer.transport.get_write_buffer_size() > 1 << 20:
+                await self._writer.drain()
+            return await future
+        finally:
+            self._pending.pop(message.id, None)
+            if self.state is ProcessState.BUSY and not self._pending:
+                self.state = ProcessState.READY
+
+    async def _read_frame(self) -> bytes | None:
+        assert self._reader is not None
+        try:
+            header = await self._reader.readexactly(HEADER_SIZE)
+            return await self._reader.readexactly(frame_length(header))
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return None
+
+    async def _receive(self) -> None:
+        while (payload := await self._read_frame()) is not None:
+            message = decode_to_gateway(payload)
+            if isinstance(message, Result | CallFailed):
+                future = self._pending.get(message.id)
+                if future is not None and not future.done():
+                    future.set_result(message)
+        self._fail_pending()
+
+    def _fail_pending(self) -> None:
+        if self.state is not ProcessState.STOPPING:
+            self.state = ProcessState.STOPPED
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(WorkerDied(f"worker {self.name} died while handling the request"))
+
+    async def _pump(self, stream: asyncio.StreamReader, name: str) -> None:
+        while line := await stream.readline():
+            self._log(name, line.decode("utf-8", "replace").rstrip("\n"))
+
+    async def _watch(self) -> None:
+        assert self._process is not None
+        await self._process.wait()
+        if self._writer is not None:
+            self._writer.close()
+        self._fail_pending()
+        self.state = ProcessState.STOPPED if self.state is not ProcessState.FAILED else self.state
+        self.exited.set()
+
+    async def _process_exit_code(self) -> int | None:
+        assert self._process is not None
+        with contextlib.suppress(TimeoutError):
+            return await asyncio.wait_for(self._process.wait(), 10)
+        await self.kill()
+        return self._process.returncode
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Ask the worker to finish its call and exit; kill it after `grace` seconds."""
+        if self._process is None or self._process.returncode is not None:
+            return
+        self.state = ProcessState.STOPPING
+        if self._writer is not None and not self._writer.is_closing():
+            with contextlib.suppress(ConnectionError):
+                self._writer.write(frame(encode(Shutdown())))
+        try:
+            await asyncio.wait_for(self._process.wait(), grace)
+        except TimeoutError:
+            await self.kill()
+        await self._finish_tasks()
+
+    async def kill(self) -> None:
+        if self._process is not None and self._process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self._process.pid, signal.SIGKILL)
+            await self._process.wait()
+        await self._finish_tasks()
+
+    async def _finish_tasks(self) -> None:
+        current = asyncio.current_task()
+        tasks = [t for t in self._tasks if t is not current]
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 5)

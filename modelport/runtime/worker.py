@@ -1,0 +1,301 @@
+"""The worker process: imports a module, loads its models, and answers calls until told to stop.
+
+Run as `python -m modelport.runtime.worker CONFIG_JSON`. The control channel is the socket whose descriptor
+the config names; stdout and stderr stay free for the module's own prints, which the parent captures into the
+log. User code only ever runs here, never in the gateway.
+
+States: starting → ready ⇄ busy → stopped (or failed during setup).
+"""
+
+from __future__ import annotations
+
+import importlib
+import io
+import os
+import socket
+import sys
+import tempfile
+import time
+import traceback
+from collections import OrderedDict
+from collections.abc import Callable
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from modelport.core.protocol import (
+    HEADER_SIZE,
+    Call,
+    CallFailed,
+    Ready,
+    Result,
+    SetupFailed,
+    Shutdown,
+    ToGateway,
+    decode_to_worker,
+    encode,
+    frame,
+    frame_length,
+)
+from modelport.sdk import ApiSpec, File, FieldSpec, Kind, TypeSpec
+from modelport.sdk.spec import check_value
+
+__all__ = ["WorkerConfig", "main"]
+
+
+class WorkerConfig(msgspec.Struct, frozen=True):
+    """Everything a worker needs to start; passed as JSON on its command line."""
+
+    fd: int
+    module_dir: str
+    entrypoint: str
+    load: str | None
+    spec: dict[str, Any]
+    default_model_key: str
+    models_dir: str
+    cache_size: int
+    output_dir: str
+
+
+class State(StrEnum):
+    STARTING = "starting"
+    READY = "ready"
+    BUSY = "busy"
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+
+class _SetupError(Exception):
+    def __init__(self, stage: str, message: str) -> None:
+        super().__init__(message)
+        self.stage = stage
+
+
+class _OutputError(Exception):
+    """The module's return value does not match its declared outputs."""
+
+
+def _import_callable(module_dir: Path, reference: str) -> Callable[..., Any]:
+    file_part, _, name = reference.partition(":")
+    module_name = file_part.removesuffix(".py").replace("/", ".")
+    if str(module_dir) not in sys.path:
+        sys.path.insert(0, str(module_dir))
+    module = importlib.import_module(module_name)
+    function = getattr(module, name, None)
+    if not callable(function):
+        raise _SetupError("import", f"{file_part} defines no function `{name}`")
+    return function  # type: ignore[no-any-return]
+
+
+class _Models:
+    """The per-worker LRU of loaded models, keyed by model_key."""
+
+    def __init__(self, load: Callable[[str, str], Any] | None, models_dir: Path, size: int) -> None:
+        self._load, self._dir, self._size = load, models_dir, size
+        self._cache: OrderedDict[str, Any] = OrderedDict()
+
+    def get(self, key: str) -> Any:
+        if self._load is None:
+            return None
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        path = self._dir / key
+        path.mkdir(parents=True, exist_ok=True)
+        model = self._load(key, str(path))
+        self._cache[key] = model
+        while len(self._cache) > self._size:
+            self._cache.popitem(last=False)
+        return model
+
+
+def _enc_hook(value: Any) -> Any:
+    if hasattr(value, "tolist"):  # numpy arrays and scalars
+        return value.tolist()
+    if hasattr(value, "item"):
+        return value.item()
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, set | frozenset):
+        return sorted(value)
+    raise TypeError(f"values of type {type(value).__name__} cannot be returned as JSON")
+
+
+class Worker:
+    """One module loaded in this process, answering `Call`s one at a time."""
+
+    def __init__(self, config: WorkerConfig) -> None:
+        self.config = config
+        self.spec = ApiSpec.from_dict(config.spec)
+        self.state = State.STARTING
+        self._inference: Callable[..., Any] | None = None
+        self._models: _Models | None = None
+        self._file_inputs = {f.name: f for f in self.spec.inputs if f.has_file}
+        self._outputs = {f.name: f for f in self.spec.outputs}
+        self._single_output = self.spec.outputs[0].name if len(self.spec.outputs) == 1 else None
+
+    def setup(self) -> None:
+        module_dir = Path(self.config.module_dir)
+        try:
+            self._inference = _import_callable(module_dir, self.config.entrypoint)
+            load = _import_callable(module_dir, self.config.load) if self.config.load else None
+        except _SetupError:
+            raise
+        except BaseException as exc:
+            traceback.print_exc()
+            raise _SetupError("import", f"{type(exc).__name__}: {exc}") from None
+        self._models = _Models(load, Path(self.config.models_dir), self.config.cache_size)
+        try:
+            self._models.get(self.config.default_model_key)
+        except BaseException as exc:
+            traceback.print_exc()
+            raise _SetupError("load", f"load({self.config.default_model_key!r}) raised {type(exc).__name__}: {exc}")
+        self.state = State.READY
+
+    def handle(self, call: Call) -> ToGateway:
+        assert self._inference is not None and self._models is not None
+        self.state = State.BUSY
+        started = time.perf_counter()
+        try:
+            model = self._models.get(call.model_key)
+            inputs = [self._with_files(record) for record in call.records]
+            fields = [{"name": name} for name in call.output_fields]
+            returned = self._inference(call.parameters, inputs, fields, call.model_key, model)
+        except BaseException as exc:
+            if isinstance(exc, KeyboardInterrupt | SystemExit):
+                raise
+            traceback.print_exc()
+            return CallFailed(id=call.id, code="module_error", message=f"{type(exc).__name__}: {exc}")
+        finally:
+            self.state = State.READY
+            sys.stdout.flush()
+            sys.stderr.flush()
+        try:
+            outputs = self._check_outputs(returned, len(call.records), call.output_fields)
+        except _OutputError as exc:
+            print(f"modelport: bad output from inference: {exc}", file=sys.stderr, flush=True)
+            return CallFailed(id=call.id, code="bad_module_output", message=str(exc))
+        return Result(id=call.id, outputs=outputs, seconds=time.perf_counter() - started)
+
+    def _with_files(self, record: dict[str, Any]) -> dict[str, Any]:
+        if not self._file_inputs:
+            return record
+        out = dict(record)
+        for name, field in self._file_inputs.items():
+            if name in out and out[name] is not None:
+                out[name] = _to_files(out[name], field)
+        return out
+
+    def _check_outputs(self, returned: Any, count: int, requested: list[str]) -> list[dict[str, Any]]:
+        if not isinstance(returned, list | tuple):
+            raise _OutputError(f"inference must return a list, got {type(returned).__name__}")
+        if len(returned) != count:
+            raise _OutputError(f"inference returned {len(returned)} results for {count} inputs")
+        return [self._check_record(i, item, requested) for i, item in enumerate(returned)]
+
+    def _check_record(self, index: int, item: Any, requested: list[str]) -> dict[str, Any]:
+        if not isinstance(item, dict):
+            if self._single_output is None:
+                raise _OutputError(f"result {index} must be a dict of outputs, got {type(item).__name__}")
+            item = {self._single_output: item}
+        out: dict[str, Any] = {}
+        for name in requested:
+            field = self._outputs[name]
+            if name not in item or item[name] is None:
+                if field.optional:
+                    continue
+                raise _OutputError(f"result {index} lacks the declared output `{name}`")
+            out[name] = self._output_value(index, field, item[name])
+        return out
+
+    def _output_value(self, index: int, field: FieldSpec, value: Any) -> Any:
+        file_type = field.file_type
+        if file_type is not None and _looks_like_file(value):
+            return self._store_file(field, file_type, value)
+        try:
+            value = msgspec.to_builtins(value, enc_hook=_enc_hook)
+        except (TypeError, msgspec.EncodeError) as exc:
+            raise _OutputError(f"result {index}, output `{field.name}`: {exc}") from None
+        problem = check_value(field, value)
+        if problem is not None:
+            raise _OutputError(f"result {index}, output `{field.name}`: {problem}")
+        return value
+
+    def _store_file(self, field: FieldSpec, file_type: TypeSpec, value: Any) -> dict[str, Any]:
+        content_type = next((m for m in file_type.mime if "*" not in m), "application/octet-stream")
+        if isinstance(value, bytes | bytearray):
+            data = bytes(value)
+        elif isinstance(value, str | os.PathLike):
+            data = Path(value).read_bytes()
+        else:  # a PIL image
+            buffer = io.BytesIO()
+            image_format = content_type.split("/")[-1].upper() if content_type.startswith("image/") else "PNG"
+            value.save(buffer, format="JPEG" if image_format == "JPG" else image_format)
+            data = buffer.getvalue()
+            content_type = content_type if content_type.startswith("image/") else "image/png"
+        handle, path = tempfile.mkstemp(dir=self.config.output_dir, prefix=f"{field.name}-")
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+        return {"path": path, "content_type": content_type, "filename": field.name, "size": len(data)}
+
+
+def _looks_like_file(value: Any) -> bool:
+    return isinstance(value, bytes | bytearray | os.PathLike) or hasattr(value, "save")
+
+
+def _to_files(value: Any, field: FieldSpec) -> Any:
+    if isinstance(value, list):
+        return [_to_files(v, field) for v in value]
+    if isinstance(value, dict) and "path" in value and "content_type" in value:
+        return File(Path(value["path"]), value["content_type"], value.get("filename", ""), value.get("size", 0))
+    return value
+
+
+class _Channel:
+    """Blocking, framed reads and writes on the control socket."""
+
+    def __init__(self, fd: int) -> None:
+        self._sock = socket.socket(fileno=fd)
+
+    def send(self, message: ToGateway) -> None:
+        self._sock.sendall(frame(encode(message)))
+
+    def receive(self) -> bytes | None:
+        header = self._exactly(HEADER_SIZE)
+        return None if header is None else self._exactly(frame_length(header))
+
+    def _exactly(self, size: int) -> bytes | None:
+        chunks, remaining = [], size
+        while remaining:
+            chunk = self._sock.recv(min(remaining, 1 << 20))
+            if not chunk:
+                return None
+            chunks.append(chunk)
+            remaining -= len(chunk)
+        return b"".join(chunks)
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = msgspec.json.decode((argv or sys.argv[1:])[0], type=WorkerConfig)
+    channel = _Channel(config.fd)
+    worker = Worker(config)
+    try:
+        worker.setup()
+    except _SetupError as exc:
+        worker.state = State.FAILED
+        channel.send(SetupFailed(stage=exc.stage, message=str(exc)))
+        return 3
+    channel.send(Ready(pid=os.getpid()))
+    while (payload := channel.receive()) is not None:
+        message = decode_to_worker(payload)
+        if isinstance(message, Shutdown):
+            break
+        channel.send(worker.handle(message))
+    worker.state = State.STOPPED
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
