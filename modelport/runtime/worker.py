@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import io
+import mimetypes
 import os
 import socket
 import sys
@@ -235,7 +236,8 @@ class Worker:
             value.save(buffer, format="JPEG" if image_format == "JPG" else image_format)
             data = buffer.getvalue()
             content_type = content_type if content_type.startswith("image/") else "image/png"
-        handle, path = tempfile.mkstemp(dir=self.config.output_dir, prefix=f"{field.name}-")
+        suffix = mimetypes.guess_extension(content_type) or ""
+        handle, path = tempfile.mkstemp(dir=self.config.output_dir, prefix=f"{field.name}-", suffix=suffix)
         with os.fdopen(handle, "wb") as stream:
             stream.write(data)
         return {"path": path, "content_type": content_type, "filename": field.name, "size": len(data)}

@@ -1,0 +1,65 @@
+"""Fixtures mirror the composition root: settings(tmp) → dev server → app → in-process HTTP client."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from modelport.app import DevServer
+from modelport.control.modules import ServedModule
+from modelport.core.settings import Settings
+
+FIXTURES = Path(__file__).parent / "fixtures" / "modules"
+
+
+@dataclass
+class Served:
+    client: httpx.AsyncClient
+    server: DevServer
+
+    @property
+    def module(self) -> ServedModule:
+        return self.server.registry.served()[0]
+
+    def predict_url(self) -> str:
+        return f"/api/v1/modules/{self.module.name}/predict"
+
+    async def predict(self, **body: object) -> httpx.Response:
+        return await self.client.post(self.predict_url(), json=body)
+
+
+@pytest.fixture
+def fixture_module(tmp_path: Path) -> Callable[[str], Path]:
+    """Copy a fixture module into a fresh directory and return its path."""
+
+    def copy(name: str) -> Path:
+        target = tmp_path / "modules" / name
+        shutil.copytree(FIXTURES / name, target, ignore=shutil.ignore_patterns("__pycache__"))
+        return target
+
+    return copy
+
+
+ServeFactory = Callable[..., AbstractAsyncContextManager[Served]]
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> ServeFactory:
+    """Serve a module directory in-process; the workers are real processes."""
+
+    @asynccontextmanager
+    async def start(directory: Path, *, workers: int | None = 1, **settings: object) -> AsyncIterator[Served]:
+        config = Settings(data_dir=tmp_path / "data", **settings)  # type: ignore[arg-type]
+        server = DevServer(directory, settings=config, workers=workers, reload=False)
+        async with server.app.router.lifespan_context(server.app):
+            transport = httpx.ASGITransport(app=server.app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://modelport.test") as client:
+                yield Served(client, server)
+
+    return start
