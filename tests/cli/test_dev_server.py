@@ -1,0 +1,195 @@
+"""End to end: `modelport dev` as a real process on a free port, and `modelport predict` from the shell."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+MODELPORT = [sys.executable, "-m", "modelport"]
+
+
+class DevProcess:
+    """`modelport dev` in a child process; its stderr lines are collected by a reader thread."""
+
+    def __init__(self, directory: Path, *extra: str) -> None:
+        self.process = subprocess.Popen(
+            [*MODELPORT, "dev", str(directory), "--port", "0", *extra],
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            text=True,
+            start_new_session=True,
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+        self.url = self.wait_for(r"serving \S+ on (http://\S+)", timeout=60).group(1)
+
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.lines.put(line.rstrip("\n"))
+
+    def wait_for(self, pattern: str, *, timeout: float) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        while (remaining := deadline - time.monotonic()) > 0:
+            try:
+                line = self.lines.get(timeout=min(remaining, 0.2))
+            except queue.Empty:
+                if self.process.poll() is not None and self.lines.empty():
+                    break
+                continue
+            self.seen.append(line)
+            match = re.search(pattern, line)
+            if match:
+                return match
+        raise AssertionError(f"no line matching {pattern!r}; got {self.seen}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        self.reader.join(5)
+        if self.process.stderr is not None:
+            self.process.stderr.close()
+
+
+@pytest.fixture
+def dev_process() -> Iterator[type[DevProcess]]:
+    started: list[DevProcess] = []
+
+    class Tracked(DevProcess):
+        def __init__(self, directory: Path, *extra: str) -> None:
+            super().__init__(directory, *extra)
+            started.append(self)
+
+    yield Tracked
+    for process in started:
+        process.stop()
+
+
+def test_dev_serves_health_openapi_docs_and_predictions(fixture_module, dev_process):
+    dev = dev_process(fixture_module("echo"))
+    with httpx.Client(base_url=dev.url, timeout=10) as client:
+        assert client.get("/healthz").json() == {"status": "ok"}
+        assert client.get("/readyz").status_code == 200
+        assert client.get("/openapi.json").json()["openapi"].startswith("3.1")
+        assert client.get("/api/v1/modules/echo/openapi.json").status_code == 200
+        assert "swagger-ui" in client.get("/docs").text
+        assert 'name="inputs.text"' in client.get("/").text
+        response = client.post("/api/v1/modules/echo/predict", json={"inputs": {"text": "hi"}})
+        assert response.json()["outputs"] == {"text": "hi", "length": 2}
+        form = client.post("/api/v1/modules/echo/predict", data={"inputs.text": "yo", "parameters.suffix": "!"})
+        assert form.json()["outputs"]["text"] == "yo!"
+        bad = client.post("/api/v1/modules/echo/predict", json={"inputs": {"text": 1}})
+        assert bad.status_code == 422
+        assert bad.json()["error"]["details"] == [
+            {"field": "inputs.text", "code": "type", "message": "expected a string"}
+        ]
+
+
+def test_dev_reloads_on_change_and_keeps_serving_through_a_broken_docstring(fixture_module, dev_process):
+    directory = fixture_module("echo")
+    source = directory / "inference.py"
+    dev = dev_process(directory)
+    with httpx.Client(base_url=dev.url, timeout=10) as client:
+        first = client.post("/api/v1/modules/echo/predict", json={"inputs": {"text": "a"}}).json()["version"]
+
+        source.write_text(source.read_text().replace(':type outputs.length: int', ':type outputs.length: integer'))
+        error = dev.wait_for(r"error: .*inference\.py:(\d+): unknown type `integer`", timeout=20)
+        assert source.read_text().splitlines()[int(error.group(1)) - 1].strip().startswith(":type outputs.length")
+        still = client.post("/api/v1/modules/echo/predict", json={"inputs": {"text": "a"}})
+        assert still.status_code == 200 and still.json()["version"] == first
+
+        source.write_text(
+            source.read_text()
+            .replace(":type outputs.length: integer", ":type outputs.length: int")
+            .replace('r["text"] + p["suffix"]', 'r["text"].upper() + p["suffix"]')
+        )
+        dev.wait_for(r"serving echo \(dev-", timeout=30)
+        after = client.post("/api/v1/modules/echo/predict", json={"inputs": {"text": "a"}}).json()
+        assert after["outputs"]["text"] == "A"
+        assert after["version"] != first
+
+
+def test_dev_with_a_broken_module_waits_for_a_fix(fixture_module, dev_process):
+    directory = fixture_module("echo")
+    source = directory / "inference.py"
+    source.write_text(source.read_text().replace(":type inputs.text: str", ":type inputs.text: str, frobnicate"))
+    dev = dev_process(directory)
+    assert any("inference.py:5: unknown modifier `frobnicate`" in line for line in dev.seen)
+    with httpx.Client(base_url=dev.url, timeout=10) as client:
+        assert client.get("/readyz").status_code == 503
+        broken = client.post("/api/v1/modules/echo/predict", json={"inputs": {"text": "a"}})
+        assert broken.status_code == 503
+        assert "frobnicate" in broken.json()["error"]["message"]
+        source.write_text(source.read_text().replace(", frobnicate", ""))
+        dev.wait_for(r"serving echo", timeout=30)
+        assert client.post("/api/v1/modules/echo/predict", json={"inputs": {"text": "a"}}).status_code == 200
+
+
+def test_predict_runs_one_call_from_the_shell(fixture_module, tmp_path):
+    result = subprocess.run(
+        [*MODELPORT, "predict", str(fixture_module("echo")), "-i", "text=hello", "-p", "suffix=?"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["outputs"] == {"text": "hello?", "length": 5}
+
+
+def test_predict_with_a_file_input(fixture_module, tmp_path):
+    from PIL import Image
+
+    image = tmp_path / "red.png"
+    Image.new("RGB", (7, 3), "red").save(image)
+    result = subprocess.run(
+        [*MODELPORT, "predict", str(fixture_module("files")), "-i", f"image=@{image}", "-o", "json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    outputs = json.loads(result.stdout)["outputs"]
+    assert outputs["width"] == 7
+    assert outputs["info"]["image"]["content_type"] == "image/png"
+    assert outputs["mirrored"]["content_type"] == "image/png"
+
+
+def test_predict_reports_bad_input_with_exit_code_2(fixture_module):
+    result = subprocess.run(
+        [*MODELPORT, "predict", str(fixture_module("echo")), "-i", "txt=hello"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "inputs.txt" in result.stderr and "inputs.text" in result.stderr
+
+
+def test_predict_reports_module_errors_with_exit_code_1(fixture_module):
+    result = subprocess.run(
+        [*MODELPORT, "predict", str(fixture_module("raises")), "-i", "text=boom"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "cannot handle boom" in result.stderr
