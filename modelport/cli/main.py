@@ -33,10 +33,14 @@ err = Console(stderr=True)
 
 @app.command()
 def dev(
-    directory: Annotated[Path, typer.Argument(help="The module directory (holding inference.py).")] = Path("."),
+    directory: Annotated[Path, typer.Argument(help="The module directory (holding inference.py).")] = Path(
+        "."
+    ),
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on (0 picks a free one).")] = 8000,
-    workers: Annotated[int | None, typer.Option(help="Worker processes (default: the manifest's replicas).")] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Worker processes (default: the manifest's replicas).")
+    ] = None,
     reload: Annotated[bool, typer.Option(help="Reload the module when its files change.")] = True,
 ) -> None:
     """Serve one module with hot reload, Swagger UI and a try-it page."""
@@ -58,10 +62,15 @@ def dev(
 def predict(
     target: Annotated[Path, typer.Argument(help="A module directory.")],
     inputs: Annotated[
-        list[str] | None, typer.Option("--input", "-i", help="An input: name=value, or name=@file for a file.")
+        list[str] | None,
+        typer.Option("--input", "-i", help="An input: name=value, or name=@file for a file."),
     ] = None,
-    parameters: Annotated[list[str] | None, typer.Option("--param", "-p", help="A parameter: name=value.")] = None,
-    output_fields: Annotated[list[str] | None, typer.Option("--output-field", help="Only these outputs.")] = None,
+    parameters: Annotated[
+        list[str] | None, typer.Option("--param", "-p", help="A parameter: name=value.")
+    ] = None,
+    output_fields: Annotated[
+        list[str] | None, typer.Option("--output-field", help="Only these outputs.")
+    ] = None,
     model_key: Annotated[str | None, typer.Option(help="Which model to use.")] = None,
     output: Annotated[str, typer.Option("--output", "-o", help="json or yaml.")] = "json",
 ) -> None:

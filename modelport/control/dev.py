@@ -74,7 +74,11 @@ class DevModule:
             version = f"dev-{self.generation}-{_digest(self.directory)}"
             try:
                 served = await start_module(
-                    definition, version=version, settings=self.settings, replicas=self.workers, log=self._log_sink
+                    definition,
+                    version=version,
+                    settings=self.settings,
+                    replicas=self.workers,
+                    log=self._log_sink,
                 )
             except SetupFailed as exc:
                 return self._fail(f"{definition.name}: {exc.message}")

@@ -173,7 +173,10 @@ async def predict(served: ServedModule, request: ParsedRequest) -> list[dict[str
 
 
 class ModuleRegistry:
-    """The modules being served, by name. Swapping a version is one assignment: routing switches atomically."""
+    """The modules being served, by name.
+
+    Swapping a version is one assignment, so routing switches atomically.
+    """
 
     def __init__(self) -> None:
         self._modules: dict[str, ServedModule] = {}

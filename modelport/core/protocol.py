@@ -123,8 +123,10 @@ HEADER_SIZE = _HEADER.size
 
 
 def decode_to_worker(payload: bytes) -> ToWorker:
-    return _to_worker.decode(payload)
+    message: ToWorker = _to_worker.decode(payload)
+    return message
 
 
 def decode_to_gateway(payload: bytes) -> ToGateway:
-    return _to_gateway.decode(payload)
+    message: ToGateway = _to_gateway.decode(payload)
+    return message

@@ -44,12 +44,11 @@ def create_app(
         return JSONResponse({"status": "ok"})
 
     async def readyz(request: Request) -> Response:
-        modules = {
-            name: _module_state(registry, name)
-            for name in registry.names()
-        }
+        modules = {name: _module_state(registry, name) for name in registry.names()}
         ready = bool(modules) and all(state == "ready" for state in modules.values())
-        return JSONResponse({"status": "ready" if ready else "not_ready", "modules": modules}, 200 if ready else 503)
+        return JSONResponse(
+            {"status": "ready" if ready else "not_ready", "modules": modules}, 200 if ready else 503
+        )
 
     async def module_openapi_json(request: Request) -> Response:
         served = registry.get(request.path_params["module"])

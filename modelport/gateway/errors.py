@@ -55,5 +55,8 @@ def error_response(exc: BaseException, *, request_id: str | None = None) -> Resp
     if error.retry_after is not None:
         headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
     return Response(
-        _encoder.encode({"error": body}), status_code=error.status, headers=headers, media_type="application/json"
+        _encoder.encode({"error": body}),
+        status_code=error.status,
+        headers=headers,
+        media_type="application/json",
     )

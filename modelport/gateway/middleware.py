@@ -49,4 +49,6 @@ class BodyLimit:
             await error_response(exc)(scope, receive, send)
 
     def _too_large(self, size: int) -> PayloadTooLarge:
-        return PayloadTooLarge(f"the request body ({size} bytes or more) exceeds the limit of {self.max_bytes} bytes")
+        return PayloadTooLarge(
+            f"the request body ({size} bytes or more) exceeds the limit of {self.max_bytes} bytes"
+        )

@@ -47,9 +47,9 @@ class PredictRoute:
                 self._checker(self._workdir(workdir)).resolve(served.spec, parsed)
             outputs = await predict(served, parsed)
             body = {
-                "outputs": [self._publish(served, o) for o in outputs] if parsed.batch else self._publish(
-                    served, outputs[0]
-                ),
+                "outputs": [self._publish(served, o) for o in outputs]
+                if parsed.batch
+                else self._publish(served, outputs[0]),
                 "module": served.name,
                 "version": served.version,
                 "request_id": request_id,
@@ -75,8 +75,12 @@ class PredictRoute:
             max_image_pixels=self.settings.max_image_pixels,
         )
 
-    async def _parse(self, request: Request, served: ServedModule, workdir: Callable[[], Path]) -> ParsedRequest:
-        content_type = request.headers.get("content-type", "application/json").split(";", 1)[0].strip().lower()
+    async def _parse(
+        self, request: Request, served: ServedModule, workdir: Callable[[], Path]
+    ) -> ParsedRequest:
+        content_type = (
+            request.headers.get("content-type", "application/json").split(";", 1)[0].strip().lower()
+        )
         if content_type in ("application/json", "") or content_type.endswith("+json"):
             return parse_json(served.spec, self._decode(await request.body()))
         if content_type in _FORMS:
@@ -96,10 +100,14 @@ class PredictRoute:
             _check_depth(value, self.settings.max_json_depth)
         return value
 
-    async def _form(self, request: Request, workdir: Callable[[], Path]) -> list[tuple[str, str | UploadedFile]]:
+    async def _form(
+        self, request: Request, workdir: Callable[[], Path]
+    ) -> list[tuple[str, str | UploadedFile]]:
         limit = self.settings.max_form_fields
         try:
-            form = await request.form(max_files=limit, max_fields=limit, max_part_size=self.settings.max_body_bytes)
+            form = await request.form(
+                max_files=limit, max_fields=limit, max_part_size=self.settings.max_body_bytes
+            )
         except PayloadTooLarge:
             raise
         except Exception as exc:

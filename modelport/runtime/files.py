@@ -75,19 +75,30 @@ class FileChecker:
             for field in spec.inputs:
                 if field.has_file and field.name in record:
                     label = f"{prefix}.{field.name}"
-                    record[field.name] = self._resolve_value(field, record[field.name], label, problems, too_large)
+                    record[field.name] = self._resolve_value(
+                        field, record[field.name], label, problems, too_large
+                    )
         if too_large:
             raise PayloadTooLarge("a file is larger than allowed", details=too_large)
         if problems:
             raise ValidationFailed("the request does not match the module's API", details=problems)
 
     def _resolve_value(
-        self, field: FieldSpec, value: Any, label: str, problems: list[dict[str, str]], large: list[dict[str, str]]
+        self,
+        field: FieldSpec,
+        value: Any,
+        label: str,
+        problems: list[dict[str, str]],
+        large: list[dict[str, str]],
     ) -> Any:
         if isinstance(value, list):
-            return [self._resolve_value(field, v, f"{label}[{i}]", problems, large) for i, v in enumerate(value)]
+            return [
+                self._resolve_value(field, v, f"{label}[{i}]", problems, large) for i, v in enumerate(value)
+            ]
         if isinstance(value, ObjectFile):
-            problems.append(_problem(label, "not_supported", "stored objects are not available on this server"))
+            problems.append(
+                _problem(label, "not_supported", "stored objects are not available on this server")
+            )
             return None
         if isinstance(value, DataFile):
             value = self._write(value)
@@ -111,20 +122,29 @@ class FileChecker:
     ) -> dict[str, Any] | None:
         limit = min(field.max_bytes or self.max_upload_bytes, self.max_upload_bytes)
         if upload.size > limit:
-            large.append(_problem(label, "file_too_large", f"{upload.size} bytes; the limit is {limit} bytes"))
+            large.append(
+                _problem(label, "file_too_large", f"{upload.size} bytes; the limit is {limit} bytes")
+            )
             return None
         file_type = field.file_type
         assert file_type is not None
         content_type = sniff(Path(upload.path), upload.content_type)
         if not file_type.accepts_mime(content_type):
             accepted = ", ".join(file_type.mime)
-            problems.append(_problem(label, "content_type", f"the file is {content_type}; expected {accepted}"))
+            problems.append(
+                _problem(label, "content_type", f"the file is {content_type}; expected {accepted}")
+            )
             return None
         if content_type.startswith("image/") and (problem := self._check_image(Path(upload.path))):
             (large if problem[0] == "image_too_large" else problems).append(_problem(label, *problem))
             return None
         ref = FileRef(path=upload.path, content_type=content_type, filename=upload.filename, size=upload.size)
-        return {"path": ref.path, "content_type": ref.content_type, "filename": ref.filename, "size": ref.size}
+        return {
+            "path": ref.path,
+            "content_type": ref.content_type,
+            "filename": ref.filename,
+            "size": ref.size,
+        }
 
     def _check_image(self, path: Path) -> tuple[str, str] | None:
         try:

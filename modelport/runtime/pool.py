@@ -27,7 +27,7 @@ from modelport.core.errors import (
     SetupFailed,
     WorkerDied,
 )
-from modelport.core.protocol import CallFailed, Result
+from modelport.core.protocol import Result
 from modelport.runtime.process import LogSink, WorkerLaunch, WorkerProcess
 
 __all__ = ["PoolConfig", "WorkerPool"]
@@ -238,7 +238,9 @@ class WorkerPool:
             self._failures[slot] += 1
             if self._failures[slot] >= _CRASH_LOOP:
                 self.failure = f"crash loop: {exc.message}"
-            self._log("stderr", f"modelport: restarting worker {self.config.name}-{slot} failed: {exc.message}")
+            self._log(
+                "stderr", f"modelport: restarting worker {self.config.name}-{slot} failed: {exc.message}"
+            )
             if not self.live_workers:
                 self._fail_queue(ModuleUnavailable(exc.message, retry_after=self._backoff[slot]))
             return False
@@ -302,4 +304,3 @@ def _union(batch: list[_Item]) -> tuple[str, ...]:
     for item in batch:
         fields.update(dict.fromkeys(item.output_fields))
     return tuple(fields)
-

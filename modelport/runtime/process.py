@@ -120,7 +120,9 @@ class WorkerProcess:
             payload = await asyncio.wait_for(self._read_frame(), self.launch.startup_timeout)
         except TimeoutError:
             await self.kill()
-            raise SetupFailed(f"worker {self.name} did not become ready within {self.launch.startup_timeout:.0f} s")
+            raise SetupFailed(
+                f"worker {self.name} did not become ready within {self.launch.startup_timeout:.0f} s"
+            ) from None
         if payload is None:
             code = await self._process_exit_code()
             self.state = ProcessState.FAILED

@@ -40,7 +40,7 @@ from modelport.core.protocol import (
     frame,
     frame_length,
 )
-from modelport.sdk import ApiSpec, File, FieldSpec, Kind, TypeSpec
+from modelport.sdk import ApiSpec, FieldSpec, File, TypeSpec
 from modelport.sdk.spec import check_value
 
 __all__ = ["WorkerConfig", "main"]
@@ -152,7 +152,9 @@ class Worker:
             self._models.get(self.config.default_model_key)
         except BaseException as exc:
             traceback.print_exc()
-            raise _SetupError("load", f"load({self.config.default_model_key!r}) raised {type(exc).__name__}: {exc}")
+            raise _SetupError(
+                "load", f"load({self.config.default_model_key!r}) raised {type(exc).__name__}: {exc}"
+            ) from None
         self.state = State.READY
 
     def handle(self, call: Call) -> ToGateway:
@@ -251,7 +253,9 @@ def _to_files(value: Any, field: FieldSpec) -> Any:
     if isinstance(value, list):
         return [_to_files(v, field) for v in value]
     if isinstance(value, dict) and "path" in value and "content_type" in value:
-        return File(Path(value["path"]), value["content_type"], value.get("filename", ""), value.get("size", 0))
+        return File(
+            Path(value["path"]), value["content_type"], value.get("filename", ""), value.get("size", 0)
+        )
     return value
 
 

@@ -40,7 +40,11 @@ def read_api_spec(module_dir: Path, entrypoint: str) -> ApiSpec:
     if function is None:
         raise SourceError(path, None, f"no top-level function `{name}`")
     first = function.body[0] if function.body else None
-    if not (isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str)):
+    if not (
+        isinstance(first, ast.Expr)
+        and isinstance(first.value, ast.Constant)
+        and isinstance(first.value.value, str)
+    ):
         raise SourceError(path, function.lineno, f"`{name}` has no docstring; its docstring declares the API")
     try:
         return parse_docstring(first.value.value)

@@ -28,7 +28,9 @@ __all__ = [
 ]
 
 MODEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_DATA_URL = re.compile(r"^data:(?P<type>[^;,]*)(?P<params>(;[^;,]*)*?)(?P<b64>;base64)?,(?P<data>.*)$", re.DOTALL)
+_DATA_URL = re.compile(
+    r"^data:(?P<type>[^;,]*)(?P<params>(;[^;,]*)*?)(?P<b64>;base64)?,(?P<data>.*)$", re.DOTALL
+)
 _TOP_LEVEL = ("inputs", "parameters", "output_fields", "model_key")
 _TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
 
@@ -112,7 +114,9 @@ def parse_json(spec: ApiSpec, body: Any) -> ParsedRequest:
     else:
         problems.add("inputs", "type", "expected an object (one record) or a list of objects")
         raw_records = []
-    records = [_record(spec, raw, _prefix(i, batch), problems, _json_value) for i, raw in enumerate(raw_records)]
+    records = [
+        _record(spec, raw, _prefix(i, batch), problems, _json_value) for i, raw in enumerate(raw_records)
+    ]
     parameters = _parameters(spec, body.get("parameters", {}), problems, _json_value)
     output_fields = _output_fields(spec, body.get("output_fields"), problems)
     model_key = _model_key(body.get("model_key"), problems)
@@ -121,7 +125,10 @@ def parse_json(spec: ApiSpec, body: Any) -> ParsedRequest:
 
 
 def parse_form(spec: ApiSpec, form: list[tuple[str, str | UploadedFile]]) -> ParsedRequest:
-    """Validate a multipart or urlencoded form: `inputs.<name>`, `parameters.<name>`, `output_fields`, `model_key`."""
+    """Validate a multipart or urlencoded form.
+
+    Parts are named `inputs.<name>`, `parameters.<name>`, `output_fields` and `model_key`.
+    """
     problems = _Problems()
     grouped: dict[str, dict[str, Any]] = {"inputs": {}, "parameters": {}}
     outputs: list[Any] = []
@@ -135,7 +142,9 @@ def parse_form(spec: ApiSpec, form: list[tuple[str, str | UploadedFile]]) -> Par
         elif dot and group in grouped:
             _add_form_value(spec, grouped[group], group, field_name, value, problems)
         else:
-            problems.add(name, "unknown_field", "unknown form field; expected inputs.<name> or parameters.<name>")
+            problems.add(
+                name, "unknown_field", "unknown form field; expected inputs.<name> or parameters.<name>"
+            )
     record = _record(spec, grouped["inputs"], "inputs", problems, _form_value)
     parameters = _parameters(spec, grouped["parameters"], problems, _form_value)
     output_fields = _output_fields(spec, outputs or None, problems)
@@ -185,7 +194,9 @@ def _fields(
     for key in raw:
         if key not in names:
             expected = ", ".join(sorted(names)) or "none"
-            problems.add(f"{prefix}.{key}", "unknown_field", f"not declared by the module (declared: {expected})")
+            problems.add(
+                f"{prefix}.{key}", "unknown_field", f"not declared by the module (declared: {expected})"
+            )
     out: dict[str, Any] = {}
     for field in declared:
         label = f"{prefix}.{field.name}"
@@ -240,7 +251,9 @@ def _decode_data_url(url: str) -> DataFile | None:
         return None
     try:
         data = (
-            base64.b64decode(match["data"], validate=True) if match["b64"] else unquote_to_bytes(match["data"])
+            base64.b64decode(match["data"], validate=True)
+            if match["b64"]
+            else unquote_to_bytes(match["data"])
         )
     except (binascii.Error, ValueError):
         return None
@@ -248,7 +261,9 @@ def _decode_data_url(url: str) -> DataFile | None:
 
 
 def _form_value(field: FieldSpec, value: Any, label: str, problems: _Problems) -> Any:
-    if isinstance(value, UploadedFile) or (isinstance(value, list) and all(isinstance(v, UploadedFile) for v in value)):
+    if isinstance(value, UploadedFile) or (
+        isinstance(value, list) and all(isinstance(v, UploadedFile) for v in value)
+    ):
         if field.has_file:
             return value
         problems.add(label, "type", f"expected {field.type_text}, got a file")

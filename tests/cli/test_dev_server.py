@@ -95,7 +95,9 @@ def test_dev_serves_health_openapi_docs_and_predictions(fixture_module, dev_proc
         assert 'name="inputs.text"' in client.get("/").text
         response = client.post("/api/v1/modules/echo/predict", json={"inputs": {"text": "hi"}})
         assert response.json()["outputs"] == {"text": "hi", "length": 2}
-        form = client.post("/api/v1/modules/echo/predict", data={"inputs.text": "yo", "parameters.suffix": "!"})
+        form = client.post(
+            "/api/v1/modules/echo/predict", data={"inputs.text": "yo", "parameters.suffix": "!"}
+        )
         assert form.json()["outputs"]["text"] == "yo!"
         bad = client.post("/api/v1/modules/echo/predict", json={"inputs": {"text": 1}})
         assert bad.status_code == 422
@@ -111,9 +113,16 @@ def test_dev_reloads_on_change_and_keeps_serving_through_a_broken_docstring(fixt
     with httpx.Client(base_url=dev.url, timeout=10) as client:
         first = client.post("/api/v1/modules/echo/predict", json={"inputs": {"text": "a"}}).json()["version"]
 
-        source.write_text(source.read_text().replace(':type outputs.length: int', ':type outputs.length: integer'))
+        source.write_text(
+            source.read_text().replace(":type outputs.length: int", ":type outputs.length: integer")
+        )
         error = dev.wait_for(r"error: .*inference\.py:(\d+): unknown type `integer`", timeout=20)
-        assert source.read_text().splitlines()[int(error.group(1)) - 1].strip().startswith(":type outputs.length")
+        assert (
+            source.read_text()
+            .splitlines()[int(error.group(1)) - 1]
+            .strip()
+            .startswith(":type outputs.length")
+        )
         still = client.post("/api/v1/modules/echo/predict", json={"inputs": {"text": "a"}})
         assert still.status_code == 200 and still.json()["version"] == first
 
@@ -131,7 +140,9 @@ def test_dev_reloads_on_change_and_keeps_serving_through_a_broken_docstring(fixt
 def test_dev_with_a_broken_module_waits_for_a_fix(fixture_module, dev_process):
     directory = fixture_module("echo")
     source = directory / "inference.py"
-    source.write_text(source.read_text().replace(":type inputs.text: str", ":type inputs.text: str, frobnicate"))
+    source.write_text(
+        source.read_text().replace(":type inputs.text: str", ":type inputs.text: str, frobnicate")
+    )
     dev = dev_process(directory)
     assert any("inference.py:5: unknown modifier `frobnicate`" in line for line in dev.seen)
     with httpx.Client(base_url=dev.url, timeout=10) as client:

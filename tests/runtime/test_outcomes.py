@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import time
+
+import pytest
 
 from modelport.core.errors import SetupFailed
 
@@ -44,7 +45,9 @@ async def test_import_error_is_a_clear_startup_error(fixture_module, serve):
         assert served.server.registry.served() == []
         problem = served.server.registry.problems["import-error"]
         assert "import failed" in problem and "module_that_does_not_exist" in problem
-        response = await served.client.post("/api/v1/modules/import-error/predict", json={"inputs": {"text": "x"}})
+        response = await served.client.post(
+            "/api/v1/modules/import-error/predict", json={"inputs": {"text": "x"}}
+        )
         assert response.status_code == 503
         assert response.json()["error"]["code"] == "module_unavailable"
         assert "Retry-After" in response.headers
@@ -153,7 +156,7 @@ async def test_setup_failure_surfaces_through_start_module(fixture_module):
     from modelport.core.settings import Settings
 
     directory = fixture_module("load_fails")
-    try:
+    with pytest.raises(SetupFailed) as failure:
         await start_module(
             read_module(directory),
             version="t",
@@ -161,11 +164,8 @@ async def test_setup_failure_surfaces_through_start_module(fixture_module):
             replicas=1,
             log=lambda stream, line: None,
         )
-    except SetupFailed as exc:
-        assert exc.status == 503
-        assert "RuntimeError" in exc.message
-    else:
-        raise AssertionError("start_module should have failed")
+    assert failure.value.status == 503
+    assert "RuntimeError" in failure.value.message
 
 
 def _alive(pid: int, wait: float = 5.0) -> bool:
