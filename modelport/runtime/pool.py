@@ -46,6 +46,8 @@ class PoolConfig:
     batch_wait: float = 0.0
     timeout: float = 60.0
     max_queue: int = 1024
+    pipeline: int = 2
+    """Calls in flight per worker: the next call is already in the socket while the worker computes."""
 
 
 @dataclass(eq=False)
@@ -127,6 +129,7 @@ class WorkerPool:
         self._closing = False
         self._backoff = [1.0] * config.replicas
         self._failures = [0] * config.replicas
+        self._restarting = [asyncio.Lock() for _ in range(config.replicas)]
         self.failure: str | None = None
         self.calls = 0
         self.batched_records = 0
@@ -142,7 +145,11 @@ class WorkerPool:
             await self._stop_workers(grace=5)
             error = errors[0]
             raise error if isinstance(error, SetupFailed) else SetupFailed(str(error))
-        self._loops = [asyncio.create_task(self._serve(slot)) for slot in range(self.config.replicas)]
+        self._loops = [
+            asyncio.create_task(self._serve(slot))
+            for slot in range(self.config.replicas)
+            for _ in range(self.config.pipeline)
+        ]
 
     async def close(self, *, grace: float = 30.0) -> None:
         """Stop taking work, let queued and in-flight records finish (up to `grace` s), stop the workers."""
@@ -217,9 +224,10 @@ class WorkerPool:
     async def _serve(self, slot: int) -> None:
         while True:
             worker = self._workers[slot]
-            if worker is None or not worker.alive:
-                if not await self._restart(slot):
-                    continue
+            if worker is None or not worker.accepting:
+                async with self._restarting[slot]:
+                    if not self._accepting(slot) and not await self._restart(slot):
+                        continue
                 worker = self._workers[slot]
                 assert worker is not None
             batch = await self._queue.take(self.config.max_batch_size, self.config.batch_wait)
@@ -228,6 +236,10 @@ class WorkerPool:
                 await self._run(slot, worker, batch)
             finally:
                 self._busy -= 1
+
+    def _accepting(self, slot: int) -> bool:
+        worker = self._workers[slot]
+        return worker is not None and worker.accepting
 
     async def _restart(self, slot: int) -> bool:
         await asyncio.sleep(self._backoff[slot])
@@ -247,6 +259,10 @@ class WorkerPool:
         return True
 
     async def _run(self, slot: int, worker: WorkerProcess, batch: list[_Item]) -> None:
+        if not worker.accepting:  # it died while this loop waited for work: another loop takes the batch
+            for item in reversed(batch):
+                self._queue.put(item, front=True)
+            return
         fields = _union(batch)
         call = {
             "records": [item.record for item in batch],

@@ -78,6 +78,11 @@ class WorkerProcess:
         self.exited = asyncio.Event()
 
     @property
+    def accepting(self) -> bool:
+        """Ready for calls: started, handshake done, not stopping."""
+        return self.state in (ProcessState.READY, ProcessState.BUSY)
+
+    @property
     def alive(self) -> bool:
         return self.state in (ProcessState.STARTING, ProcessState.READY, ProcessState.BUSY)
 
