@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
+import uvloop
 from starlette.applications import Starlette
 
 from modelport.control.dev import DevModule
@@ -90,7 +91,7 @@ def run_dev_server(
             on_ready(f"http://{settings.host}:{port}")
         await task
 
-    asyncio.run(serve())
+    uvloop.run(serve())
 
 
 async def run_local_predict(

@@ -141,6 +141,10 @@ def parse_form(spec: ApiSpec, form: list[tuple[str, str | UploadedFile]]) -> Par
             model_key = value
         elif dot and group in grouped:
             _add_form_value(spec, grouped[group], group, field_name, value, problems)
+        elif name.lstrip().startswith(("{", "[")):
+            problems.add(
+                "body", "content_type", "this looks like JSON; send it with Content-Type: application/json"
+            )
         else:
             problems.add(
                 name, "unknown_field", "unknown form field; expected inputs.<name> or parameters.<name>"
