@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,7 @@ class PredictRoute:
         self.outputs = settings.data_dir / "outputs"
 
     async def handle(self, request: Request) -> Response:
-        request_id = uuid.uuid4().hex
+        request_id = os.urandom(16).hex()
         workdir: list[Path] = []
         try:
             served = self.registry.get(request.path_params["module"])
