@@ -96,6 +96,10 @@ class PredictRoute:
             value = _decoder.decode(body)
         except msgspec.DecodeError as exc:
             raise InvalidJson(f"the request body is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise BadRequest(
+                f"the JSON body is nested deeper than {self.settings.max_json_depth} levels"
+            ) from None
         if body.count(b"[") + body.count(b"{") > self.settings.max_json_depth:
             _check_depth(value, self.settings.max_json_depth)
         return value
@@ -148,12 +152,11 @@ def _save_upload(upload: UploadFile, directory: Path) -> UploadedFile:
 
 
 def _check_depth(value: Any, limit: int) -> None:
-    stack: list[tuple[Any, int]] = [(value, 1)]
+    """Refuse bodies whose objects and arrays nest deeper than `limit` (the outermost one is level 1)."""
+    stack: list[tuple[Any, int]] = [(value, 1)] if isinstance(value, dict | list) else []
     while stack:
         current, depth = stack.pop()
         if depth > limit:
             raise BadRequest(f"the JSON body is nested deeper than {limit} levels")
-        if isinstance(current, dict):
-            stack.extend((v, depth + 1) for v in current.values())
-        elif isinstance(current, list):
-            stack.extend((v, depth + 1) for v in current)
+        children = current.values() if isinstance(current, dict) else current
+        stack.extend((v, depth + 1) for v in children if isinstance(v, dict | list))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -147,15 +146,17 @@ class FileChecker:
         }
 
     def _check_image(self, path: Path) -> tuple[str, str] | None:
+        pillow_limit = Image.MAX_IMAGE_PIXELS
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
-                with Image.open(path) as image:
-                    width, height = image.size
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            return "image_too_large", f"the image exceeds the limit of {self.max_image_pixels} pixels"
+            # Only the header is read here, so Pillow's own cap is lifted and ours, below, is the one that
+            # applies (no await inside, so nothing else runs while the global is changed).
+            Image.MAX_IMAGE_PIXELS = None
+            with Image.open(path) as image:
+                width, height = image.size
         except (OSError, SyntaxError, ValueError) as exc:
             return "bad_image", f"the image cannot be decoded: {exc}"
+        finally:
+            Image.MAX_IMAGE_PIXELS = pillow_limit
         if width * height > self.max_image_pixels:
             return "image_too_large", f"{width}x{height} pixels; the limit is {self.max_image_pixels} pixels"
         return None

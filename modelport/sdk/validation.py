@@ -137,6 +137,8 @@ def parse_form(spec: ApiSpec, form: list[tuple[str, str | UploadedFile]]) -> Par
         group, dot, field_name = name.partition(".")
         if name == "output_fields":
             outputs.extend(v.strip() for v in str(value).split(",") if v.strip())
+        elif name == "model_key" and model_key is not None:
+            problems.add("model_key", "duplicate", "sent more than once")
         elif name == "model_key":
             model_key = value
         elif dot and group in grouped:
@@ -229,7 +231,7 @@ def _json_value(field: FieldSpec, value: Any, label: str, problems: _Problems) -
             return _INVALID
     problem = check_value(field, value)
     if problem is not None:
-        problems.add(label, "choice" if problem.startswith("must be one of") else "type", problem)
+        problems.add(label, _code(problem), problem)
         return _INVALID
     return value
 
@@ -286,8 +288,17 @@ def _form_value(field: FieldSpec, value: Any, label: str, problems: _Problems) -
         return _INVALID
     fallback = _from_text(field.types[0].kind, text)
     problem = check_value(field, fallback) if fallback is not _INVALID else f"expected {field.type_text}"
-    problems.add(label, "type", problem or f"expected {field.type_text}")
+    problems.add(label, _code(problem) if problem else "type", problem or f"expected {field.type_text}")
     return _INVALID
+
+
+def _code(problem: str) -> str:
+    """The stable code of a `check_value` problem."""
+    if problem.startswith("must be one of"):
+        return "choice"
+    if " must be at " in problem:
+        return "range"
+    return "type"
 
 
 def _from_text(kind: Kind, text: str) -> Any:
@@ -310,7 +321,7 @@ def _from_text(kind: Kind, text: str) -> Any:
 
 def _output_fields(spec: ApiSpec, raw: Any, problems: _Problems) -> tuple[str, ...]:
     declared = spec.output_names
-    if raw is None:
+    if raw is None or raw == []:
         return declared
     if isinstance(raw, str):
         raw = [raw]
