@@ -24,6 +24,7 @@ __all__ = ["ApiSpec", "FieldSpec", "Group", "Kind", "SpecError", "TypeSpec", "pa
 
 Group = Literal["inputs", "parameters", "outputs"]
 GROUPS: tuple[Group, ...] = ("inputs", "parameters", "outputs")
+_GROUP_NAMES: dict[str, Group] = {g: g for g in GROUPS}
 
 _FIELD_RE = re.compile(r"^:(?P<directive>[A-Za-z_]+)(?:\s+(?P<target>[^:]*?))?\s*:(?P<rest>.*)$")
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -142,9 +143,9 @@ class FieldSpec:
         if self.optional:
             mods.append("optional")
         if self.has_default:
-            mods.append(f"default {json.dumps(self.default, ensure_ascii=False)}")
+            mods.append(f"default {_dump(self.default)}")
         if self.choices is not None:
-            mods.append(f"one of {json.dumps(list(self.choices), ensure_ascii=False)}")
+            mods.append(f"one of {_dump(list(self.choices))}")
         if self.minimum is not None:
             mods.append(f"min {_num(self.minimum)}")
         if self.maximum is not None:
@@ -223,10 +224,15 @@ class ApiSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ApiSpec:
+        def load(group: Group) -> tuple[FieldSpec, ...]:
+            return tuple(FieldSpec.from_dict(group, f) for f in data.get(group, ()))
+
         return cls(
             title=data.get("title", ""),
             description=data.get("description", ""),
-            **{g: tuple(FieldSpec.from_dict(g, f) for f in data.get(g, ())) for g in GROUPS},
+            inputs=load("inputs"),
+            parameters=load("parameters"),
+            outputs=load("outputs"),
         )
 
     def to_docstring(self) -> str:
@@ -237,6 +243,12 @@ class ApiSpec:
             lines.append(f":type {f.group}.{f.name}: {', '.join([f.type_text, *f.render_modifiers()])}")
             lines.append("")
         return "\n".join(lines).rstrip() + "\n"
+
+
+def _dump(value: Any) -> str:
+    """JSON on one line: also escape the characters `str.splitlines` breaks on that JSON leaves alone."""
+    text = json.dumps(value, ensure_ascii=False)
+    return text.translate({ord(ch): f"\\u{ord(ch):04x}" for ch in "\x85\u2028\u2029"})
 
 
 def _num(value: float) -> str:
@@ -264,42 +276,84 @@ class _Field:
 
 
 def parse_docstring(doc: str | None) -> ApiSpec:
-    """Parse a docstring into an `ApiSpec`, or raise `SpecError` naming the line at fault."""
-    fields: dict[tuple[str, str], _Field] = {}
-    free: list[str] = []
-    current: _Field | None = None
-    pending_types: list[tuple[str, str, str, int]] = []
-    for number, raw in enumerate((doc or "").expandtabs().splitlines(), start=1):
-        line = raw.strip()
-        if not line.startswith(":"):
-            if current is None:
-                free.append(line)
-            elif line:
-                current.description.append(line)
-            continue
-        directive, group, name, rest = _split_field(line, number)
-        if directive == "param":
-            key = (group, name)
-            if key in fields:
-                raise SpecError(number, f"{group}.{name} is declared twice (first on line {fields[key].line})")
-            current = fields[key] = _Field(group, name, number, [rest] if rest else [])
-        else:
-            pending_types.append((group, name, rest, number))
-            current = None
-    for group, name, text, number in pending_types:
-        target = fields.get((group, name))
-        if target is None:
-            raise SpecError(number, f"`:type {group}.{name}:` has no matching `:param {group}.{name}:`")
-        if target.type_text is not None:
-            raise SpecError(number, f"{group}.{name} has two `:type` lines (first on line {target.type_line})")
-        target.type_text, target.type_line = text, number
+    """Parse a docstring into an `ApiSpec`, or raise `SpecError` naming the line at fault.
+
+    Lines that follow a field and are not fields themselves continue it: a description may run on over
+    several lines and paragraphs, a type may wrap onto the lines right below it.
+    """
+    free, fields, pending_types = _scan((doc or "").expandtabs().splitlines())
+    _attach_types(fields, pending_types)
     title, description = _free_text(free)
     built = [_build_field(f) for f in fields.values()]
     return ApiSpec(
         title=title,
         description=description,
-        **{g: tuple(f for f in built if f.group == g) for g in GROUPS},
+        inputs=tuple(f for f in built if f.group == "inputs"),
+        parameters=tuple(f for f in built if f.group == "parameters"),
+        outputs=tuple(f for f in built if f.group == "outputs"),
     )
+
+
+_PendingType = tuple[str, str, list[str], int]  # group, name, text parts, line
+
+
+def _scan(lines: list[str]) -> tuple[list[str], dict[tuple[str, str], _Field], list[_PendingType]]:
+    """Sort lines into free text (before the first field), `:param` fields and `:type` lines."""
+    scan = _Scan()
+    for number, raw in enumerate(lines, start=1):
+        scan.feed(number, raw.strip())
+    return scan.free, scan.fields, scan.types
+
+
+@dataclass
+class _Scan:
+    free: list[str] = field(default_factory=list)
+    fields: dict[tuple[str, str], _Field] = field(default_factory=dict)
+    types: list[_PendingType] = field(default_factory=list)
+    current: list[str] | None = None  # the text that a following non-field line continues
+    in_type: bool = False
+
+    def feed(self, number: int, line: str) -> None:
+        if line.startswith(":"):
+            self._field(number, line)
+        elif not self.fields and not self.types:
+            self.free.append(line)
+        elif line:
+            if self.current is None:
+                raise SpecError(
+                    number,
+                    "unexpected text after a `:type` line; expected `:param` or `:type` "
+                    "(the module description goes before the first field)",
+                )
+            self.current.append(line)
+        elif self.in_type:
+            self.current = None  # a type may wrap onto the next line, not across a blank line
+
+    def _field(self, number: int, line: str) -> None:
+        directive, group, name, rest = _split_field(line, number)
+        self.in_type = directive == "type"
+        if self.in_type:
+            self.types.append((group, name, [rest], number))
+            self.current = self.types[-1][2]
+            return
+        key = (group, name)
+        if key in self.fields:
+            first = self.fields[key].line
+            raise SpecError(number, f"{group}.{name} is declared twice (first on line {first})")
+        self.fields[key] = _Field(group, name, number, [rest] if rest else [])
+        self.current = self.fields[key].description
+
+
+def _attach_types(fields: dict[tuple[str, str], _Field], pending_types: list[_PendingType]) -> None:
+    for group, name, parts, number in pending_types:
+        text = " ".join(p for p in parts if p)
+        target = fields.get((group, name))
+        if target is None:
+            raise SpecError(number, f"`:type {group}.{name}:` has no matching `:param {group}.{name}:`")
+        if target.type_text is not None:
+            first = target.type_line
+            raise SpecError(number, f"{group}.{name} has two `:type` lines (first on line {first})")
+        target.type_text, target.type_line = text, number
 
 
 def _split_field(line: str, number: int) -> tuple[str, Group, str, str]:
@@ -310,14 +364,19 @@ def _split_field(line: str, number: int) -> tuple[str, Group, str, str]:
     if directive not in ("param", "type"):
         raise SpecError(number, f"unknown field `:{directive}:`; expected `:param` or `:type`")
     target = (match["target"] or "").strip()
-    group, dot, name = target.partition(".")
-    if not dot or group not in GROUPS:
+    prefix, dot, name = target.partition(".")
+    group = _GROUP_NAMES.get(prefix)
+    if not dot or group is None:
         raise SpecError(
-            number, f"expected `:{directive} <group>.<name>:` with group inputs, parameters or outputs, got `{target}`"
+            number,
+            f"expected `:{directive} <group>.<name>:` with group inputs, parameters or outputs, "
+            f"got `{target}`",
         )
-    if not _NAME_RE.match(name):
-        raise SpecError(number, f"`{name}` is not a valid field name (letters, digits and _, not starting with a digit)")
-    return directive, group, name, match["rest"].strip()  # type: ignore[return-value]
+    if not _NAME_RE.fullmatch(name):
+        raise SpecError(
+            number, f"`{name}` is not a valid field name (letters, digits and _, not starting with a digit)"
+        )
+    return directive, group, name, match["rest"].strip()
 
 
 def _free_text(lines: list[str]) -> tuple[str, str]:
@@ -333,7 +392,9 @@ def _build_field(f: _Field) -> FieldSpec:
         return FieldSpec(group=f.group, name=f.name, types=(TypeSpec(Kind.STR),), description=description)
     parts = list(_split_top_level(f.type_text, f.type_line))
     if not parts or not parts[0]:
-        raise SpecError(f.type_line, f"expected a type for {f.group}.{f.name}, e.g. `str` or `FILE or image/png`")
+        raise SpecError(
+            f.type_line, f"expected a type for {f.group}.{f.name}, e.g. `str` or `FILE or image/png`"
+        )
     types = _parse_alternatives(parts[0], f.type_line)
     spec = FieldSpec(group=f.group, name=f.name, types=types, description=description)
     for part in parts[1:]:
@@ -342,9 +403,25 @@ def _build_field(f: _Field) -> FieldSpec:
     return spec
 
 
-def _split_top_level(text: str, number: int) -> Iterator[str]:
-    """Split on commas outside brackets and JSON strings."""
-    depth, start, quoted, escaped = 0, 0, False, False
+_CLOSERS = {"[": "]", "{": "}"}
+
+
+def _split_top_level(text: str, number: int, separator: str = ",") -> list[str]:
+    """Split on the regex `separator` where it stands outside brackets and JSON strings."""
+    masked = ["\0"] * len(text)
+    for i in _top_level_positions(text, number):
+        masked[i] = text[i]
+    parts, start = [], 0
+    for match in re.finditer(separator, "".join(masked)):
+        parts.append(text[start : match.start()].strip())
+        start = match.end()
+    return [*parts, text[start:].strip()]
+
+
+def _top_level_positions(text: str, number: int) -> Iterator[int]:
+    """Yield the positions outside brackets and JSON strings; check that both are closed."""
+    stack: list[str] = []
+    quoted = escaped = False
     for i, ch in enumerate(text):
         if quoted:
             if escaped:
@@ -355,25 +432,26 @@ def _split_top_level(text: str, number: int) -> Iterator[str]:
                 quoted = False
         elif ch == '"':
             quoted = True
-        elif ch in "[{":
-            depth += 1
+        elif ch in _CLOSERS:
+            stack.append(_CLOSERS[ch])
         elif ch in "]}":
-            depth -= 1
-            if depth < 0:
-                raise SpecError(number, f"unbalanced `{ch}` in `{text}`")
-        elif ch == "," and depth == 0:
-            yield text[start:i].strip()
-            start = i + 1
-    if quoted or depth:
-        raise SpecError(number, f"unterminated string or bracket in `{text}`")
-    yield text[start:].strip()
+            expected = f"`{stack[-1]}`" if stack else "nothing to close"
+            if not stack or stack.pop() != ch:
+                raise SpecError(number, f"unbalanced `{ch}` in `{text}`; expected {expected} there")
+        elif not stack:
+            yield i
+    if quoted:
+        raise SpecError(number, f'unterminated string in `{text}`; expected a closing `"`')
+    if stack:
+        closing = "".join(reversed(stack))
+        raise SpecError(number, f"unclosed bracket in `{text}`; expected `{closing}` at the end")
 
 
 def _parse_alternatives(text: str, number: int) -> tuple[TypeSpec, ...]:
     alternatives: list[TypeSpec] = []
     mimes: list[str] = []
     any_file = False
-    for word in re.split(r"\s+or\s+", text.strip()):
+    for word in _split_top_level(text, number, r"\s+or\s+"):
         parsed = _parse_type(word.strip(), number)
         if parsed.kind is Kind.FILE:
             any_file = any_file or not parsed.mime
@@ -412,10 +490,21 @@ def _parse_type(word: str, number: int) -> TypeSpec:
 
 def _json_literal(text: str, number: int, what: str) -> Any:
     try:
-        return json.loads(text)
+        return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
     except ValueError:
         hint = f' (strings need double quotes: `{what} "{text}"`)' if text and text[0] not in '"[{' else ""
         raise SpecError(number, f"expected a JSON literal after `{what}`, got `{text}`{hint}") from None
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is out of range")
+    return value
 
 
 def _number(text: str, number: int, what: str) -> float:
@@ -428,32 +517,64 @@ def _number(text: str, number: int, what: str) -> float:
     return int(value) if value.is_integer() and abs(value) < 1e15 else value
 
 
+_ONE_OF_RE = re.compile(r"^one\s+of\b\s*(?P<rest>.*)$", re.IGNORECASE | re.DOTALL)
+_BOUND_RE = re.compile(r"^(?P<head>min|max)\s+(?P<n>\S+)$", re.IGNORECASE)
+_MODIFIER_WORDS = {
+    "optional": "optional",
+    "default": "default",
+    "choices": "one of",
+    "minimum": "min",
+    "maximum": "max",
+    "max_bytes": "max size",
+}
+
+
 def _apply_modifier(spec: FieldSpec, part: str, number: int) -> FieldSpec:
-    words = part.split(None, 1)
-    head = words[0].lower() if words else ""
-    rest = words[1].strip() if len(words) > 1 else ""
+    key, value = _parse_modifier(part, number)
+    current = getattr(spec, key)
+    if spec.has_default if key == "default" else current is not None and current is not False:
+        raise SpecError(number, f"`{_MODIFIER_WORDS[key]}` is given twice for {spec.group}.{spec.name}")
+    return replace(spec, **{key: value})
+
+
+def _parse_modifier(part: str, number: int) -> tuple[str, Any]:
+    """One modifier as the `FieldSpec` attribute it sets and its value."""
+    head, _, rest = part.partition(" ")
+    head, rest = head.lower(), rest.strip()
     if part.lower() == "optional":
-        return replace(spec, optional=True)
+        return "optional", True
     if head == "default":
-        return replace(spec, default=_json_literal(rest, number, "default"))
-    if head == "one" and rest.lower().startswith("of"):
-        choices = _json_literal(rest[2:].strip(), number, "one of")
-        if not isinstance(choices, list) or not choices:
-            raise SpecError(number, f"expected a non-empty JSON list after `one of`, got `{rest[2:].strip()}`")
-        return replace(spec, choices=tuple(choices))
-    size = _SIZE_RE.match(part)
-    if size:
-        limit = _number(size["n"], number, "max size")
-        if limit <= 0:
-            raise SpecError(number, "`max size` must be positive")
-        return replace(spec, max_bytes=int(limit * _UNITS[size["unit"].upper()]))
-    if head in ("min", "max") and rest and " " not in rest:
-        return replace(spec, **{"minimum" if head == "min" else "maximum": _number(rest, number, head)})
+        return "default", _json_literal(rest, number, "default")
+    if one_of := _ONE_OF_RE.match(part):
+        return "choices", _choices(one_of["rest"].strip(), number)
+    if size := _SIZE_RE.match(part):
+        return "max_bytes", _size(size["n"], size["unit"], number)
+    if bound := _BOUND_RE.match(part):
+        what = bound["head"].lower()
+        return ("minimum" if what == "min" else "maximum"), _number(bound["n"], number, what)
+    found = f"`{part}`" if part else "nothing (a stray comma?)"
     raise SpecError(
         number,
-        f"unknown modifier `{part}`; expected optional, default <json>, one of <json list>, min <n>, max <n> "
+        f"unknown modifier {found}; expected optional, default <json>, one of <json list>, min <n>, max <n> "
         "or max size <n> MB",
     )
+
+
+def _choices(text: str, number: int) -> tuple[Any, ...]:
+    choices = _json_literal(text, number, "one of")
+    if not isinstance(choices, list) or not choices:
+        raise SpecError(number, f"expected a non-empty JSON list after `one of`, got `{text}`")
+    return tuple(choices)
+
+
+def _size(text: str, unit: str, number: int) -> int:
+    limit = _number(text, number, "max size") * _UNITS[unit.upper()]
+    if not math.isfinite(limit):
+        raise SpecError(number, f"expected a finite size after `max size`, got `{text} {unit}`")
+    size = round(limit)
+    if size < 1:
+        raise SpecError(number, f"expected a positive size after `max size`, got `{text} {unit}`")
+    return size
 
 
 def _check_field(spec: FieldSpec, number: int) -> None:
@@ -497,8 +618,8 @@ def check_value(spec: FieldSpec, value: Any) -> str | None:
                 break
         problems.append(problem)
     else:
-        return problems[0] if len(problems) == 1 else "expected " + " or ".join(t.render() for t in spec.types)
-    if spec.choices is not None and value not in spec.choices:
+        return problems[0] if len(problems) == 1 else f"expected {spec.type_text}"
+    if spec.choices is not None and not any(_json_equal(value, c) for c in spec.choices):
         return f"must be one of {json.dumps(list(spec.choices), ensure_ascii=False)}"
     return None
 
@@ -506,7 +627,7 @@ def check_value(spec: FieldSpec, value: Any) -> str | None:
 def _check_type(type_: TypeSpec, value: Any) -> str | None:
     kind = type_.kind
     if kind is Kind.JSON:
-        return None
+        return None if _is_json(value) else "expected a JSON value (NaN and Infinity are not JSON)"
     if kind is Kind.STR:
         return None if isinstance(value, str) else "expected a string"
     if kind is Kind.BOOL:
@@ -515,8 +636,9 @@ def _check_type(type_: TypeSpec, value: Any) -> str | None:
         ok = isinstance(value, int) and not isinstance(value, bool)
         return None if ok else "expected an integer"
     if kind is Kind.FLOAT:
-        ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-        return None if ok else "expected a number"
+        if isinstance(value, float):
+            return None if math.isfinite(value) else "expected a finite number"
+        return None if isinstance(value, int) and not isinstance(value, bool) else "expected a number"
     if kind is Kind.LIST:
         if not isinstance(value, list):
             return "expected a list"
@@ -543,3 +665,28 @@ def _check_bounds(spec: FieldSpec, type_: TypeSpec, value: Any) -> str | None:
     if spec.maximum is not None and measured > spec.maximum:
         return f"{what} must be at most {_num(spec.maximum)}"
     return None
+
+
+def _is_json(value: Any) -> bool:
+    """Whether a decoded value is JSON: no NaN or Infinity at any depth (checked without recursion)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            return False
+        if isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+    return True
+
+
+def _json_equal(a: Any, b: Any) -> bool:
+    """JSON equality in which true and 1 differ; recurses no deeper than the shallower value."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b
+    if isinstance(a, list):
+        return isinstance(b, list) and len(a) == len(b) and all(map(_json_equal, a, b))
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_json_equal(a[k], b[k]) for k in a)
+    return bool(a == b)
