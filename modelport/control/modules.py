@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import base64
 import shutil
 import tempfile
 import time
@@ -13,14 +14,22 @@ from typing import Any
 from modelport.core.errors import ModuleNotFound, ModuleUnavailable, SetupFailed
 from modelport.core.manifests import ModuleManifest, load_module_manifest
 from modelport.core.settings import Settings
-from modelport.runtime.files import FileChecker
+from modelport.runtime.files import FileChecker, sniff
 from modelport.runtime.pool import PoolConfig, WorkerPool
 from modelport.runtime.process import LogSink, WorkerLaunch
 from modelport.sdk import ApiSpec
 from modelport.sdk.source import read_api_spec
-from modelport.sdk.validation import ParsedRequest, UploadedFile, parse_json
+from modelport.sdk.validation import ParsedRequest, parse_json
 
-__all__ = ["ModuleDefinition", "ModuleRegistry", "ServedModule", "read_module", "start_module"]
+__all__ = [
+    "ModuleDefinition",
+    "ModuleRegistry",
+    "ServedModule",
+    "predict",
+    "read_module",
+    "start_module",
+    "warm_up",
+]
 
 
 @dataclass(frozen=True)
@@ -140,9 +149,6 @@ async def warm_up(served: ServedModule, example: dict[str, Any], *, settings: Se
 
 def _example_files(directory: Path, example: dict[str, Any]) -> dict[str, Any]:
     """The example with `{"path": ...}` file values turned into data the validator accepts."""
-    import base64
-
-    from modelport.runtime.files import sniff
 
     def convert(value: Any) -> Any:
         if isinstance(value, dict) and set(value) == {"path"}:
@@ -204,6 +210,3 @@ class ModuleRegistry:
 
     def remove(self, name: str) -> ServedModule | None:
         return self._modules.pop(name, None)
-
-
-__all__ += ["UploadedFile", "predict", "warm_up"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from modelport.control.modules import ModuleRegistry
-from modelport.core.errors import ModuleUnavailable, NotFound
+from modelport.core.errors import ModelportError, ModuleUnavailable, NotFound
 from modelport.core.settings import Settings
 from modelport.gateway.errors import error_response
 from modelport.gateway.middleware import BodyLimit
@@ -115,7 +115,7 @@ def create_app(
 
     app = Starlette(
         routes=routes,
-        exception_handlers={Exception: on_error, HTTPException: on_error},
+        exception_handlers={ModelportError: on_error, HTTPException: on_error, Exception: on_error},
         lifespan=lifespan,
     )
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
@@ -137,7 +137,3 @@ def _only_module(registry: ModuleRegistry) -> Any:
         problem = registry.problems.get(names[0]) if names else "no module is loaded"
         raise ModuleUnavailable(problem or "no module is loaded", retry_after=5)
     return served[0]
-
-
-async def _never() -> AsyncIterator[None]:  # pragma: no cover - keeps the type of `lifespan` simple
-    yield

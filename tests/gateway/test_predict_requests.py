@@ -505,3 +505,13 @@ async def test_a_module_error_is_500_with_no_traceback_and_no_details(fixture_mo
         assert calls(directory) == 1
         ok = await served.predict(inputs={"count": 1, "name": "fine"})
         assert ok.status_code == 200
+
+
+async def test_errors_on_other_routes_use_the_same_error_body(fixture_module, serve):
+    async with serve(fixture_module("echo")) as served:
+        missing = await served.client.get("/api/v1/modules/nope/openapi.json")
+        assert missing.status_code == 404
+        assert missing.json() == {"error": {"code": "module_not_found", "message": "no module named 'nope'"}}
+        output = await served.client.get("/api/v1/outputs/..%2Fsecret")
+        assert output.status_code == 404
+        assert output.json()["error"]["code"] == "not_found"
