@@ -13,7 +13,6 @@ from typing import Any
 
 import uvicorn
 import uvloop
-from starlette.applications import Starlette
 
 from modelport.control.dev import DevModule
 from modelport.control.modules import ModuleRegistry, predict, read_module, start_module
@@ -49,10 +48,11 @@ class DevServer:
             log_sink=worker_log_printer(directory.resolve().name),
             report=lambda message: print(f"modelport: {message}", file=sys.stderr, flush=True),
         )
-        self.app: Starlette = create_app(registry=self.registry, settings=settings, lifespan=self._lifespan)
+        self.app = create_app(registry=self.registry, settings=settings, lifespan=lambda app: self.running())
 
     @contextlib.asynccontextmanager
-    async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
+    async def running(self) -> AsyncIterator[None]:
+        """Load the module (and watch it) for as long as the context lasts."""
         stop = asyncio.Event()
         await self.module.load()
         watcher = asyncio.create_task(self.module.watch(stop)) if self.reload else None

@@ -57,7 +57,7 @@ def serve(tmp_path: Path) -> ServeFactory:
     async def start(directory: Path, *, workers: int | None = 1, **settings: object) -> AsyncIterator[Served]:
         config = Settings(data_dir=tmp_path / "data", **settings)  # type: ignore[arg-type]
         server = DevServer(directory, settings=config, workers=workers, reload=False)
-        async with server.app.router.lifespan_context(server.app):
+        async with server.running():
             transport = httpx.ASGITransport(app=server.app)
             async with httpx.AsyncClient(transport=transport, base_url="http://modelport.test") as client:
                 yield Served(client, server)

@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from modelport.control.modules import ModuleRegistry
 from modelport.core.errors import ModelportError, ModuleUnavailable, NotFound
@@ -24,10 +25,32 @@ from modelport.gateway.pages import render_swagger_ui, render_try_page
 from modelport.gateway.predict import PredictRoute
 from modelport.sdk.openapi import module_openapi
 
-__all__ = ["create_app"]
+__all__ = ["PredictFastPath", "create_app"]
 
 _STATIC = Path(__file__).parent / "static"
 _OUTPUT_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+_PREDICT_PATH = re.compile(r"^/api/v1/modules/([^/]+)/predict$")
+
+
+class PredictFastPath:
+    """Sends POSTs to a predict path straight to their handler; everything else goes to the full app.
+
+    The predict handler answers every error itself, so the router and the exception layers around it only
+    cost time on the one path whose overhead users pay on every call.
+    """
+
+    def __init__(self, app: Starlette, predict: PredictRoute) -> None:
+        self.app, self.predict = app, predict
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            match = _PREDICT_PATH.match(scope["path"])
+            if match is not None:
+                scope["path_params"] = {"module": match.group(1)}
+                response = await self.predict.handle(Request(scope, receive))
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def create_app(
@@ -35,7 +58,7 @@ def create_app(
     registry: ModuleRegistry,
     settings: Settings,
     lifespan: Callable[[Starlette], AbstractAsyncContextManager[None]] | None = None,
-) -> Starlette:
+) -> ASGIApp:
     """The dev server's application: one or more modules, their docs and try-it pages."""
     predict = PredictRoute(registry=registry, settings=settings)
     outputs_dir = (settings.data_dir / "outputs").resolve()
@@ -118,8 +141,7 @@ def create_app(
         exception_handlers={ModelportError: on_error, HTTPException: on_error, Exception: on_error},
         lifespan=lifespan,
     )
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    return app
+    return BodyLimit(PredictFastPath(app, predict), max_bytes=settings.max_body_bytes)
 
 
 def _module_state(registry: ModuleRegistry, name: str) -> str:
