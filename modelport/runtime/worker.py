@@ -9,10 +9,12 @@ States: starting → ready ⇄ busy → stopped (or failed during setup).
 
 from __future__ import annotations
 
+import ctypes
 import importlib
 import io
 import mimetypes
 import os
+import signal
 import socket
 import sys
 import tempfile
@@ -44,6 +46,8 @@ from modelport.sdk import ApiSpec, FieldSpec, File, TypeSpec
 from modelport.sdk.spec import check_value
 
 __all__ = ["WorkerConfig", "main"]
+
+_PR_SET_PDEATHSIG = 1
 
 
 class WorkerConfig(msgspec.Struct, frozen=True):
@@ -283,7 +287,18 @@ class _Channel:
         return b"".join(chunks)
 
 
+def _die_with_parent() -> None:
+    """Ask Linux to kill this process when the gateway that started it dies, even mid-call."""
+    if sys.platform != "linux":
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() == 1:  # the parent died before the request took effect
+        os._exit(1)
+
+
 def main(argv: list[str] | None = None) -> int:
+    _die_with_parent()
     config = msgspec.json.decode((argv or sys.argv[1:])[0], type=WorkerConfig)
     channel = _Channel(config.fd)
     worker = Worker(config)

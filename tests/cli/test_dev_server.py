@@ -204,3 +204,42 @@ def test_predict_reports_module_errors_with_exit_code_1(fixture_module):
     )
     assert result.returncode == 1
     assert "cannot handle boom" in result.stderr
+
+
+def _worker_pids(parent: int) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == parent and b"modelport.runtime.worker" in cmdline:
+            pids.append(int(entry.name))
+    return pids
+
+
+def _gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return True
+    return state == "Z"
+
+
+def test_workers_do_not_outlive_a_killed_server(fixture_module, dev_process):
+    dev = dev_process(fixture_module("hangs"), "--workers", "2")
+    workers = _worker_pids(dev.process.pid)
+    assert len(workers) == 2
+    # One worker is busy in a long call when the server dies: it must go too.
+    with httpx.Client(base_url=dev.url, timeout=0.5) as client, pytest.raises(httpx.TimeoutException):
+        client.post("/api/v1/modules/hangs/predict", json={"inputs": {"text": "hang"}})
+    os.killpg(dev.process.pid, signal.SIGKILL)
+    dev.process.wait()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not all(_gone(pid) for pid in workers):
+        time.sleep(0.05)
+    assert all(_gone(pid) for pid in workers)
