@@ -19,6 +19,7 @@ run: install
 	$(BIN)/modelport dev gallery/digits --port 8000
 
 test: install
+	bash scripts/install-system-deps.sh
 	$(BIN)/pytest
 
 lint: install

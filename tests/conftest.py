@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import AsyncIterator, Callable
+import sys
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +16,9 @@ import pytest
 from modelport.app import DevServer
 from modelport.control.modules import ServedModule
 from modelport.core.settings import Settings
+
+sys.path.insert(0, str(Path(__file__).parent))
+from postgres import Cluster  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures" / "modules"
 
@@ -63,3 +68,23 @@ def serve(tmp_path: Path) -> ServeFactory:
                 yield Served(client, server)
 
     return start
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Cluster]:
+    """One PostgreSQL server for the session; each test that needs one gets a fresh database in it."""
+    cluster = Cluster()
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty database on each backend modelport supports."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'modelport.db'}"
+    cluster: Cluster = request.getfixturevalue("postgres")
+    return cluster.create_database(f"t{uuid.uuid4().hex[:12]}")

@@ -1,0 +1,116 @@
+"""The metadata database, on SQLite and on PostgreSQL: migrations, constraints, cascades."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import inspect, select, text
+from sqlalchemy.exc import IntegrityError
+
+from modelport.db import ApiToken, BuildStatus, Database, Deployment, Module, Version
+
+
+@pytest.fixture
+def database(database_url):
+    db = Database(database_url)
+    db.migrate()
+    yield db
+    db.close()
+
+
+def test_migrate_creates_the_schema_and_is_idempotent(database_url):
+    db = Database(database_url)
+    try:
+        assert db.revision() is None
+        db.migrate()
+        assert db.revision() == Database.head() == "0001"
+        db.migrate()
+        assert db.revision() == "0001"
+        tables = set(inspect(db.engine).get_table_names())
+        assert {"modules", "versions", "deployments", "api_tokens", "alembic_version"} <= tables
+    finally:
+        db.close()
+
+
+def test_versions_round_trip_with_their_spec_and_build_status(database):
+    with database.session() as session:
+        session.add(Module(name="digits", manifest={"kind": "Module"}))
+        session.add(
+            Version(
+                module_name="digits",
+                name="v1.0.0",
+                digest="sha256:" + "0" * 64,
+                size=123,
+                commit="a" * 40,
+                tag="v1.0.0",
+                spec={"inputs": [{"name": "image"}]},
+            )
+        )
+    with database.session() as session:
+        version = session.scalars(select(Version)).one()
+        assert version.build_status is BuildStatus.PENDING
+        assert version.spec == {"inputs": [{"name": "image"}]}
+        assert version.pushed_at.tzinfo is not None
+        version.build_status = BuildStatus.READY
+    with database.session() as session:
+        assert session.scalars(select(Version.build_status)).one() is BuildStatus.READY
+
+
+def test_a_version_name_is_unique_per_module(database):
+    with database.session() as session:
+        session.add_all([Module(name="a"), Module(name="b")])
+        session.add_all(
+            [
+                Version(module_name="a", name="v1", digest="sha256:1", size=1),
+                Version(module_name="b", name="v1", digest="sha256:2", size=1),
+            ]
+        )
+    with pytest.raises(IntegrityError), database.session() as session:
+        session.add(Version(module_name="a", name="v1", digest="sha256:3", size=1))
+
+
+def test_a_version_needs_its_module(database):
+    with pytest.raises(IntegrityError), database.session() as session:
+        session.add(Version(module_name="ghost", name="v1", digest="sha256:1", size=1))
+
+
+def test_deleting_a_module_deletes_its_versions_and_deployment(database):
+    with database.session() as session:
+        session.add(Module(name="m"))
+        session.add(Version(module_name="m", name="v1", digest="sha256:1", size=1))
+        session.add(Deployment(module_name="m", active_version="v1"))
+    with database.session() as session:
+        session.execute(text("DELETE FROM modules WHERE name = 'm'"))
+    with database.session() as session:
+        assert session.scalars(select(Version)).all() == []
+        assert session.scalars(select(Deployment)).all() == []
+
+
+def test_a_failed_transaction_changes_nothing(database):
+    with pytest.raises(RuntimeError), database.session() as session:
+        session.add(Module(name="m"))
+        session.flush()
+        raise RuntimeError("boom")
+    with database.session() as session:
+        assert session.scalars(select(Module)).all() == []
+
+
+def test_token_digests_are_unique(database):
+    with database.session() as session:
+        session.add(ApiToken(name="a", prefix="mp_abc", digest="d" * 64, role="admin"))
+    with pytest.raises(IntegrityError), database.session() as session:
+        session.add(ApiToken(name="b", prefix="mp_abd", digest="d" * 64, role="user"))
+
+
+def test_sqlite_runs_in_wal_mode(tmp_path):
+    db = Database(f"sqlite:///{tmp_path / 'm.db'}")
+    try:
+        db.migrate()
+        with db.engine.connect() as connection:
+            assert connection.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+            assert connection.execute(text("PRAGMA foreign_keys")).scalar() == 1
+    finally:
+        db.close()
+
+
+def test_plain_postgresql_urls_use_psycopg():
+    assert Database("postgresql://u@127.0.0.1:5/x").url.startswith("postgresql+psycopg://")
