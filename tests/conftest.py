@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -12,13 +11,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from postgres import Cluster
 
 from modelport.app import DevServer
 from modelport.control.modules import ServedModule
 from modelport.core.settings import Settings
-
-sys.path.insert(0, str(Path(__file__).parent))
-from postgres import Cluster  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures" / "modules"
 

@@ -86,10 +86,14 @@ def test_deleting_a_module_deletes_its_versions_and_deployment(database):
 
 
 def test_a_failed_transaction_changes_nothing(database):
-    with pytest.raises(RuntimeError), database.session() as session:
-        session.add(Module(name="m"))
-        session.flush()
-        raise RuntimeError("boom")
+    def add_then_fail() -> None:
+        with database.session() as session:
+            session.add(Module(name="m"))
+            session.flush()
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        add_then_fail()
     with database.session() as session:
         assert session.scalars(select(Module)).all() == []
 
