@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings"]
@@ -40,8 +40,20 @@ class Settings(BaseSettings):
     max_form_fields: int = Field(1000, ge=1)
     """Most parts accepted in one multipart or urlencoded form."""
 
+    database_url: str | None = None
+    """SQLAlchemy URL of the metadata database (`postgresql://...` works); default: SQLite in `data_dir`."""
+
+    bootstrap_token: SecretStr | None = None
+    """The first admin's API token; without it, the server makes one on first start and prints it once."""
+
+    token_cache_seconds: float = Field(1.0, ge=0, le=60)
+    """How long a verified API token is trusted without asking the database again."""
+
     worker_threads: int | None = Field(None, ge=1)
     """Threads each worker's numeric libraries may use; default: the cores divided among the workers."""
+
+    def database(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'modelport.db').resolve()}"
 
     def threads_per_worker(self, workers: int) -> int:
         if self.worker_threads is not None:
