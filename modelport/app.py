@@ -14,14 +14,19 @@ from typing import Any
 import uvicorn
 import uvloop
 
+from modelport.control.artifacts import pack
 from modelport.control.dev import DevModule
 from modelport.control.modules import ModuleRegistry, predict, read_module, start_module
+from modelport.control.platform import Services
+from modelport.core.errors import ModelportError
 from modelport.core.settings import Settings
-from modelport.gateway.app import create_app
+from modelport.db import Database
+from modelport.gateway.app import create_app, create_platform_app
+from modelport.runtime.environments import Environments
 from modelport.runtime.files import FileChecker
 from modelport.sdk.validation import ParsedRequest, UploadedFile, parse_form
 
-__all__ = ["DevServer", "run_dev_server", "run_local_predict"]
+__all__ = ["DevServer", "PlatformServer", "run_dev_server", "run_local_predict", "run_platform_server"]
 
 
 def worker_log_printer(name: str) -> Callable[[str, str], None]:
@@ -66,12 +71,83 @@ class DevServer:
             await self.module.close()
 
 
+GALLERY = Path(__file__).resolve().parent.parent / "gallery"
+DEMO_MODULES = ("digits", "text-classifier")
+
+
+class PlatformServer:
+    """The platform: the metadata database, the services, and the gateway in front of them.
+
+    `announce` receives what an operator must see once: a newly made admin token, the demo's progress.
+    """
+
+    def __init__(self, settings: Settings, *, announce: Callable[[str], None], demo: bool = False) -> None:
+        self.settings = settings
+        self.announce = announce
+        self.demo = demo
+        self.database = Database(settings.database())
+        self.services = Services(
+            settings=settings,
+            database=self.database,
+            environments=Environments(settings.data_dir / "environments"),
+        )
+        self.app = create_platform_app(
+            services=self.services, settings=settings, lifespan=lambda app: self.running()
+        )
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Migrate the database, make sure an admin token exists, serve the deployments; stop them after."""
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(self.database.migrate)
+        bootstrap = self.settings.bootstrap_token
+        secret = await asyncio.to_thread(
+            self.services.tokens.ensure_bootstrap, bootstrap.get_secret_value() if bootstrap else None
+        )
+        if secret is not None:
+            self.announce(f"admin token (shown once, keep it): {secret}")
+        demo = asyncio.create_task(self._deploy_gallery()) if self.demo else None
+        try:
+            async with self.services.running():
+                yield
+        finally:
+            if demo is not None:
+                demo.cancel()
+                await asyncio.gather(demo, return_exceptions=True)
+            self.database.close()
+
+    async def _deploy_gallery(self) -> None:
+        """Push the gallery's modules as they are in this tree and deploy them where they changed."""
+        for name in DEMO_MODULES:
+            try:
+                artifact = await asyncio.to_thread(pack, GALLERY / name, version="demo", use_git=False)
+                version = f"demo-{artifact.digest.removeprefix('sha256:')[:12]}"
+                await self.services.versions.push(
+                    artifact.name, version, artifact.data, pushed_by="demo", digest=artifact.digest
+                )
+                deployment = self.services.deployments.info(artifact.name)
+                if deployment is None or deployment["version"] != version:
+                    self.services.deployments.deploy(artifact.name, version)
+                    self.announce(f"demo: deploying {artifact.name} {version}")
+            except ModelportError as exc:
+                self.announce(f"demo: {name} could not be deployed: {exc.message}")
+
+
+def run_platform_server(settings: Settings, *, demo: bool, announce: Callable[[str], None]) -> None:
+    server = PlatformServer(settings, announce=announce, demo=demo)
+    _serve(server.app, settings, on_ready=lambda url: announce(f"serving on {url}"))
+
+
 def run_dev_server(
     directory: Path, *, settings: Settings, workers: int | None, reload: bool, on_ready: Callable[[str], None]
 ) -> None:
     server = DevServer(directory, settings=settings, workers=workers, reload=reload)
+    _serve(server.app, settings, on_ready=on_ready)
+
+
+def _serve(app: Any, settings: Settings, *, on_ready: Callable[[str], None]) -> None:
     config = uvicorn.Config(
-        server.app,
+        app,
         host=settings.host,
         port=settings.port,
         log_level="warning",

@@ -39,6 +39,7 @@ __all__ = [
     "PackError",
     "UntaggedHead",
     "VersionRequired",
+    "check_version_name",
     "inspect_git",
     "pack",
     "unpack",
@@ -152,22 +153,24 @@ def pack(
     version: str | None,
     max_bytes: int = DEFAULT_MAX_BYTES,
     max_files: int = DEFAULT_MAX_FILES,
+    use_git: bool = True,
 ) -> Artifact:
     """Pack a module directory into an artifact.
 
     The module is read first (`ManifestError` or `SourceError` if it is broken). In git the tree under the
     directory must be clean (`DirtyTree`) and HEAD tagged (`UntaggedHead`); `version` must then be one of
     HEAD's tags, and without it the highest semver tag is used (a single tag is used whatever its form).
-    Outside git `version` is required (`VersionRequired`). Links leaving the directory, special files and
-    more than `max_files` files or `max_bytes` bytes are refused (`PackError`).
+    Outside git, or with `use_git=False` (the working tree as it is), `version` is required
+    (`VersionRequired`). Links leaving the directory, special files and more than `max_files` files or
+    `max_bytes` bytes are refused (`PackError`).
     """
     if not directory.is_dir():
         raise PackError(f"{directory} is not a directory")
     if version is not None:
-        _valid_version(version)
+        check_version_name(version)
     definition = read_module(directory)
     limits = _Limits(max_files, max_bytes)
-    state = inspect_git(definition.directory)
+    state = inspect_git(definition.directory) if use_git else None
     if state is None:
         if version is None:
             raise VersionRequired(f"{definition.directory} is not in a git repository; name the version")
@@ -191,7 +194,7 @@ def pack(
     )
 
 
-def _valid_version(version: str) -> str:
+def check_version_name(version: str) -> str:
     if not _VERSION.fullmatch(version):
         raise PackError(
             f"{version!r} is not a valid version name: letters, digits and `._+-`, "

@@ -5,14 +5,15 @@ from __future__ import annotations
 import ast
 import base64
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from modelport.core.errors import ModuleNotFound, ModuleUnavailable, SetupFailed
-from modelport.core.manifests import ModuleManifest, load_module_manifest
+from modelport.core.errors import ModuleNotFound, ModuleUnavailable, SetupFailed, VersionNotFound
+from modelport.core.manifests import Metadata, ModuleManifest, load_module_manifest
 from modelport.core.settings import Settings
 from modelport.runtime.files import FileChecker, sniff
 from modelport.runtime.pool import PoolConfig, WorkerPool
@@ -65,10 +66,15 @@ class ServedModule:
         return self.definition.manifest.spec.model.key
 
 
-def read_module(directory: Path) -> ModuleDefinition:
-    """Read `modelport.yaml` and the entrypoint's docstring; raises `ManifestError` or `SourceError`."""
+def read_module(directory: Path, *, name: str | None = None) -> ModuleDefinition:
+    """Read `modelport.yaml` and the entrypoint's docstring; raises `ManifestError` or `SourceError`.
+
+    Without a manifest the module is named `name`, else after its directory.
+    """
     directory = directory.resolve()
     manifest = load_module_manifest(directory)
+    if name is not None and not (directory / "modelport.yaml").exists():
+        manifest = manifest.model_copy(update={"metadata": Metadata(name=name)})
     spec = read_api_spec(directory, manifest.spec.entrypoint)
     load = manifest.spec.load or _implicit_load(directory, manifest.spec.entrypoint)
     return ModuleDefinition(manifest.metadata.name, directory, manifest, spec, load)
@@ -83,9 +89,16 @@ def _implicit_load(directory: Path, entrypoint: str) -> str | None:
 
 
 async def start_module(
-    definition: ModuleDefinition, *, version: str, settings: Settings, replicas: int | None, log: LogSink
+    definition: ModuleDefinition,
+    *,
+    version: str,
+    settings: Settings,
+    replicas: int | None,
+    log: LogSink,
+    python: str | None = None,
 ) -> ServedModule:
-    """Start the module's workers and run its warm-up example; raises `SetupFailed` if either fails."""
+    """Start the module's workers (with `python`, default this interpreter) and run its warm-up example;
+    raises `SetupFailed` if either fails."""
     spec = definition.manifest.spec
     resources = spec.resources
     count = replicas if replicas is not None else max(1, resources.replicas)
@@ -104,6 +117,7 @@ async def start_module(
         },
         threads=resources.threads or settings.threads_per_worker(count),
         env=dict(spec.env),
+        python=python or sys.executable,
     )
     pool = WorkerPool(
         PoolConfig(
@@ -178,35 +192,104 @@ async def predict(served: ServedModule, request: ParsedRequest) -> list[dict[str
     )
 
 
-class ModuleRegistry:
-    """The modules being served, by name.
+class _Route:
+    """Where one module's requests go: the active version, and a canary taking `percent` of them."""
 
-    Swapping a version is one assignment, so routing switches atomically.
+    __slots__ = ("active", "calls", "canary", "percent")
+
+    def __init__(self, active: ServedModule) -> None:
+        self.active = active
+        self.canary: ServedModule | None = None
+        self.percent = 0
+        self.calls = 0
+
+    def choose(self) -> ServedModule:
+        if self.canary is None or self.percent <= 0:
+            return self.active
+        # Smooth weighting: of every 100 consecutive calls exactly `percent` go to the canary, spread evenly.
+        self.calls += 1
+        if (self.calls * self.percent) // 100 != ((self.calls - 1) * self.percent) // 100:
+            return self.canary
+        return self.active
+
+
+class ModuleRegistry:
+    """The modules being served, by name, with their canaries and the other versions kept running.
+
+    Every change is one assignment, so routing switches atomically between two requests.
     """
 
     def __init__(self) -> None:
-        self._modules: dict[str, ServedModule] = {}
+        self._routes: dict[str, _Route] = {}
+        self._pinned: dict[str, dict[str, ServedModule]] = {}
         self.problems: dict[str, str] = {}
 
-    def get(self, name: str) -> ServedModule:
-        served = self._modules.get(name)
-        if served is None:
+    def get(self, name: str, version: str | None = None) -> ServedModule:
+        """The version to serve a request for `name` (`version` pins one that is running)."""
+        route = self._routes.get(name)
+        if route is None:
             if name in self.problems:
                 raise ModuleUnavailable(self.problems[name], retry_after=5)
             raise ModuleNotFound(f"no module named {name!r}")
+        if version is None:
+            return route.choose()
+        served = self._pinned.get(name, {}).get(version)
+        if served is None:
+            raise VersionNotFound(f"version {version!r} of {name!r} is not running")
         return served
 
     def names(self) -> list[str]:
-        return sorted({*self._modules, *self.problems})
+        return sorted({*self._routes, *self.problems})
 
     def served(self) -> list[ServedModule]:
-        return list(self._modules.values())
+        """The active version of every module."""
+        return [route.active for route in self._routes.values()]
+
+    def active(self, name: str) -> ServedModule | None:
+        route = self._routes.get(name)
+        return route.active if route else None
+
+    def versions(self, name: str) -> dict[str, ServedModule]:
+        """Every running version of `name` that requests may pin."""
+        return dict(self._pinned.get(name, {}))
+
+    def canary(self, name: str) -> tuple[ServedModule | None, int]:
+        route = self._routes.get(name)
+        return (route.canary, route.percent) if route else (None, 0)
 
     def swap(self, served: ServedModule) -> ServedModule | None:
-        previous = self._modules.get(served.name)
-        self._modules[served.name] = served
+        """Make `served` the active version of its module; returns the one it replaced."""
+        route = self._routes.get(served.name)
+        previous = route.active if route else None
+        if route is None:
+            self._routes[served.name] = _Route(served)
+        else:
+            route.active = served
+            if route.canary is served:
+                route.canary, route.percent = None, 0
+        self._pin(served)
         self.problems.pop(served.name, None)
         return previous
 
+    def set_canary(self, name: str, served: ServedModule | None, percent: int) -> ServedModule | None:
+        """Route `percent` of `name`'s calls to `served` (None: no canary); returns the canary it replaced."""
+        route = self._routes[name]
+        previous = route.canary
+        if served is not None:
+            self._pin(served)
+        route.canary, route.percent, route.calls = served, (percent if served else 0), 0
+        return previous
+
+    def unpin(self, served: ServedModule) -> None:
+        """Stop routing pinned requests to `served` (it is about to stop)."""
+        pinned = self._pinned.get(served.name, {})
+        if pinned.get(served.version) is served:
+            del pinned[served.version]
+
     def remove(self, name: str) -> ServedModule | None:
-        return self._modules.pop(name, None)
+        route = self._routes.pop(name, None)
+        self._pinned.pop(name, None)
+        return route.active if route else None
+
+    def _pin(self, served: ServedModule) -> None:
+        self._pinned.setdefault(served.name, {})[served.version] = served

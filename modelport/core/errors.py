@@ -58,6 +58,54 @@ class ModuleNotFound(NotFound):
     code = "module_not_found"
 
 
+class VersionNotFound(NotFound):
+    """No such version of this module."""
+
+    code = "version_not_found"
+
+
+class Unauthorized(ModelportError):
+    """The request carries no valid credentials."""
+
+    status, code = 401, "unauthorized"
+
+
+class Forbidden(ModelportError):
+    """The caller may not do this."""
+
+    status, code = 403, "forbidden"
+
+
+class Conflict(ModelportError):
+    """The request conflicts with the current state."""
+
+    status, code = 409, "conflict"
+
+
+class VersionExists(Conflict):
+    """A version of this name already exists with different content."""
+
+    code = "version_exists"
+
+
+class NoPreviousVersion(Conflict):
+    """There is no earlier version to roll back to."""
+
+    code = "no_previous_version"
+
+
+class VersionFailed(Conflict):
+    """The version failed to build and cannot be deployed."""
+
+    code = "version_failed"
+
+
+class InvalidModule(BadRequest):
+    """The uploaded module cannot be read: a broken archive, manifest or docstring."""
+
+    code = "invalid_module"
+
+
 class MethodNotAllowed(ModelportError):
     """This method is not allowed on this path."""
 

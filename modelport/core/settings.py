@@ -49,6 +49,15 @@ class Settings(BaseSettings):
     token_cache_seconds: float = Field(1.0, ge=0, le=60)
     """How long a verified API token is trusted without asking the database again."""
 
+    max_artifact_bytes: int = Field(512 * 1024 * 1024, ge=1)
+    """Largest version artifact (a packed module tree) the server accepts."""
+
+    drain_seconds: float = Field(30.0, ge=0, le=3600)
+    """How long a version being stopped may finish its in-flight calls."""
+
+    rollback_grace_seconds: float = Field(300.0, ge=0, le=86_400)
+    """How long a replaced version stays running, so that rolling back to it is instant."""
+
     worker_threads: int | None = Field(None, ge=1)
     """Threads each worker's numeric libraries may use; default: the cores divided among the workers."""
 

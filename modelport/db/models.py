@@ -10,7 +10,7 @@ from sqlalchemy import JSON, DateTime, Dialect, Enum, ForeignKey, Integer, Strin
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
-__all__ = ["ApiToken", "Base", "BuildStatus", "Deployment", "Module", "Version", "utcnow"]
+__all__ = ["ApiDefinition", "ApiToken", "Base", "BuildStatus", "Deployment", "Module", "Version", "utcnow"]
 
 
 def utcnow() -> datetime:
@@ -85,6 +85,7 @@ class Version(Base):
         default=BuildStatus.PENDING,
     )
     build_log: Mapped[str] = mapped_column(Text, default="")
+    build_error: Mapped[str | None] = mapped_column(Text)
     environment: Mapped[str | None] = mapped_column(String(128))
 
     module: Mapped[Module] = relationship(back_populates="versions")
@@ -97,16 +98,30 @@ class Deployment(Base):
 
     module_name: Mapped[str] = mapped_column(ForeignKey("modules.name", ondelete="CASCADE"), primary_key=True)
     active_version: Mapped[str | None] = mapped_column(String(64))
+    target_version: Mapped[str | None] = mapped_column(String(64))
     previous_version: Mapped[str | None] = mapped_column(String(64))
     canary_version: Mapped[str | None] = mapped_column(String(64))
     canary_percent: Mapped[int] = mapped_column(Integer, default=0)
     replicas: Mapped[int] = mapped_column(Integer, default=1)
     generation: Mapped[int] = mapped_column(Integer, default=0)
+    observed_generation: Mapped[int] = mapped_column(Integer, default=0)
     status: Mapped[str] = mapped_column(String(32), default="pending")
     message: Mapped[str] = mapped_column(Text, default="")
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
     module: Mapped[Module] = relationship(back_populates="deployment")
+
+
+class ApiDefinition(Base):
+    """An applied `Api` manifest: the public face of a module."""
+
+    __tablename__ = "apis"
+
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    module_name: Mapped[str] = mapped_column(ForeignKey("modules.name", ondelete="CASCADE"), index=True)
+    manifest: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
 class ApiToken(Base):

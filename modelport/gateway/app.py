@@ -8,6 +8,8 @@ from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -16,18 +18,22 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from modelport import __version__
 from modelport.control.modules import ModuleRegistry
-from modelport.core.errors import ModelportError, ModuleUnavailable, NotFound
+from modelport.control.platform import Services
+from modelport.core.errors import ModelportError, ModuleUnavailable, NotFound, ValidationFailed, field_error
 from modelport.core.settings import Settings
+from modelport.gateway.auth import BearerAuth
+from modelport.gateway.control_api import control_router
 from modelport.gateway.errors import error_response
 from modelport.gateway.middleware import BodyLimit
 from modelport.gateway.pages import render_swagger_ui, render_try_page
 from modelport.gateway.predict import PredictRoute
 from modelport.sdk.openapi import module_openapi
 
-__all__ = ["PredictFastPath", "create_app"]
+__all__ = ["STATIC_DIR", "ModuleRoutes", "PredictFastPath", "create_app", "create_platform_app", "on_error"]
 
-_STATIC = Path(__file__).parent / "static"
+STATIC_DIR = Path(__file__).parent / "static"
 _OUTPUT_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 _PREDICT_PATH = re.compile(r"^/api/v1/modules/([^/]+)/predict$")
 
@@ -53,43 +59,36 @@ class PredictFastPath:
         await self.app(scope, receive, send)
 
 
-def create_app(
-    *,
-    registry: ModuleRegistry,
-    settings: Settings,
-    lifespan: Callable[[Starlette], AbstractAsyncContextManager[None]] | None = None,
-) -> ASGIApp:
-    """The dev server's application: one or more modules, their docs and try-it pages."""
-    predict = PredictRoute(registry=registry, settings=settings)
-    outputs_dir = (settings.data_dir / "outputs").resolve()
+class ModuleRoutes:
+    """The handlers that the dev server and the platform share: health, module docs, try-it pages, outputs."""
 
-    async def healthz(request: Request) -> Response:
+    def __init__(self, *, registry: ModuleRegistry, settings: Settings) -> None:
+        self.registry = registry
+        self.outputs_dir = (settings.data_dir / "outputs").resolve()
+
+    async def healthz(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
-    async def readyz(request: Request) -> Response:
-        modules = {name: _module_state(registry, name) for name in registry.names()}
-        ready = bool(modules) and all(state == "ready" for state in modules.values())
+    async def readyz(self, request: Request) -> Response:
+        modules = {name: _module_state(self.registry, name) for name in self.registry.names()}
+        ready = all(state == "ready" for state in modules.values())
         return JSONResponse(
             {"status": "ready" if ready else "not_ready", "modules": modules}, 200 if ready else 503
         )
 
-    async def module_openapi_json(request: Request) -> Response:
-        served = registry.get(request.path_params["module"])
+    async def module_openapi(self, request: Request) -> Response:
+        served = self.registry.get(request.path_params["module"], request.query_params.get("version"))
         return JSONResponse(module_openapi(served.spec, module=served.name, version=served.version))
 
-    async def openapi_json(request: Request) -> Response:
-        served = _only_module(registry)
-        return JSONResponse(module_openapi(served.spec, module=served.name, version=served.version))
-
-    async def docs(request: Request) -> Response:
-        name = request.query_params.get("module") or _only_module(registry).name
+    async def module_docs(self, request: Request) -> Response:
+        name = request.query_params.get("module") or _only_module(self.registry).name
         return HTMLResponse(
             render_swagger_ui(openapi_url=f"/api/v1/modules/{name}/openapi.json", title=f"{name} · API")
         )
 
-    async def try_page(request: Request) -> Response:
+    async def try_page(self, request: Request) -> Response:
         name = request.path_params.get("module")
-        served = registry.get(name) if name else _only_module(registry)
+        served = self.registry.get(name) if name else _only_module(self.registry)
         return HTMLResponse(
             render_try_page(
                 served.spec,
@@ -101,12 +100,34 @@ def create_app(
             )
         )
 
-    async def output_file(request: Request) -> Response:
+    async def output_file(self, request: Request) -> Response:
         name = request.path_params["name"]
-        path = outputs_dir / name
+        path = self.outputs_dir / name
         if not _OUTPUT_NAME.match(name) or not path.is_file():
             raise NotFound("no such output file")
         return FileResponse(path)
+
+    async def favicon(self, request: Request) -> Response:
+        return RedirectResponse("/static/swagger-ui/favicon-32x32.png")
+
+
+async def on_error(request: Request, exc: Exception) -> Response:
+    return error_response(exc)
+
+
+def create_app(
+    *,
+    registry: ModuleRegistry,
+    settings: Settings,
+    lifespan: Callable[[Starlette], AbstractAsyncContextManager[None]] | None = None,
+) -> ASGIApp:
+    """The dev server's application: one module, its docs and try-it page, no authentication."""
+    predict = PredictRoute(registry=registry, settings=settings)
+    handlers = ModuleRoutes(registry=registry, settings=settings)
+
+    async def openapi_json(request: Request) -> Response:
+        served = _only_module(registry)
+        return JSONResponse(module_openapi(served.spec, module=served.name, version=served.version))
 
     async def list_modules(request: Request) -> Response:
         return JSONResponse(
@@ -119,23 +140,19 @@ def create_app(
         )
 
     routes = [
-        Route("/healthz", healthz),
-        Route("/readyz", readyz),
+        Route("/healthz", handlers.healthz),
+        Route("/readyz", handlers.readyz),
         Route("/api/v1/modules", list_modules),
         Route("/api/v1/modules/{module}/predict", predict.handle, methods=["POST"]),
-        Route("/api/v1/modules/{module}/openapi.json", module_openapi_json),
-        Route("/api/v1/modules/{module}/try", try_page),
-        Route("/api/v1/outputs/{name}", output_file),
+        Route("/api/v1/modules/{module}/openapi.json", handlers.module_openapi),
+        Route("/api/v1/modules/{module}/try", handlers.try_page),
+        Route("/api/v1/outputs/{name}", handlers.output_file),
         Route("/openapi.json", openapi_json),
-        Route("/docs", docs),
-        Route("/", try_page),
-        Route("/favicon.ico", lambda request: RedirectResponse("/static/swagger-ui/favicon-32x32.png")),
-        Mount("/static", StaticFiles(directory=_STATIC), name="static"),
+        Route("/docs", handlers.module_docs),
+        Route("/", handlers.try_page),
+        Route("/favicon.ico", handlers.favicon),
+        Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]
-
-    async def on_error(request: Request, exc: Exception) -> Response:
-        return error_response(exc)
-
     app = Starlette(
         routes=routes,
         exception_handlers={ModelportError: on_error, HTTPException: on_error, Exception: on_error},
@@ -159,3 +176,120 @@ def _only_module(registry: ModuleRegistry) -> Any:
         problem = registry.problems.get(names[0]) if names else "no module is loaded"
         raise ModuleUnavailable(problem or "no module is loaded", retry_after=5)
     return served[0]
+
+
+_PREDICT_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["inputs"],
+                "properties": {
+                    "inputs": {
+                        "oneOf": [{"type": "object"}, {"type": "array", "items": {"type": "object"}}],
+                        "description": "One record, or a list of records.",
+                    },
+                    "parameters": {"type": "object"},
+                    "output_fields": {"type": "array", "items": {"type": "string"}},
+                    "model_key": {"type": "string"},
+                },
+            }
+        },
+        "multipart/form-data": {"schema": {"type": "object"}},
+    },
+}
+
+
+def create_platform_app(
+    *,
+    services: Services,
+    settings: Settings,
+    lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None,
+) -> ASGIApp:
+    """The platform's application: the control API, every deployed module, authentication on all of it."""
+    predict = PredictRoute(registry=services.registry, settings=settings)
+    handlers = ModuleRoutes(registry=services.registry, settings=settings)
+    api = FastAPI(
+        title="modelport",
+        version=__version__,
+        description="The modelport platform: modules, versions, deployments and inference.",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/openapi.json",
+        lifespan=lifespan,
+        exception_handlers={
+            ModelportError: on_error,
+            HTTPException: on_error,
+            RequestValidationError: _validation_error,
+            Exception: on_error,
+        },
+    )
+    api.add_api_route("/healthz", handlers.healthz, methods=["GET"], tags=["health"], summary="Liveness")
+    api.add_api_route("/readyz", handlers.readyz, methods=["GET"], tags=["health"], summary="Readiness")
+    api.include_router(control_router(services, max_artifact_bytes=settings.max_artifact_bytes))
+    api.add_api_route(
+        "/api/v1/modules/{module}/predict",
+        predict.handle,
+        methods=["POST"],
+        tags=["inference"],
+        summary="Call a module",
+        description="The body follows the module's own OpenAPI document. `?version=` pins a running version.",
+        openapi_extra={"requestBody": _PREDICT_BODY},
+    )
+    api.add_api_route(
+        "/api/v1/modules/{module}/openapi.json",
+        handlers.module_openapi,
+        methods=["GET"],
+        tags=["inference"],
+        summary="A module's OpenAPI document",
+    )
+    api.add_api_route(
+        "/api/v1/modules/{module}/try",
+        handlers.try_page,
+        methods=["GET"],
+        tags=["inference"],
+        summary="Try-it page",
+    )
+    api.add_api_route(
+        "/api/v1/outputs/{name}",
+        handlers.output_file,
+        methods=["GET"],
+        tags=["inference"],
+        summary="A file output",
+    )
+
+    async def docs(request: Request) -> Response:
+        if request.query_params.get("module"):
+            return await handlers.module_docs(request)
+        return HTMLResponse(render_swagger_ui(openapi_url="/openapi.json", title="modelport · API"))
+
+    async def root(request: Request) -> Response:
+        return RedirectResponse("/docs")
+
+    api.add_api_route("/docs", docs, methods=["GET"], include_in_schema=False)
+    api.add_api_route("/", root, methods=["GET"], include_in_schema=False)
+    api.add_api_route("/favicon.ico", handlers.favicon, methods=["GET"], include_in_schema=False)
+    api.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    authenticated = BearerAuth(PredictFastPath(api, predict), verify=services.tokens.verify)
+    return BodyLimit(
+        authenticated,
+        max_bytes=settings.max_body_bytes,
+        exempt=_VERSIONS_PATH,
+    )
+
+
+_VERSIONS_PATH = re.compile(r"^/api/v1/modules/[^/]+/versions$")
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    details = [
+        field_error(
+            ".".join(str(part) for part in error["loc"] if part != "body") or "body",
+            str(error["type"]),
+            str(error["msg"]),
+        )
+        for error in exc.errors()
+    ]
+    return error_response(ValidationFailed("the request does not match the API", details=details))

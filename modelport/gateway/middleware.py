@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from modelport.core.errors import PayloadTooLarge
@@ -11,13 +13,20 @@ __all__ = ["BodyLimit"]
 
 
 class BodyLimit:
-    """Answers 413 when a body is declared or turns out to be larger than `max_bytes`."""
+    """Answers 413 when a body is declared or turns out to be larger than `max_bytes`.
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
+    Paths matching `exempt` enforce their own, larger limit (version uploads).
+    """
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int, exempt: re.Pattern[str] | None = None) -> None:
+        self.app, self.max_bytes, self.exempt = app, max_bytes, exempt
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD"):
+        if (
+            scope["type"] != "http"
+            or scope["method"] in ("GET", "HEAD")
+            or (self.exempt is not None and self.exempt.match(scope["path"]))
+        ):
             await self.app(scope, receive, send)
             return
         for name, value in scope["headers"]:

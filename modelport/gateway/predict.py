@@ -41,7 +41,7 @@ class PredictRoute:
         request_id = os.urandom(16).hex()
         workdir: list[Path] = []
         try:
-            served = self.registry.get(request.path_params["module"])
+            served = self.registry.get(request.path_params["module"], request.query_params.get("version"))
             parsed = await self._parse(request, served, lambda: self._workdir(workdir))
             if served.spec.has_file_inputs:
                 self._checker(self._workdir(workdir)).resolve(served.spec, parsed)

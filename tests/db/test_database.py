@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, select, text
 from sqlalchemy.exc import IntegrityError
 
-from modelport.db import ApiToken, BuildStatus, Database, Deployment, Module, Version
+from modelport.db import ApiToken, Base, BuildStatus, Database, Deployment, Module, Version
 
 
 @pytest.fixture
@@ -22,11 +24,11 @@ def test_migrate_creates_the_schema_and_is_idempotent(database_url):
     try:
         assert db.revision() is None
         db.migrate()
-        assert db.revision() == Database.head() == "0001"
+        assert db.revision() == Database.head() == "0002"
         db.migrate()
-        assert db.revision() == "0001"
+        assert db.revision() == "0002"
         tables = set(inspect(db.engine).get_table_names())
-        assert {"modules", "versions", "deployments", "api_tokens", "alembic_version"} <= tables
+        assert {"modules", "versions", "deployments", "apis", "api_tokens", "alembic_version"} <= tables
     finally:
         db.close()
 
@@ -118,3 +120,14 @@ def test_sqlite_runs_in_wal_mode(tmp_path):
 
 def test_plain_postgresql_urls_use_psycopg():
     assert Database("postgresql://u@127.0.0.1:5/x").url.startswith("postgresql+psycopg://")
+
+
+def test_the_migrations_build_exactly_the_models(database_url):
+    db = Database(database_url)
+    try:
+        db.migrate()
+        with db.engine.connect() as connection:
+            differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+        assert differences == []
+    finally:
+        db.close()

@@ -1,0 +1,524 @@
+"""Deployments: each module's desired state in the database, and the reconciler that makes it run.
+
+A deployment names the active version, a target version being rolled out, an optional canary and the replica
+count. Every change bumps its `generation`; the reconciler works until `observed_generation` catches up.
+
+Switching is surge-first: the target starts beside the active version and must pass readiness (workers up,
+model loaded, warm-up example answered) before the registry routes to it, in one assignment. The replaced
+version drains its in-flight work and stays warm for a grace period, so a rollback to it is instant; then it
+stops. A target that fails to build or start never takes traffic: the deployment reports why and the active
+version keeps serving. A version whose workers crash-loop is marked failed and its predecessor restored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+
+from modelport.control.modules import ModuleRegistry, ServedModule, start_module
+from modelport.control.versions import Versions
+from modelport.core.errors import (
+    BadRequest,
+    Conflict,
+    ModelportError,
+    ModuleNotFound,
+    NoPreviousVersion,
+    VersionFailed,
+    VersionNotFound,
+)
+from modelport.core.settings import Settings
+from modelport.db import BuildStatus, Database, Deployment, Module, Version
+from modelport.db.models import utcnow
+from modelport.obs.logs import ModuleLogs
+
+__all__ = ["DeploymentStatus", "Deployments"]
+
+log = logging.getLogger("modelport.deployments")
+
+
+class DeploymentStatus:
+    PENDING = "pending"
+    PROGRESSING = "progressing"
+    READY = "ready"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class _Desired:
+    generation: int
+    active: str | None
+    target: str | None
+    canary: str | None
+    percent: int
+    replicas: int
+    previous: str | None
+
+
+class Deployments:
+    """The deployment API (deploy, rollback, delete) and its reconciler (`run`)."""
+
+    def __init__(
+        self,
+        database: Database,
+        *,
+        versions: Versions,
+        registry: ModuleRegistry,
+        settings: Settings,
+        logs: ModuleLogs,
+    ) -> None:
+        self.database = database
+        self.versions = versions
+        self.registry = registry
+        self.settings = settings
+        self.logs = logs
+        self._wake = asyncio.Event()
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._warm: dict[str, tuple[ServedModule, float]] = {}
+        self._stopping: set[asyncio.Task[None]] = set()
+        self._retry_at: dict[str, float] = {}
+        self._failed: dict[str, bool] = {}
+        self._notes: dict[str, str] = {}
+
+    # the API
+
+    def deploy(
+        self, module: str, version: str, *, replicas: int | None = None, canary_percent: int | None = None
+    ) -> dict[str, Any]:
+        """Record a new desired state; the reconciler carries it out. Returns the deployment's info."""
+        if replicas is not None and not 1 <= replicas <= 64:
+            raise BadRequest("replicas must be between 1 and 64")
+        if canary_percent is not None and not 0 <= canary_percent <= 100:
+            raise BadRequest("canary_percent must be between 0 and 100")
+        with self.database.session() as session:
+            self._deployable(session, module, version)
+            row = self._row(session, module)
+            if canary_percent is not None:
+                if row.active_version is None:
+                    raise Conflict(f"{module} has no active version yet: deploy one before a canary")
+                if canary_percent == 0 or version == (row.target_version or row.active_version):
+                    row.canary_version, row.canary_percent = None, 0
+                else:
+                    row.canary_version, row.canary_percent = version, canary_percent
+            else:
+                row.target_version = None if version == row.active_version else version
+                row.canary_version, row.canary_percent = None, 0
+            if replicas is not None:
+                row.replicas = replicas
+            self._bump(row)
+            session.flush()
+            info = self._info(row)
+        self.wake()
+        return info
+
+    def rollback(self, module: str) -> dict[str, Any]:
+        """Switch back to the version that served before the active one."""
+        with self.database.session() as session:
+            row = self._row(session, module, create=False)
+            if row is None or row.previous_version is None:
+                raise NoPreviousVersion(f"{module} has no previous version to roll back to")
+            self._deployable(session, module, row.previous_version)
+            row.target_version = row.previous_version
+            row.canary_version, row.canary_percent = None, 0
+            self._bump(row)
+            info = self._info(row)
+        self.wake()
+        return info
+
+    async def delete(self, module: str) -> None:
+        """Stop serving `module` and forget it, its versions and its deployment."""
+        with self.database.session() as session:
+            row = session.get(Module, module)
+            if row is None:
+                raise ModuleNotFound(f"no module named {module!r}")
+            session.delete(row)
+        task = self._tasks.pop(module, None)
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        running = list(self.registry.versions(module).values())
+        self.registry.remove(module)
+        warm = self._warm.pop(module, None)
+        if warm is not None:
+            running.append(warm[0])
+        await asyncio.gather(*(s.pool.close(grace=self.settings.drain_seconds) for s in set(running)))
+
+    def info(self, module: str) -> dict[str, Any] | None:
+        with self.database.session() as session:
+            row = session.get(Deployment, module)
+            return self._info(row) if row is not None else None
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    # the reconciler
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Reconcile every module whenever something changes, and at least every second."""
+        while not stop.is_set():
+            self._wake.clear()
+            try:
+                self._schedule()
+                await self._stop_expired_warm()
+            except Exception:
+                log.exception("the reconciler's pass failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), 1.0)
+
+    async def settle(self) -> None:
+        """Wait until the reconcile work scheduled so far is done (for a clean shutdown and for tests)."""
+        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+
+    async def close(self) -> None:
+        """Stop reconciling and stop every running version, letting in-flight calls finish."""
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        served: set[ServedModule] = set()
+        for name in self.registry.names():
+            served.update(self.registry.versions(name).values())
+            self.registry.remove(name)
+        served.update(s for s, _ in self._warm.values())
+        self._warm.clear()
+        await asyncio.gather(*(s.pool.close(grace=self.settings.drain_seconds) for s in served))
+        await asyncio.gather(*self._stopping, return_exceptions=True)
+
+    def _schedule(self) -> None:
+        with self.database.session() as session:
+            rows = session.scalars(select(Deployment)).all()
+            wanted = {row.module_name: self._desired(row) for row in rows}
+        now = time.monotonic()
+        for module, desired in wanted.items():
+            task = self._tasks.get(module)
+            if task is not None and not task.done():
+                continue
+            if self._retry_at.get(module, 0) > now:
+                continue
+            if self._needs_work(module, desired):
+                self._tasks[module] = asyncio.create_task(self._reconcile(module), name=f"reconcile {module}")
+
+    def _needs_work(self, module: str, desired: _Desired) -> bool:
+        active = self._active(module)
+        if desired.target is not None:
+            return True
+        if desired.active is not None and (
+            active is None
+            or active.version != desired.active
+            or active.pool.config.replicas != desired.replicas
+        ):
+            return True
+        if active is not None and active.pool.failure is not None:
+            return True
+        canary, percent = self.registry.canary(module)
+        want_canary = desired.canary if desired.percent > 0 else None
+        if (canary.version if canary else None) != want_canary or (
+            want_canary and percent != desired.percent
+        ):
+            return True
+        return self._observed(module) < desired.generation
+
+    async def _reconcile(self, module: str) -> None:
+        try:
+            desired = self._load(module)
+            if desired is None:
+                return
+            await self._reconcile_active(module, desired)
+            desired = self._load(module)
+            if desired is None:
+                return
+            await self._reconcile_canary(module, desired)
+            self._check_crash_loop(module, desired)
+            self._finish(module, desired.generation)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("reconciling %s failed", module)
+            self._report(module, DeploymentStatus.FAILED, f"unexpected error: {exc}")
+            self._retry_at[module] = time.monotonic() + 5
+        finally:
+            self.wake()
+
+    async def _reconcile_active(self, module: str, desired: _Desired) -> None:
+        active = self._active(module)
+        if active is None and desired.active is not None and desired.target is not None:
+            # After a restart mid-rollout: serve the old version again before trying the new one.
+            await self._switch(module, desired.active, desired, is_target=False)
+            desired = self._load(module) or desired
+            active = self._active(module)
+        want = desired.target or desired.active
+        if want is None:
+            return
+        if active is not None and active.version == want and active.pool.config.replicas == desired.replicas:
+            if desired.target is not None:
+                self._promote(module, desired.target)
+            return
+        await self._switch(module, want, desired, is_target=desired.target is not None)
+
+    async def _switch(self, module: str, version: str, desired: _Desired, *, is_target: bool) -> None:
+        self._report(module, DeploymentStatus.PROGRESSING, f"starting {version}")
+        try:
+            served = await self._start(module, version, desired.replicas)
+        except ModelportError as exc:
+            message = f"{version} did not start: {exc.message}"
+            log.warning("deployment of %s: %s", module, message)
+            if is_target:
+                self._abandon_target(module, version, message)
+            else:
+                self._report(module, DeploymentStatus.FAILED, message)
+                self._retry_at[module] = time.monotonic() + 10
+            return
+        replaced = self.registry.swap(served)
+        if is_target:
+            self._promote(module, version)
+        if replaced is not None and replaced is not served:
+            self._retire(module, replaced)
+        log.info("%s now serves %s", module, version)
+
+    async def _reconcile_canary(self, module: str, desired: _Desired) -> None:
+        if self._active(module) is None:
+            return
+        current, percent = self.registry.canary(module)
+        want = desired.canary if desired.percent > 0 else None
+        if current is not None and current.version == want:
+            if percent != desired.percent:
+                self.registry.set_canary(module, current, desired.percent)
+            return
+        if want is None:
+            if current is not None:
+                self.registry.set_canary(module, None, 0)
+                self._retire(module, current)
+            return
+        self._report(module, DeploymentStatus.PROGRESSING, f"starting canary {want}")
+        try:
+            served = await self._start(module, want, desired.replicas)
+        except ModelportError as exc:
+            message = f"canary {want} did not start: {exc.message}"
+            self._failed[module] = True
+            with self.database.session() as session:
+                row = session.get(Deployment, module)
+                if row is not None and row.canary_version == want:
+                    row.canary_version, row.canary_percent = None, 0
+                    row.status, row.message = DeploymentStatus.FAILED, message
+                    row.observed_generation = row.generation
+            return
+        replaced = self.registry.set_canary(module, served, desired.percent)
+        if replaced is not None:
+            self._retire(module, replaced)
+
+    def _check_crash_loop(self, module: str, desired: _Desired) -> None:
+        active = self._active(module)
+        if active is None or active.pool.failure is None:
+            return
+        message = f"{active.version} is failing: {active.pool.failure}"
+        with self.database.session() as session:
+            row = session.get(Deployment, module)
+            if row is None:
+                return
+            if row.previous_version and row.previous_version != active.version and row.target_version is None:
+                row.target_version = row.previous_version
+                message += f"; rolled back to {row.previous_version}"
+                self._bump(row)
+                self._notes[module] = message
+            row.status, row.message = DeploymentStatus.FAILED, message
+        active.pool.failure = None
+
+    # starting and stopping versions
+
+    async def _start(self, module: str, version: str, replicas: int) -> ServedModule:
+        warm = self._warm.get(module)
+        if warm is not None and warm[0].version == version and warm[0].pool.ready:
+            served = warm[0]
+            if served.pool.config.replicas == replicas:
+                del self._warm[module]
+                return served
+        canary, _ = self.registry.canary(module)
+        if canary is not None and canary.version == version and canary.pool.config.replicas == replicas:
+            return canary  # promoting the canary: the registry's swap takes it out of the canary slot
+        built = await self.versions.built(module, version)
+        return await start_module(
+            built.definition,
+            version=version,
+            settings=self.settings,
+            replicas=replicas,
+            log=self.logs.sink(module, version),
+            python=built.environment.python,
+        )
+
+    def _retire(self, module: str, served: ServedModule) -> None:
+        """Keep `served` warm for the grace period (pinned requests still reach it), then stop it."""
+        previous = self._warm.pop(module, None)
+        if previous is not None and previous[0] is not served:
+            self._stop(previous[0])
+        if self.settings.rollback_grace_seconds > 0 and served.pool.ready:
+            self._warm[module] = (served, time.monotonic() + self.settings.rollback_grace_seconds)
+        else:
+            self._stop(served)
+
+    def _stop(self, served: ServedModule) -> None:
+        self.registry.unpin(served)
+        task = asyncio.create_task(served.pool.close(grace=self.settings.drain_seconds))
+        self._stopping.add(task)
+        task.add_done_callback(self._stopping.discard)
+
+    async def _stop_expired_warm(self) -> None:
+        now = time.monotonic()
+        for module, (served, deadline) in list(self._warm.items()):
+            if deadline <= now:
+                del self._warm[module]
+                self._stop(served)
+
+    # the database side
+
+    def _load(self, module: str) -> _Desired | None:
+        with self.database.session() as session:
+            row = session.get(Deployment, module)
+            return self._desired(row) if row is not None else None
+
+    @staticmethod
+    def _desired(row: Deployment) -> _Desired:
+        return _Desired(
+            generation=row.generation,
+            active=row.active_version,
+            target=row.target_version,
+            canary=row.canary_version,
+            percent=row.canary_percent,
+            replicas=row.replicas,
+            previous=row.previous_version,
+        )
+
+    def _observed(self, module: str) -> int:
+        with self.database.session() as session:
+            row = session.get(Deployment, module)
+            return row.observed_generation if row is not None else 0
+
+    def _promote(self, module: str, version: str) -> None:
+        with self.database.session() as session:
+            row = session.get(Deployment, module)
+            if row is None:
+                return
+            if row.active_version != version:
+                row.previous_version = row.active_version
+                row.active_version = version
+            if row.target_version == version:
+                row.target_version = None
+            if row.canary_version == version:
+                row.canary_version, row.canary_percent = None, 0
+
+    def _abandon_target(self, module: str, version: str, message: str) -> None:
+        self._failed[module] = True
+        with self.database.session() as session:
+            row = session.get(Deployment, module)
+            if row is None:
+                return
+            if row.target_version == version:
+                row.target_version = None
+                row.observed_generation = row.generation
+            row.status, row.message = DeploymentStatus.FAILED, message
+
+    def _finish(self, module: str, generation: int) -> None:
+        """Mark `generation` carried out (ready unless this pass failed) if no newer one arrived."""
+        failed = self._failed.pop(module, False)
+        with self.database.session() as session:
+            row = session.get(Deployment, module)
+            if row is None or row.generation != generation or row.target_version is not None:
+                return
+            if not failed and self._active(module) is not None:
+                row.status, row.message = DeploymentStatus.READY, self._notes.pop(module, "")
+            row.observed_generation = generation
+        if not failed:
+            self._retry_at.pop(module, None)
+
+    def _report(self, module: str, status: str, message: str) -> None:
+        if status == DeploymentStatus.FAILED:
+            self._failed[module] = True
+        with self.database.session() as session:
+            row = session.get(Deployment, module)
+            if row is not None:
+                row.status, row.message = status, message
+
+    def _row(self, session: Any, module: str, *, create: bool = True) -> Any:
+        row = session.get(Deployment, module)
+        if row is None and create:
+            row = Deployment(
+                module_name=module,
+                replicas=self._default_replicas(session, module),
+                generation=0,
+                observed_generation=0,
+                canary_percent=0,
+                status=DeploymentStatus.PENDING,
+                message="",
+            )
+            session.add(row)
+        return row
+
+    def _default_replicas(self, session: Any, module: str) -> int:
+        replicas = session.scalars(
+            select(Version.manifest).where(Version.module_name == module).order_by(Version.id.desc())
+        ).first()
+        try:
+            return max(1, int((replicas or {})["spec"]["resources"]["replicas"]))
+        except (KeyError, TypeError, ValueError):
+            return 1
+
+    @staticmethod
+    def _bump(row: Deployment) -> None:
+        row.generation = (row.generation or 0) + 1
+        row.status, row.message = DeploymentStatus.PROGRESSING, ""
+        row.updated_at = utcnow()
+
+    @staticmethod
+    def _deployable(session: Any, module: str, version: str) -> None:
+        if session.get(Module, module) is None:
+            raise ModuleNotFound(f"no module named {module!r}")
+        row = session.scalars(
+            select(Version).where(Version.module_name == module, Version.name == version)
+        ).one_or_none()
+        if row is None:
+            raise VersionNotFound(f"module {module!r} has no version {version!r}")
+        if row.build_status == BuildStatus.FAILED:
+            raise VersionFailed(f"{module} {version} failed to build: {row.build_error}")
+
+    def _active(self, module: str) -> ServedModule | None:
+        return self.registry.active(module)
+
+    def _info(self, row: Deployment) -> dict[str, Any]:
+        serving = []
+        active = self._active(row.module_name)
+        if active is not None:
+            serving.append(_serving(active, "active"))
+        canary, _ = self.registry.canary(row.module_name)
+        if canary is not None:
+            serving.append(_serving(canary, "canary"))
+        warm = self._warm.get(row.module_name)
+        if warm is not None:
+            serving.append(_serving(warm[0], "previous"))
+        return {
+            "module": row.module_name,
+            "version": row.active_version,
+            "target_version": row.target_version,
+            "previous_version": row.previous_version,
+            "canary_version": row.canary_version,
+            "canary_percent": row.canary_percent,
+            "replicas": row.replicas,
+            "generation": row.generation,
+            "observed_generation": row.observed_generation,
+            "status": row.status,
+            "message": row.message,
+            "updated_at": row.updated_at.isoformat() if row.updated_at else None,
+            "serving": serving,
+        }
+
+
+def _serving(served: ServedModule, role: str) -> dict[str, Any]:
+    return {
+        "version": served.version,
+        "role": role,
+        "workers": len(served.pool.pids),
+        "ready": served.pool.ready,
+    }

@@ -1,0 +1,368 @@
+"""Versions: immutable, content-addressed module artifacts, and the builds that make them runnable.
+
+A pushed artifact is stored once under `artifacts/` by its digest and unpacked under
+`versions/<module>/<name>`; its row records who pushed it, its git tag and commit, its parsed `ApiSpec` and
+its manifest. A build then gives it an environment for its requirements and imports its entrypoint there; the
+outcome and the whole log are kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from modelport.control.artifacts import PackError, check_version_name, unpack
+from modelport.control.modules import ModuleDefinition, read_module
+from modelport.core.errors import (
+    BadRequest,
+    InvalidModule,
+    ModelportError,
+    ModuleNotFound,
+    VersionExists,
+    VersionNotFound,
+)
+from modelport.core.manifests import ManifestError, Metadata
+from modelport.db import BuildStatus, Database, Module, Version
+from modelport.runtime.environments import BuildFailed, Environment, Environments
+from modelport.sdk.source import SourceError
+
+__all__ = ["BuiltVersion", "Versions", "version_info"]
+
+log = logging.getLogger("modelport.versions")
+
+
+@dataclass(frozen=True)
+class BuiltVersion:
+    """A version ready to run: its module read from its source directory, and its environment."""
+
+    name: str
+    definition: ModuleDefinition
+    environment: Environment
+
+
+def version_info(version: Version) -> dict[str, Any]:
+    return {
+        "module": version.module_name,
+        "name": version.name,
+        "digest": version.digest,
+        "size": version.size,
+        "commit": version.commit,
+        "tag": version.tag,
+        "pushed_by": version.pushed_by,
+        "pushed_at": version.pushed_at.isoformat(),
+        "build_status": version.build_status.value,
+        "build_error": version.build_error,
+        "environment": version.environment,
+    }
+
+
+class Versions:
+    """Push, list and build versions. Builds run in the background, `max_builds` at a time."""
+
+    def __init__(
+        self,
+        database: Database,
+        *,
+        data_dir: Path,
+        environments: Environments,
+        on_built: Callable[[str, str], None] | None = None,
+        max_builds: int = 2,
+    ) -> None:
+        self.database = database
+        self.environments = environments
+        self.artifacts = data_dir / "artifacts"
+        self.sources = data_dir / "versions"
+        self._on_built = on_built
+        self._slots = asyncio.Semaphore(max_builds)
+        self._builds: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._live_logs: dict[tuple[str, str], list[str]] = {}
+
+    # pushing
+
+    async def push(
+        self,
+        module: str,
+        name: str,
+        data: bytes,
+        *,
+        pushed_by: str,
+        commit: str | None = None,
+        tag: str | None = None,
+        digest: str | None = None,
+    ) -> tuple[dict[str, Any], bool]:
+        """Store a version and start its build; returns its info and whether it is new.
+
+        Pushing identical content under an existing name is a no-op; different content is `VersionExists`.
+        """
+        _check_names(module, name)
+        actual = f"sha256:{hashlib.sha256(data).hexdigest()}"
+        if digest is not None and digest != actual:
+            raise BadRequest(f"the upload's digest is {actual}, not {digest}: it was damaged in transit")
+        existing = self._find(module, name, actual)
+        if existing is not None:
+            return existing, False
+        definition = await asyncio.to_thread(self._store, module, name, data, actual)
+        try:
+            with self.database.session() as session:
+                if session.get(Module, module) is None:
+                    session.add(Module(name=module, owner=pushed_by))
+                    session.flush()
+                row = Version(
+                    module_name=module,
+                    name=name,
+                    digest=actual,
+                    size=len(data),
+                    commit=commit,
+                    tag=tag,
+                    pushed_by=pushed_by,
+                    spec=definition.spec.to_dict(),
+                    manifest=definition.manifest.model_dump(mode="json", by_alias=True),
+                )
+                session.add(row)
+                session.flush()
+                info = version_info(row)
+        except IntegrityError:  # a concurrent push of the same name won the race
+            existing = self._find(module, name, actual)
+            if existing is None:
+                raise
+            return existing, False
+        self.start_build(module, name)
+        return info, True
+
+    def _find(self, module: str, name: str, digest: str) -> dict[str, Any] | None:
+        with self.database.session() as session:
+            row = session.scalars(
+                select(Version).where(Version.module_name == module, Version.name == name)
+            ).one_or_none()
+            if row is None:
+                return None
+            if row.digest != digest:
+                raise VersionExists(
+                    f"{module} {name} was already pushed with different content ({row.digest}); "
+                    "versions are immutable: tag a new one"
+                )
+            return version_info(row)
+
+    def _store(self, module: str, name: str, data: bytes, digest: str) -> ModuleDefinition:
+        """Unpack, read and keep the artifact; a bad one raises `InvalidModule` and writes nothing."""
+        self.sources.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".push-", dir=self.sources))
+        try:
+            try:
+                unpack(data, staging / "module")
+                definition = read_module(staging / "module", name=module)
+            except (PackError, ManifestError, SourceError) as exc:
+                raise InvalidModule(str(exc)) from None
+            if definition.name != module:
+                raise InvalidModule(
+                    f"the artifact is module {definition.name!r} (its metadata.name), not {module!r}"
+                )
+            _write_atomically(self.artifact_path(digest), data)
+            target = self.source_dir(module, name)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if target.exists():  # left by a push that crashed before its row was written
+                shutil.rmtree(target)
+            (staging / "module").replace(target)
+            return read_module(target, name=module)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def artifact_path(self, digest: str) -> Path:
+        return self.artifacts / f"{digest.replace(':', '-')}.tar.gz"
+
+    def source_dir(self, module: str, name: str) -> Path:
+        return self.sources / module / name
+
+    # reading
+
+    def list(self, module: str) -> list[dict[str, Any]]:
+        with self.database.session() as session:
+            if session.get(Module, module) is None:
+                raise ModuleNotFound(f"no module named {module!r}")
+            rows = session.scalars(
+                select(Version)
+                .where(Version.module_name == module)
+                .order_by(Version.pushed_at.desc(), Version.id.desc())
+            )
+            return [version_info(row) for row in rows]
+
+    def get(self, module: str, name: str, *, with_spec: bool = False) -> dict[str, Any]:
+        with self.database.session() as session:
+            row = self._row(session, module, name)
+            info = version_info(row)
+            if with_spec:
+                info["spec"] = row.spec
+                info["manifest"] = row.manifest
+            return info
+
+    def build_log(self, module: str, name: str) -> str:
+        live = self._live_logs.get((module, name))
+        if live is not None:
+            return "".join(f"{line}\n" for line in live)
+        with self.database.session() as session:
+            return self._row(session, module, name).build_log
+
+    def _row(self, session: Any, module: str, name: str) -> Version:
+        row: Version | None = session.scalars(
+            select(Version).where(Version.module_name == module, Version.name == name)
+        ).one_or_none()
+        if row is None:
+            if session.get(Module, module) is None:
+                raise ModuleNotFound(f"no module named {module!r}")
+            raise VersionNotFound(f"module {module!r} has no version {name!r}")
+        return row
+
+    # building
+
+    def resume(self) -> None:
+        """Start the builds that a stopped server left pending or unfinished."""
+        with self.database.session() as session:
+            rows = session.execute(
+                select(Version.module_name, Version.name).where(
+                    Version.build_status.in_([BuildStatus.PENDING, BuildStatus.BUILDING])
+                )
+            ).all()
+        for module, name in rows:
+            self.start_build(module, name)
+
+    def start_build(self, module: str, name: str) -> None:
+        key = (module, name)
+        if key not in self._builds or self._builds[key].done():
+            self._builds[key] = asyncio.create_task(self._build(module, name), name=f"build {module} {name}")
+
+    async def built(self, module: str, name: str) -> BuiltVersion:
+        """The version ready to run, waiting for its build; raises `BuildFailed` if the build failed."""
+        task = self._builds.get((module, name))
+        if task is not None:
+            await asyncio.shield(task)
+        info = self.get(module, name, with_spec=True)
+        if info["build_status"] != BuildStatus.READY:
+            if info["build_status"] != BuildStatus.FAILED:
+                self.start_build(module, name)
+                return await self.built(module, name)
+            raise BuildFailed(f"version {name} failed to build: {info['build_error']}")
+        definition = read_module(self.source_dir(module, name), name=module)
+        requirements = _requirements(definition)
+        environment = await self.environments.ensure(requirements, log=lambda line: None)
+        return BuiltVersion(name, definition, environment)
+
+    async def close(self) -> None:
+        tasks = [t for t in self._builds.values() if not t.done()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _build(self, module: str, name: str) -> None:
+        lines = self._live_logs.setdefault((module, name), [])
+        lines.clear()
+        self._set_build(module, name, status=BuildStatus.PENDING, log="")
+        async with self._slots:
+            self._set_build(module, name, status=BuildStatus.BUILDING, log="")
+            status, error, environment = BuildStatus.FAILED, "", None
+            try:
+                environment = await self._run_build(module, name, lines.append)
+                status = BuildStatus.READY
+                lines.append(f"build of {module} {name} succeeded")
+            except ModelportError as exc:
+                error = exc.message
+                lines.append(f"build of {module} {name} failed: {error}")
+            except Exception as exc:  # a bug or an I/O failure: the version fails, the server goes on
+                log.exception("building %s %s failed", module, name)
+                error = f"unexpected error: {exc}"
+                lines.append(f"build of {module} {name} failed: {error}")
+            self._set_build(
+                module,
+                name,
+                status=status,
+                log="".join(f"{line}\n" for line in lines),
+                error=error or None,
+                environment=environment.key if environment else None,
+            )
+            self._live_logs.pop((module, name), None)
+        if self._on_built is not None:
+            self._on_built(module, name)
+
+    async def _run_build(self, module: str, name: str, log_line: Callable[[str], None]) -> Environment:
+        source = self.source_dir(module, name)
+        try:
+            definition = await asyncio.to_thread(read_module, source, name=module)
+        except (ManifestError, SourceError) as exc:
+            raise BuildFailed(str(exc)) from None
+        spec = definition.spec
+        log_line(f"module {module} {name}: {spec.title or '(no title)'}")
+        for group in ("inputs", "parameters", "outputs"):
+            fields = ", ".join(f.name for f in spec.group(group)) or "none"
+            log_line(f"  {group}: {fields}")
+        requirements = _requirements(definition)
+        log_line(
+            f"requirements: {len(requirements.splitlines())} line(s)" if requirements else "no requirements"
+        )
+        environment = await self.environments.ensure(requirements, log=log_line)
+        log_line(f"environment {environment.key[:12]} at {environment.path}")
+        log_line(f"importing {definition.manifest.spec.entrypoint}")
+        await self.environments.check_import(
+            environment,
+            module_dir=source,
+            entrypoint=definition.manifest.spec.entrypoint,
+            log=log_line,
+            env=definition.manifest.spec.env,
+        )
+        return environment
+
+    def _set_build(
+        self,
+        module: str,
+        name: str,
+        *,
+        status: BuildStatus,
+        log: str,
+        error: str | None = None,
+        environment: str | None = None,
+    ) -> None:
+        with self.database.session() as session:
+            row = self._row(session, module, name)
+            row.build_status, row.build_log, row.build_error = status, log, error
+            row.environment = environment
+
+
+def _requirements(definition: ModuleDefinition) -> str:
+    path = definition.directory / (definition.manifest.spec.requirements or "requirements.txt")
+    return path.read_text(encoding="utf-8") if path.is_file() else ""
+
+
+def _check_names(module: str, name: str) -> None:
+    try:
+        Metadata(name=module)
+    except ValueError:
+        raise BadRequest(f"{module!r} is not a valid module name") from None
+    try:
+        check_version_name(name)
+    except PackError as exc:
+        raise BadRequest(exc.message) from None
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        return  # content-addressed: the same name is the same bytes
+    handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=".tmp-", delete=False)  # noqa: SIM115
+    try:
+        with handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        Path(handle.name).replace(path)
+    except BaseException:
+        Path(handle.name).unlink(missing_ok=True)
+        raise

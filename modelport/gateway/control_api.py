@@ -1,0 +1,199 @@
+"""The control-plane routes (modules, versions, deployments, logs) with their request and response schemas."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from modelport.control.platform import Services
+from modelport.core.errors import BadRequest, PayloadTooLarge
+from modelport.gateway.auth import principal_of
+
+__all__ = ["control_router"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DeployRequest(_Strict):
+    version: str = Field(min_length=1, max_length=64, description="The version to deploy.")
+    replicas: int | None = Field(None, ge=1, le=64, description="Worker processes for the version.")
+    canary_percent: int | None = Field(
+        None, ge=0, le=100, description="Route this share of calls to `version` as a canary (0 removes it)."
+    )
+
+
+class ServingInfo(BaseModel):
+    version: str
+    role: str
+    workers: int
+    ready: bool
+
+
+class DeploymentInfo(BaseModel):
+    module: str
+    version: str | None
+    target_version: str | None
+    previous_version: str | None
+    canary_version: str | None
+    canary_percent: int
+    replicas: int
+    generation: int
+    observed_generation: int
+    status: str
+    message: str
+    updated_at: str | None
+    serving: list[ServingInfo]
+
+
+class ModuleInfo(BaseModel):
+    name: str
+    owner: str | None
+    created_at: str
+    versions: int
+    deployment: DeploymentInfo | None
+
+
+class ModuleList(BaseModel):
+    modules: list[ModuleInfo]
+
+
+class VersionInfo(BaseModel):
+    module: str
+    name: str
+    digest: str
+    size: int
+    commit: str | None
+    tag: str | None
+    pushed_by: str | None
+    pushed_at: str
+    build_status: str
+    build_error: str | None
+    environment: str | None
+
+
+class VersionDetail(VersionInfo):
+    spec: dict[str, Any]
+    manifest: dict[str, Any]
+
+
+class VersionList(BaseModel):
+    versions: list[VersionInfo]
+
+
+def control_router(services: Services, *, max_artifact_bytes: int) -> APIRouter:
+    router = APIRouter(prefix="/api/v1", tags=["modules"])
+
+    @router.get("/modules", response_model=ModuleList, summary="List modules")
+    def list_modules() -> dict[str, Any]:
+        return {"modules": services.modules()}
+
+    @router.get("/modules/{module}", response_model=ModuleInfo, summary="Get a module and its deployment")
+    def get_module(module: str) -> dict[str, Any]:
+        return services.module(module)
+
+    @router.delete("/modules/{module}", status_code=204, summary="Stop serving and delete a module")
+    async def delete_module(module: str) -> Response:
+        await services.deployments.delete(module)
+        return Response(status_code=204)
+
+    @router.get("/modules/{module}/versions", response_model=VersionList, summary="List a module's versions")
+    def list_versions(module: str) -> dict[str, Any]:
+        return {"versions": services.versions.list(module)}
+
+    @router.post(
+        "/modules/{module}/versions",
+        response_model=VersionInfo,
+        status_code=201,
+        summary="Push a version",
+        description="The body is the version's artifact (`modelport push` makes it: a tar.gz of the module "
+        "tree). 201 for a new version, 200 when identical content was already pushed under that name, "
+        "409 `version_exists` when the name is taken by different content. The build starts at once.",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/gzip": {"schema": {"type": "string", "format": "binary"}}},
+            }
+        },
+    )
+    async def push_version(
+        request: Request,
+        module: str,
+        version: Annotated[str, Query(min_length=1, max_length=64, description="The version's name.")],
+        commit: Annotated[str | None, Query(max_length=64)] = None,
+        tag: Annotated[str | None, Query(max_length=255)] = None,
+        x_content_digest: Annotated[str | None, Header()] = None,
+    ) -> Response:
+        data = await _read_body(request, max_artifact_bytes)
+        info, created = await services.versions.push(
+            module,
+            version,
+            data,
+            pushed_by=principal_of(request.scope).name,
+            commit=commit,
+            tag=tag,
+            digest=x_content_digest,
+        )
+        return JSONResponse(info, status_code=201 if created else 200)
+
+    @router.get("/modules/{module}/versions/{version}", response_model=VersionDetail, summary="Get a version")
+    def get_version(module: str, version: str) -> dict[str, Any]:
+        return services.versions.get(module, version, with_spec=True)
+
+    @router.post(
+        "/modules/{module}/deploy",
+        response_model=DeploymentInfo,
+        status_code=202,
+        summary="Deploy a version",
+        description="Records the desired state and returns at once; poll the module until "
+        "`deployment.observed_generation` reaches the returned `generation`.",
+    )
+    async def deploy(module: str, body: DeployRequest) -> dict[str, Any]:
+        return services.deployments.deploy(
+            module, body.version, replicas=body.replicas, canary_percent=body.canary_percent
+        )
+
+    @router.post(
+        "/modules/{module}/rollback",
+        response_model=DeploymentInfo,
+        status_code=202,
+        summary="Roll back to the previous version",
+    )
+    async def rollback(module: str) -> dict[str, Any]:
+        return services.deployments.rollback(module)
+
+    @router.get(
+        "/modules/{module}/logs",
+        response_class=PlainTextResponse,
+        summary="A module's worker logs, or a version's build log",
+    )
+    def logs(
+        module: str,
+        build: Annotated[str | None, Query(description="Show this version's build log.")] = None,
+        tail: Annotated[int, Query(ge=1, le=100_000)] = 200,
+    ) -> PlainTextResponse:
+        if build is not None:
+            return PlainTextResponse(services.versions.build_log(module, build))
+        services.module(module)
+        return PlainTextResponse(services.logs.tail(module, tail))
+
+    return router
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"the artifact ({declared} bytes) exceeds the limit of {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"the artifact exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    if not size:
+        raise BadRequest("the request body is empty: send the version's artifact")
+    return b"".join(chunks)
