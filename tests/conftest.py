@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -11,7 +12,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from platform_server import ADMIN_TOKEN, ServerProcess
 from postgres import Cluster
+from repos import git
 
 from modelport.app import DevServer
 from modelport.control.modules import ServedModule
@@ -85,3 +88,41 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path / 'modelport.db'}"
     cluster: Cluster = request.getfixturevalue("postgres")
     return cluster.create_database(f"t{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture
+def platform(tmp_path: Path, database_url: str) -> Iterator[ServerProcess]:
+    """A real `modelport server` process on 127.0.0.1 (port 0), on each database backend.
+
+    `.url` is its address, `.token` an admin token, `.client()` an authenticated httpx client.
+    """
+    server = ServerProcess(tmp_path / "server", token=ADMIN_TOKEN, database_url=database_url)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def git_module(tmp_path: Path) -> Callable[..., Path]:
+    """A fixture module committed in a fresh git repository and tagged; returns the module's directory."""
+
+    def make(name: str, *, tag: str = "v1", module_name: str | None = None) -> Path:
+        repository = tmp_path / "repos" / (module_name or name)
+        shutil.copytree(FIXTURES / name, repository, ignore=shutil.ignore_patterns("__pycache__"))
+        if module_name is not None:
+            manifest = repository / "modelport.yaml"
+            text = manifest.read_text() if manifest.exists() else ""
+            if "kind: Module" not in text:
+                text = f"apiVersion: modelport/v1\nkind: Module\nmetadata: {{name: {module_name}}}\n"
+            else:
+                text = re.sub(r"name: [a-z0-9-]+", f"name: {module_name}", text, count=1)
+            manifest.write_text(text)
+        git(repository, "init", "-q", "-b", "main")
+        git(repository, "add", "-A")
+        git(repository, "commit", "-q", "-m", "first")
+        git(repository, "tag", tag)
+        return repository
+
+    return make
