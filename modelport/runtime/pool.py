@@ -196,7 +196,8 @@ class WorkerPool:
         output_fields: tuple[str, ...],
     ) -> list[dict[str, Any]]:
         """Run the records through the module; one output dict per record, in order."""
-        if self._closing or not self.live_workers:
+        if self._closing or (not self.live_workers and self.failure is not None):
+            # While a worker is being replaced, calls queue for it; a crash-looping pool fails them fast.
             retry = min(self._backoff) if self._backoff else 1.0
             raise ModuleUnavailable(f"module {self.config.name} has no running worker", retry_after=retry)
         if len(self._queue) + len(records) > self.config.max_queue:

@@ -72,7 +72,11 @@ def test_a_broken_version_never_takes_traffic(platform, client, git_module, brea
             reason = deployment["message"]
         time.sleep(0.3)
 
-    expected = {"import_error": "nonexistent_package_xyz", "load_raises": "corrupt", "warm_up_fails": "warm-up"}
+    expected = {
+        "import_error": "nonexistent_package_xyz",
+        "load_raises": "corrupt",
+        "warm_up_fails": "warm-up",
+    }
     assert expected[breakage] in reason, reason
     assert load.calls and load.failures() == []
     assert {c.release for c in load.calls} == {"one"}
@@ -112,7 +116,9 @@ def test_a_canary_takes_its_share_of_calls(platform, client, git_module):
     assert (deployment["version"], deployment["canary_version"]) == ("v1", "v2")
 
     versions = [
-        client.post("/api/v1/modules/versioned/predict", json={"inputs": {"text": "x"}}).headers["x-model-version"]
+        client.post("/api/v1/modules/versioned/predict", json={"inputs": {"text": "x"}}).headers[
+            "x-model-version"
+        ]
         for _ in range(2000)
     ]
     share = versions.count("v2") / len(versions) * 100

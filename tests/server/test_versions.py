@@ -109,7 +109,9 @@ def test_a_module_that_cannot_be_read_is_refused_and_nothing_is_stored(platform,
 def _module(tmp_path):
     directory = tmp_path / "echo"
     directory.mkdir()
-    (directory / "modelport.yaml").write_text("apiVersion: modelport/v1\nkind: Module\nmetadata: {name: echo}\n")
+    (directory / "modelport.yaml").write_text(
+        "apiVersion: modelport/v1\nkind: Module\nmetadata: {name: echo}\n"
+    )
     (directory / "inference.py").write_text(
         "def inference(parameters, inputs, output_fields, model_key, model=None):\n"
         '    """Echo.\n\n    :param inputs.text: text\n    :param outputs.text: text\n    """\n'
