@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: install
-	$(BIN)/modelport dev gallery/digits --port 8000
+	$(BIN)/modelport server --demo --port 8000
 
 test: install
 	bash scripts/install-system-deps.sh
