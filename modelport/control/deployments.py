@@ -146,7 +146,7 @@ class Deployments:
         warm = self._warm.pop(module, None)
         if warm is not None:
             running.append(warm[0])
-        await asyncio.gather(*(s.pool.close(grace=self.settings.drain_seconds) for s in set(running)))
+        await asyncio.gather(*(s.drain(self.settings.drain_seconds) for s in set(running)))
 
     def info(self, module: str) -> dict[str, Any] | None:
         with self.database.session() as session:
@@ -186,7 +186,7 @@ class Deployments:
             self.registry.remove(name)
         served.update(s for s, _ in self._warm.values())
         self._warm.clear()
-        await asyncio.gather(*(s.pool.close(grace=self.settings.drain_seconds) for s in served))
+        await asyncio.gather(*(s.drain(self.settings.drain_seconds) for s in served))
         await asyncio.gather(*self._stopping, return_exceptions=True)
 
     def _schedule(self) -> None:
@@ -362,7 +362,7 @@ class Deployments:
 
     def _stop(self, served: ServedModule) -> None:
         self.registry.unpin(served)
-        task = asyncio.create_task(served.pool.close(grace=self.settings.drain_seconds))
+        task = asyncio.create_task(served.drain(self.settings.drain_seconds))
         self._stopping.add(task)
         task.add_done_callback(self._stopping.discard)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import asyncio
 import base64
 import shutil
 import sys
@@ -52,6 +53,15 @@ class ServedModule:
     version: str
     pool: WorkerPool
     started: float = field(default_factory=time.time)
+    in_flight: int = 0
+    """Requests routed here and not yet answered; a version being replaced stops only once they are done."""
+
+    async def drain(self, timeout: float) -> None:
+        """Wait (up to `timeout` s) for the requests routed here to finish, then stop the workers."""
+        deadline = time.monotonic() + timeout
+        while self.in_flight and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        await self.pool.close(grace=max(1.0, deadline - time.monotonic()))
 
     @property
     def name(self) -> str:

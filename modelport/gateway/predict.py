@@ -39,9 +39,19 @@ class PredictRoute:
 
     async def handle(self, request: Request) -> Response:
         request_id = os.urandom(16).hex()
-        workdir: list[Path] = []
         try:
             served = self.registry.get(request.path_params["module"], request.query_params.get("version"))
+        except Exception as exc:
+            return error_response(exc, request_id=request_id)
+        served.in_flight += 1
+        try:
+            return await self._handle(request, served, request_id)
+        finally:
+            served.in_flight -= 1
+
+    async def _handle(self, request: Request, served: ServedModule, request_id: str) -> Response:
+        workdir: list[Path] = []
+        try:
             parsed = await self._parse(request, served, lambda: self._workdir(workdir))
             if served.spec.has_file_inputs:
                 self._checker(self._workdir(workdir)).resolve(served.spec, parsed)
@@ -57,7 +67,9 @@ class PredictRoute:
             headers = {"X-Request-Id": request_id, "X-Model-Version": served.version}
             return Response(_encoder.encode(body), headers=headers, media_type="application/json")
         except Exception as exc:
-            return error_response(exc, request_id=request_id)
+            response = error_response(exc, request_id=request_id)
+            response.headers["X-Model-Version"] = served.version
+            return response
         finally:
             for path in workdir:
                 shutil.rmtree(path, ignore_errors=True)
