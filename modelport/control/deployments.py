@@ -137,6 +137,10 @@ class Deployments:
             if row is None:
                 raise ModuleNotFound(f"no module named {module!r}")
             session.delete(row)
+        await self.forget(module)
+
+    async def forget(self, module: str) -> None:
+        """Stop every running version of a module that no longer exists."""
         task = self._tasks.pop(module, None)
         if task is not None:
             task.cancel()

@@ -1,4 +1,4 @@
-"""The platform's services in one object: tokens, versions, deployments, and the modules they serve."""
+"""The platform's services in one object: tokens, versions, deployments, manifests, git sources."""
 
 from __future__ import annotations
 
@@ -9,9 +9,12 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from modelport.control.artifacts import Artifact
 from modelport.control.deployments import Deployments
 from modelport.control.identity import Tokens
+from modelport.control.manifests import Change, Manifests
 from modelport.control.modules import ModuleRegistry
+from modelport.control.sources import GitSources
 from modelport.control.versions import Versions
 from modelport.core.errors import ModuleNotFound
 from modelport.core.settings import Settings
@@ -40,19 +43,32 @@ class Services:
         self.deployments = Deployments(
             database, versions=self.versions, registry=self.registry, settings=settings, logs=self.logs
         )
+        self.manifests = Manifests(database, on_change=self._manifests_changed)
+        self.sources = GitSources(
+            database,
+            work_dir=settings.data_dir / "sources",
+            push=self._push_release,
+            deploy=self._deploy_release,
+        )
+        self._background: set[asyncio.Task[None]] = set()
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
         """Resume unfinished builds and reconcile deployments for as long as the block runs."""
         stop = asyncio.Event()
         self.versions.resume()
-        reconciler = asyncio.create_task(self.deployments.run(stop), name="reconciler")
+        loops = [
+            asyncio.create_task(self.deployments.run(stop), name="reconciler"),
+            asyncio.create_task(
+                self.sources.run(stop, interval=self.settings.source_poll_seconds), name="sources"
+            ),
+        ]
         try:
             yield
         finally:
             stop.set()
             self.deployments.wake()
-            await asyncio.gather(reconciler, return_exceptions=True)
+            await asyncio.gather(*loops, *self._background, return_exceptions=True)
             await self.deployments.close()
             await self.versions.close()
             self.logs.close()
@@ -83,3 +99,27 @@ class Services:
             "versions": versions,
             "deployment": self.deployments.info(row.name),
         }
+
+    # reactions
+
+    def _manifests_changed(self, changes: list[Change]) -> None:
+        for change in changes:
+            if change.kind == "Module" and change.action == "deleted":
+                task = asyncio.get_running_loop().create_task(self.deployments.forget(change.name))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
+
+    async def _push_release(self, artifact: Artifact, pushed_by: str) -> str:
+        info, _ = await self.versions.push(
+            artifact.name,
+            artifact.version,
+            artifact.data,
+            pushed_by=pushed_by,
+            commit=artifact.commit,
+            tag=artifact.tag,
+            digest=artifact.digest,
+        )
+        return str(info["name"])
+
+    async def _deploy_release(self, module: str, version: str) -> None:
+        self.deployments.deploy(module, version)

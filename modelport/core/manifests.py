@@ -1,26 +1,72 @@
-"""Declarative manifests (`modelport.yaml`): Kubernetes-shaped objects, strict about unknown fields."""
+"""Declarative manifests (`modelport.yaml`): Kubernetes-shaped objects, strict about unknown fields.
+
+`load_documents` reads a multi-document YAML stream; `parse_document` turns one document into a `Module` or an
+`Api` manifest. Every problem is reported with the document's position, its kind and name, and the dotted path
+of the field (`spec.resources.replicas`), so a client can point at the exact line the author has to change.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Literal
+import re
+from collections.abc import Sequence
+from pathlib import Path, PurePosixPath
+from types import UnionType
+from typing import Any, Literal, TypedDict, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails
 
 __all__ = [
+    "KINDS",
+    "Access",
+    "ApiManifest",
+    "ApiManifestSpec",
+    "Canary",
+    "Cors",
+    "Manifest",
     "ManifestError",
     "Metadata",
     "ModelSpec",
     "ModuleManifest",
     "ModuleSpec",
+    "Problem",
+    "RateLimit",
     "Resources",
+    "ResponseCache",
+    "RestfulApi",
+    "SourceSpec",
+    "load_documents",
     "load_module_manifest",
+    "parse_document",
+    "parse_rate",
+    "to_document",
 ]
+
+_NAME = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+_RATE = re.compile(r"^(\d+)\s*(?:/|per)\s*(second|minute|hour|day)s?$")
+_RATE_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86_400}
+_ORIGIN = re.compile(r"^[a-z][a-z0-9+.-]*://(\[[0-9a-f:.]+\]|[^\s/:?#@\[\]\\]+)(:\d{1,5})?$")
+_HEADER = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+_MAX_NODES = 100_000
+
+
+class Problem(TypedDict):
+    """One thing wrong with one document: where (its index, `kind`, `name`, dotted `field`) and what."""
+
+    document: int | None
+    kind: str | None
+    name: str | None
+    field: str
+    message: str
 
 
 class ManifestError(ValueError):
-    """A manifest file is unreadable or does not match its schema."""
+    """A manifest is unreadable or does not match its schema; `problems` lists each thing wrong."""
+
+    def __init__(self, message: str, problems: Sequence[Problem] = ()) -> None:
+        super().__init__(message)
+        self.problems: list[Problem] = list(problems)
 
 
 class _Strict(BaseModel):
@@ -28,8 +74,11 @@ class _Strict(BaseModel):
 
 
 class Metadata(_Strict):
-    name: str = Field(pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+    name: str = Field(pattern=_NAME)
     labels: dict[str, str] = {}
+
+
+# Module
 
 
 class ModelSpec(_Strict):
@@ -50,6 +99,30 @@ class Resources(_Strict):
     threads: int | None = Field(None, ge=1, le=256)
 
 
+class SourceSpec(_Strict):
+    """The module's git repository; with `autoDeploy`, each new highest tag is pushed and deployed."""
+
+    git: str = Field(min_length=1)
+    path: str = "."
+    auto_deploy: bool = Field(False, alias="autoDeploy")
+    poll_seconds: float = Field(30.0, ge=1, le=86_400, alias="pollSeconds")
+
+    @field_validator("git")
+    @classmethod
+    def _not_an_option(cls, value: str) -> str:
+        if value.startswith("-") or value.strip() != value or "\n" in value:
+            raise ValueError("expected a repository path or URL")
+        return value
+
+    @field_validator("path")
+    @classmethod
+    def _inside_the_repository(cls, value: str) -> str:
+        path = PurePosixPath(value)
+        if path.is_absolute() or ".." in path.parts or "\\" in value:
+            raise ValueError("expected a relative path inside the repository, without `..`")
+        return str(path)
+
+
 class ModuleSpec(_Strict):
     entrypoint: str = "inference.py:inference"
     load: str | None = None
@@ -58,6 +131,7 @@ class ModuleSpec(_Strict):
     resources: Resources = Resources()
     env: dict[str, str] = {}
     example: dict[str, Any] | None = None
+    source: SourceSpec | None = None
 
     @field_validator("entrypoint", "load")
     @classmethod
@@ -74,27 +148,306 @@ class ModuleManifest(_Strict):
     spec: ModuleSpec = ModuleSpec()
 
 
+# Api
+
+
+class Cors(_Strict):
+    """Cross-origin access from browsers: exact origins (or `*`, never together with credentials)."""
+
+    enabled: bool = False
+    allow_origin: list[str] = Field([], alias="allowOrigin")
+    allow_credentials: bool = Field(False, alias="allowCredentials")
+    allow_headers: list[str] = Field([], alias="allowHeaders")
+    max_age_seconds: int = Field(600, ge=0, le=86_400, alias="maxAgeSeconds")
+
+    @field_validator("allow_origin")
+    @classmethod
+    def _origins(cls, values: list[str]) -> list[str]:
+        origins = [v if v == "*" else v.lower() for v in values]
+        for origin in origins:
+            if origin != "*" and not _ORIGIN.match(origin):
+                raise ValueError(
+                    f"{origin!r} is not an origin: expected `scheme://host[:port]` (no path) or `*`"
+                )
+        if "*" in origins and len(origins) > 1:
+            raise ValueError("`*` already allows every origin; list it alone")
+        return origins
+
+    @field_validator("allow_headers")
+    @classmethod
+    def _headers(cls, values: list[str]) -> list[str]:
+        for header in values:
+            if header != "*" and not _HEADER.match(header):
+                raise ValueError(f"{header!r} is not a header name")
+        return values
+
+    @model_validator(mode="after")
+    def _no_wildcard_with_credentials(self) -> Cors:
+        if self.allow_credentials and "*" in self.allow_origin:
+            raise ValueError(
+                "allowOrigin `*` cannot be combined with allowCredentials: true "
+                "(browsers refuse it); list the exact origins instead"
+            )
+        return self
+
+
+class RestfulApi(_Strict):
+    cors: Cors = Cors()
+
+
+class Access(_Strict):
+    """Who may call: members of `groups` (full paths like `/team/users`), and anyone when `anonymous`."""
+
+    groups: list[str] = []
+    anonymous: bool = False
+
+    @field_validator("groups")
+    @classmethod
+    def _group_paths(cls, values: list[str]) -> list[str]:
+        for group in values:
+            if not group.startswith("/") or group == "/" or group.strip() != group:
+                raise ValueError(f"{group!r} is not a group path: expected a full path such as `/team/users`")
+        return values
+
+
+class RateLimit(_Strict):
+    """Requests each caller may make, as `N/second|minute|hour|day` (`60/minute`, `10 per second`)."""
+
+    per_caller: str | None = Field(None, alias="perCaller")
+
+    @field_validator("per_caller")
+    @classmethod
+    def _rate(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_rate(value)
+        return value
+
+
+class ResponseCache(_Strict):
+    ttl_seconds: int = Field(0, ge=0, le=30 * 86_400, alias="ttlSeconds")
+
+
+class Canary(_Strict):
+    version: str = Field(min_length=1, max_length=64)
+    percent: int = Field(ge=0, le=100)
+
+
+class ApiManifestSpec(_Strict):
+    module: str = Field(pattern=_NAME)
+    restful_api: RestfulApi = Field(RestfulApi(), alias="restfulApi")
+    access: Access = Access()
+    rate_limit: RateLimit = Field(RateLimit(), alias="rateLimit")
+    cache: ResponseCache = ResponseCache()
+    sync_timeout_seconds: float | None = Field(None, gt=0, le=86_400, alias="syncTimeoutSeconds")
+    canary: Canary | None = None
+
+
+class ApiManifest(_Strict):
+    """The public face of a module: CORS, who may call it, rate limits, response cache, timeout, canary."""
+
+    api_version: Literal["modelport/v1"] = Field("modelport/v1", alias="apiVersion")
+    kind: Literal["Api"] = "Api"
+    metadata: Metadata
+    spec: ApiManifestSpec
+
+
+Manifest = ModuleManifest | ApiManifest
+KINDS: dict[str, type[ModuleManifest] | type[ApiManifest]] = {"Api": ApiManifest, "Module": ModuleManifest}
+"""The kinds `parse_document` knows, by the name a document's `kind` gives."""
+
+
+def parse_rate(text: str) -> tuple[int, int]:
+    """`"60/minute"` → `(60, 60)`: the number of requests and the window in seconds."""
+    match = _RATE.match(text.strip().lower())
+    if match is None:
+        raise ValueError(f"{text!r} is not a rate: expected `N/second`, `N/minute`, `N/hour` or `N/day`")
+    count = int(match.group(1))
+    if count < 1:
+        raise ValueError(f"{text!r} allows no request at all; the count must be at least 1")
+    return count, _RATE_SECONDS[match.group(2)]
+
+
+def to_document(manifest: Manifest) -> dict[str, Any]:
+    """The manifest as a compact document: apiVersion, kind, metadata and the spec fields unlike the defaults.
+
+    Validating the document gives back an equal manifest, and equal manifests give equal documents, however
+    they were written (defaults spelt out or left out), so stored documents compare reliably.
+    """
+    body = manifest.model_dump(by_alias=True, mode="json", exclude_defaults=True)
+    document: dict[str, Any] = {"apiVersion": manifest.api_version, "kind": manifest.kind}
+    document["metadata"] = body["metadata"]
+    if body.get("spec"):
+        document["spec"] = body["spec"]
+    return document
+
+
+# Reading documents
+
+
+def load_documents(text: str, *, source: str) -> list[dict[str, Any]]:
+    """The non-empty documents of a YAML stream; `ManifestError` naming `source` and the line if broken."""
+    documents: list[dict[str, Any]] = []
+    try:
+        for document in yaml.load_all(text, Loader=_Loader):
+            if document is None:
+                continue
+            if not isinstance(document, dict):
+                message = (
+                    f"expected a mapping (apiVersion, kind, metadata, spec), got {type(document).__name__}"
+                )
+                problem = _problem(len(documents), None, "", message)
+                raise ManifestError(f"{source}: document {len(documents) + 1}: {message}", [problem])
+            documents.append(document)
+    except yaml.YAMLError as exc:
+        where = ""
+        mark = getattr(exc, "problem_mark", None)
+        if mark is not None:
+            where = f" line {mark.line + 1}, column {mark.column + 1}:"
+        reason = getattr(exc, "problem", None) or str(exc)
+        message = f"not valid YAML:{where} {reason}"
+        raise ManifestError(
+            f"{source}:{where} not valid YAML: {reason}", [_problem(len(documents), None, "", message)]
+        ) from None
+    return documents
+
+
+def parse_document(doc: dict[str, Any], *, source: str, document: int = 0) -> Manifest:
+    """Validate one document as the manifest its `kind` names; `ManifestError` lists every problem.
+
+    `document` is the document's position in its request or stream, reported in each problem.
+    """
+    if not isinstance(doc, dict):
+        message = f"expected a mapping (apiVersion, kind, metadata, spec), got {type(doc).__name__}"
+        problem = _problem(document, None, "", message)
+        raise ManifestError(_summary(source, [problem]), [problem])
+    kind = doc.get("kind")
+    name = _name_of(doc)
+    model = KINDS.get(kind) if isinstance(kind, str) else None
+    if model is None:
+        known = ", ".join(sorted(KINDS))
+        message = (
+            f"unknown kind {kind!r}; known kinds: {known}"
+            if kind is not None
+            else f"required; one of {known}"
+        )
+        problem = _problem(document, kind if isinstance(kind, str) else None, "kind", message, name=name)
+        raise ManifestError(_summary(source, [problem]), [problem])
+    try:
+        return model.model_validate(doc)
+    except ValidationError as exc:
+        problems = [
+            _problem(document, kind, _field(error["loc"]), _message(model, error), name=name)
+            for error in exc.errors(include_url=False)
+        ]
+        raise ManifestError(_summary(source, problems), problems) from None
+
+
 def load_module_manifest(directory: Path) -> ModuleManifest:
     """Read the `Module` document of `directory/modelport.yaml`, or default one named after the directory."""
     path = directory / "modelport.yaml"
     if not path.exists():
         return ModuleManifest(metadata=Metadata(name=_slug(directory.resolve().name)))
-    try:
-        documents = [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d is not None]
-    except yaml.YAMLError as exc:
-        raise ManifestError(f"{path}: not valid YAML: {exc}") from None
-    modules = [d for d in documents if isinstance(d, dict) and d.get("kind") == "Module"]
+    documents = load_documents(path.read_text(encoding="utf-8"), source=str(path))
+    modules = [(i, d) for i, d in enumerate(documents) if d.get("kind") == "Module"]
     if len(modules) != 1:
         raise ManifestError(f"{path}: expected exactly one document of kind Module, found {len(modules)}")
-    try:
-        return ModuleManifest.model_validate(modules[0])
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors(include_url=False)
-        )
-        raise ManifestError(f"{path}: {problems}") from None
+    index, document = modules[0]
+    manifest = parse_document(document, source=str(path), document=index)
+    assert isinstance(manifest, ModuleManifest)
+    return manifest
 
 
 def _slug(name: str) -> str:
     slug = "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
     return slug[:63] or "module"
+
+
+class _Loader(yaml.SafeLoader):
+    """A safe loader refusing documents whose aliases expand past `_MAX_NODES` values (billion laughs)."""
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        if _expanded_size(node, {}) > _MAX_NODES:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"the document expands to more than {_MAX_NODES} values", node.start_mark
+            )
+        return super().construct_document(node)
+
+
+def _expanded_size(node: yaml.Node, seen: dict[int, int]) -> int:
+    """Nodes in the document once aliases are expanded, computed once per distinct node."""
+    if id(node) in seen:
+        return seen[id(node)]
+    seen[id(node)] = _MAX_NODES + 1  # a node reached again while being measured is a cycle
+    size = 1
+    if isinstance(node, yaml.SequenceNode):
+        size += sum(_expanded_size(child, seen) for child in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        size += sum(_expanded_size(k, seen) + _expanded_size(v, seen) for k, v in node.value)
+    seen[id(node)] = min(size, _MAX_NODES + 1)
+    return seen[id(node)]
+
+
+def _name_of(doc: Any) -> str | None:
+    metadata = doc.get("metadata") if isinstance(doc, dict) else None
+    name = metadata.get("name") if isinstance(metadata, dict) else None
+    return name if isinstance(name, str) else None
+
+
+def _problem(
+    document: int | None, kind: str | None, field: str, message: str, *, name: str | None = None
+) -> Problem:
+    return {"document": document, "kind": kind, "name": name, "field": field, "message": message}
+
+
+def _summary(source: str, problems: list[Problem]) -> str:
+    lines = [f"{p['field'] or '(document)'}: {p['message']}" for p in problems]
+    return f"{source}: " + "; ".join(lines)
+
+
+def _field(loc: tuple[int | str, ...]) -> str:
+    parts: list[str] = []
+    for part in loc:
+        if isinstance(part, int):
+            parts.append(f"[{part}]")
+        else:
+            parts.append(f".{part}" if parts else part)
+    return "".join(parts)
+
+
+def _message(model: type[BaseModel], error: ErrorDetails) -> str:
+    kind, message = error["type"], error["msg"]
+    if kind == "extra_forbidden":
+        field = str(error["loc"][-1])
+        parent = _model_at(model, error["loc"][:-1])
+        known = f"; known fields: {', '.join(_aliases(parent))}" if parent is not None else ""
+        return f"unknown field {field!r} (extra fields are not permitted){known}"
+    if kind == "missing":
+        return "required"
+    message = message.removeprefix("Value error, ")
+    value = error.get("input")
+    if kind != "value_error" and isinstance(value, str | int | float | bool):
+        message = f"{message} (got {value!r})"
+    return message
+
+
+def _model_at(model: type[BaseModel], loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+    """The model class that validates the object at `loc` inside `model`, if `loc` leads to one."""
+    current: type[BaseModel] | None = model
+    for part in loc:
+        if current is None:
+            return None
+        field = next((f for n, f in current.model_fields.items() if (f.alias or n) == part), None)
+        current = _model_in(field.annotation) if field is not None else None
+    return current
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if get_origin(annotation) in (Union, UnionType):
+        return next((m for m in map(_model_in, get_args(annotation)) if m is not None), None)
+    return None
+
+
+def _aliases(model: type[BaseModel]) -> list[str]:
+    return [field.alias or name for name, field in model.model_fields.items()]

@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     max_artifact_bytes: int = Field(512 * 1024 * 1024, ge=1)
     """Largest version artifact (a packed module tree) the server accepts."""
 
+    source_poll_seconds: float = Field(5.0, gt=0, le=3600)
+    """How often the server checks which git sources are due (each module's `pollSeconds` sets its pace)."""
+
     drain_seconds: float = Field(30.0, ge=0, le=3600)
     """How long a version being stopped may finish its in-flight calls."""
 

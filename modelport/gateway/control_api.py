@@ -27,6 +27,22 @@ class DeployRequest(_Strict):
     )
 
 
+class ManifestRequest(_Strict):
+    documents: list[dict[str, Any]] = Field(description="Manifests: Module and Api documents.")
+    dry_run: bool = Field(False, description="Compute the changes without making them.")
+
+
+class ManifestChange(BaseModel):
+    kind: str
+    name: str
+    action: str
+    diff: str
+
+
+class ManifestResult(BaseModel):
+    results: list[ManifestChange]
+
+
 class ServingInfo(BaseModel):
     version: str
     role: str
@@ -181,6 +197,30 @@ def control_router(services: Services, *, max_artifact_bytes: int) -> APIRouter:
         services.module(module)
         return PlainTextResponse(services.logs.tail(module, tail))
 
+    manifests = APIRouter(tags=["manifests"])
+
+    @manifests.post(
+        "/apply",
+        response_model=ManifestResult,
+        summary="Apply manifests",
+        description="Validates every document first (422 `invalid_manifest` lists each problem and changes "
+        "nothing), then creates or configures them all in one transaction. With `dry_run` nothing is "
+        "written; each result's `diff` shows what would change.",
+    )
+    async def apply(request: Request, body: ManifestRequest) -> dict[str, Any]:
+        changes = services.manifests.apply(
+            body.documents, dry_run=body.dry_run, actor=principal_of(request.scope).name
+        )
+        return {"results": [c.to_dict() for c in changes]}
+
+    @manifests.post("/delete", response_model=ManifestResult, summary="Delete the objects manifests name")
+    async def delete(request: Request, body: ManifestRequest) -> dict[str, Any]:
+        changes = services.manifests.delete(
+            body.documents, dry_run=body.dry_run, actor=principal_of(request.scope).name
+        )
+        return {"results": [c.to_dict() for c in changes]}
+
+    router.include_router(manifests)
     return router
 
 

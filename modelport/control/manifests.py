@@ -1,0 +1,338 @@
+"""Applying manifests: validate every document, then create, configure or delete objects in one transaction.
+
+Stored manifests are compact documents (`to_document`: apiVersion, kind, metadata and the spec fields that
+differ from the defaults), so applying the same object twice, however it is spelt, is `unchanged`, and each
+change carries a unified diff of the stored document against the new one.
+
+Deleting an object that does not exist is refused with `NotFound` (404, `not_found`), listing every missing
+object, and nothing is deleted, as `kubectl delete` does without `--ignore-not-found`; `ignore_missing=True`
+skips them instead. Deleting a module deletes its versions, deployment and APIs with it (the database
+cascades), and each of its APIs is reported as deleted too.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import yaml
+from pydantic import ValidationError
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from modelport.core.errors import BadRequest, Conflict, ModelportError, NotFound
+from modelport.core.manifests import (
+    KINDS,
+    ApiManifest,
+    Manifest,
+    ManifestError,
+    Metadata,
+    ModuleManifest,
+    Problem,
+    parse_document,
+    to_document,
+)
+from modelport.db import ApiDefinition, Database, Module
+
+__all__ = ["Action", "Change", "ManifestInvalid", "Manifests"]
+
+log = logging.getLogger("modelport.manifests")
+
+Action = Literal["created", "configured", "unchanged", "deleted"]
+_SOURCE = "request"
+
+
+@dataclass(frozen=True)
+class Change:
+    """What applying or deleting one object did, or would do on a dry run; `diff` is empty when unchanged."""
+
+    kind: str
+    name: str
+    action: Action
+    diff: str = ""
+
+    def to_dict(self) -> dict[str, str]:
+        return {"kind": self.kind, "name": self.name, "action": self.action, "diff": self.diff}
+
+
+class ManifestInvalid(ModelportError):
+    """The manifests are invalid; `details` lists each problem: document, kind, name, field and message."""
+
+    status, code = 422, "invalid_manifest"
+
+    @classmethod
+    def of(cls, problems: Sequence[Problem]) -> ManifestInvalid:
+        first = problems[0]
+        where = f"{first['kind']}/{first['name']}" if first["kind"] and first["name"] else None
+        where = where or f"document {first['document']}"
+        field = f" {first['field']}" if first["field"] else ""
+        others = len(problems) - 1
+        more = f" (and {others} more problem{'s' if others > 1 else ''})" if others else ""
+        return cls(f"{where}{field}: {first['message']}{more}", details=list(problems))
+
+    @classmethod
+    def from_error(cls, error: ManifestError) -> ManifestInvalid:
+        """The HTTP form of a `ManifestError`, such as a YAML stream that does not parse."""
+        if error.problems:
+            return cls.of(error.problems)
+        return cls(str(error), details=[])
+
+
+class Manifests:
+    """Apply, delete and read the `Module` and `Api` manifests stored in the database."""
+
+    def __init__(
+        self, database: Database, *, on_change: Callable[[list[Change]], None] | None = None
+    ) -> None:
+        self.database = database
+        self._on_change = on_change
+
+    def apply(self, documents: list[dict[str, Any]], *, dry_run: bool = False, actor: str) -> list[Change]:
+        """Create or configure every object the documents describe, all or nothing.
+
+        Every document is validated before anything is written: any problem raises `ManifestInvalid` listing
+        all of them. An `Api` must name a module that exists or that a `Module` document of the same request
+        creates. A new module is owned by `actor`. On a dry run the changes are computed and nothing written.
+        """
+        manifests = _validate(documents)
+        try:
+            with self.database.session() as session:
+                _check_modules(session, manifests)
+                # Modules first, so that the APIs' foreign keys find them; results in document order.
+                order = sorted(range(len(manifests)), key=lambda i: manifests[i].kind != "Module")
+                changes: dict[int, Change] = {}
+                for index in order:
+                    changes[index] = _apply_one(session, manifests[index], write=not dry_run, actor=actor)
+                    session.flush()
+        except IntegrityError:
+            raise Conflict("the objects changed while this request applied them; apply again") from None
+        result = [changes[i] for i in range(len(manifests))]
+        self._committed(result, dry_run=dry_run, actor=actor)
+        return result
+
+    def delete(
+        self,
+        documents: list[dict[str, Any]],
+        *,
+        dry_run: bool = False,
+        actor: str,
+        ignore_missing: bool = False,
+    ) -> list[Change]:
+        """Delete the objects the documents name (only `kind` and `metadata.name` are read), all or nothing.
+
+        A missing object is `NotFound`, listing all of them, unless `ignore_missing`.
+        """
+        targets = _targets(documents)
+        with self.database.session() as session:
+            rows: list[tuple[str, str, dict[str, Any]]] = []
+            missing: list[dict[str, Any]] = []
+            for index, kind, name in targets:
+                row = _row(session, kind, name)
+                if row is None:
+                    missing.append({"document": index, "kind": kind, "name": name})
+                else:
+                    rows.append((kind, name, row.manifest))
+            if missing and not ignore_missing:
+                names = ", ".join(f"{m['kind']}/{m['name']}" for m in missing)
+                raise NotFound(f"not found, so nothing was deleted: {names}", details=missing)
+            rows += _cascaded_apis(session, rows)
+            changes = [
+                Change(
+                    kind, name, "deleted", _diff(kind, name, _stored(kind, name, manifest), None, "deleted")
+                )
+                for kind, name, manifest in rows
+            ]
+            if not dry_run:
+                _delete(session, rows)
+        self._committed(changes, dry_run=dry_run, actor=actor)
+        return changes
+
+    def get(self, kind: str, name: str) -> dict[str, Any]:
+        """The stored manifest of one object; `NotFound` if there is none."""
+        _known(kind)
+        with self.database.session() as session:
+            row = _row(session, kind, name)
+            if row is None:
+                raise NotFound(f"no {kind} named {name!r}")
+            return _stored(kind, name, row.manifest)
+
+    def _committed(self, changes: list[Change], *, dry_run: bool, actor: str) -> None:
+        changed = [c for c in changes if c.action != "unchanged"]
+        if dry_run or not changed:
+            return
+        for change in changed:
+            log.info("%s %s %s/%s", actor, change.action, change.kind, change.name)
+        if self._on_change is not None:
+            try:
+                self._on_change(changed)
+            except Exception:  # the change is committed; a listener's failure must not turn it into an error
+                log.exception("a listener failed on manifest changes")
+
+    def list(self, kind: str) -> list[dict[str, Any]]:
+        """The stored manifests of every object of `kind`, by name."""
+        _known(kind)
+        model = Module if kind == "Module" else ApiDefinition
+        with self.database.session() as session:
+            rows = session.execute(select(model.name, model.manifest).order_by(model.name)).all()
+            return [_stored(kind, name, manifest) for name, manifest in rows]
+
+
+# Validation
+
+
+def _validate(documents: list[dict[str, Any]]) -> list[Manifest]:
+    manifests: list[Manifest] = []
+    problems: list[Problem] = []
+    seen: dict[tuple[str, str], int] = {}
+    for index, document in enumerate(documents):
+        try:
+            manifest = parse_document(document, source=_SOURCE, document=index)
+        except ManifestError as exc:
+            problems += exc.problems
+            continue
+        key = (manifest.kind, manifest.metadata.name)
+        if key in seen:
+            message = f"document {seen[key]} already declares {key[0]} {key[1]!r}"
+            problems.append(_problem(index, *key, "metadata.name", message))
+        seen.setdefault(key, index)
+        manifests.append(manifest)
+    if problems:
+        raise ManifestInvalid.of(problems)
+    return manifests
+
+
+def _check_modules(session: Session, manifests: list[Manifest]) -> None:
+    """Each `Api` must name a module that exists or that this request creates."""
+    created = {m.metadata.name for m in manifests if isinstance(m, ModuleManifest)}
+    apis = [(i, m) for i, m in enumerate(manifests) if isinstance(m, ApiManifest)]
+    wanted = {m.spec.module for _, m in apis} - created
+    existing = set(session.scalars(select(Module.name).where(Module.name.in_(wanted)))) if wanted else set()
+    problems = [
+        _problem(i, "Api", m.metadata.name, "spec.module", f"unknown module {m.spec.module!r}")
+        for i, m in apis
+        if m.spec.module not in created | existing
+    ]
+    if problems:
+        raise ManifestInvalid.of(problems)
+
+
+def _targets(documents: list[dict[str, Any]]) -> list[tuple[int, str, str]]:
+    """(document index, kind, name) of each object to delete; the rest of each document is not validated."""
+    targets: list[tuple[int, str, str]] = []
+    problems: list[Problem] = []
+    for index, document in enumerate(documents):
+        kind = document.get("kind") if isinstance(document, dict) else None
+        metadata = document.get("metadata") if isinstance(document, dict) else None
+        name = metadata.get("name") if isinstance(metadata, dict) else None
+        kind_name = kind if isinstance(kind, str) else None
+        if kind_name not in KINDS:
+            message = f"unknown kind {kind!r}; known kinds: {', '.join(sorted(KINDS))}"
+            problems.append(
+                _problem(index, kind_name, name if isinstance(name, str) else None, "kind", message)
+            )
+        elif not isinstance(name, str) or not name:
+            problems.append(_problem(index, kind_name, None, "metadata.name", "required"))
+        else:
+            targets.append((index, kind_name, name))
+    if problems:
+        raise ManifestInvalid.of(problems)
+    unique: dict[tuple[str, str], tuple[int, str, str]] = {}
+    for target in targets:
+        unique.setdefault(target[1:], target)
+    return list(unique.values())
+
+
+def _problem(document: int, kind: str | None, name: str | None, field: str, message: str) -> Problem:
+    return {"document": document, "kind": kind, "name": name, "field": field, "message": message}
+
+
+def _known(kind: str) -> None:
+    if kind not in KINDS:
+        raise BadRequest(f"unknown kind {kind!r}; known kinds: {', '.join(sorted(KINDS))}")
+
+
+# Writing
+
+
+def _apply_one(session: Session, manifest: Manifest, *, write: bool, actor: str) -> Change:
+    kind, name = manifest.kind, manifest.metadata.name
+    new = to_document(manifest)
+    row = _row(session, kind, name)
+    old = None if row is None else _stored(kind, name, row.manifest)
+    if old == new:
+        return Change(kind, name, "unchanged")
+    change = Change(
+        kind, name, "created" if row is None else "configured", _diff(kind, name, old, new, "applied")
+    )
+    if not write:
+        return change
+    if row is None and isinstance(manifest, ModuleManifest):
+        session.add(Module(name=name, owner=actor, manifest=new))
+    elif row is None and isinstance(manifest, ApiManifest):
+        session.add(ApiDefinition(name=name, module_name=manifest.spec.module, manifest=new))
+    elif row is not None:
+        row.manifest = new
+        if isinstance(row, ApiDefinition) and isinstance(manifest, ApiManifest):
+            row.module_name = manifest.spec.module
+    return change
+
+
+def _row(session: Session, kind: str, name: str) -> Module | ApiDefinition | None:
+    if kind == "Module":
+        return session.get(Module, name)
+    return session.get(ApiDefinition, name)
+
+
+def _cascaded_apis(
+    session: Session, rows: list[tuple[str, str, dict[str, Any]]]
+) -> list[tuple[str, str, Any]]:
+    """The APIs of the modules being deleted that the request does not name itself."""
+    modules = {name for kind, name, _ in rows if kind == "Module"}
+    named = {name for kind, name, _ in rows if kind == "Api"}
+    if not modules:
+        return []
+    found = session.execute(
+        select(ApiDefinition.name, ApiDefinition.manifest)
+        .where(ApiDefinition.module_name.in_(modules))
+        .order_by(ApiDefinition.name)
+    )
+    return [("Api", name, manifest) for name, manifest in found if name not in named]
+
+
+def _delete(session: Session, rows: list[tuple[str, str, Any]]) -> None:
+    apis = [name for kind, name, _ in rows if kind == "Api"]
+    modules = [name for kind, name, _ in rows if kind == "Module"]
+    if apis:
+        session.execute(delete(ApiDefinition).where(ApiDefinition.name.in_(apis)))
+    if modules:  # versions, deployments and APIs go with them (ON DELETE CASCADE)
+        session.execute(delete(Module).where(Module.name.in_(modules)))
+
+
+# Stored documents
+
+
+def _stored(kind: str, name: str, manifest: dict[str, Any]) -> dict[str, Any]:
+    """The stored document in its compact form; a module pushed without one reads as the default manifest."""
+    if kind == "Module" and not manifest:
+        return to_document(ModuleManifest(metadata=Metadata(name=name)))
+    try:
+        return to_document(KINDS[kind].model_validate(manifest))
+    except ValidationError:  # written by an older schema: shown as it is, and any apply replaces it
+        return manifest
+
+
+def _diff(kind: str, name: str, old: dict[str, Any] | None, new: dict[str, Any] | None, what: str) -> str:
+    before = _yaml(old).splitlines(keepends=True)
+    after = _yaml(new).splitlines(keepends=True)
+    label = f"{kind}/{name}"
+    return "".join(difflib.unified_diff(before, after, f"{label} (stored)", f"{label} ({what})"))
+
+
+def _yaml(document: dict[str, Any] | None) -> str:
+    if document is None:
+        return ""
+    return yaml.safe_dump(document, sort_keys=False, default_flow_style=False, allow_unicode=True)
