@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 import yaml
+from pydantic import SecretStr
 from rich.console import Console
 
 from modelport.core.errors import ModelportError
@@ -121,6 +123,67 @@ def init(
     print(path)
 
 
+@app.command()
+def server(
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on (0 picks a free one).")] = 8000,
+    data_dir: Annotated[
+        Path, typer.Option(help="Where the database, versions, environments and logs live.")
+    ] = Path(".modelport"),
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            help="Metadata database (default: SQLite in the data directory); postgresql://... works."
+        ),
+    ] = None,
+    demo: Annotated[bool, typer.Option(help="Push and deploy the gallery's modules.")] = False,
+) -> None:
+    """Run the platform: versions, builds, deployments and every deployed module behind one API."""
+    from modelport.app import run_platform_server
+
+    overrides: dict[str, object] = {"host": host, "port": port, "data_dir": data_dir.resolve()}
+    if database_url:
+        overrides["database_url"] = database_url
+    settings = Settings(**overrides)  # type: ignore[arg-type]
+    if demo and settings.bootstrap_token is None:
+        settings = settings.model_copy(update={"bootstrap_token": _demo_token(settings.data_dir)})
+
+    def announce(message: str) -> None:
+        err.print(f"[bold green]modelport[/] {message}", soft_wrap=True)
+        if message.startswith("serving on "):
+            url = message.removeprefix("serving on ")
+            err.print(f"  API docs:  {url}/docs", soft_wrap=True)
+            if demo and settings.bootstrap_token is not None:
+                token = settings.bootstrap_token.get_secret_value()
+                err.print(f"  admin token: {token}", soft_wrap=True)
+                err.print(f"  sign in:   modelport login {url} --token {token}", soft_wrap=True)
+                err.print(
+                    f"  call:      curl -H 'Authorization: Bearer {token}' "
+                    "-H 'Content-Type: application/json' "
+                    """-d '{"inputs": {"text": "great value, works well"}}' """
+                    f"{url}/api/v1/modules/text-classifier/predict",
+                    soft_wrap=True,
+                )
+            err.print("  press Ctrl+C to stop")
+
+    run_platform_server(settings, demo=demo, announce=announce)
+
+
+def _demo_token(data_dir: Path) -> SecretStr:
+    """The demo's admin token, made once and kept (mode 0600) in the data directory so restarts reuse it."""
+    import secrets
+
+    from modelport.control.identity import TOKEN_PREFIX
+
+    path = data_dir / "demo-admin-token"
+    if not path.is_file():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(TOKEN_PREFIX + secrets.token_urlsafe(32))
+    return SecretStr(path.read_text().strip())
+
+
 def _module_dir(path: Path) -> Path:
     if not path.is_dir():
         err.print(f"[red]error[/]: {path} is not a directory")
@@ -151,3 +214,8 @@ def _print(result: object, output: str) -> None:
 
 def main() -> None:
     app()
+
+
+from modelport.cli import platform as _platform  # noqa: E402 (registered after the local commands)
+
+_platform.register(app)

@@ -1,0 +1,509 @@
+"""The platform commands: log in, push and deploy versions, roll back, list, read logs, apply manifests.
+
+They talk to the server only through `modelport.client`; `push` packs the module here first. Each takes
+`--url` and `--token`, which override `MODELPORT_URL` / `MODELPORT_TOKEN`, which override the saved login.
+Results go to stdout, progress and errors to stderr.
+
+Exit codes: 0 success; 1 the operation failed (the server refused it or could not be reached, a build or a
+rollout failed or did not finish in time); 2 bad usage or input (not logged in, a module that cannot be
+packed, manifests that cannot be read, a request the server rejected as invalid with 400 or 422).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TextIO
+
+import typer
+import yaml
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+from rich.table import Table
+
+from modelport.client import (
+    ApiError,
+    ApplyResult,
+    Client,
+    ClientError,
+    ConfigError,
+    DeploymentInfo,
+    Login,
+    ModuleInfo,
+    NotLoggedIn,
+    Pushed,
+    VersionInfo,
+    resolve_login,
+    save_login,
+)
+
+if TYPE_CHECKING:
+    from modelport.control.artifacts import Artifact
+
+__all__ = ["DocumentError", "read_documents", "register"]
+
+err = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)
+
+_INVALID = (400, 422)
+_YAML_SUFFIXES = (".yaml", ".yml")
+
+
+class Output(StrEnum):
+    table = "table"
+    json = "json"
+    yaml = "yaml"
+
+
+Url = Annotated[
+    str | None,
+    typer.Option(
+        "--url", help="The server (default: MODELPORT_URL, else the saved login).", show_default=False
+    ),
+]
+Token = Annotated[
+    str | None,
+    typer.Option(
+        "--token", help="The API token (default: MODELPORT_TOKEN, else the saved one).", show_default=False
+    ),
+]
+OutputOption = Annotated[Output, typer.Option("--output", "-o", help="table, json or yaml.")]
+Wait = Annotated[bool, typer.Option("--wait/--no-wait", help="Wait until it is done.")]
+Files = Annotated[
+    list[str],
+    typer.Option(
+        "--filename",
+        "-f",
+        help="A YAML file, a directory of them, or - for stdin; may be repeated.",
+        show_default=False,
+    ),
+]
+DryRun = Annotated[bool, typer.Option("--dry-run", help="Only say what would change.")]
+
+
+def register(app: typer.Typer) -> None:
+    """Add the platform commands to the `modelport` command line."""
+    for command in (login, push, deploy, rollback, logs, apply, diff, delete):
+        app.command()(command)
+    app.add_typer(get_app, name="get")
+
+
+get_app = typer.Typer(help="List modules or versions.", no_args_is_help=True)
+
+
+# Errors
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    err.print(f"[red]error[/]: {escape(message)}")
+    raise typer.Exit(code)
+
+
+@contextmanager
+def _reporting() -> Iterator[None]:
+    """Turn the client's errors into a message on stderr and the documented exit code."""
+    try:
+        yield
+    except ApiError as exc:
+        err.print(f"[red]error[/]: {escape(exc.message)} ({escape(exc.code)})")
+        for detail in exc.details if isinstance(exc.details, list) else []:
+            if isinstance(detail, dict) and "message" in detail:
+                err.print(
+                    f"  [red]{escape(str(detail.get('field', '')))}[/]: {escape(str(detail['message']))}"
+                )
+        raise typer.Exit(2 if exc.status in _INVALID else 1) from None
+    except (NotLoggedIn, ConfigError) as exc:
+        _fail(str(exc), 2)
+    except ClientError as exc:
+        _fail(str(exc), 1)
+
+
+@contextmanager
+def _connect(url: str | None, token: str | None) -> Iterator[Client]:
+    with _reporting():
+        found = resolve_login(url=url, token=token)
+        with Client(found.url, found.token) as client:
+            yield client
+
+
+# Commands
+
+
+def login(
+    url: Annotated[str, typer.Argument(help="The server, such as https://modelport.example.com.")],
+    token: Annotated[str, typer.Option(prompt=True, hide_input=True, help="An API token.")],
+) -> None:
+    """Check a token against a server and save both for the next commands."""
+    with _reporting():
+        found = Login(url, token.strip())
+        with Client(found.url, found.token) as client:
+            try:
+                client.modules()
+            except ApiError as exc:
+                if exc.status == 401:
+                    _fail("the server refused the token", 1)
+                raise
+        path = save_login(found)
+    err.print(f"logged in to {escape(found.url)}; saved in {escape(str(path))}")
+
+
+def push(
+    directory: Annotated[Path, typer.Argument(help="The module directory.")] = Path("."),
+    version: Annotated[
+        str | None,
+        typer.Option(
+            help="The version name: a tag of HEAD in git (default: the highest), required outside git."
+        ),
+    ] = None,
+    wait: Wait = False,
+    timeout: Annotated[float, typer.Option(min=0, help="Seconds to wait for the build.")] = 600,
+    url: Url = None,
+    token: Token = None,
+) -> None:
+    """Pack a module directory into a version and upload it; prints the version's name."""
+    with _reporting():
+        found = resolve_login(url=url, token=token)
+    artifact = _pack(directory, version)
+    with _reporting(), Client(found.url, found.token) as client:
+        pushed = _upload(client, artifact)
+        if pushed.created:
+            err.print(
+                f"pushed {artifact.name} {artifact.version} ({_size(artifact.size)}, {artifact.digest})"
+            )
+        else:
+            err.print(f"{artifact.name} {artifact.version} was already pushed with the same content")
+        if wait:
+            _await_build(client, artifact.name, artifact.version, timeout)
+    print(artifact.version)
+
+
+def deploy(
+    module: Annotated[str, typer.Argument(help="The module.")],
+    version: Annotated[str, typer.Argument(help="The version to roll out.")],
+    replicas: Annotated[int | None, typer.Option(min=1, help="Worker processes to run.")] = None,
+    canary: Annotated[
+        int | None,
+        typer.Option(
+            min=0, max=100, help="Roll out as the canary taking this percent of calls (0 removes it)."
+        ),
+    ] = None,
+    wait: Wait = False,
+    timeout: Annotated[float, typer.Option(min=0, help="Seconds to wait for the rollout.")] = 300,
+    url: Url = None,
+    token: Token = None,
+) -> None:
+    """Roll a pushed version out, or make it the canary."""
+    with _connect(url, token) as client:
+        deployment = client.deploy(module, version, replicas=replicas, canary=canary)
+        if wait:
+            deployment = _await_rollout(client, module, deployment["generation"], timeout)
+    print(_describe(deployment))
+
+
+def rollback(
+    module: Annotated[str, typer.Argument(help="The module.")],
+    wait: Wait = False,
+    timeout: Annotated[float, typer.Option(min=0, help="Seconds to wait for the rollout.")] = 300,
+    url: Url = None,
+    token: Token = None,
+) -> None:
+    """Serve the previously active version again."""
+    with _connect(url, token) as client:
+        deployment = client.rollback(module)
+        if wait:
+            deployment = _await_rollout(client, module, deployment["generation"], timeout)
+    print(_describe(deployment))
+
+
+def logs(
+    module: Annotated[str, typer.Argument(help="The module.")],
+    build: Annotated[
+        str | None, typer.Option(help="Show the build log of this version instead.", show_default=False)
+    ] = None,
+    tail: Annotated[int, typer.Option(min=1, help="Lines of the workers' logs.")] = 200,
+    url: Url = None,
+    token: Token = None,
+) -> None:
+    """Print a module's worker logs, or the build log of one of its versions."""
+    with _connect(url, token) as client:
+        text = client.logs(module, build=build, tail=tail)
+    sys.stdout.write(text if not text or text.endswith("\n") else text + "\n")
+
+
+def apply(files: Files, dry_run: DryRun = False, url: Url = None, token: Token = None) -> None:
+    """Create or update what manifest documents describe."""
+    documents = _documents(files)
+    with _connect(url, token) as client:
+        results = client.apply(documents, dry_run=dry_run)
+    _print_results(results, dry_run=dry_run)
+
+
+def diff(files: Files, url: Url = None, token: Token = None) -> None:
+    """Show what applying manifest documents would change."""
+    documents = _documents(files)
+    with _connect(url, token) as client:
+        results = client.diff(documents)
+    _print_results(results, dry_run=False, diffs=True)
+
+
+def delete(files: Files, dry_run: DryRun = False, url: Url = None, token: Token = None) -> None:
+    """Delete what manifest documents name."""
+    documents = _documents(files)
+    with _connect(url, token) as client:
+        results = client.delete(documents, dry_run=dry_run)
+    _print_results(results, dry_run=dry_run)
+
+
+@get_app.command("modules")
+def get_modules(output: OutputOption = Output.table, url: Url = None, token: Token = None) -> None:
+    """List the modules and what they serve."""
+    with _connect(url, token) as client:
+        modules = client.modules()
+    if output is not Output.table:
+        _dump(modules, output)
+        return
+    table = _table("NAME", "VERSION", "CANARY", "REPLICAS", "STATUS", "MESSAGE")
+    for module in modules:
+        table.add_row(*_module_row(module))
+    out.print(table)
+
+
+@get_app.command("versions")
+def get_versions(
+    module: Annotated[str, typer.Argument(help="The module.")],
+    output: OutputOption = Output.table,
+    url: Url = None,
+    token: Token = None,
+) -> None:
+    """List a module's versions, newest first."""
+    with _connect(url, token) as client:
+        versions = client.versions(module)
+        roles = _roles(client.module(module)["deployment"]) if output is Output.table else {}
+    if output is not Output.table:
+        _dump(versions, output)
+        return
+    table = _table("VERSION", "STATUS", "DEPLOYED", "COMMIT", "PUSHED BY", "PUSHED AT")
+    for info in versions:
+        table.add_row(*_version_row(info, roles))
+    out.print(table)
+
+
+# Pushing and waiting
+
+
+def _pack(directory: Path, version: str | None) -> Artifact:
+    """The module packed into a version; problems with the directory exit 2 before any server is asked."""
+    from modelport.control.artifacts import PackError, pack
+    from modelport.core.manifests import ManifestError
+    from modelport.sdk.source import SourceError
+
+    try:
+        return pack(directory, version=version)
+    except PackError as exc:
+        _fail(exc.message, 2)
+    except (ManifestError, SourceError) as exc:
+        _fail(f"{directory} is not a valid module: {exc}", 2)
+
+
+def _upload(client: Client, artifact: Artifact) -> Pushed:
+    columns = (TextColumn("pushing {task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn())
+    with Progress(*columns, console=err, transient=True) as progress:
+        task = progress.add_task(escape(f"{artifact.name} {artifact.version}"), total=artifact.size)
+        return client.push(
+            artifact.data,
+            module=artifact.name,
+            version=artifact.version,
+            commit=artifact.commit,
+            tag=artifact.tag,
+            progress=lambda sent, total: progress.update(task, completed=sent, total=total),
+        )
+
+
+def _await_build(client: Client, module: str, version: str, timeout: float) -> None:
+    with err.status(f"building {escape(module)} {escape(version)}"):
+        info = client.wait_build(module, version, timeout=timeout)
+    if info["build_status"] == "failed":
+        _fail(f"the build of {module} {version} failed: {info['build_error'] or 'no reason given'}", 1)
+    err.print(f"built {escape(module)} {escape(version)}")
+
+
+def _await_rollout(client: Client, module: str, generation: int, timeout: float) -> DeploymentInfo:
+    with err.status(f"rolling out {escape(module)}"):
+        deployment = client.wait_deployment(module, generation, timeout=timeout)
+    if deployment["status"] == "failed":
+        _fail(f"the rollout of {module} failed: {deployment['message'] or 'no reason given'}", 1)
+    return deployment
+
+
+def _describe(deployment: DeploymentInfo) -> str:
+    """One line: the version served (or being rolled out), its replicas or generation, and the canary."""
+    module, status = deployment["module"], deployment["status"]
+    if status == "ready":
+        line = f"{module}: {deployment['version']} ready, {deployment['replicas']} replicas"
+    else:
+        line = f"{module}: {deployment['target_version']} {status}, generation {deployment['generation']}"
+    if deployment["canary_version"]:
+        line += f", canary {deployment['canary_version']} at {deployment['canary_percent']}%"
+    return line
+
+
+# Manifest documents
+
+
+class DocumentError(Exception):
+    """Manifest documents that cannot be read."""
+
+
+class _Loader(yaml.SafeLoader):
+    """Safe YAML that keeps dates as the strings they were written as, since JSON has no dates."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, pattern) for tag, pattern in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def read_documents(sources: Sequence[str], *, stdin: TextIO) -> list[dict[str, Any]]:
+    """The YAML documents of each source, in order: a file, every `*.yaml` / `*.yml` of a directory by name,
+    or `-` for `stdin`. Empty documents are skipped; anything unreadable raises `DocumentError`."""
+    documents: list[dict[str, Any]] = []
+    for source in sources:
+        for name, text in _texts(source, stdin):
+            documents.extend(_parse(name, text))
+    if not documents:
+        raise DocumentError(f"no documents in {', '.join(sources)}")
+    return documents
+
+
+def _documents(sources: Sequence[str]) -> list[dict[str, Any]]:
+    try:
+        return read_documents(sources, stdin=sys.stdin)
+    except DocumentError as exc:
+        _fail(str(exc), 2)
+
+
+def _texts(source: str, stdin: TextIO) -> Iterator[tuple[str, str]]:
+    if source == "-":
+        yield "<stdin>", stdin.read()
+        return
+    path = Path(source)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix in _YAML_SUFFIXES and p.is_file())
+        if not files:
+            raise DocumentError(f"{source} holds no .yaml or .yml files")
+    elif path.exists():
+        files = [path]
+    else:
+        raise DocumentError(f"{source}: no such file or directory")
+    for file in files:
+        try:
+            yield str(file), file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise DocumentError(f"cannot read {file}: {exc}") from None
+
+
+def _parse(name: str, text: str) -> Iterator[dict[str, Any]]:
+    try:
+        loaded = list(yaml.load_all(text, Loader=_Loader))
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{name}:{mark.line + 1}:{mark.column + 1}" if mark else name
+        raise DocumentError(f"{where}: invalid YAML: {exc.problem or exc.context}") from None
+    except yaml.YAMLError as exc:
+        raise DocumentError(f"{name}: invalid YAML: {exc}") from None
+    for number, document in enumerate(loaded, 1):
+        if document is None:
+            continue
+        if not isinstance(document, dict):
+            raise DocumentError(f"{name}: document {number} is not a mapping")
+        try:
+            json.dumps(document, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise DocumentError(f"{name}: document {number} holds a value JSON cannot carry: {exc}") from None
+        yield document
+
+
+def _print_results(results: list[ApplyResult], *, dry_run: bool, diffs: bool = False) -> None:
+    for result in results:
+        print(f"{result['kind']}/{result['name']} {result['action']}" + (" (dry run)" if dry_run else ""))
+        if diffs and result["diff"]:
+            sys.stdout.write(result["diff"] if result["diff"].endswith("\n") else result["diff"] + "\n")
+
+
+# Output
+
+
+def _dump(value: object, output: Output) -> None:
+    if output is Output.yaml:
+        sys.stdout.write(yaml.safe_dump(value, sort_keys=False, allow_unicode=True))
+    else:
+        sys.stdout.write(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
+
+
+def _table(*columns: str) -> Table:
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    return table
+
+
+def _module_row(module: ModuleInfo) -> tuple[str, ...]:
+    deployment = module["deployment"]
+    if deployment is None:
+        return module["name"], "-", "-", "-", "not deployed", ""
+    canary = deployment["canary_version"]
+    return (
+        module["name"],
+        deployment["version"] or "-",
+        f"{canary} ({deployment['canary_percent']}%)" if canary else "-",
+        str(deployment["replicas"]),
+        deployment["status"],
+        deployment["message"] or "",
+    )
+
+
+def _roles(deployment: DeploymentInfo | None) -> dict[str, str]:
+    if deployment is None:
+        return {}
+    named = (
+        ("previous", deployment["previous_version"]),
+        ("canary", deployment["canary_version"]),
+        ("active", deployment["version"]),
+    )
+    return {version: role for role, version in named if version}
+
+
+def _version_row(info: VersionInfo, roles: dict[str, str]) -> tuple[str, ...]:
+    return (
+        info["name"],
+        info["build_status"],
+        roles.get(info["name"], ""),
+        (info["commit"] or "-")[:12],
+        info["pushed_by"] or "-",
+        _when(info["pushed_at"]),
+    )
+
+
+def _when(stamp: str) -> str:
+    try:
+        return datetime.fromisoformat(stamp).strftime("%Y-%m-%d %H:%M:%S")
+    except (TypeError, ValueError):
+        return stamp
+
+
+def _size(size: int) -> str:
+    if size < 1024:
+        return f"{size} B"
+    scaled = size / 1024
+    for unit in ("KiB", "MiB"):
+        if scaled < 1024:
+            return f"{scaled:.1f} {unit}"
+        scaled /= 1024
+    return f"{scaled:.1f} GiB"

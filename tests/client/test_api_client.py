@@ -1,0 +1,280 @@
+"""`Client` against a scripted transport: the requests it sends, the errors it raises, the waits it does."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+import modelport.client
+from modelport.client import ApiError, Client, ConnectionFailed, WaitTimeout
+
+Handler = Callable[[httpx.Request], httpx.Response]
+
+
+class Recorder:
+    """A transport that answers with `handler` and keeps every request it saw, body read."""
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        request.read()
+        self.requests.append(request)
+        return self.handler(request)
+
+
+@pytest.fixture
+def client_for() -> Iterator[Callable[[Handler], tuple[Client, Recorder]]]:
+    made: list[Client] = []
+
+    def make(handler: Handler) -> tuple[Client, Recorder]:
+        recorder = Recorder(handler)
+        client = Client("http://platform.test/base/", "tok", transport=httpx.MockTransport(recorder))
+        made.append(client)
+        return client, recorder
+
+    yield make
+    for client in made:
+        client.close()
+
+
+def deployment(**fields: Any) -> dict[str, Any]:
+    base = {
+        "module": "echo",
+        "version": "v1",
+        "target_version": "v1",
+        "previous_version": None,
+        "canary_version": None,
+        "canary_percent": None,
+        "replicas": 1,
+        "generation": 1,
+        "observed_generation": 1,
+        "status": "ready",
+        "message": None,
+        "updated_at": "2024-01-01T00:00:00Z",
+        "serving": [],
+    }
+    return base | fields
+
+
+def test_the_exports_are_pinned() -> None:
+    assert sorted(modelport.client.__all__) == sorted(
+        [
+            "DEFAULT_TIMEOUT",
+            "ApiError",
+            "ApplyResult",
+            "Client",
+            "ClientError",
+            "ConfigError",
+            "ConnectionFailed",
+            "DeploymentInfo",
+            "Login",
+            "ModuleInfo",
+            "NotLoggedIn",
+            "Progress",
+            "Pushed",
+            "ServingInfo",
+            "VersionInfo",
+            "WaitTimeout",
+            "config_path",
+            "load_saved",
+            "resolve_login",
+            "save_login",
+        ]
+    )
+    for name in modelport.client.__all__:
+        assert getattr(modelport.client, name) is not None
+
+
+def test_reads_send_the_token_under_the_base_path(client_for: Any) -> None:
+    client, seen = client_for(lambda r: httpx.Response(200, json={"modules": [{"name": "echo"}]}))
+    assert client.modules() == [{"name": "echo"}]
+    request = seen.requests[0]
+    assert request.method == "GET"
+    assert str(request.url) == "http://platform.test/base/api/v1/modules"
+    assert request.headers["Authorization"] == "Bearer tok"
+
+
+def test_names_are_quoted_into_the_path(client_for: Any) -> None:
+    client, seen = client_for(lambda r: httpx.Response(200, json={"name": "x"}))
+    client.version("a/b", "v1+build")
+    assert seen.requests[0].url.raw_path == b"/base/api/v1/modules/a%2Fb/versions/v1%2Bbuild"
+
+
+def test_push_streams_the_artifact_with_its_digest(client_for: Any) -> None:
+    data = bytes(range(256)) * 1000
+    info = {"module": "echo", "name": "v1"}
+    client, seen = client_for(lambda r: httpx.Response(201, json=info))
+    reported: list[tuple[int, int]] = []
+    pushed = client.push(
+        data,
+        module="echo",
+        version="v1",
+        commit="abc",
+        progress=lambda sent, total: reported.append((sent, total)),
+    )
+    assert pushed.created
+    assert pushed.version == info
+    request = seen.requests[0]
+    assert request.method == "POST"
+    assert request.url.path == "/base/api/v1/modules/echo/versions"
+    assert dict(request.url.params) == {"version": "v1", "commit": "abc"}
+    assert request.headers["Content-Type"] == "application/gzip"
+    assert request.headers["Content-Length"] == str(len(data))
+    assert request.headers["X-Content-Digest"] == "sha256:" + hashlib.sha256(data).hexdigest()
+    assert request.content == data
+    assert reported[0] == (0, len(data))
+    assert reported[-1] == (len(data), len(data))
+    assert len(reported) > 2
+
+
+def test_pushing_the_same_content_again_is_not_a_creation(client_for: Any) -> None:
+    client, _ = client_for(lambda r: httpx.Response(200, json={"name": "v1"}))
+    assert not client.push(b"x", module="echo", version="v1").created
+
+
+def test_deploy_sends_only_what_is_given(client_for: Any) -> None:
+    client, seen = client_for(lambda r: httpx.Response(202, json=deployment()))
+    client.deploy("echo", "v2")
+    client.deploy("echo", "v3", replicas=2, canary=10)
+    assert json.loads(seen.requests[0].content) == {"version": "v2"}
+    assert json.loads(seen.requests[1].content) == {"version": "v3", "replicas": 2, "canary_percent": 10}
+
+
+def test_logs_ask_for_a_build_or_a_tail(client_for: Any) -> None:
+    client, seen = client_for(lambda r: httpx.Response(200, text="line\n"))
+    assert client.logs("echo", build="v1") == "line\n"
+    assert client.logs("echo", tail=5) == "line\n"
+    assert dict(seen.requests[0].url.params) == {"build": "v1"}
+    assert dict(seen.requests[1].url.params) == {"tail": "5"}
+
+
+def test_apply_diff_and_delete_send_documents(client_for: Any) -> None:
+    results = [{"kind": "Module", "name": "echo", "action": "created", "diff": ""}]
+    client, seen = client_for(lambda r: httpx.Response(200, json={"results": results}))
+    documents = [{"kind": "Module", "metadata": {"name": "echo"}}]
+    assert client.apply(documents) == results
+    client.diff(documents)
+    client.delete(documents, dry_run=True)
+    sent = [(r.url.path, json.loads(r.content)) for r in seen.requests]
+    assert sent == [
+        ("/base/api/v1/apply", {"documents": documents, "dry_run": False}),
+        ("/base/api/v1/apply", {"documents": documents, "dry_run": True}),
+        ("/base/api/v1/delete", {"documents": documents, "dry_run": True}),
+    ]
+
+
+def test_delete_module_takes_an_empty_answer(client_for: Any) -> None:
+    client, seen = client_for(lambda r: httpx.Response(204))
+    assert client.delete_module("echo") is None
+    assert seen.requests[0].method == "DELETE"
+
+
+def test_error_bodies_become_api_errors(client_for: Any) -> None:
+    body = {"error": {"code": "version_exists", "message": "v1 exists", "details": {"digest": "x"}}}
+    client, _ = client_for(lambda r: httpx.Response(409, json=body))
+    with pytest.raises(ApiError) as caught:
+        client.push(b"x", module="echo", version="v1")
+    error = caught.value
+    assert (error.status, error.code, error.message, error.details) == (
+        409,
+        "version_exists",
+        "v1 exists",
+        {"digest": "x"},
+    )
+    assert str(error) == "v1 exists (version_exists)"
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        httpx.Response(502, text="<html><body>Bad gateway</body></html>"),
+        httpx.Response(404, json={"detail": "Not Found"}),
+        httpx.Response(500),
+    ],
+)
+def test_other_error_bodies_fall_back_to_the_status(client_for: Any, response: httpx.Response) -> None:
+    client, _ = client_for(lambda r: response)
+    with pytest.raises(ApiError) as caught:
+        client.modules()
+    assert caught.value.code == f"http_{response.status_code}"
+    assert caught.value.message.startswith(f"{response.status_code} {response.reason_phrase}")
+
+
+def test_a_success_that_is_not_json_is_an_error(client_for: Any) -> None:
+    client, _ = client_for(lambda r: httpx.Response(200, text="<html>"))
+    with pytest.raises(ApiError, match="not JSON"):
+        client.modules()
+
+
+def test_an_unreachable_server_names_its_url() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with Client(f"http://127.0.0.1:{port}", "tok") as client, pytest.raises(ConnectionFailed) as caught:
+        client.modules()
+    assert f"http://127.0.0.1:{port}" in str(caught.value)
+
+
+def scripted(answers: list[dict[str, Any]]) -> Handler:
+    """Answer each poll with the next module state, repeating the last."""
+    states = iter(answers)
+    last: list[dict[str, Any]] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        state = next(states, None)
+        if state is not None:
+            last[:] = [state]
+        return httpx.Response(200, json=last[0])
+
+    return handle
+
+
+def module(deployment: dict[str, Any] | None) -> dict[str, Any]:
+    return {"name": "echo", "owner": None, "created_at": "", "deployment": deployment, "versions": 1}
+
+
+def test_wait_deployment_waits_for_the_generation_to_settle(client_for: Any) -> None:
+    answers = [
+        module(None),
+        module(deployment(generation=2, observed_generation=1, status="ready")),
+        module(deployment(generation=2, observed_generation=2, status="progressing")),
+        module(deployment(generation=2, observed_generation=2, status="ready", version="v2")),
+    ]
+    client, seen = client_for(scripted(answers))
+    settled = client.wait_deployment("echo", 2, timeout=10, poll=0)
+    assert settled["version"] == "v2"
+    assert len(seen.requests) == 4
+
+
+def test_wait_deployment_returns_a_failure(client_for: Any) -> None:
+    failed = deployment(generation=2, observed_generation=2, status="failed", message="setup failed")
+    client, _ = client_for(scripted([module(failed)]))
+    assert client.wait_deployment("echo", 2, timeout=10, poll=0)["message"] == "setup failed"
+
+
+def test_wait_deployment_times_out_with_the_last_state(client_for: Any) -> None:
+    going = deployment(
+        generation=2, observed_generation=2, status="progressing", message="1 of 2 workers ready"
+    )
+    client, _ = client_for(scripted([module(going)]))
+    with pytest.raises(WaitTimeout, match="1 of 2 workers ready") as caught:
+        client.wait_deployment("echo", 2, timeout=0.05, poll=0.01)
+    assert caught.value.last == going
+
+
+def test_wait_build_polls_until_settled(client_for: Any) -> None:
+    answers = [{"build_status": s} for s in ("pending", "building", "failed")]
+    client, seen = client_for(scripted(answers))
+    assert client.wait_build("echo", "v1", timeout=10, poll=0)["build_status"] == "failed"
+    assert len(seen.requests) == 3
+    client, _ = client_for(scripted([{"build_status": "building"}]))
+    with pytest.raises(WaitTimeout, match="did not finish within"):
+        client.wait_build("echo", "v1", timeout=0.05, poll=0.01)
