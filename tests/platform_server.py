@@ -28,9 +28,10 @@ class ServerProcess:
         token: str,
         database_url: str | None = None,
         env: dict[str, str] | None = None,
+        args: tuple[str, ...] = (),
     ) -> None:
         self.data_dir, self.token, self.database_url = data_dir, token, database_url
-        self.env = env or {}
+        self.env, self.args = env or {}, args
         self.process: subprocess.Popen[str] | None = None
         self.url = ""
         self.output: list[str] = []
@@ -49,6 +50,7 @@ class ServerProcess:
         ]
         if self.database_url:
             command += ["--database-url", self.database_url]
+        command += self.args
         env = {
             **os.environ,
             "MODELPORT_BOOTSTRAP_TOKEN": self.token,
