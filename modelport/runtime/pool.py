@@ -150,6 +150,7 @@ class WorkerPool:
             for slot in range(self.config.replicas)
             for _ in range(self.config.pipeline)
         ]
+        self._loops += [asyncio.create_task(self._supervise(slot)) for slot in range(self.config.replicas)]
 
     async def close(self, *, grace: float = 30.0) -> None:
         """Stop taking work, let queued and in-flight records finish (up to `grace` s), stop the workers."""
@@ -222,15 +223,23 @@ class WorkerPool:
         await worker.start()
         return worker
 
+    async def _supervise(self, slot: int) -> None:
+        """Replace the slot's worker whenever it dies, busy or idle, with growing backoff."""
+        while not self._closing:
+            worker = self._workers[slot]
+            if worker is not None and worker.alive:
+                await worker.exited.wait()
+                continue
+            async with self._restarting[slot]:
+                if not self._accepting(slot) and not self._closing:
+                    await self._restart(slot)
+
     async def _serve(self, slot: int) -> None:
         while True:
             worker = self._workers[slot]
             if worker is None or not worker.accepting:
-                async with self._restarting[slot]:
-                    if not self._accepting(slot) and not await self._restart(slot):
-                        continue
-                worker = self._workers[slot]
-                assert worker is not None
+                await asyncio.sleep(0.02)  # the supervisor is replacing it
+                continue
             batch = await self._queue.take(self.config.max_batch_size, self.config.batch_wait)
             self._busy += 1
             try:

@@ -106,3 +106,23 @@ def test_a_restarted_server_serves_its_deployments_again(tmp_path, git_module):
             assert wait_deployment(client, "versioned", rollback.json()["generation"])["version"] == "v1"
     finally:
         server.stop()
+
+
+def test_a_crash_looping_version_is_marked_failed_and_the_previous_one_restored(
+    platform, client, git_module, tmp_path
+):
+    repository = git_module("versioned", tag="v1")
+    push_and_deploy(client, repository, "versioned", "v1")
+    tag_release(repository, "v2", release="two", env={"CRASH_MARKER": str(tmp_path / "crashed")})
+    push_and_deploy(client, repository, "versioned", "v2")
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        deployment = client.get("/api/v1/modules/versioned").json()["deployment"]
+        if deployment["version"] == "v1" and deployment["status"] == "ready":
+            break
+        time.sleep(0.2)
+    assert (deployment["version"], deployment["status"]) == ("v1", "ready"), deployment
+    assert "v2 is failing" in deployment["message"] and "rolled back to v1" in deployment["message"]
+    call = client.post("/api/v1/modules/versioned/predict", json={"inputs": {"text": "x"}})
+    assert call.status_code == 200 and call.json()["outputs"]["release"] == "one"

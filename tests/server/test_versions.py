@@ -118,3 +118,29 @@ def _module(tmp_path):
         "    return [{'text': r['text']} for r in inputs]\n"
     )
     return directory
+
+
+def test_every_route_is_in_the_servers_valid_openapi_document(platform):
+    from openapi_spec_validator import validate
+
+    with httpx.Client(base_url=platform.url) as anonymous:
+        document = anonymous.get("/openapi.json").json()
+    validate(document)
+    operations = {(method.upper(), path) for path, item in document["paths"].items() for method in item}
+    assert {
+        ("GET", "/healthz"),
+        ("GET", "/readyz"),
+        ("GET", "/api/v1/modules"),
+        ("GET", "/api/v1/modules/{module}"),
+        ("DELETE", "/api/v1/modules/{module}"),
+        ("GET", "/api/v1/modules/{module}/versions"),
+        ("POST", "/api/v1/modules/{module}/versions"),
+        ("GET", "/api/v1/modules/{module}/versions/{version}"),
+        ("POST", "/api/v1/modules/{module}/deploy"),
+        ("POST", "/api/v1/modules/{module}/rollback"),
+        ("GET", "/api/v1/modules/{module}/logs"),
+        ("POST", "/api/v1/modules/{module}/predict"),
+        ("GET", "/api/v1/modules/{module}/openapi.json"),
+        ("POST", "/api/v1/apply"),
+        ("POST", "/api/v1/delete"),
+    } <= operations
