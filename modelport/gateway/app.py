@@ -178,6 +178,14 @@ def _only_module(registry: ModuleRegistry) -> Any:
     return served[0]
 
 
+_MODULE_PARAMETER = {"name": "module", "in": "path", "required": True, "schema": {"type": "string"}}
+_VERSION_PARAMETER = {
+    "name": "version",
+    "in": "query",
+    "required": False,
+    "schema": {"type": "string"},
+    "description": "Pin a running version instead of the routed one.",
+}
 _PREDICT_BODY = {
     "required": True,
     "content": {
@@ -235,7 +243,7 @@ def create_platform_app(
         tags=["inference"],
         summary="Call a module",
         description="The body follows the module's own OpenAPI document. `?version=` pins a running version.",
-        openapi_extra={"requestBody": _PREDICT_BODY},
+        openapi_extra={"requestBody": _PREDICT_BODY, "parameters": [_MODULE_PARAMETER, _VERSION_PARAMETER]},
     )
     api.add_api_route(
         "/api/v1/modules/{module}/openapi.json",
@@ -243,6 +251,7 @@ def create_platform_app(
         methods=["GET"],
         tags=["inference"],
         summary="A module's OpenAPI document",
+        openapi_extra={"parameters": [_MODULE_PARAMETER, _VERSION_PARAMETER]},
     )
     api.add_api_route(
         "/api/v1/modules/{module}/try",
@@ -250,6 +259,7 @@ def create_platform_app(
         methods=["GET"],
         tags=["inference"],
         summary="Try-it page",
+        openapi_extra={"parameters": [_MODULE_PARAMETER]},
     )
     api.add_api_route(
         "/api/v1/outputs/{name}",
@@ -257,6 +267,9 @@ def create_platform_app(
         methods=["GET"],
         tags=["inference"],
         summary="A file output",
+        openapi_extra={
+            "parameters": [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}]
+        },
     )
 
     async def docs(request: Request) -> Response:

@@ -36,6 +36,7 @@ def test_a_worker_killed_under_load_is_replaced_and_only_its_calls_fail(platform
         assert call.status == 503 and call.retry_after is not None, call
         assert call.received - call.sent < 5, "a call hung"
     assert not alive(victim)
+    print(f"recovered in {recovered - killed:.2f} s; {len(failures)} of {len(load.calls)} calls failed")
 
 
 def test_a_server_killed_mid_rollout_restarts_cleanly(tmp_path, database_url, git_module):
