@@ -17,6 +17,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import select
@@ -42,7 +43,7 @@ __all__ = ["DeploymentStatus", "Deployments"]
 log = logging.getLogger("modelport.deployments")
 
 
-class DeploymentStatus:
+class DeploymentStatus(StrEnum):
     PENDING = "pending"
     PROGRESSING = "progressing"
     READY = "ready"
@@ -57,7 +58,7 @@ class _Desired:
     canary: str | None
     percent: int
     replicas: int
-    previous: str | None
+    observed: int
 
 
 class Deployments:
@@ -82,7 +83,7 @@ class Deployments:
         self._warm: dict[str, tuple[ServedModule, float]] = {}
         self._stopping: set[asyncio.Task[None]] = set()
         self._retry_at: dict[str, float] = {}
-        self._failed: dict[str, bool] = {}
+        self._failed: set[str] = set()  # modules whose current reconcile pass reported a failure
         self._notes: dict[str, str] = {}
 
     # the API
@@ -168,7 +169,7 @@ class Deployments:
             self._wake.clear()
             try:
                 self._schedule()
-                await self._stop_expired_warm()
+                self._stop_expired_warm()
             except Exception:
                 log.exception("the reconciler's pass failed")
             with contextlib.suppress(TimeoutError):
@@ -225,9 +226,10 @@ class Deployments:
             want_canary and percent != desired.percent
         ):
             return True
-        return self._observed(module) < desired.generation
+        return desired.observed < desired.generation
 
     async def _reconcile(self, module: str) -> None:
+        self._failed.discard(module)
         try:
             desired = self._load(module)
             if desired is None:
@@ -237,7 +239,7 @@ class Deployments:
             if desired is None:
                 return
             await self._reconcile_canary(module, desired)
-            self._check_crash_loop(module, desired)
+            self._check_crash_loop(module)
             self._finish(module, desired.generation)
         except asyncio.CancelledError:
             raise
@@ -303,7 +305,7 @@ class Deployments:
             served = await self._start(module, want, desired.replicas)
         except ModelportError as exc:
             message = f"canary {want} did not start: {exc.message}"
-            self._failed[module] = True
+            self._failed.add(module)
             with self.database.session() as session:
                 row = session.get(Deployment, module)
                 if row is not None and row.canary_version == want:
@@ -315,7 +317,7 @@ class Deployments:
         if replaced is not None:
             self._retire(module, replaced)
 
-    def _check_crash_loop(self, module: str, desired: _Desired) -> None:
+    def _check_crash_loop(self, module: str) -> None:
         active = self._active(module)
         if active is None or active.pool.failure is None:
             return
@@ -370,7 +372,7 @@ class Deployments:
         self._stopping.add(task)
         task.add_done_callback(self._stopping.discard)
 
-    async def _stop_expired_warm(self) -> None:
+    def _stop_expired_warm(self) -> None:
         now = time.monotonic()
         for module, (served, deadline) in list(self._warm.items()):
             if deadline <= now:
@@ -393,13 +395,8 @@ class Deployments:
             canary=row.canary_version,
             percent=row.canary_percent,
             replicas=row.replicas,
-            previous=row.previous_version,
+            observed=row.observed_generation,
         )
-
-    def _observed(self, module: str) -> int:
-        with self.database.session() as session:
-            row = session.get(Deployment, module)
-            return row.observed_generation if row is not None else 0
 
     def _promote(self, module: str, version: str) -> None:
         with self.database.session() as session:
@@ -415,7 +412,7 @@ class Deployments:
                 row.canary_version, row.canary_percent = None, 0
 
     def _abandon_target(self, module: str, version: str, message: str) -> None:
-        self._failed[module] = True
+        self._failed.add(module)
         with self.database.session() as session:
             row = session.get(Deployment, module)
             if row is None:
@@ -427,7 +424,8 @@ class Deployments:
 
     def _finish(self, module: str, generation: int) -> None:
         """Mark `generation` carried out (ready unless this pass failed) if no newer one arrived."""
-        failed = self._failed.pop(module, False)
+        failed = module in self._failed
+        self._failed.discard(module)
         with self.database.session() as session:
             row = session.get(Deployment, module)
             if row is None or row.generation != generation or row.target_version is not None:
@@ -440,7 +438,7 @@ class Deployments:
 
     def _report(self, module: str, status: str, message: str) -> None:
         if status == DeploymentStatus.FAILED:
-            self._failed[module] = True
+            self._failed.add(module)
         with self.database.session() as session:
             row = session.get(Deployment, module)
             if row is not None:
