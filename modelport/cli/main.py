@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 import yaml
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 from rich.console import Console
 
 from modelport.core.errors import ModelportError
@@ -144,7 +144,13 @@ def server(
     overrides: dict[str, object] = {"host": host, "port": port, "data_dir": data_dir.resolve()}
     if database_url:
         overrides["database_url"] = database_url
-    settings = Settings(**overrides)  # type: ignore[arg-type]
+    try:
+        settings = Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        for error in exc.errors(include_url=False):
+            setting = "MODELPORT_" + "_".join(str(part) for part in error["loc"]).upper()
+            err.print(f"[red]error[/]: {setting}: {error['msg']}")
+        raise typer.Exit(2) from None
     if demo and settings.bootstrap_token is None:
         settings = settings.model_copy(update={"bootstrap_token": _demo_token(settings.data_dir)})
 

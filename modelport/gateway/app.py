@@ -235,7 +235,7 @@ def create_platform_app(
     )
     api.add_api_route("/healthz", handlers.healthz, methods=["GET"], tags=["health"], summary="Liveness")
     api.add_api_route("/readyz", handlers.readyz, methods=["GET"], tags=["health"], summary="Readiness")
-    api.include_router(control_router(services, max_artifact_bytes=settings.max_artifact_bytes))
+    api.include_router(control_router(services))
     api.add_api_route(
         "/api/v1/modules/{module}/predict",
         predict.handle,
@@ -288,7 +288,7 @@ def create_platform_app(
     return BodyLimit(
         authenticated,
         max_bytes=settings.max_body_bytes,
-        exempt=_VERSIONS_PATH,
+        larger=((_VERSIONS_PATH, settings.max_artifact_bytes),),
     )
 
 

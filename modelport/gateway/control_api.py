@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from modelport.control.platform import Services
-from modelport.core.errors import BadRequest, PayloadTooLarge
+from modelport.core.errors import BadRequest
 from modelport.gateway.auth import principal_of
 
 __all__ = ["control_router"]
@@ -101,7 +101,7 @@ class VersionList(BaseModel):
     versions: list[VersionInfo]
 
 
-def control_router(services: Services, *, max_artifact_bytes: int) -> APIRouter:
+def control_router(services: Services) -> APIRouter:
     router = APIRouter(prefix="/api/v1", tags=["modules"])
 
     @router.get("/modules", response_model=ModuleList, summary="List modules")
@@ -144,7 +144,9 @@ def control_router(services: Services, *, max_artifact_bytes: int) -> APIRouter:
         tag: Annotated[str | None, Query(max_length=255)] = None,
         x_content_digest: Annotated[str | None, Header()] = None,
     ) -> Response:
-        data = await _read_body(request, max_artifact_bytes)
+        data = await request.body()
+        if not data:
+            raise BadRequest("the request body is empty: send the version's artifact")
         info, created = await services.versions.push(
             module,
             version,
@@ -222,18 +224,3 @@ def control_router(services: Services, *, max_artifact_bytes: int) -> APIRouter:
 
     router.include_router(manifests)
     return router
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"the artifact ({declared} bytes) exceeds the limit of {limit} bytes")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"the artifact exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
-    if not size:
-        raise BadRequest("the request body is empty: send the version's artifact")
-    return b"".join(chunks)

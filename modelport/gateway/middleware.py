@@ -15,24 +15,23 @@ __all__ = ["BodyLimit"]
 class BodyLimit:
     """Answers 413 when a body is declared or turns out to be larger than `max_bytes`.
 
-    Paths matching `exempt` enforce their own, larger limit (version uploads).
+    `larger` gives paths (by pattern) a limit of their own, such as version uploads.
     """
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int, exempt: re.Pattern[str] | None = None) -> None:
-        self.app, self.max_bytes, self.exempt = app, max_bytes, exempt
+    def __init__(
+        self, app: ASGIApp, *, max_bytes: int, larger: tuple[tuple[re.Pattern[str], int], ...] = ()
+    ) -> None:
+        self.app, self.max_bytes, self.larger = app, max_bytes, larger
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] != "http"
-            or scope["method"] in ("GET", "HEAD")
-            or (self.exempt is not None and self.exempt.match(scope["path"]))
-        ):
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD"):
             await self.app(scope, receive, send)
             return
+        limit = next((size for pattern, size in self.larger if pattern.match(scope["path"])), self.max_bytes)
         for name, value in scope["headers"]:
             if name == b"content-length" and value.isdigit():
-                if int(value) > self.max_bytes:
-                    await error_response(self._too_large(int(value)))(scope, receive, send)
+                if int(value) > limit:
+                    await error_response(self._too_large(int(value), limit))(scope, receive, send)
                     return
                 # The HTTP server never delivers more than the declared length: nothing to count.
                 await self.app(scope, receive, send)
@@ -45,8 +44,8 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise self._too_large(received)
+                if received > limit:
+                    raise self._too_large(received, limit)
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -61,7 +60,6 @@ class BodyLimit:
                 raise
             await error_response(exc)(scope, receive, send)
 
-    def _too_large(self, size: int) -> PayloadTooLarge:
-        return PayloadTooLarge(
-            f"the request body ({size} bytes or more) exceeds the limit of {self.max_bytes} bytes"
-        )
+    @staticmethod
+    def _too_large(size: int, limit: int) -> PayloadTooLarge:
+        return PayloadTooLarge(f"the request body ({size} bytes or more) exceeds the limit of {limit} bytes")
