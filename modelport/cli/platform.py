@@ -42,6 +42,7 @@ from modelport.client import (
     resolve_login,
     save_login,
 )
+from modelport.core.manifests import ManifestError, load_documents
 
 if TYPE_CHECKING:
     from modelport.control.artifacts import Artifact
@@ -300,7 +301,6 @@ def get_versions(
 def _pack(directory: Path, version: str | None) -> Artifact:
     """The module packed into a version; problems with the directory exit 2 before any server is asked."""
     from modelport.control.artifacts import PackError, pack
-    from modelport.core.manifests import ManifestError
     from modelport.sdk.source import SourceError
 
     try:
@@ -360,16 +360,6 @@ class DocumentError(Exception):
     """Manifest documents that cannot be read."""
 
 
-class _Loader(yaml.SafeLoader):
-    """Safe YAML that keeps dates as the strings they were written as, since JSON has no dates."""
-
-
-_Loader.yaml_implicit_resolvers = {
-    first: [(tag, pattern) for tag, pattern in resolvers if tag != "tag:yaml.org,2002:timestamp"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-
-
 def read_documents(sources: Sequence[str], *, stdin: TextIO) -> list[dict[str, Any]]:
     """The YAML documents of each source, in order: a file, every `*.yaml` / `*.yml` of a directory by name,
     or `-` for `stdin`. Empty documents are skipped; anything unreadable raises `DocumentError`."""
@@ -409,25 +399,11 @@ def _texts(source: str, stdin: TextIO) -> Iterator[tuple[str, str]]:
             raise DocumentError(f"cannot read {file}: {exc}") from None
 
 
-def _parse(name: str, text: str) -> Iterator[dict[str, Any]]:
+def _parse(name: str, text: str) -> list[dict[str, Any]]:
     try:
-        loaded = list(yaml.load_all(text, Loader=_Loader))
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f"{name}:{mark.line + 1}:{mark.column + 1}" if mark else name
-        raise DocumentError(f"{where}: invalid YAML: {exc.problem or exc.context}") from None
-    except yaml.YAMLError as exc:
-        raise DocumentError(f"{name}: invalid YAML: {exc}") from None
-    for number, document in enumerate(loaded, 1):
-        if document is None:
-            continue
-        if not isinstance(document, dict):
-            raise DocumentError(f"{name}: document {number} is not a mapping")
-        try:
-            json.dumps(document, allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            raise DocumentError(f"{name}: document {number} holds a value JSON cannot carry: {exc}") from None
-        yield document
+        return load_documents(text, source=name)
+    except ManifestError as exc:
+        raise DocumentError(str(exc)) from None
 
 
 def _print_results(results: list[ApplyResult], *, dry_run: bool, diffs: bool = False) -> None:

@@ -7,6 +7,7 @@ of the field (`spec.resources.replicas`), so a client can point at the exact lin
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
@@ -297,6 +298,12 @@ def load_documents(text: str, *, source: str) -> list[dict[str, Any]]:
                 )
                 problem = _problem(len(documents), None, "", message)
                 raise ManifestError(f"{source}: document {len(documents) + 1}: {message}", [problem])
+            try:
+                json.dumps(document, allow_nan=False)
+            except (TypeError, ValueError) as exc:
+                message = f"holds a value JSON cannot carry: {exc}"
+                problem = _problem(len(documents), None, "", message)
+                raise ManifestError(f"{source}: document {len(documents) + 1} {message}", [problem]) from None
             documents.append(document)
     except yaml.YAMLError as exc:
         where = ""
@@ -363,7 +370,10 @@ def _slug(name: str) -> str:
 
 
 class _Loader(yaml.SafeLoader):
-    """A safe loader refusing documents whose aliases expand past `_MAX_NODES` values (billion laughs)."""
+    """A safe loader refusing documents whose aliases expand past `_MAX_NODES` values (billion laughs).
+
+    Dates stay the strings they were written as: manifests travel and are stored as JSON, which has no dates.
+    """
 
     def construct_document(self, node: yaml.Node) -> Any:
         if _expanded_size(node, {}) > _MAX_NODES:
@@ -371,6 +381,12 @@ class _Loader(yaml.SafeLoader):
                 None, None, f"the document expands to more than {_MAX_NODES} values", node.start_mark
             )
         return super().construct_document(node)
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, pattern) for tag, pattern in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
 
 
 def _expanded_size(node: yaml.Node, seen: dict[int, int]) -> int:

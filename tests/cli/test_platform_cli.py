@@ -210,12 +210,12 @@ def test_dates_stay_strings() -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        (f"{MODULE}---\nkind: [unclosed\n", "<stdin>:6:1: invalid YAML"),
-        ("kind: Module\n  bad: indent\n", "<stdin>:2:6: invalid YAML"),
-        ("- a list\n", "<stdin>: document 1 is not a mapping"),
+        (f"{MODULE}---\nkind: [unclosed\n", "<stdin>: line 6, column 1: not valid YAML"),
+        ("kind: Module\n  bad: indent\n", "<stdin>: line 2, column 6: not valid YAML"),
+        ("- a list\n", "<stdin>: document 1: expected a mapping"),
         ("", "no documents in -"),
         ("kind: !!binary aGk=\n", "JSON cannot carry"),
-        ("kind: !!python/object:os.system {}\n", "<stdin>:1:7: invalid YAML"),
+        ("kind: !!python/object:os.system {}\n", "<stdin>: line 1, column 7: not valid YAML"),
     ],
 )
 def test_unreadable_documents_are_explained(text: str, message: str) -> None:
@@ -236,7 +236,7 @@ def test_apply_names_the_file_and_line_of_a_syntax_error(tmp_path: Path, no_serv
     path.write_text("kind: Module\nmetadata:\n  name: [echo\n", encoding="utf-8")
     result = runner.invoke(app, ["apply", "-f", str(path)])
     assert result.exit_code == 2
-    assert f"{path}:4:1: invalid YAML" in result.stderr
+    assert f"{path}: line 4, column 1: not valid YAML" in result.stderr
 
 
 def test_apply_sends_stdin_and_prints_a_line_per_result(answer: Any) -> None:

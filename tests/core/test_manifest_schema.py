@@ -360,3 +360,11 @@ def test_load_module_manifest_picks_the_module_among_other_kinds(tmp_path: Path)
         DESIGN_API + "---\nkind: Module\nmetadata: {name: receipt-ocr}\n"
     )
     assert load_module_manifest(tmp_path).metadata.name == "receipt-ocr"
+
+
+def test_documents_keep_dates_as_written_and_refuse_what_json_cannot_carry() -> None:
+    assert load_documents("kind: Module\nsince: 2024-05-01\n", source="s") == [
+        {"kind": "Module", "since": "2024-05-01"}
+    ]
+    with pytest.raises(ManifestError, match="JSON cannot carry"):
+        load_documents("kind: Module\nratio: .nan\n", source="s")
