@@ -42,6 +42,7 @@ __all__ = [
     "check_version_name",
     "inspect_git",
     "pack",
+    "semver_key",
     "unpack",
 ]
 
@@ -277,7 +278,7 @@ def _status_paths(output: bytes) -> tuple[str, ...]:
     return tuple(paths)
 
 
-def _semver(tag: str) -> tuple[int, int, int, int, tuple[tuple[int, int | str], ...]] | None:
+def semver_key(tag: str) -> tuple[int, int, int, int, tuple[tuple[int, int | str], ...]] | None:
     """A sort key following semver precedence (`v` prefix and a missing patch allowed); None if not semver."""
     match = _SEMVER.match(tag)
     if match is None:
@@ -290,8 +291,8 @@ def _semver(tag: str) -> tuple[int, int, int, int, tuple[tuple[int, int | str], 
 
 
 def _tag_order(tags: list[str]) -> tuple[str, ...]:
-    semver = sorted((t for t in tags if _semver(t)), key=lambda t: (_semver(t), t), reverse=True)
-    return (*semver, *sorted(t for t in tags if not _semver(t)))
+    semver = sorted((t for t in tags if semver_key(t)), key=lambda t: (semver_key(t), t), reverse=True)
+    return (*semver, *sorted(t for t in tags if not semver_key(t)))
 
 
 def _choose_tag(state: GitState, version: str | None) -> str:
@@ -305,7 +306,7 @@ def _choose_tag(state: GitState, version: str | None) -> str:
     names = [t for t in state.tags if _VERSION.fullmatch(t)]
     if not names:
         raise PackError(f"no tag of {head} is a valid version name: {', '.join(state.tags)}")
-    if len(names) > 1 and _semver(names[0]) is None:
+    if len(names) > 1 and semver_key(names[0]) is None:
         raise PackError(f"{head} has several tags, none a semantic version; choose one: {', '.join(names)}")
     return names[0]
 

@@ -27,7 +27,7 @@ from typing import TypeVar
 from pydantic import ValidationError
 from sqlalchemy import select
 
-from modelport.control.artifacts import Artifact, PackError, _semver, check_version_name, pack
+from modelport.control.artifacts import Artifact, PackError, check_version_name, pack, semver_key
 from modelport.core.errors import ModelportError
 from modelport.core.manifests import ModuleManifest, SourceSpec
 from modelport.db import Database, Module, Version
@@ -274,9 +274,9 @@ def _pack(module: str, checkout: Path, path: str, tag: str) -> Artifact:
 def _latest(tags: list[tuple[str, str]]) -> tuple[str, str] | None:
     """The highest semver tag if any tag is one, else the newest; tags unfit as version names are skipped."""
     usable = [(name, commit) for name, commit in tags if _is_version_name(name)]
-    semver = [(name, commit) for name, commit in usable if _semver(name) is not None]
+    semver = [(name, commit) for name, commit in usable if semver_key(name) is not None]
     if semver:
-        return max(semver, key=lambda tag: (_semver(tag[0]), tag[0]))
+        return max(semver, key=lambda tag: (semver_key(tag[0]), tag[0]))
     return usable[0] if usable else None
 
 
