@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
@@ -88,7 +88,8 @@ class ModuleRoutes:
 
     async def try_page(self, request: Request) -> Response:
         name = request.path_params.get("module")
-        served = self.registry.get(name) if name else _only_module(self.registry)
+        version = request.query_params.get("version")
+        served = self.registry.get(name, version) if name else _only_module(self.registry)
         return HTMLResponse(
             render_try_page(
                 served.spec,
@@ -178,7 +179,6 @@ def _only_module(registry: ModuleRegistry) -> Any:
     return served[0]
 
 
-_MODULE_PARAMETER = {"name": "module", "in": "path", "required": True, "schema": {"type": "string"}}
 _VERSION_PARAMETER = {
     "name": "version",
     "in": "query",
@@ -236,41 +236,36 @@ def create_platform_app(
     api.add_api_route("/healthz", handlers.healthz, methods=["GET"], tags=["health"], summary="Liveness")
     api.add_api_route("/readyz", handlers.readyz, methods=["GET"], tags=["health"], summary="Readiness")
     api.include_router(control_router(services))
-    api.add_api_route(
-        "/api/v1/modules/{module}/predict",
-        predict.handle,
-        methods=["POST"],
-        tags=["inference"],
-        summary="Call a module",
-        description="The body follows the module's own OpenAPI document. `?version=` pins a running version.",
-        openapi_extra={"requestBody": _PREDICT_BODY, "parameters": [_MODULE_PARAMETER, _VERSION_PARAMETER]},
-    )
-    api.add_api_route(
-        "/api/v1/modules/{module}/openapi.json",
-        handlers.module_openapi,
-        methods=["GET"],
-        tags=["inference"],
-        summary="A module's OpenAPI document",
-        openapi_extra={"parameters": [_MODULE_PARAMETER, _VERSION_PARAMETER]},
-    )
-    api.add_api_route(
-        "/api/v1/modules/{module}/try",
-        handlers.try_page,
-        methods=["GET"],
-        tags=["inference"],
-        summary="Try-it page",
-        openapi_extra={"parameters": [_MODULE_PARAMETER]},
-    )
-    api.add_api_route(
-        "/api/v1/outputs/{name}",
-        handlers.output_file,
-        methods=["GET"],
-        tags=["inference"],
-        summary="A file output",
-        openapi_extra={
-            "parameters": [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}]
-        },
-    )
+    pinned = [_VERSION_PARAMETER]
+    inference: list[tuple[str, str, Callable[[Request], Awaitable[Response]], str, dict[str, Any]]] = [
+        (
+            "POST",
+            "/api/v1/modules/{module}/predict",
+            predict.handle,
+            "Call a module",
+            {"requestBody": _PREDICT_BODY},
+        ),
+        (
+            "GET",
+            "/api/v1/modules/{module}/openapi.json",
+            handlers.module_openapi,
+            "A module's OpenAPI document",
+            {},
+        ),
+        ("GET", "/api/v1/modules/{module}/try", handlers.try_page, "Try-it page", {}),
+        ("GET", "/api/v1/outputs/{name}", handlers.output_file, "A file output", {}),
+    ]
+    for method, path, endpoint, summary, extra in inference:
+        # The handlers read the raw request, so the document learns their parameters from here.
+        parameters = _path_parameters(path) + (pinned if path.startswith("/api/v1/modules/") else [])
+        api.add_api_route(
+            path,
+            endpoint,
+            methods=[method],
+            tags=["inference"],
+            summary=summary,
+            openapi_extra={"parameters": parameters, **extra},
+        )
 
     async def docs(request: Request) -> Response:
         if request.query_params.get("module"):
@@ -293,6 +288,13 @@ def create_platform_app(
 
 
 _VERSIONS_PATH = re.compile(r"^/api/v1/modules/[^/]+/versions$")
+
+
+def _path_parameters(path: str) -> list[dict[str, Any]]:
+    return [
+        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        for name in re.findall(r"{(\w+)}", path)
+    ]
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:
