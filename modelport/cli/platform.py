@@ -76,6 +76,7 @@ Token = Annotated[
 ]
 OutputOption = Annotated[Output, typer.Option("--output", "-o", help="table, json or yaml.")]
 Wait = Annotated[bool, typer.Option("--wait/--no-wait", help="Wait until it is done.")]
+RolloutTimeout = Annotated[float, typer.Option(min=0, help="Seconds to wait for the rollout.")]
 Files = Annotated[
     list[str],
     typer.Option(
@@ -195,7 +196,7 @@ def deploy(
         ),
     ] = None,
     wait: Wait = False,
-    timeout: Annotated[float, typer.Option(min=0, help="Seconds to wait for the rollout.")] = 300,
+    timeout: RolloutTimeout = 300,
     url: Url = None,
     token: Token = None,
 ) -> None:
@@ -210,7 +211,7 @@ def deploy(
 def rollback(
     module: Annotated[str, typer.Argument(help="The module.")],
     wait: Wait = False,
-    timeout: Annotated[float, typer.Option(min=0, help="Seconds to wait for the rollout.")] = 300,
+    timeout: RolloutTimeout = 300,
     url: Url = None,
     token: Token = None,
 ) -> None:
