@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
 import sys
 import tempfile
@@ -13,9 +14,11 @@ from typing import Any
 
 import uvicorn
 import uvloop
+from pydantic import SecretStr
 
 from modelport.control.artifacts import pack
 from modelport.control.dev import DevModule
+from modelport.control.identity import new_secret
 from modelport.control.modules import ModuleRegistry, predict, read_module, start_module
 from modelport.control.platform import Services
 from modelport.core.errors import ModelportError
@@ -26,7 +29,14 @@ from modelport.runtime.environments import Environments
 from modelport.runtime.files import FileChecker
 from modelport.sdk.validation import ParsedRequest, UploadedFile, parse_form
 
-__all__ = ["DevServer", "PlatformServer", "run_dev_server", "run_local_predict", "run_platform_server"]
+__all__ = [
+    "DevServer",
+    "PlatformServer",
+    "demo_admin_token",
+    "run_dev_server",
+    "run_local_predict",
+    "run_platform_server",
+]
 
 
 def worker_log_printer(name: str) -> Callable[[str, str], None]:
@@ -131,6 +141,17 @@ class PlatformServer:
                     self.announce(f"demo: deploying {artifact.name} {version}")
             except ModelportError as exc:
                 self.announce(f"demo: {name} could not be deployed: {exc.message}")
+
+
+def demo_admin_token(data_dir: Path) -> SecretStr:
+    """The demo's admin token, made once and kept (mode 0600) in the data directory so restarts reuse it."""
+    path = data_dir / "demo-admin-token"
+    if not path.is_file():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(new_secret())
+    return SecretStr(path.read_text().strip())
 
 
 def run_platform_server(settings: Settings, *, demo: bool, announce: Callable[[str], None]) -> None:

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 import yaml
-from pydantic import SecretStr, ValidationError
+from pydantic import ValidationError
 from rich.console import Console
 
 from modelport.core.errors import ModelportError
@@ -139,7 +138,7 @@ def server(
     demo: Annotated[bool, typer.Option(help="Push and deploy the gallery's modules.")] = False,
 ) -> None:
     """Run the platform: versions, builds, deployments and every deployed module behind one API."""
-    from modelport.app import run_platform_server
+    from modelport.app import demo_admin_token, run_platform_server
 
     overrides: dict[str, object] = {"host": host, "port": port, "data_dir": data_dir.resolve()}
     if database_url:
@@ -152,7 +151,7 @@ def server(
             err.print(f"[red]error[/]: {setting}: {error['msg']}")
         raise typer.Exit(2) from None
     if demo and settings.bootstrap_token is None:
-        settings = settings.model_copy(update={"bootstrap_token": _demo_token(settings.data_dir)})
+        settings = settings.model_copy(update={"bootstrap_token": demo_admin_token(settings.data_dir)})
 
     def announce(message: str) -> None:
         err.print(f"[bold green]modelport[/] {message}", soft_wrap=True)
@@ -173,21 +172,6 @@ def server(
             err.print("  press Ctrl+C to stop")
 
     run_platform_server(settings, demo=demo, announce=announce)
-
-
-def _demo_token(data_dir: Path) -> SecretStr:
-    """The demo's admin token, made once and kept (mode 0600) in the data directory so restarts reuse it."""
-    import secrets
-
-    from modelport.control.identity import TOKEN_PREFIX
-
-    path = data_dir / "demo-admin-token"
-    if not path.is_file():
-        data_dir.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(descriptor, "w") as handle:
-            handle.write(TOKEN_PREFIX + secrets.token_urlsafe(32))
-    return SecretStr(path.read_text().strip())
 
 
 def _module_dir(path: Path) -> Path:

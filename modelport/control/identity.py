@@ -17,7 +17,7 @@ from sqlalchemy import select
 from modelport.db import ApiToken, Database
 from modelport.db.models import utcnow
 
-__all__ = ["TOKEN_PREFIX", "Principal", "Tokens"]
+__all__ = ["TOKEN_PREFIX", "Principal", "Tokens", "new_secret"]
 
 TOKEN_PREFIX = "mp_"  # noqa: S105 - a public marker, not a secret
 
@@ -29,6 +29,11 @@ class Principal:
     name: str
     role: str
     token_id: int
+
+
+def new_secret() -> str:
+    """A fresh token secret: the prefix and 256 random bits."""
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
 
 
 def digest(secret: str) -> str:
@@ -47,7 +52,7 @@ class Tokens:
         self, *, name: str, role: str, secret: str | None = None, expires_at: datetime | None = None
     ) -> str:
         """Store a new token and return its secret, which is never stored or shown again."""
-        secret = secret or TOKEN_PREFIX + secrets.token_urlsafe(32)
+        secret = secret or new_secret()
         with self.database.session() as session:
             session.add(
                 ApiToken(

@@ -19,3 +19,13 @@ def test_a_bad_setting_is_named_and_exits_2(tmp_path):
     assert "MODELPORT_MAX_BODY_BYTES" in result.stderr and "1024" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "modelport.db").exists()
+
+
+def test_the_demo_token_is_made_once_private_and_reused(tmp_path):
+    from modelport.app import demo_admin_token
+
+    first = demo_admin_token(tmp_path / "data")
+    path = tmp_path / "data" / "demo-admin-token"
+    assert first.get_secret_value().startswith("mp_") and len(first.get_secret_value()) > 40
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert demo_admin_token(tmp_path / "data") == first
