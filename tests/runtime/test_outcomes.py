@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 
 import pytest
@@ -180,3 +182,28 @@ def _alive(pid: int, wait: float = 5.0) -> bool:
             return False
         time.sleep(0.05)
     return True
+
+
+async def test_an_idle_worker_that_dies_is_replaced_before_any_call(fixture_module, serve):
+    async with serve(fixture_module("dies")) as served:
+        (first_pid,) = served.module.pool.pids
+        os.kill(first_pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and served.module.pool.pids in ([], [first_pid]):
+            await asyncio.sleep(0.05)
+        (second_pid,) = served.module.pool.pids
+        assert second_pid != first_pid
+        while time.monotonic() < deadline and not served.module.pool.ready:
+            await asyncio.sleep(0.05)
+        response = await served.predict(inputs={"text": "alive?"})
+        assert response.status_code == 200 and response.json()["outputs"]["pid"] == second_pid
+
+
+async def test_calls_during_a_replacement_wait_for_the_new_worker(fixture_module, serve):
+    async with serve(fixture_module("dies")) as served:
+        (first_pid,) = served.module.pool.pids
+        os.kill(first_pid, signal.SIGKILL)
+        await asyncio.sleep(0.1)  # the replacement waits out its backoff (1 s) first
+        response = await served.predict(inputs={"text": "alive?"})
+        assert response.status_code == 200
+        assert response.json()["outputs"]["pid"] != first_pid
