@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["Settings"]
 
@@ -46,8 +48,47 @@ class Settings(BaseSettings):
     bootstrap_token: SecretStr | None = None
     """The first admin's API token; without it, the server makes one on first start and prints it once."""
 
-    token_cache_seconds: float = Field(1.0, ge=0, le=60)
-    """How long a verified API token is trusted without asking the database again."""
+    token_cache_seconds: float = Field(0.0, ge=0, le=60)
+    """How long a verified API token is trusted without asking the database again (0: revocation takes
+    effect on the next request on every gateway process)."""
+
+    session_seconds: int = Field(3600, ge=60, le=30 * 86_400)
+    """Lifetime of the bearer tokens that `POST /api/v1/auth/token` hands out for a password."""
+
+    login_attempts: str = "5/minute"
+    """Failed password logins allowed per account and per client address before 429 (`N/second|minute|...`)."""
+
+    oidc_issuer: str | None = None
+    """An OpenID Connect issuer (e.g. `https://sso.example.com/realms/main`) whose access tokens are accepted.
+    It must match the tokens' `iss` claim exactly."""
+
+    oidc_audience: Annotated[list[str], NoDecode] = []
+    """Accepted audiences: a token passes if its `aud` contains one of them or its `azp` is one of them."""
+
+    oidc_algorithms: Annotated[list[str], NoDecode] = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384"]
+    """Signature algorithms accepted from the issuer; symmetric ones and `none` are never accepted."""
+
+    oidc_leeway_seconds: int = Field(30, ge=0, le=300)
+    """Clock skew allowed when checking `exp`, `nbf` and `iat`."""
+
+    oidc_username_claim: str = "preferred_username"
+    """The claim that names an OIDC user (falls back to `sub`)."""
+
+    oidc_groups_claim: str = "groups"
+    """The claim that lists a user's groups as full paths (`/team/users`)."""
+
+    oidc_roles_claim: str = "realm_access.roles"
+    """Dotted path of the claim that lists a user's roles; `admin` and `developer` are recognised."""
+
+    oidc_jwks_refresh_seconds: float = Field(300.0, ge=1, le=86_400)
+    """How long fetched signing keys are used before they are fetched again; an unknown key id triggers
+    at most one early fetch per `oidc_jwks_min_refetch_seconds`."""
+
+    oidc_jwks_min_refetch_seconds: float = Field(10.0, ge=0, le=3600)
+    """Least time between two fetches of the issuer's keys caused by unknown key ids."""
+
+    redis_url: str | None = None
+    """`redis://host:port/db` to share rate-limit counters between gateway processes; default: in memory."""
 
     max_artifact_bytes: int = Field(512 * 1024 * 1024, ge=1)
     """Largest version artifact (a packed module tree) the server accepts."""
@@ -63,6 +104,22 @@ class Settings(BaseSettings):
 
     worker_threads: int | None = Field(None, ge=1)
     """Threads each worker's numeric libraries may use; default: the cores divided among the workers."""
+
+    @field_validator("oidc_audience", "oidc_algorithms", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("oidc_algorithms")
+    @classmethod
+    def _asymmetric_only(cls, value: list[str]) -> list[str]:
+        allowed = {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+        refused = [alg for alg in value if alg not in allowed]
+        if refused:
+            raise ValueError(f"not an accepted signature algorithm: {', '.join(refused)}")
+        return value
 
     def database(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'modelport.db').resolve()}"
