@@ -70,10 +70,34 @@ class Unauthorized(ModelportError):
     status, code = 401, "unauthorized"
 
 
+class InvalidToken(Unauthorized):
+    """The bearer token is not valid: unknown, revoked, expired, or not signed by a trusted issuer."""
+
+    code = "invalid_token"
+
+
+class InvalidCredentials(Unauthorized):
+    """The user name or password is wrong."""
+
+    code = "invalid_credentials"
+
+
 class Forbidden(ModelportError):
     """The caller may not do this."""
 
     status, code = 403, "forbidden"
+
+
+class TooManyRequests(ModelportError):
+    """The caller sent too many requests; `Retry-After` says when to try again."""
+
+    status, code = 429, "rate_limited"
+
+
+class TooManyLoginAttempts(TooManyRequests):
+    """Too many failed logins for this account or address; `Retry-After` says when to try again."""
+
+    code = "too_many_attempts"
 
 
 class Conflict(ModelportError):
