@@ -18,9 +18,15 @@ $(STAMP): pyproject.toml
 run: install
 	$(BIN)/modelport server --demo --port 8000
 
-test: install
+test: install tests/oidc/node_modules/.package-lock.json
 	bash scripts/install-system-deps.sh
 	$(BIN)/pytest
+
+# The OpenID Connect provider the tests start (tests/oidc_provider.py).
+tests/oidc/node_modules/.package-lock.json: tests/oidc/package-lock.json
+	bash scripts/install-system-deps.sh
+	npm ci --prefix tests/oidc --no-audit --no-fund
+	touch $@
 
 lint: install
 	$(BIN)/ruff check .

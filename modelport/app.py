@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import shutil
 import sys
@@ -25,6 +26,8 @@ from modelport.core.errors import ModelportError
 from modelport.core.settings import Settings
 from modelport.db import Database
 from modelport.gateway.app import create_app, create_platform_app
+from modelport.gateway.ratelimit import RateLimiter
+from modelport.obs import redact as redaction
 from modelport.runtime.environments import Environments
 from modelport.runtime.files import FileChecker
 from modelport.sdk.validation import ParsedRequest, UploadedFile, parse_form
@@ -101,8 +104,12 @@ class PlatformServer:
             database=self.database,
             environments=Environments(settings.data_dir / "environments"),
         )
+        self.limiter = RateLimiter(settings.redis_url)
         self.app = create_platform_app(
-            services=self.services, settings=settings, lifespan=lambda app: self.running()
+            services=self.services,
+            settings=settings,
+            limiter=self.limiter,
+            lifespan=lambda app: self.running(),
         )
 
     @contextlib.asynccontextmanager
@@ -112,7 +119,7 @@ class PlatformServer:
         await asyncio.to_thread(self.database.migrate)
         bootstrap = self.settings.bootstrap_token
         secret = await asyncio.to_thread(
-            self.services.tokens.ensure_bootstrap, bootstrap.get_secret_value() if bootstrap else None
+            self.services.identity.ensure_bootstrap, bootstrap.get_secret_value() if bootstrap else None
         )
         if secret is not None:
             self.announce(f"admin token (shown once, keep it): {secret}")
@@ -124,6 +131,7 @@ class PlatformServer:
             if demo is not None:
                 demo.cancel()
                 await asyncio.gather(demo, return_exceptions=True)
+            await self.limiter.close()
             self.database.close()
 
     async def _deploy_gallery(self) -> None:
@@ -156,7 +164,7 @@ def demo_admin_token(data_dir: Path) -> SecretStr:
 
 def run_platform_server(settings: Settings, *, demo: bool, announce: Callable[[str], None]) -> None:
     server = PlatformServer(settings, announce=announce, demo=demo)
-    _serve(server.app, settings, on_ready=lambda url: announce(f"serving on {url}"))
+    _serve(server.app, settings, on_ready=lambda url: announce(f"serving on {url}"), log_level=logging.INFO)
 
 
 def run_dev_server(
@@ -166,7 +174,9 @@ def run_dev_server(
     _serve(server.app, settings, on_ready=on_ready)
 
 
-def _serve(app: Any, settings: Settings, *, on_ready: Callable[[str], None]) -> None:
+def _serve(
+    app: Any, settings: Settings, *, on_ready: Callable[[str], None], log_level: int = logging.WARNING
+) -> None:
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -178,6 +188,7 @@ def _serve(app: Any, settings: Settings, *, on_ready: Callable[[str], None]) -> 
         timeout_graceful_shutdown=10,
     )
     uvicorn_server = uvicorn.Server(config)
+    redaction.install(log_level)  # after uvicorn configured its loggers
 
     async def serve() -> None:
         task = asyncio.create_task(uvicorn_server.serve())

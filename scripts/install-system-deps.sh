@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Installs the system packages the test suite starts for real: PostgreSQL's server binaries.
+# Installs the system packages the test suite starts for real: PostgreSQL's server binaries, and Node.js
+# with npm for the OpenID Connect provider (tests/oidc, which needs Node.js 20.18 or later).
 # Does nothing when they are already there; needs root (or sudo) to install.
 set -euo pipefail
 
 missing=()
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || command -v initdb >/dev/null || missing+=(postgresql)
 command -v git >/dev/null || missing+=(git)
+command -v node >/dev/null || missing+=(nodejs npm)
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0

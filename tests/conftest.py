@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from oidc_provider import OidcProvider
 from platform_server import ADMIN_TOKEN, ServerProcess
 from postgres import Cluster
 from repos import git
@@ -126,3 +127,17 @@ def git_module(tmp_path: Path) -> Callable[..., Path]:
         return repository
 
     return make
+
+
+
+@pytest.fixture(scope="session")
+def oidc_provider() -> Iterator[OidcProvider]:
+    """One real OpenID Connect provider (oidc-provider on Node) on 127.0.0.1 for the session.
+
+    Keycloak-shaped: issuer `http://127.0.0.1:PORT/realms/test`, audience `modelport`, public PKCE client
+    `modelport-web`, users alice, bob, dave and root with password `password-<name>` (see
+    `tests/oidc_provider.py`); `.tokens(user, password)` logs in. It is shared: a test that rotates keys,
+    stops the provider or needs other accounts or clients makes its own `OidcProvider` instead.
+    """
+    with OidcProvider() as provider:
+        yield provider

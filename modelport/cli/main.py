@@ -206,6 +206,8 @@ def main() -> None:
     app()
 
 
-from modelport.cli import platform as _platform  # noqa: E402 (registered after the local commands)
+from modelport.cli import identity as _identity  # noqa: E402 (registered after the local commands)
+from modelport.cli import platform as _platform  # noqa: E402
 
 _platform.register(app)
+_identity.register(app)

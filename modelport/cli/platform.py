@@ -12,6 +12,7 @@ packed, manifests that cannot be read, a request the server rejected as invalid 
 from __future__ import annotations
 
 import json
+import socket
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -53,6 +54,7 @@ err = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
 
 _INVALID = (400, 422)
+_CLI_TOKEN_DAYS = 90  # how long the API token that `login` makes from a password lasts
 _YAML_SUFFIXES = (".yaml", ".yml")
 
 
@@ -139,20 +141,69 @@ def _connect(url: str | None, token: str | None) -> Iterator[Client]:
 
 def login(
     url: Annotated[str, typer.Argument(help="The server, such as https://modelport.example.com.")],
-    token: Annotated[str, typer.Option(prompt=True, hide_input=True, help="An API token.")],
+    token: Annotated[
+        str | None,
+        typer.Option(help="Save this API token instead of signing in with a password.", show_default=False),
+    ] = None,
+    username: Annotated[
+        str | None, typer.Option(help="Your user name (asked when not given).", show_default=False)
+    ] = None,
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from the first line of stdin.")
+    ] = False,
 ) -> None:
-    """Check a token against a server and save both for the next commands."""
+    """Sign in to a server and save the login for the next commands.
+
+    With a user name and password it makes an API token named modelport-cli@HOST that expires in 90 days,
+    and saves that; with --token it checks the token given and saves it.
+    """
     with _reporting():
-        found = Login(url, token.strip())
+        server = Login(url)
+    if token is not None:
+        if username is not None or password_stdin:
+            _fail("--token does not go with --username or --password-stdin", 2)
+        found = Login(server.url, token.strip())
+    else:
+        found = _sign_in(server.url, username, password_stdin=password_stdin)
+    with _reporting():
         with Client(found.url, found.token) as client:
             try:
-                client.modules()
+                caller = client.me()
             except ApiError as exc:
                 if exc.status == 401:
                     _fail("the server refused the token", 1)
                 raise
         path = save_login(found)
-    err.print(f"logged in to {escape(found.url)}; saved in {escape(str(path))}")
+    err.print(f"Logged in to {escape(found.url)} as {escape(caller['name'])} ({escape(caller['role'])})")
+    err.print(f"saved in {escape(str(path))}")
+
+
+def _sign_in(url: str, username: str | None, *, password_stdin: bool) -> Login:
+    """A new long-lived API token for the user, made with the short-lived one their password buys."""
+    if password_stdin and username is None:
+        _fail("--password-stdin needs --username", 2)
+    name = username if username is not None else typer.prompt("User name", err=True)
+    password = _read_password() if password_stdin else typer.prompt("Password", hide_input=True, err=True)
+    with _reporting():
+        try:
+            session = Client.exchange_password(url, name, password)
+        except ApiError as exc:
+            if exc.status == 401:
+                _fail("the server refused the user name or password", 1)
+            raise
+        with Client(url, session["access_token"]) as client:
+            created = client.create_token(
+                f"modelport-cli@{socket.gethostname()}", expires_in_days=_CLI_TOKEN_DAYS
+            )
+    return Login(url, created["token"])
+
+
+def _read_password() -> str:
+    """The first line of stdin, without its line ending; exits 2 when there is none."""
+    password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        _fail("no password on stdin", 2)
+    return password
 
 
 def push(

@@ -1,7 +1,8 @@
 """`Client`: the platform's HTTP API (`/api/v1`) as typed Python calls, synchronous, over httpx.
 
-Every call sends the bearer token; an error status raises `ApiError` with the server's stable code, and a
-server that cannot be reached raises `ConnectionFailed` naming the URL.
+Every call sends the bearer token (`exchange_password`, which gets one, sends none); an error status raises
+`ApiError` with the server's stable code, and a server that cannot be reached raises `ConnectionFailed` naming
+the URL. Passwords go only into request bodies, never into an error's message.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import hashlib
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from types import TracebackType
 from typing import Any, Self, cast
 from urllib.parse import quote
@@ -17,7 +19,20 @@ from urllib.parse import quote
 import httpx
 
 from modelport.client.errors import ApiError, ConnectionFailed, WaitTimeout
-from modelport.client.schema import ApplyResult, DeploymentInfo, ModuleInfo, VersionInfo
+from modelport.client.schema import (
+    AccessToken,
+    ApplyResult,
+    AuditEvent,
+    CallerInfo,
+    DeploymentInfo,
+    GroupInfo,
+    ModuleInfo,
+    NewToken,
+    Role,
+    TokenInfo,
+    UserInfo,
+    VersionInfo,
+)
 
 __all__ = ["DEFAULT_TIMEOUT", "Client", "Progress", "Pushed"]
 
@@ -45,7 +60,8 @@ class Client:
     """A session with one platform server, authenticated by a bearer token.
 
     `timeout` bounds connecting and each read or write, in seconds. `transport` replaces the network (tests
-    pass `httpx.MockTransport`). Use it as a context manager, or call `close()`.
+    pass `httpx.MockTransport`). An empty `token` sends no `Authorization` header. Use it as a context
+    manager, or call `close()`.
     """
 
     def __init__(
@@ -57,9 +73,12 @@ class Client:
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.url = url.rstrip("/")
+        headers = {"User-Agent": "modelport-client"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
         self._http = httpx.Client(
             base_url=self.url,
-            headers={"Authorization": f"Bearer {token}", "User-Agent": "modelport-client"},
+            headers=headers,
             timeout=timeout,
             transport=transport,
         )
@@ -195,14 +214,127 @@ class Client:
                 message += f": {deployment['message']}"
             _pause(deadline, poll, WaitTimeout(message, deployment))
 
+    # Identity
+
+    @classmethod
+    def exchange_password(
+        cls,
+        url: str,
+        username: str,
+        password: str,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        transport: httpx.BaseTransport | None = None,
+    ) -> AccessToken:
+        """Trade a user name and password for a short-lived bearer token; no token is needed to ask.
+
+        A wrong pair raises `ApiError` code `invalid_credentials` (401); too many failed tries raise
+        `too_many_attempts` (429), whose message says when to try again.
+        """
+        body = {"username": username, "password": password}
+        with cls(url, "", timeout=timeout, transport=transport) as anonymous:
+            return cast(AccessToken, anonymous._json("POST", "/api/v1/auth/token", json=body))
+
+    def me(self) -> CallerInfo:
+        """Who the token belongs to: name, role, groups, and the token's own id."""
+        return cast(CallerInfo, self._json("GET", "/api/v1/auth/me"))
+
+    def users(self) -> list[UserInfo]:
+        """Every account (admins only)."""
+        return cast(list[UserInfo], self._json("GET", "/api/v1/users")["users"])
+
+    def user(self, user_id: int) -> UserInfo:
+        return cast(UserInfo, self._json("GET", f"/api/v1/users/{user_id:d}"))
+
+    def create_user(
+        self,
+        name: str,
+        *,
+        role: Role | None = None,
+        groups: list[str] | None = None,
+        password: str | None = None,
+    ) -> UserInfo:
+        """Create an account, with role `user` and no groups unless given. Without a password it signs in
+        only through OIDC or with tokens an admin makes for it. A name already taken is `ApiError` `conflict`.
+        """
+        body = _present(name=name, role=role, groups=groups, password=password)
+        return cast(UserInfo, self._json("POST", "/api/v1/users", json=body))
+
+    def update_user(
+        self,
+        user_id: int,
+        *,
+        role: Role | None = None,
+        groups: list[str] | None = None,
+        password: str | None = None,
+        disabled: bool | None = None,
+    ) -> UserInfo:
+        """Change what is given: `groups` replaces the groups; `disabled` stops (or allows) sign-ins."""
+        body = _present(role=role, groups=groups, password=password, disabled=disabled)
+        return cast(UserInfo, self._json("PATCH", f"/api/v1/users/{user_id:d}", json=body))
+
+    def delete_user(self, user_id: int) -> None:
+        """Delete the account and revoke its tokens."""
+        self._send("DELETE", f"/api/v1/users/{user_id:d}")
+
+    def groups(self) -> list[GroupInfo]:
+        """Every group (admins only)."""
+        return cast(list[GroupInfo], self._json("GET", "/api/v1/groups")["groups"])
+
+    def group(self, group_id: int) -> GroupInfo:
+        return cast(GroupInfo, self._json("GET", f"/api/v1/groups/{group_id:d}"))
+
+    def create_group(self, path: str) -> GroupInfo:
+        """Create a group named by its full path, such as `/team/users`."""
+        return cast(GroupInfo, self._json("POST", "/api/v1/groups", json={"path": path}))
+
+    def delete_group(self, group_id: int) -> None:
+        self._send("DELETE", f"/api/v1/groups/{group_id:d}")
+
+    def tokens(self, *, user: int | None = None) -> list[TokenInfo]:
+        """The caller's tokens, or (admins only) those of the user with id `user`."""
+        params = _present(user=user)
+        return cast(list[TokenInfo], self._json("GET", "/api/v1/tokens", params=params)["tokens"])
+
+    def create_token(
+        self, name: str, *, expires_in_days: int | None = None, user: int | None = None
+    ) -> NewToken:
+        """Make an API token for the caller, or (admins only) for the user with id `user`; it never expires
+        unless `expires_in_days` (1 to 3650) is given. The answer's `token` is the secret, shown only now."""
+        body = _present(name=name, expires_in_days=expires_in_days, user=user)
+        return cast(NewToken, self._json("POST", "/api/v1/tokens", json=body))
+
+    def revoke_token(self, token_id: int) -> None:
+        """Revoke a token at once; it is refused from the next request on."""
+        self._send("DELETE", f"/api/v1/tokens/{token_id:d}")
+
+    def audit(
+        self,
+        *,
+        actor: str | None = None,
+        action: str | None = None,
+        target: str | None = None,
+        since: datetime | str | None = None,
+        before: int | None = None,
+        limit: int | None = None,
+    ) -> list[AuditEvent]:
+        """Recorded changes, newest first (admins only): those matching every filter given, at or after
+        `since`, with an id below `before` (to page back), at most `limit` (1 to 1000; the server's default
+        is 100)."""
+        when = since.isoformat() if isinstance(since, datetime) else since
+        params = _present(actor=actor, action=action, target=target, since=when, before=before, limit=limit)
+        return cast(list[AuditEvent], self._json("GET", "/api/v1/audit", params=params)["events"])
+
     # HTTP
 
     def _documents(self, path: str, documents: list[dict[str, Any]], *, dry_run: bool) -> list[ApplyResult]:
         body = {"documents": documents, "dry_run": dry_run}
         return cast(list[ApplyResult], self._json("POST", path, json=body)["results"])
 
-    def _json(self, method: str, path: str, *, json: Any = None) -> Any:
-        response = self._send(method, path, json=json)
+    def _json(
+        self, method: str, path: str, *, json: Any = None, params: Mapping[str, str | int] | None = None
+    ) -> Any:
+        response = self._send(method, path, json=json, params=params)
         try:
             return response.json()
         except ValueError:
@@ -260,13 +392,16 @@ def _pause(deadline: float, poll: float, timeout: WaitTimeout) -> None:
 
 
 def _api_error(response: httpx.Response) -> ApiError:
-    """The error the server described in `{"error": {...}}`, or one made from the status line."""
+    """The error the server described in `{"error": {...}}`, or one made from the status line; a
+    `Retry-After` in seconds is added to the message."""
     status = response.status_code
+    retry = response.headers.get("Retry-After", "")
+    later = f"; try again in {retry} s" if retry.isdigit() else ""
     try:
         error = response.json()["error"]
-        return ApiError(status, str(error["code"]), str(error["message"]), error.get("details"))
+        return ApiError(status, str(error["code"]), str(error["message"]) + later, error.get("details"))
     except (ValueError, KeyError, TypeError, AttributeError):
         pass
     text = " ".join(response.text.split())[:_SHOWN_BODY]
     message = f"{status} {response.reason_phrase}" + (f": {text}" if text else "")
-    return ApiError(status, f"http_{status}", message)
+    return ApiError(status, f"http_{status}", message + later)

@@ -5,19 +5,32 @@ from __future__ import annotations
 from typing import Any, Literal, NotRequired, TypedDict
 
 __all__ = [
+    "AccessToken",
     "ApplyAction",
     "ApplyResult",
+    "AuditEvent",
     "BuildStatus",
+    "CallerInfo",
     "DeploymentInfo",
     "DeploymentStatus",
+    "GroupInfo",
+    "IdentitySource",
     "ModuleInfo",
+    "NewToken",
+    "Role",
     "ServingInfo",
+    "TokenInfo",
+    "TokenKind",
+    "UserInfo",
     "VersionInfo",
 ]
 
 BuildStatus = Literal["pending", "building", "ready", "failed"]
 DeploymentStatus = Literal["pending", "progressing", "ready", "failed"]
 ApplyAction = Literal["created", "configured", "unchanged", "deleted"]
+Role = Literal["admin", "developer", "user"]
+IdentitySource = Literal["local", "oidc"]
+TokenKind = Literal["api", "session"]
 
 
 class ServingInfo(TypedDict):
@@ -82,3 +95,81 @@ class ApplyResult(TypedDict):
     name: str
     action: ApplyAction
     diff: str
+
+
+# Identity
+
+
+class AccessToken(TypedDict):
+    """A short-lived bearer token, given for a user name and password."""
+
+    access_token: str
+    token_type: str
+    expires_in: int
+    expires_at: str
+
+
+class CallerInfo(TypedDict):
+    """Who the token belongs to; `token_id` is None for a caller not signed in with a stored token."""
+
+    id: int
+    name: str
+    role: Role
+    groups: list[str]
+    source: IdentitySource
+    token_id: int | None
+
+
+class UserInfo(TypedDict):
+    """An account: a local one (with or without a password) or one recorded at its first OIDC sign-in."""
+
+    id: int
+    name: str
+    role: Role
+    groups: list[str]
+    source: IdentitySource
+    disabled: bool
+    created_at: str
+    last_login_at: str | None
+
+
+class GroupInfo(TypedDict):
+    """A group, named by its full path (`/team/users`), and the names of its members."""
+
+    id: int
+    path: str
+    members: list[str]
+    created_at: str
+
+
+class TokenInfo(TypedDict):
+    """A stored token, known by its `prefix`; the secret itself is shown only once, by `NewToken`."""
+
+    id: int
+    name: str
+    user: str
+    user_id: int
+    prefix: str
+    kind: TokenKind
+    created_at: str
+    expires_at: str | None
+    revoked_at: str | None
+
+
+class NewToken(TokenInfo):
+    """A token just created, with its secret (`token`), which the server never shows again."""
+
+    token: str
+
+
+class AuditEvent(TypedDict):
+    """One recorded change: who (`actor`) did what (`action`) to what (`target`), from where, and when."""
+
+    id: int
+    at: str
+    actor: str
+    action: str
+    target: str
+    client: str | None
+    request_id: str | None
+    details: dict[str, Any]

@@ -1,34 +1,95 @@
-"""API tokens: random secrets with a recognisable prefix, stored only as SHA-256 digests.
+"""Who is calling: users, groups, bearer tokens, passwords, and the principals they resolve to.
 
-Tokens carry 256 bits of randomness, so a plain digest (looked up by its index) is the right storage; slow
-password hashes are for passwords, which come with the identity work on accounts.
+Tokens carry 256 bits of randomness, so a plain SHA-256 digest (looked up by its unique index) is the right
+storage; passwords are guessable, so they are stored as Argon2id hashes and failed logins are throttled per
+account and per client address. A token is checked against the database on every request unless
+`cache_seconds` is set, so revoking one takes effect on the next request on every gateway process.
+
+OIDC users (see `oidc.py`) are recorded on first use under their issuer and subject; their role and groups
+come from each token and are copied to the user list when they change.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
+import threading
 import time
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from limits import parse
+from limits.storage import MemoryStorage
+from limits.strategies import MovingWindowRateLimiter
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, selectinload
 
-from modelport.db import ApiToken, Database
+from modelport.core.errors import (
+    BadRequest,
+    Conflict,
+    InvalidCredentials,
+    NotFound,
+    TooManyLoginAttempts,
+)
+from modelport.db import ApiToken, Database, Group, Role, User
 from modelport.db.models import utcnow
 
-__all__ = ["TOKEN_PREFIX", "Principal", "Tokens", "new_secret"]
+if TYPE_CHECKING:
+    from modelport.control.oidc import OidcIdentity
+
+__all__ = [
+    "ANONYMOUS",
+    "TOKEN_PREFIX",
+    "Identity",
+    "LoginSession",
+    "Principal",
+    "check_group_path",
+    "digest",
+    "new_secret",
+]
 
 TOKEN_PREFIX = "mp_"  # noqa: S105 - a public marker, not a secret
+_SHOWN_PREFIX = 10  # characters of a secret kept to recognise it in lists: the marker and 7 random ones
+_GROUP_PATH = re.compile(r"^(/[A-Za-z0-9][A-Za-z0-9._ -]{0,62})+$")
+_USER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,254}$")
 
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling."""
+    """Who is calling: a user with a role and groups, or `ANONYMOUS`."""
 
+    user_id: int | None
     name: str
-    role: str
-    token_id: int
+    role: Role
+    groups: frozenset[str] = frozenset()
+    source: str = "local"
+    token_id: int | None = None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == Role.ADMIN
+
+    @property
+    def is_anonymous(self) -> bool:
+        return self.user_id is None
+
+
+ANONYMOUS = Principal(user_id=None, name="anonymous", role=Role.USER, source="anonymous")
+
+
+@dataclass(frozen=True)
+class LoginSession:
+    """A short-lived bearer token handed out for a password."""
+
+    token: str
+    expires_at: datetime
+    principal: Principal
 
 
 def new_secret() -> str:
@@ -40,55 +101,430 @@ def digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-class Tokens:
-    """Issue and verify API tokens; verified tokens are remembered for `cache_seconds`."""
+def check_group_path(path: str) -> str:
+    """`path` if it is a full group path such as `/team/users`; `BadRequest` otherwise."""
+    if not _GROUP_PATH.match(path) or path.endswith(" "):
+        raise BadRequest(f"{path!r} is not a group path: expected a full path such as `/team/users`")
+    return path
 
-    def __init__(self, database: Database, *, cache_seconds: float) -> None:
+
+@dataclass
+class _LoginThrottle:
+    """Failed logins per account and per client address, in a moving window (in memory, per process)."""
+
+    rate: str
+    storage: MemoryStorage = field(default_factory=MemoryStorage)
+
+    def __post_init__(self) -> None:
+        self.item = parse(self.rate)
+        self.limiter = MovingWindowRateLimiter(self.storage)
+
+    def check(self, keys: Sequence[str]) -> None:
+        for key in keys:
+            if not self.limiter.test(self.item, key):
+                reset, _ = self.limiter.get_window_stats(self.item, key)
+                raise TooManyLoginAttempts(
+                    "too many failed logins; try again later", retry_after=max(1.0, reset - time.time())
+                )
+
+    def failed(self, keys: Sequence[str]) -> None:
+        for key in keys:
+            self.limiter.hit(self.item, key)
+
+
+class Identity:
+    """Users, groups and tokens in the database; authentication of passwords, tokens and OIDC identities."""
+
+    def __init__(
+        self,
+        database: Database,
+        *,
+        cache_seconds: float = 0.0,
+        session_seconds: int = 3600,
+        login_attempts: str = "5/minute",
+    ) -> None:
         self.database = database
         self.cache_seconds = cache_seconds
+        self.session_seconds = session_seconds
+        self.hasher = PasswordHasher()  # Argon2id with the RFC 9106 low-memory parameters
+        self._dummy_hash = self.hasher.hash(secrets.token_urlsafe(16))
+        self._throttle = _LoginThrottle(login_attempts)
         self._cache: dict[str, tuple[float, Principal]] = {}
+        self._oidc_seen: dict[tuple[str, str], tuple[tuple[Any, ...], int]] = {}
+        self._lock = threading.Lock()
+
+    # Tokens
 
     def issue(
-        self, *, name: str, role: str, secret: str | None = None, expires_at: datetime | None = None
-    ) -> str:
-        """Store a new token and return its secret, which is never stored or shown again."""
+        self,
+        user_id: int,
+        *,
+        name: str,
+        kind: str = "api",
+        expires_at: datetime | None = None,
+        secret: str | None = None,
+    ) -> tuple[str, dict[str, Any]]:
+        """Store a new token of `user_id`; return its secret (never stored or shown again) and its info."""
         secret = secret or new_secret()
         with self.database.session() as session:
-            session.add(
-                ApiToken(
-                    name=name, prefix=secret[:10], digest=digest(secret), role=role, expires_at=expires_at
-                )
+            user = session.get(User, user_id)
+            if user is None:
+                raise NotFound(f"no user with id {user_id}")
+            token = ApiToken(
+                user_id=user_id,
+                name=name,
+                kind=kind,
+                prefix=secret[:_SHOWN_PREFIX],
+                digest=digest(secret),
+                expires_at=expires_at,
             )
-        return secret
+            session.add(token)
+            session.flush()
+            return secret, token_info(token, user.name)
 
     def verify(self, secret: str) -> Principal | None:
+        """The principal a token stands for; None if it is unknown, revoked, expired or its user disabled."""
         key = digest(secret)
-        cached = self._cache.get(key)
         now = time.monotonic()
-        if cached is not None and cached[0] > now:
-            return cached[1]
+        if self.cache_seconds:
+            cached = self._cache.get(key)
+            if cached is not None and cached[0] > now:
+                return cached[1]
         with self.database.session() as session:
-            token = session.scalars(select(ApiToken).where(ApiToken.digest == key)).one_or_none()
-            if token is None or token.revoked_at is not None:
+            token = session.scalars(
+                select(ApiToken)
+                .where(ApiToken.digest == key)
+                .options(selectinload(ApiToken.user).selectinload(User.groups))
+            ).one_or_none()
+            if token is None or token.revoked_at is not None or token.user.disabled:
                 return None
             if token.expires_at is not None and token.expires_at <= utcnow():
                 return None
-            principal = Principal(name=token.name, role=token.role, token_id=token.id)
-        if len(self._cache) > 10_000:
-            self._cache.clear()
-        self._cache[key] = (now + self.cache_seconds, principal)
+            principal = _principal(token.user, token_id=token.id)
+        if self.cache_seconds:
+            with self._lock:
+                if len(self._cache) > 10_000:
+                    self._cache.clear()
+                self._cache[key] = (now + self.cache_seconds, principal)
         return principal
 
-    def ensure_bootstrap(self, secret: str | None) -> str | None:
-        """Make sure an admin token exists; return a newly made secret to show once, else None."""
-        if secret is not None:
-            with self.database.session() as session:
-                known = session.scalars(select(ApiToken.id).where(ApiToken.digest == digest(secret))).first()
-            if known is None:
-                self.issue(name="bootstrap", role="admin", secret=secret)
-            return None
+    def tokens(self, *, user_id: int | None = None) -> list[dict[str, Any]]:
         with self.database.session() as session:
-            admin = session.scalars(select(ApiToken.id).where(ApiToken.role == "admin")).first()
-        if admin is not None:
+            query = select(ApiToken).options(selectinload(ApiToken.user)).order_by(ApiToken.id)
+            if user_id is not None:
+                query = query.where(ApiToken.user_id == user_id)
+            return [token_info(token, token.user.name) for token in session.scalars(query)]
+
+    def token(self, token_id: int) -> dict[str, Any]:
+        with self.database.session() as session:
+            token = session.get(ApiToken, token_id)
+            if token is None:
+                raise NotFound(f"no token with id {token_id}")
+            return token_info(token, token.user.name)
+
+    def revoke(self, token_id: int) -> dict[str, Any]:
+        """Revoke a token at once (idempotent: revoking twice keeps the first time)."""
+        with self.database.session() as session:
+            token = session.get(ApiToken, token_id)
+            if token is None:
+                raise NotFound(f"no token with id {token_id}")
+            if token.revoked_at is None:
+                token.revoked_at = utcnow()
+            self._forget_cached(token.digest)
+            return token_info(token, token.user.name)
+
+    def _forget_cached(self, *digests: str) -> None:
+        with self._lock:
+            for key in digests:
+                self._cache.pop(key, None)
+
+    def ensure_bootstrap(self, secret: str | None) -> str | None:
+        """Make sure an admin can sign in; return a newly made secret to show once, else None.
+
+        With `secret` (MODELPORT_BOOTSTRAP_TOKEN) that token is made the `admin` user's if it is unknown.
+        Without it, a token is made only when no admin holds a usable token.
+        """
+        with self.database.session() as session:
+            admin = session.scalars(select(User).where(User.name == "admin")).one_or_none()
+            if admin is None:
+                admin = User(name="admin", role=Role.ADMIN)
+                session.add(admin)
+                session.flush()
+            admin_id = admin.id
+            if secret is not None:
+                known = session.scalars(select(ApiToken.id).where(ApiToken.digest == digest(secret))).first()
+                usable = known is not None
+            else:
+                usable = (
+                    session.scalars(
+                        select(ApiToken.id)
+                        .join(User)
+                        .where(User.role == Role.ADMIN, ApiToken.revoked_at.is_(None), ~User.disabled)
+                        .where((ApiToken.expires_at.is_(None)) | (ApiToken.expires_at > utcnow()))
+                    ).first()
+                    is not None
+                )
+        if usable:
             return None
-        return self.issue(name="bootstrap", role="admin")
+        made, _ = self.issue(admin_id, name="bootstrap", secret=secret)
+        return None if secret is not None else made
+
+    # Passwords
+
+    def login(self, name: str, password: str, *, client: str | None) -> LoginSession:
+        """A session token for a correct password; `InvalidCredentials` otherwise, and
+        `TooManyLoginAttempts` once the account or the address has failed too often."""
+        keys = [f"user:{name.lower()}"] + ([f"client:{client}"] if client else [])
+        self._throttle.check(keys)
+        with self.database.session() as session:
+            user = session.scalars(
+                select(User).where(User.name == name).options(selectinload(User.groups))
+            ).one_or_none()
+            stored = user.password_hash if user is not None and not user.disabled else None
+            if not self._password_matches(stored, password):
+                self._throttle.failed(keys)
+                raise InvalidCredentials("wrong user name or password")
+            assert user is not None
+            if stored is not None and self.hasher.check_needs_rehash(stored):
+                user.password_hash = self.hasher.hash(password)
+            user.last_login_at = utcnow()
+            user_id = user.id
+        expires_at = utcnow() + timedelta(seconds=self.session_seconds)
+        secret, _ = self.issue(user_id, name="session", kind="session", expires_at=expires_at)
+        principal = self.verify(secret)
+        assert principal is not None
+        return LoginSession(secret, expires_at, principal)
+
+    def _password_matches(self, stored: str | None, password: str) -> bool:
+        try:
+            # An unknown user costs a hash too, so that timing does not tell which names exist.
+            return self.hasher.verify(stored or self._dummy_hash, password) and stored is not None
+        except (VerificationError, InvalidHashError):
+            return False
+
+    # Users
+
+    def users(self) -> list[dict[str, Any]]:
+        with self.database.session() as session:
+            rows = session.scalars(select(User).options(selectinload(User.groups)).order_by(User.id))
+            return [user_info(user) for user in rows]
+
+    def user(self, user_id: int) -> dict[str, Any]:
+        with self.database.session() as session:
+            return user_info(_user(session, user_id))
+
+    def create_user(
+        self, name: str, *, role: Role, groups: Iterable[str] = (), password: str | None = None
+    ) -> dict[str, Any]:
+        if not _USER_NAME.match(name):
+            raise BadRequest(f"{name!r} is not a user name: letters, digits and . _ @ + - (up to 255)")
+        password_hash = self.hasher.hash(password) if password else None
+        try:
+            with self.database.session() as session:
+                user = User(
+                    name=name, role=role, password_hash=password_hash, groups=_groups(session, groups)
+                )
+                session.add(user)
+                session.flush()
+                return user_info(user)
+        except IntegrityError:
+            raise Conflict(f"a user named {name!r} exists already") from None
+
+    def update_user(
+        self,
+        user_id: int,
+        *,
+        role: Role | None = None,
+        groups: Iterable[str] | None = None,
+        password: str | None = None,
+        disabled: bool | None = None,
+    ) -> dict[str, Any]:
+        with self.database.session() as session:
+            user = _user(session, user_id)
+            if role is not None:
+                user.role = role
+            if groups is not None:
+                user.groups = _groups(session, groups)
+            if password is not None:
+                user.password_hash = self.hasher.hash(password)
+            if disabled is not None:
+                user.disabled = disabled
+            self._forget_cached(*(token.digest for token in user.tokens))
+            return user_info(user)
+
+    def delete_user(self, user_id: int) -> None:
+        """Delete a user and with it every token it holds."""
+        with self.database.session() as session:
+            user = _user(session, user_id)
+            self._forget_cached(*(token.digest for token in user.tokens))
+            session.delete(user)
+
+    def find_user(self, name: str) -> dict[str, Any] | None:
+        with self.database.session() as session:
+            user = session.scalars(
+                select(User).where(User.name == name).options(selectinload(User.groups))
+            ).one_or_none()
+            return None if user is None else user_info(user)
+
+    # Groups
+
+    def groups(self) -> list[dict[str, Any]]:
+        with self.database.session() as session:
+            rows = session.scalars(select(Group).options(selectinload(Group.members)).order_by(Group.path))
+            return [group_info(group) for group in rows]
+
+    def group(self, group_id: int) -> dict[str, Any]:
+        with self.database.session() as session:
+            group = session.get(Group, group_id)
+            if group is None:
+                raise NotFound(f"no group with id {group_id}")
+            return group_info(group)
+
+    def create_group(self, path: str) -> dict[str, Any]:
+        check_group_path(path)
+        try:
+            with self.database.session() as session:
+                group = Group(path=path)
+                session.add(group)
+                session.flush()
+                return group_info(group)
+        except IntegrityError:
+            raise Conflict(f"the group {path!r} exists already") from None
+
+    def delete_group(self, group_id: int) -> None:
+        with self.database.session() as session:
+            group = session.get(Group, group_id)
+            if group is None:
+                raise NotFound(f"no group with id {group_id}")
+            session.delete(group)
+
+    # OIDC
+
+    def oidc_principal(self, identity: OidcIdentity) -> Principal:
+        """The principal of a verified OIDC identity; its user is recorded on first use and its role and
+        groups are copied to the user list when they change."""
+        role = Role.ADMIN if "admin" in identity.roles else Role.DEVELOPER
+        if role != Role.ADMIN and "developer" not in identity.roles:
+            role = Role.USER
+        key = (identity.issuer, identity.subject)
+        shape = (identity.username, role, identity.groups)
+        seen = self._oidc_seen.get(key)
+        if seen is None or seen[0] != shape:
+            user_id = self._record_oidc_user(identity, role)
+            with self._lock:
+                if len(self._oidc_seen) > 10_000:
+                    self._oidc_seen.clear()
+                self._oidc_seen[key] = (shape, user_id)
+        else:
+            user_id = seen[1]
+        return Principal(
+            user_id=user_id, name=identity.username, role=role, groups=identity.groups, source="oidc"
+        )
+
+    def _record_oidc_user(self, identity: OidcIdentity, role: Role) -> int:
+        for attempt in range(3):
+            try:
+                with self.database.session() as session:
+                    user = session.scalars(
+                        select(User)
+                        .where(User.issuer == identity.issuer, User.subject == identity.subject)
+                        .options(selectinload(User.groups))
+                    ).one_or_none()
+                    if user is None:
+                        user = User(
+                            name=_free_name(session, identity.username),
+                            role=role,
+                            issuer=identity.issuer,
+                            subject=identity.subject,
+                        )
+                        session.add(user)
+                    user.role = role
+                    if {g.path for g in user.groups} != identity.groups:
+                        user.groups = _groups(session, sorted(identity.groups), create=True)
+                    user.last_login_at = utcnow()
+                    session.flush()
+                    return user.id
+            except IntegrityError:  # another request recorded the same user or group first
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+
+def _principal(user: User, *, token_id: int | None) -> Principal:
+    return Principal(
+        user_id=user.id,
+        name=user.name,
+        role=user.role,
+        groups=frozenset(group.path for group in user.groups),
+        source="local" if user.issuer is None else "oidc",
+        token_id=token_id,
+    )
+
+
+def _user(session: Session, user_id: int) -> User:
+    user = session.get(User, user_id)
+    if user is None:
+        raise NotFound(f"no user with id {user_id}")
+    return user
+
+
+def _groups(session: Session, paths: Iterable[str], *, create: bool = False) -> list[Group]:
+    """The groups named by `paths`; unknown ones are made when `create`, else refused."""
+    wanted = sorted({check_group_path(path) for path in paths})
+    if not wanted:
+        return []
+    found = {g.path: g for g in session.scalars(select(Group).where(Group.path.in_(wanted)))}
+    missing = [path for path in wanted if path not in found]
+    if missing and not create:
+        raise BadRequest(f"no such group: {', '.join(missing)} (create it first)")
+    for path in missing:
+        found[path] = Group(path=path)
+        session.add(found[path])
+    return [found[path] for path in wanted]
+
+
+def _free_name(session: Session, wanted: str) -> str:
+    name = wanted[:240] or "user"
+    taken = set(session.scalars(select(User.name).where(User.name.like(f"{name}%"))))
+    if name not in taken:
+        return name
+    number = 2
+    while f"{name}-{number}" in taken:
+        number += 1
+    return f"{name}-{number}"
+
+
+def user_info(user: User) -> dict[str, Any]:
+    return {
+        "id": user.id,
+        "name": user.name,
+        "role": str(user.role),
+        "groups": sorted(group.path for group in user.groups),
+        "source": "local" if user.issuer is None else "oidc",
+        "disabled": user.disabled,
+        "created_at": user.created_at.isoformat(),
+        "last_login_at": user.last_login_at.isoformat() if user.last_login_at else None,
+    }
+
+
+def group_info(group: Group) -> dict[str, Any]:
+    return {
+        "id": group.id,
+        "path": group.path,
+        "members": sorted(user.name for user in group.members),
+        "created_at": group.created_at.isoformat(),
+    }
+
+
+def token_info(token: ApiToken, user_name: str) -> dict[str, Any]:
+    return {
+        "id": token.id,
+        "name": token.name,
+        "user": user_name,
+        "user_id": token.user_id,
+        "prefix": token.prefix,
+        "kind": token.kind,
+        "created_at": token.created_at.isoformat(),
+        "expires_at": token.expires_at.isoformat() if token.expires_at else None,
+        "revoked_at": token.revoked_at.isoformat() if token.revoked_at else None,
+    }

@@ -24,6 +24,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from modelport.control.access import ALLOW_ALL, Permit
 from modelport.core.errors import BadRequest, Conflict, ModelportError, NotFound
 from modelport.core.manifests import (
     KINDS,
@@ -91,22 +92,33 @@ class Manifests:
         self.database = database
         self._on_change = on_change
 
-    def apply(self, documents: list[dict[str, Any]], *, dry_run: bool = False, actor: str) -> list[Change]:
+    def apply(
+        self,
+        documents: list[dict[str, Any]],
+        *,
+        dry_run: bool = False,
+        actor: str,
+        permit: Permit | None = ALLOW_ALL,
+    ) -> list[Change]:
         """Create or configure every object the documents describe, all or nothing.
 
         Every document is validated before anything is written: any problem raises `ManifestInvalid` listing
         all of them. An `Api` must name a module that exists or that a `Module` document of the same request
-        creates. A new module is owned by `actor`. On a dry run the changes are computed and nothing written.
+        creates. `permit` decides which modules the actor may change and which group owns a new module (its
+        `spec.owner`, or the developer's only group). On a dry run the changes are computed, nothing written.
         """
         manifests = _validate(documents)
         try:
             with self.database.session() as session:
                 _check_modules(session, manifests)
+                created = {m.metadata.name for m in manifests if isinstance(m, ModuleManifest)}
                 # Modules first, so that the APIs' foreign keys find them; results in document order.
                 order = sorted(range(len(manifests)), key=lambda i: manifests[i].kind != "Module")
                 changes: dict[int, Change] = {}
                 for index in order:
-                    changes[index] = _apply_one(session, manifests[index], write=not dry_run, actor=actor)
+                    changes[index] = _apply_one(
+                        session, manifests[index], write=not dry_run, permit=permit, created=created
+                    )
                     session.flush()
         except IntegrityError:
             raise Conflict("the objects changed while this request applied them; apply again") from None
@@ -120,6 +132,7 @@ class Manifests:
         *,
         dry_run: bool = False,
         actor: str,
+        permit: Permit | None = ALLOW_ALL,
         ignore_missing: bool = False,
     ) -> list[Change]:
         """Delete the objects the documents name (only `kind` and `metadata.name` are read), all or nothing.
@@ -132,6 +145,8 @@ class Manifests:
             missing: list[dict[str, Any]] = []
             for index, kind, name in targets:
                 row = _row(session, kind, name)
+                if row is not None and permit is not None:
+                    permit.manage(name if isinstance(row, Module) else row.module_name)
                 if row is None:
                     missing.append({"document": index, "kind": kind, "name": name})
                 else:
@@ -258,10 +273,13 @@ def _known(kind: str) -> None:
 # Writing
 
 
-def _apply_one(session: Session, manifest: Manifest, *, write: bool, actor: str) -> Change:
+def _apply_one(
+    session: Session, manifest: Manifest, *, write: bool, permit: Permit | None, created: set[str]
+) -> Change:
     kind, name = manifest.kind, manifest.metadata.name
     new = to_document(manifest)
     row = _row(session, kind, name)
+    owner = _owner(row, manifest, permit, created)
     old = None if row is None else _stored(kind, name, row.manifest)
     if old == new:
         return Change(kind, name, "unchanged")
@@ -271,14 +289,38 @@ def _apply_one(session: Session, manifest: Manifest, *, write: bool, actor: str)
     if not write:
         return change
     if row is None and isinstance(manifest, ModuleManifest):
-        session.add(Module(name=name, owner=actor, manifest=new))
+        session.add(Module(name=name, owner=owner, manifest=new))
     elif row is None and isinstance(manifest, ApiManifest):
         session.add(ApiDefinition(name=name, module_name=manifest.spec.module, manifest=new))
     elif row is not None:
         row.manifest = new
         if isinstance(row, ApiDefinition) and isinstance(manifest, ApiManifest):
             row.module_name = manifest.spec.module
+        if isinstance(row, Module) and isinstance(manifest, ModuleManifest) and manifest.spec.owner:
+            row.owner = owner
     return change
+
+
+def _owner(
+    row: Module | ApiDefinition | None, manifest: Manifest, permit: Permit | None, created: set[str]
+) -> str | None:
+    """Check that the actor may make this change; for a module, the group that will own it."""
+    if isinstance(manifest, ApiManifest):
+        if permit is not None:
+            if manifest.spec.module not in created:
+                permit.manage(manifest.spec.module)
+            if isinstance(row, ApiDefinition) and row.module_name != manifest.spec.module:
+                permit.manage(row.module_name)
+        return None
+    declared = manifest.spec.owner
+    if row is None:
+        return declared if permit is None else permit.new_owner(declared)
+    assert isinstance(row, Module)
+    if permit is not None:
+        permit.manage(row.name)
+        if declared is not None and declared != row.owner:
+            permit.new_owner(declared)
+    return declared or row.owner
 
 
 def _row(session: Session, kind: str, name: str) -> Module | ApiDefinition | None:

@@ -1,4 +1,5 @@
-"""The platform's services in one object: tokens, versions, deployments, manifests, git sources."""
+"""The platform's services in one object: identity and access, versions, deployments, manifests, git sources,
+the audit trail."""
 
 from __future__ import annotations
 
@@ -9,11 +10,14 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from modelport.control.access import AccessPolicies
 from modelport.control.artifacts import Artifact
+from modelport.control.audit import SYSTEM, AuditTrail
 from modelport.control.deployments import Deployments
-from modelport.control.identity import Tokens
+from modelport.control.identity import TOKEN_PREFIX, Identity, Principal
 from modelport.control.manifests import Change, Manifests
 from modelport.control.modules import ModuleRegistry
+from modelport.control.oidc import OidcVerifier
 from modelport.control.sources import GitSources
 from modelport.control.versions import Versions
 from modelport.core.errors import ModuleNotFound
@@ -33,7 +37,15 @@ class Services:
         self.database = database
         self.registry = ModuleRegistry()
         self.logs = ModuleLogs(settings.data_dir / "logs")
-        self.tokens = Tokens(database, cache_seconds=settings.token_cache_seconds)
+        self.identity = Identity(
+            database,
+            cache_seconds=settings.token_cache_seconds,
+            session_seconds=settings.session_seconds,
+            login_attempts=settings.login_attempts,
+        )
+        self.oidc = OidcVerifier.from_settings(settings)
+        self.policies = AccessPolicies(database)
+        self.audit = AuditTrail(database)
         self.versions = Versions(
             database,
             data_dir=settings.data_dir,
@@ -70,18 +82,33 @@ class Services:
             self.deployments.wake()
             await asyncio.gather(*loops, *self._background, return_exceptions=True)
             await self.deployments.close()
+            if self.oidc is not None:
+                await self.oidc.close()
             await self.versions.close()
             self.logs.close()
 
+    # identity
+
+    async def authenticate(self, token: str) -> Principal | None:
+        """The principal a bearer token stands for: a modelport token, or an access token of the OIDC
+        issuer; None if it is neither (`InvalidToken` when a JWT fails verification)."""
+        if token.startswith(TOKEN_PREFIX):
+            return self.identity.verify(token)
+        if self.oidc is None or token.count(".") != 2:
+            return None
+        return self.identity.oidc_principal(await self.oidc.verify(token))
+
     # modules
 
-    def modules(self) -> list[dict[str, Any]]:
+    def modules(self, principal: Principal) -> list[dict[str, Any]]:
+        """The modules `principal` may manage."""
         with self.database.session() as session:
             counts = dict(
                 session.execute(select(Version.module_name, func.count()).group_by(Version.module_name)).all()
             )
             rows = session.scalars(select(Module).order_by(Module.name)).all()
-            return [self._module_info(row, counts.get(row.name, 0)) for row in rows]
+        visible = set(self.policies.visible(principal, [row.name for row in rows]))
+        return [self._module_info(row, counts.get(row.name, 0)) for row in rows if row.name in visible]
 
     def module(self, name: str) -> dict[str, Any]:
         with self.database.session() as session:
@@ -103,6 +130,7 @@ class Services:
     # reactions
 
     def _manifests_changed(self, changes: list[Change]) -> None:
+        self.policies.invalidate()
         for change in changes:
             if change.kind == "Module" and change.action == "deleted":
                 task = asyncio.get_running_loop().create_task(self.deployments.forget(change.name))
@@ -123,3 +151,4 @@ class Services:
 
     async def _deploy_release(self, module: str, version: str) -> None:
         self.deployments.deploy(module, version)
+        self.audit.record(SYSTEM, "module.deploy", f"module/{module}", version=version, reason="git tag")

@@ -9,6 +9,7 @@ outcome and the whole log are kept.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import os
@@ -22,6 +23,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from modelport.control.access import ALLOW_ALL, Permit
 from modelport.control.artifacts import PackError, check_version_name, unpack
 from modelport.control.modules import ModuleDefinition, read_module
 from modelport.core.errors import (
@@ -34,6 +36,7 @@ from modelport.core.errors import (
 )
 from modelport.core.manifests import ManifestError, Metadata
 from modelport.db import BuildStatus, Database, Module, Version
+from modelport.obs.redact import redact
 from modelport.runtime.environments import BuildFailed, Environment, Environments
 from modelport.sdk.source import SourceError
 
@@ -97,6 +100,7 @@ class Versions:
         data: bytes,
         *,
         pushed_by: str,
+        permit: Permit | None = ALLOW_ALL,
         commit: str | None = None,
         tag: str | None = None,
         digest: str | None = None,
@@ -104,19 +108,27 @@ class Versions:
         """Store a version and start its build; returns its info and whether it is new.
 
         Pushing identical content under an existing name is a no-op; different content is `VersionExists`.
+        `permit` checks that the pusher may manage the module, or create it: a new module is owned by its
+        manifest's `spec.owner` (or the developer's only group).
         """
         _check_names(module, name)
+        with self.database.session() as session:
+            exists = session.get(Module, module) is not None
+        if exists and permit is not None:
+            permit.manage(module)
         actual = f"sha256:{hashlib.sha256(data).hexdigest()}"
         if digest is not None and digest != actual:
             raise BadRequest(f"the upload's digest is {actual}, not {digest}: it was damaged in transit")
         existing = self._find(module, name, actual)
         if existing is not None:
             return existing, False
-        definition = await asyncio.to_thread(self._store, module, name, data, actual)
+        definition, owner = await asyncio.to_thread(
+            functools.partial(self._store, creating=not exists), module, name, data, actual, permit
+        )
         try:
             with self.database.session() as session:
                 if session.get(Module, module) is None:
-                    session.add(Module(name=module, owner=pushed_by))
+                    session.add(Module(name=module, owner=owner))
                     session.flush()
                 row = Version(
                     module_name=module,
@@ -154,8 +166,11 @@ class Versions:
                 )
             return version_info(row)
 
-    def _store(self, module: str, name: str, data: bytes, digest: str) -> ModuleDefinition:
-        """Unpack, read and keep the artifact; a bad one raises `InvalidModule` and writes nothing."""
+    def _store(
+        self, module: str, name: str, data: bytes, digest: str, permit: Permit | None, *, creating: bool
+    ) -> tuple[ModuleDefinition, str | None]:
+        """Unpack, read and keep the artifact, and tell who would own a new module; a bad artifact raises
+        `InvalidModule` and one the pusher may not create raises `Forbidden`, and neither writes anything."""
         self.sources.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".push-", dir=self.sources))
         try:
@@ -168,13 +183,16 @@ class Versions:
                 raise InvalidModule(
                     f"the artifact is module {definition.name!r} (its metadata.name), not {module!r}"
                 )
+            owner = definition.manifest.spec.owner
+            if creating and permit is not None:
+                owner = permit.new_owner(owner)
             _write_atomically(self.artifact_path(digest), data)
             target = self.source_dir(module, name)
             target.parent.mkdir(parents=True, exist_ok=True)
             if target.exists():  # left by a push that crashed before its row was written
                 shutil.rmtree(target)
             (staging / "module").replace(target)
-            return read_module(target, name=module)
+            return read_module(target, name=module), owner
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
@@ -332,7 +350,8 @@ class Versions:
     ) -> None:
         with self.database.session() as session:
             row = self._row(session, module, name)
-            row.build_status, row.build_log, row.build_error = status, log, error
+            row.build_status, row.build_log = status, redact(log)
+            row.build_error = None if error is None else redact(error)
             row.environment = environment
 
 

@@ -124,6 +124,12 @@ class SourceSpec(_Strict):
         return str(path)
 
 
+def _group_path(group: str) -> str:
+    if not group.startswith("/") or group == "/" or group.strip() != group or group.endswith("/"):
+        raise ValueError(f"{group!r} is not a group path: expected a full path such as `/team/users`")
+    return group
+
+
 class ModuleSpec(_Strict):
     entrypoint: str = "inference.py:inference"
     load: str | None = None
@@ -133,6 +139,13 @@ class ModuleSpec(_Strict):
     env: dict[str, str] = {}
     example: dict[str, Any] | None = None
     source: SourceSpec | None = None
+    owner: str | None = None
+    """The group (full path) whose developers manage the module; none: only admins."""
+
+    @field_validator("owner")
+    @classmethod
+    def _owner_group(cls, value: str | None) -> str | None:
+        return None if value is None else _group_path(value)
 
     @field_validator("entrypoint", "load")
     @classmethod
@@ -205,10 +218,7 @@ class Access(_Strict):
     @field_validator("groups")
     @classmethod
     def _group_paths(cls, values: list[str]) -> list[str]:
-        for group in values:
-            if not group.startswith("/") or group == "/" or group.strip() != group:
-                raise ValueError(f"{group!r} is not a group path: expected a full path such as `/team/users`")
-        return values
+        return [_group_path(group) for group in values]
 
 
 class RateLimit(_Strict):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-
 from typing import Annotated
 
 from pydantic import Field, SecretStr, field_validator
@@ -56,7 +55,7 @@ class Settings(BaseSettings):
     """Lifetime of the bearer tokens that `POST /api/v1/auth/token` hands out for a password."""
 
     login_attempts: str = "5/minute"
-    """Failed password logins allowed per account and per client address before 429 (`N/second|minute|...`)."""
+    """Failed password logins allowed per account and per client address before 429 (`5/minute`)."""
 
     oidc_issuer: str | None = None
     """An OpenID Connect issuer (e.g. `https://sso.example.com/realms/main`) whose access tokens are accepted.
@@ -65,7 +64,16 @@ class Settings(BaseSettings):
     oidc_audience: Annotated[list[str], NoDecode] = []
     """Accepted audiences: a token passes if its `aud` contains one of them or its `azp` is one of them."""
 
-    oidc_algorithms: Annotated[list[str], NoDecode] = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384"]
+    oidc_algorithms: Annotated[list[str], NoDecode] = [
+        "RS256",
+        "RS384",
+        "RS512",
+        "PS256",
+        "PS384",
+        "PS512",
+        "ES256",
+        "ES384",
+    ]
     """Signature algorithms accepted from the issuer; symmetric ones and `none` are never accepted."""
 
     oidc_leeway_seconds: int = Field(30, ge=0, le=300)

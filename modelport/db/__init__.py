@@ -1,6 +1,31 @@
 """Metadata storage: SQLAlchemy models and Alembic migrations, on SQLite or PostgreSQL."""
 
 from modelport.db.database import Database
-from modelport.db.models import ApiDefinition, ApiToken, Base, BuildStatus, Deployment, Module, Version
+from modelport.db.models import (
+    ApiDefinition,
+    ApiToken,
+    AuditEvent,
+    Base,
+    BuildStatus,
+    Deployment,
+    Group,
+    Module,
+    Role,
+    User,
+    Version,
+)
 
-__all__ = ["ApiDefinition", "ApiToken", "Base", "BuildStatus", "Database", "Deployment", "Module", "Version"]
+__all__ = [
+    "ApiDefinition",
+    "ApiToken",
+    "AuditEvent",
+    "Base",
+    "BuildStatus",
+    "Database",
+    "Deployment",
+    "Group",
+    "Module",
+    "Role",
+    "User",
+    "Version",
+]

@@ -1,4 +1,5 @@
-"""The tables: modules, their immutable versions, each module's desired deployment, and API tokens."""
+"""The tables: modules, their immutable versions, each module's desired deployment, APIs, and identity:
+users, groups, API tokens and the audit trail."""
 
 from __future__ import annotations
 
@@ -6,11 +7,37 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, DateTime, Dialect, Enum, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    DateTime,
+    Dialect,
+    Enum,
+    ForeignKey,
+    Integer,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
-__all__ = ["ApiDefinition", "ApiToken", "Base", "BuildStatus", "Deployment", "Module", "Version", "utcnow"]
+__all__ = [
+    "ApiDefinition",
+    "ApiToken",
+    "AuditEvent",
+    "Base",
+    "BuildStatus",
+    "Deployment",
+    "Group",
+    "Module",
+    "Role",
+    "User",
+    "Version",
+    "utcnow",
+]
 
 
 def utcnow() -> datetime:
@@ -124,16 +151,86 @@ class ApiDefinition(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
+class Role(StrEnum):
+    """What a user may do: `admin` everything, `developer` manage the modules its groups own, `user` call
+    the modules its groups may call."""
+
+    ADMIN = "admin"
+    DEVELOPER = "developer"
+    USER = "user"
+
+
+memberships = Table(
+    "memberships",
+    Base.metadata,
+    Column("user_id", ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    Column("group_id", ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True, index=True),
+)
+
+
+class User(Base):
+    """A person or service: a local account (Argon2id password hash) or an OIDC subject seen once."""
+
+    __tablename__ = "users"
+    __table_args__ = (UniqueConstraint("issuer", "subject"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    role: Mapped[Role] = mapped_column(
+        Enum(Role, native_enum=False, length=16, values_callable=lambda e: [m.value for m in e])
+    )
+    password_hash: Mapped[str | None] = mapped_column(String(255))
+    issuer: Mapped[str | None] = mapped_column(String(512))
+    subject: Mapped[str | None] = mapped_column(String(255))
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_login_at: Mapped[datetime | None] = mapped_column()
+
+    groups: Mapped[list[Group]] = relationship(secondary=memberships, back_populates="members")
+    tokens: Mapped[list[ApiToken]] = relationship(back_populates="user", cascade="all, delete-orphan")
+
+
+class Group(Base):
+    """A group, named by its full path (`/team/users`), as Keycloak names them."""
+
+    __tablename__ = "groups"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    path: Mapped[str] = mapped_column(String(255), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    members: Mapped[list[User]] = relationship(secondary=memberships, back_populates="groups")
+
+
 class ApiToken(Base):
-    """An API token, stored only as a digest of its secret."""
+    """A bearer token of one user, stored only as a digest of its secret; `kind` is `api` (made on
+    purpose, long-lived) or `session` (handed out for a password, short-lived)."""
 
     __tablename__ = "api_tokens"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(255))
+    kind: Mapped[str] = mapped_column(String(16), default="api")
     prefix: Mapped[str] = mapped_column(String(32), index=True)
     digest: Mapped[str] = mapped_column(String(64), unique=True)
-    role: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime | None] = mapped_column()
     revoked_at: Mapped[datetime | None] = mapped_column()
+
+    user: Mapped[User] = relationship(back_populates="tokens")
+
+
+class AuditEvent(Base):
+    """One change to the platform's state: who made it, what it was, when, and from where."""
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    actor: Mapped[str] = mapped_column(String(255), index=True)
+    action: Mapped[str] = mapped_column(String(64), index=True)
+    target: Mapped[str] = mapped_column(String(255), index=True)
+    client: Mapped[str | None] = mapped_column(String(64))
+    request_id: Mapped[str | None] = mapped_column(String(64))
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)

@@ -10,6 +10,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -23,12 +24,16 @@ from modelport.control.modules import ModuleRegistry
 from modelport.control.platform import Services
 from modelport.core.errors import ModelportError, ModuleUnavailable, NotFound, ValidationFailed, field_error
 from modelport.core.settings import Settings
-from modelport.gateway.auth import BearerAuth
+from modelport.gateway.access import CallGate
+from modelport.gateway.auth import Authenticate, owner_key
 from modelport.gateway.control_api import control_router
+from modelport.gateway.cors import ApiCors
 from modelport.gateway.errors import error_response
+from modelport.gateway.identity_api import identity_router
 from modelport.gateway.middleware import BodyLimit
 from modelport.gateway.pages import render_swagger_ui, render_try_page
 from modelport.gateway.predict import PredictRoute
+from modelport.gateway.ratelimit import RateLimiter
 from modelport.sdk.openapi import module_openapi
 
 __all__ = ["STATIC_DIR", "ModuleRoutes", "PredictFastPath", "create_app", "create_platform_app", "on_error"]
@@ -103,7 +108,7 @@ class ModuleRoutes:
 
     async def output_file(self, request: Request) -> Response:
         name = request.path_params["name"]
-        path = self.outputs_dir / name
+        path = self.outputs_dir / owner_key(request.scope) / name
         if not _OUTPUT_NAME.match(name) or not path.is_file():
             raise NotFound("no such output file")
         return FileResponse(path)
@@ -213,9 +218,11 @@ def create_platform_app(
     *,
     services: Services,
     settings: Settings,
+    limiter: RateLimiter,
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None,
 ) -> ASGIApp:
-    """The platform's application: the control API, every deployed module, authentication on all of it."""
+    """The platform's application: the control API, every deployed module, authentication on all of it,
+    the `Api` manifests' access rules, rate limits and CORS in front of the modules."""
     predict = PredictRoute(registry=services.registry, settings=settings)
     handlers = ModuleRoutes(registry=services.registry, settings=settings)
     api = FastAPI(
@@ -236,6 +243,7 @@ def create_platform_app(
     api.add_api_route("/healthz", handlers.healthz, methods=["GET"], tags=["health"], summary="Liveness")
     api.add_api_route("/readyz", handlers.readyz, methods=["GET"], tags=["health"], summary="Readiness")
     api.include_router(control_router(services))
+    api.include_router(identity_router(services))
     pinned = [_VERSION_PARAMETER]
     inference: list[tuple[str, str, Callable[[Request], Awaitable[Response]], str, dict[str, Any]]] = [
         (
@@ -279,15 +287,39 @@ def create_platform_app(
     api.add_api_route("/", root, methods=["GET"], include_in_schema=False)
     api.add_api_route("/favicon.ico", handlers.favicon, methods=["GET"], include_in_schema=False)
     api.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    authenticated = BearerAuth(PredictFastPath(api, predict), verify=services.tokens.verify)
+    _declare_bearer_auth(api)
+    gate = CallGate(PredictFastPath(api, predict), policies=services.policies, limiter=limiter)
+    authenticated = Authenticate(gate, verify=services.authenticate)
     return BodyLimit(
-        authenticated,
+        ApiCors(authenticated, policy=gate.cors),
         max_bytes=settings.max_body_bytes,
         larger=((_VERSIONS_PATH, settings.max_artifact_bytes),),
     )
 
 
 _VERSIONS_PATH = re.compile(r"^/api/v1/modules/[^/]+/versions$")
+
+
+def _declare_bearer_auth(api: FastAPI) -> None:
+    """Say in the OpenAPI document that every operation takes a bearer token (Swagger UI's Authorize)."""
+
+    def openapi() -> dict[str, Any]:
+        if api.openapi_schema is None:
+            document = get_openapi(
+                title=api.title, version=api.version, description=api.description, routes=api.routes
+            )
+            document.setdefault("components", {})["securitySchemes"] = {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "A modelport token (`mp_…`) or an access token of the OIDC issuer.",
+                }
+            }
+            document["security"] = [{"bearer": []}]
+            api.openapi_schema = document
+        return api.openapi_schema
+
+    api.openapi = openapi  # type: ignore[method-assign]
 
 
 def _path_parameters(path: str) -> list[dict[str, Any]]:

@@ -1,55 +1,111 @@
-"""Bearer-token authentication as pure ASGI middleware: every route needs a principal but the open ones."""
+"""Authentication as pure ASGI middleware: every request gets a principal, or a 401.
+
+A bearer token is either a modelport token (`mp_…`, looked up by digest) or, when an OIDC issuer is
+configured, a JWT access token from that issuer. A request without credentials is anonymous, which only the
+open paths (health, the platform's docs), the password exchange and the inference paths accept; whether an
+anonymous call reaches a module is for its `Api` manifests to say. Credentials that are present but invalid
+are refused everywhere, even where anonymous calls would pass.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import hashlib
+import logging
+import re
+from collections.abc import Awaitable, Callable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from modelport.control.identity import Principal
-from modelport.core.errors import Unauthorized
+from modelport.control.identity import ANONYMOUS, Principal
+from modelport.core.errors import InvalidToken, ModelportError, Unauthorized
 from modelport.gateway.errors import error_response
 
-__all__ = ["OPEN_PATHS", "BearerAuth", "principal_of"]
+__all__ = ["OPEN_PATHS", "Authenticate", "caller_key", "client_address", "owner_key", "principal_of"]
+
+log = logging.getLogger("modelport.auth")
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/docs", "/openapi.json", "/favicon.ico", "/"})
 """Paths anyone may fetch: liveness, readiness and the platform's API documentation (no module data)."""
 _OPEN_PREFIXES = ("/static/",)
+_ANONYMOUS_ALLOWED = re.compile(
+    r"^/api/v1/(modules/[^/]+/(predict|openapi\.json|try)|outputs/[^/]+|auth/token)$"
+)
+"""Paths where a call without credentials goes on as `ANONYMOUS`, for the route to accept or refuse."""
+
+Verify = Callable[[str], Awaitable[Principal | None]]
 
 
 def principal_of(scope: Scope) -> Principal:
-    principal: Principal = scope["state"]["principal"]
+    principal: Principal = scope.get("state", {}).get("principal", ANONYMOUS)
     return principal
 
 
-class BearerAuth:
-    """Answers 401 unless `Authorization: Bearer <token>` names a token that `verify` accepts."""
+def client_address(scope: Scope) -> str | None:
+    client = scope.get("client")
+    return str(client[0]) if client else None
 
-    def __init__(self, app: ASGIApp, *, verify: Callable[[str], Principal | None]) -> None:
+
+def caller_key(scope: Scope) -> str:
+    """A stable, opaque key of the caller: its user, or its address when anonymous."""
+    principal = principal_of(scope)
+    who = f"user:{principal.user_id}" if principal.user_id is not None else f"ip:{client_address(scope)}"
+    return hashlib.sha256(who.encode()).hexdigest()[:24]
+
+
+def owner_key(scope: Scope) -> str:
+    """The directory name of the caller's own files: its user's, or one shared by anonymous callers."""
+    user_id = principal_of(scope).user_id
+    return "anonymous" if user_id is None else hashlib.sha256(f"user:{user_id}".encode()).hexdigest()[:24]
+
+
+class Authenticate:
+    """Puts the request's principal in `scope["state"]["principal"]`, or answers 401."""
+
+    def __init__(self, app: ASGIApp, *, verify: Verify) -> None:
         self.app, self.verify = app, verify
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or _is_open(scope["path"]):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        principal = self._authenticate(scope)
-        if principal is None:
-            response = error_response(Unauthorized("send an API token as `Authorization: Bearer <token>`"))
-            response.headers["WWW-Authenticate"] = 'Bearer realm="modelport"'
-            await response(scope, receive, send)
+        path = scope["path"]
+        try:
+            principal = await self._authenticate(scope)
+        except ModelportError as exc:
+            await _refuse(exc, scope, receive, send)
             return
-        scope.setdefault("state", {})["principal"] = principal
+        if principal is None and not _anonymous_allowed(path):
+            await _refuse(
+                Unauthorized("send a token as `Authorization: Bearer <token>`"), scope, receive, send
+            )
+            return
+        scope.setdefault("state", {})["principal"] = principal or ANONYMOUS
         await self.app(scope, receive, send)
 
-    def _authenticate(self, scope: Scope) -> Principal | None:
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                scheme, _, token = value.decode("latin-1").partition(" ")
-                if scheme.lower() != "bearer" or not token.strip():
-                    return None
-                return self.verify(token.strip())
-        return None
+    async def _authenticate(self, scope: Scope) -> Principal | None:
+        """The principal of the request's credentials; None without any; `InvalidToken` if they are bad."""
+        values = [value for name, value in scope["headers"] if name == b"authorization"]
+        if not values:
+            return None
+        if len(values) > 1:
+            raise InvalidToken("send one Authorization header")
+        scheme, _, token = values[0].decode("latin-1").partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise InvalidToken("the Authorization header must be `Bearer <token>`")
+        principal = await self.verify(token)
+        if principal is None:
+            raise InvalidToken("the token is unknown, revoked or expired")
+        return principal
 
 
-def _is_open(path: str) -> bool:
-    return path in OPEN_PATHS or path.startswith(_OPEN_PREFIXES)
+def _anonymous_allowed(path: str) -> bool:
+    return path in OPEN_PATHS or path.startswith(_OPEN_PREFIXES) or _ANONYMOUS_ALLOWED.match(path) is not None
+
+
+async def _refuse(exc: ModelportError, scope: Scope, receive: Receive, send: Send) -> None:
+    response = error_response(exc)
+    if response.status_code == 401:
+        error = ', error="invalid_token"' if isinstance(exc, InvalidToken) else ""
+        response.headers["WWW-Authenticate"] = f'Bearer realm="modelport"{error}'
+    await response(scope, receive, send)

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from modelport.control.access import Permit
+from modelport.control.identity import Principal
+from modelport.control.manifests import Change
 from modelport.control.platform import Services
-from modelport.core.errors import BadRequest
+from modelport.core.errors import BadRequest, Forbidden
+from modelport.db import Role
 from modelport.gateway.auth import principal_of
+from modelport.gateway.identity_api import actor_of
 
 __all__ = ["control_router"]
 
@@ -101,24 +106,45 @@ class VersionList(BaseModel):
     versions: list[VersionInfo]
 
 
-def control_router(services: Services) -> APIRouter:
-    router = APIRouter(prefix="/api/v1", tags=["modules"])
+def _developer(request: Request) -> Principal:
+    """The caller, if it may manage modules at all (developers and admins); 403 otherwise."""
+    principal = principal_of(request.scope)
+    if principal.role not in (Role.ADMIN, Role.DEVELOPER):
+        raise Forbidden("managing modules needs the developer or admin role")
+    return principal
 
-    @router.get("/modules", response_model=ModuleList, summary="List modules")
-    def list_modules() -> dict[str, Any]:
-        return {"modules": services.modules()}
+
+def control_router(services: Services) -> APIRouter:
+    policies = services.policies
+
+    def guard(request: Request) -> None:
+        """Before anything else, even validation: a module the caller may not see is 404, one it may only
+        call is 403, and every route needs the developer or admin role. Pushing creates a new module."""
+        module = request.path_params.get("module")
+        creating = request.method == "POST" and request.url.path.endswith("/versions")
+        if module is not None and (policies.policy(module) is not None or not creating):
+            policies.require_manage(principal_of(request.scope), module)
+        _developer(request)
+
+    router = APIRouter(prefix="/api/v1", tags=["modules"], dependencies=[Depends(guard)])
+
+    @router.get("/modules", response_model=ModuleList, summary="List the modules you manage")
+    def list_modules(request: Request) -> dict[str, Any]:
+        return {"modules": services.modules(principal_of(request.scope))}
 
     @router.get("/modules/{module}", response_model=ModuleInfo, summary="Get a module and its deployment")
-    def get_module(module: str) -> dict[str, Any]:
+    def get_module(request: Request, module: str) -> dict[str, Any]:
         return services.module(module)
 
     @router.delete("/modules/{module}", status_code=204, summary="Stop serving and delete a module")
-    async def delete_module(module: str) -> Response:
+    async def delete_module(request: Request, module: str) -> Response:
         await services.deployments.delete(module)
+        policies.invalidate()
+        services.audit.record(actor_of(request), "module.delete", f"module/{module}")
         return Response(status_code=204)
 
     @router.get("/modules/{module}/versions", response_model=VersionList, summary="List a module's versions")
-    def list_versions(module: str) -> dict[str, Any]:
+    def list_versions(request: Request, module: str) -> dict[str, Any]:
         return {"versions": services.versions.list(module)}
 
     @router.post(
@@ -144,6 +170,7 @@ def control_router(services: Services) -> APIRouter:
         tag: Annotated[str | None, Query(max_length=255)] = None,
         x_content_digest: Annotated[str | None, Header()] = None,
     ) -> Response:
+        principal = principal_of(request.scope)
         data = await request.body()
         if not data:
             raise BadRequest("the request body is empty: send the version's artifact")
@@ -151,15 +178,21 @@ def control_router(services: Services) -> APIRouter:
             module,
             version,
             data,
-            pushed_by=principal_of(request.scope).name,
+            pushed_by=principal.name,
+            permit=Permit(principal, policies),
             commit=commit,
             tag=tag,
             digest=x_content_digest,
         )
+        if created:
+            policies.invalidate()
+            services.audit.record(
+                actor_of(request), "version.push", f"module/{module}", version=version, digest=info["digest"]
+            )
         return JSONResponse(info, status_code=201 if created else 200)
 
     @router.get("/modules/{module}/versions/{version}", response_model=VersionDetail, summary="Get a version")
-    def get_version(module: str, version: str) -> dict[str, Any]:
+    def get_version(request: Request, module: str, version: str) -> dict[str, Any]:
         return services.versions.get(module, version, with_spec=True)
 
     @router.post(
@@ -170,10 +203,14 @@ def control_router(services: Services) -> APIRouter:
         description="Records the desired state and returns at once; poll the module until "
         "`deployment.observed_generation` reaches the returned `generation`.",
     )
-    async def deploy(module: str, body: DeployRequest) -> dict[str, Any]:
-        return services.deployments.deploy(
+    async def deploy(request: Request, module: str, body: DeployRequest) -> dict[str, Any]:
+        deployment = services.deployments.deploy(
             module, body.version, replicas=body.replicas, canary_percent=body.canary_percent
         )
+        services.audit.record(
+            actor_of(request), "module.deploy", f"module/{module}", **body.model_dump(exclude_none=True)
+        )
+        return deployment
 
     @router.post(
         "/modules/{module}/rollback",
@@ -181,8 +218,12 @@ def control_router(services: Services) -> APIRouter:
         status_code=202,
         summary="Roll back to the previous version",
     )
-    async def rollback(module: str) -> dict[str, Any]:
-        return services.deployments.rollback(module)
+    async def rollback(request: Request, module: str) -> dict[str, Any]:
+        deployment = services.deployments.rollback(module)
+        services.audit.record(
+            actor_of(request), "module.rollback", f"module/{module}", version=deployment["version"]
+        )
+        return deployment
 
     @router.get(
         "/modules/{module}/logs",
@@ -190,6 +231,7 @@ def control_router(services: Services) -> APIRouter:
         summary="A module's worker logs, or a version's build log",
     )
     def logs(
+        request: Request,
         module: str,
         build: Annotated[str | None, Query(description="Show this version's build log.")] = None,
         tail: Annotated[int, Query(ge=1, le=100_000)] = 200,
@@ -210,17 +252,32 @@ def control_router(services: Services) -> APIRouter:
         "written; each result's `diff` shows what would change.",
     )
     async def apply(request: Request, body: ManifestRequest) -> dict[str, Any]:
+        principal = principal_of(request.scope)
         changes = services.manifests.apply(
-            body.documents, dry_run=body.dry_run, actor=principal_of(request.scope).name
+            body.documents, dry_run=body.dry_run, actor=principal.name, permit=Permit(principal, policies)
         )
+        _audit_changes(request, changes, dry_run=body.dry_run)
         return {"results": [c.to_dict() for c in changes]}
 
     @manifests.post("/delete", response_model=ManifestResult, summary="Delete the objects manifests name")
     async def delete(request: Request, body: ManifestRequest) -> dict[str, Any]:
+        principal = principal_of(request.scope)
         changes = services.manifests.delete(
-            body.documents, dry_run=body.dry_run, actor=principal_of(request.scope).name
+            body.documents, dry_run=body.dry_run, actor=principal.name, permit=Permit(principal, policies)
         )
+        _audit_changes(request, changes, dry_run=body.dry_run)
         return {"results": [c.to_dict() for c in changes]}
+
+    def _audit_changes(request: Request, changes: list[Change], *, dry_run: bool) -> None:
+        if dry_run:
+            return
+        for change in changes:
+            if change.action != "unchanged":
+                services.audit.record(
+                    actor_of(request),
+                    f"{change.kind.lower()}.{change.action}",
+                    f"{change.kind.lower()}/{change.name}",
+                )
 
     router.include_router(manifests)
     return router

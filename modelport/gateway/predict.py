@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from starlette.responses import Response
 from modelport.control.modules import ModuleRegistry, ServedModule, predict
 from modelport.core.errors import BadRequest, InvalidJson, PayloadTooLarge, UnsupportedMediaType
 from modelport.core.settings import Settings
+from modelport.gateway.auth import owner_key
 from modelport.gateway.errors import error_response
 from modelport.runtime.files import FileChecker
 from modelport.sdk.validation import ParsedRequest, UploadedFile, parse_form, parse_json
@@ -56,10 +58,11 @@ class PredictRoute:
             if served.spec.has_file_inputs:
                 self._checker(self._workdir(workdir)).resolve(served.spec, parsed)
             outputs = await predict(served, parsed)
+            owner = owner_key(request.scope)
             body = {
-                "outputs": [self._publish(served, o) for o in outputs]
+                "outputs": [self._publish(served, o, owner) for o in outputs]
                 if parsed.batch
-                else self._publish(served, outputs[0]),
+                else self._publish(served, outputs[0], owner),
                 "module": served.name,
                 "version": served.version,
                 "request_id": request_id,
@@ -139,12 +142,20 @@ class PredictRoute:
             await form.close()
         return items
 
-    def _publish(self, served: ServedModule, outputs: dict[str, Any]) -> dict[str, Any]:
-        """Replace file outputs (local paths from the worker) with URLs this server serves."""
+    def _publish(self, served: ServedModule, outputs: dict[str, Any], owner: str) -> dict[str, Any]:
+        """Replace file outputs (local paths from the worker) with URLs this server serves to the caller.
+
+        Each file moves to the caller's own directory under a name with 128 random bits, so that one
+        caller's outputs cannot be fetched by another, nor guessed.
+        """
         for field in served.spec.outputs:
             value = outputs.get(field.name)
             if field.has_file and isinstance(value, dict) and "path" in value:
-                name = Path(value["path"]).name
+                produced = Path(value["path"])
+                name = f"{field.name}-{secrets.token_hex(16)}{produced.suffix}"
+                directory = self.outputs / owner
+                directory.mkdir(parents=True, exist_ok=True)
+                produced.replace(directory / name)
                 outputs[field.name] = {
                     "url": f"/api/v1/outputs/{name}",
                     "content_type": value["content_type"],

@@ -11,6 +11,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+from modelport.obs.redact import RedactingFilter
+
 __all__ = ["ModuleLogs"]
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
@@ -61,6 +63,7 @@ class ModuleLogs:
                     self._path(module), maxBytes=self.max_bytes, backupCount=self.backups, encoding="utf-8"
                 )
                 handler.setFormatter(logging.Formatter("%(message)s"))
+                handler.addFilter(RedactingFilter())
                 self._handlers[module] = handler
             return handler
 

@@ -384,10 +384,11 @@ def test_login_checks_the_token_then_saves_it(answer: Any, monkeypatch: pytest.M
     assert "the server refused the token" in result.stderr
     assert load_saved() is None
 
-    seen = answer(lambda r: httpx.Response(200, json={"modules": []}))
-    result = runner.invoke(app, ["login", "http://platform.test/"], input="right\n")
+    caller = {"id": 1, "name": "ann", "role": "admin", "groups": [], "source": "local", "token_id": 2}
+    seen = answer(lambda r: httpx.Response(200, json=caller))
+    result = runner.invoke(app, ["login", "http://platform.test/", "--token", "right"])
     assert result.exit_code == 0, result.output
-    assert "right" not in result.output  # the prompt hides the token
+    assert "right" not in result.output  # the token is not echoed
     assert seen[0].headers["Authorization"] == "Bearer right"
     saved = load_saved()
     assert saved is not None

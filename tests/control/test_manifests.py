@@ -72,7 +72,7 @@ def invalid(manifests: Manifests, documents: list[dict[str, Any]]) -> list[dict[
 
 
 def test_create_configure_unchanged(manifests: Manifests, database: Database) -> None:
-    created = manifests.apply([module(resources={"replicas": 2})], actor="alice")
+    created = manifests.apply([module(resources={"replicas": 2}, owner="/ml")], actor="alice")
     configured = manifests.apply([module(resources={"replicas": 3})], actor="bob")
     unchanged = manifests.apply([module(resources={"replicas": 3, "maxBatchSize": 8})], actor="bob")
 
@@ -85,7 +85,7 @@ def test_create_configure_unchanged(manifests: Manifests, database: Database) ->
     with database.session() as session:
         row = session.get(Module, "echo")
         assert row is not None
-        assert row.owner == "alice"
+        assert row.owner == "/ml"  # kept when a later manifest names no owner
         assert row.manifest == {
             "apiVersion": "modelport/v1",
             "kind": "Module",

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, select, text
 from sqlalchemy.exc import IntegrityError
 
-from modelport.db import ApiToken, Base, BuildStatus, Database, Deployment, Module, Version
+from modelport.db import ApiToken, Base, BuildStatus, Database, Deployment, Group, Module, Role, User, Version
+from modelport.db.database import _alembic_config
 
 
 @pytest.fixture
@@ -24,11 +26,12 @@ def test_migrate_creates_the_schema_and_is_idempotent(database_url):
     try:
         assert db.revision() is None
         db.migrate()
-        assert db.revision() == Database.head() == "0002"
+        assert db.revision() == Database.head() == "0003"
         db.migrate()
-        assert db.revision() == "0002"
+        assert db.revision() == "0003"
         tables = set(inspect(db.engine).get_table_names())
-        assert {"modules", "versions", "deployments", "apis", "api_tokens", "alembic_version"} <= tables
+        assert {"modules", "versions", "deployments", "apis", "api_tokens", "alembic_version"}
+        assert {"users", "groups", "memberships", "audit_events"} <= tables <= tables
     finally:
         db.close()
 
@@ -102,9 +105,57 @@ def test_a_failed_transaction_changes_nothing(database):
 
 def test_token_digests_are_unique(database):
     with database.session() as session:
-        session.add(ApiToken(name="a", prefix="mp_abc", digest="d" * 64, role="admin"))
+        user = User(name="ana", role=Role.ADMIN)
+        session.add(user)
+        session.flush()
+        session.add(ApiToken(user_id=user.id, name="a", prefix="mp_abc", digest="d" * 64))
+        user_id = user.id
     with pytest.raises(IntegrityError), database.session() as session:
-        session.add(ApiToken(name="b", prefix="mp_abd", digest="d" * 64, role="user"))
+        session.add(ApiToken(user_id=user_id, name="b", prefix="mp_abd", digest="d" * 64))
+
+
+def test_group_names_are_unique_and_memberships_go_with_their_user(database):
+    with database.session() as session:
+        team = Group(path="/team/users")
+        session.add(User(name="ana", role=Role.USER, groups=[team]))
+    with pytest.raises(IntegrityError), database.session() as session:
+        session.add(Group(path="/team/users"))
+    with database.session() as session:
+        session.delete(session.scalars(select(User)).one())
+    with database.session() as session:
+        assert session.scalars(select(Group)).one().members == []
+        assert session.execute(text("SELECT count(*) FROM memberships")).scalar() == 0
+
+
+def test_upgrading_from_0002_gives_existing_tokens_to_an_admin_and_clears_non_group_owners(database_url):
+    db = Database(database_url)
+    try:
+        config = _alembic_config()
+        with db.engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "0002")
+            connection.execute(
+                text(
+                    "INSERT INTO api_tokens (name, prefix, digest, role, created_at) "
+                    "VALUES ('bootstrap', 'mp_abc', :digest, 'admin', CURRENT_TIMESTAMP)"
+                ),
+                {"digest": "d" * 64},
+            )
+            connection.execute(
+                text(
+                    "INSERT INTO modules (name, owner, manifest, created_at) "
+                    "VALUES ('a', 'bootstrap', '{}', CURRENT_TIMESTAMP), "
+                    "('b', '/team', '{}', CURRENT_TIMESTAMP)"
+                )
+            )
+        db.migrate()
+        with db.session() as session:
+            token = session.scalars(select(ApiToken)).one()
+            assert (token.user.name, token.user.role, token.kind) == ("admin", Role.ADMIN, "api")
+            owners = dict(session.execute(select(Module.name, Module.owner)).all())
+            assert owners == {"a": None, "b": "/team"}
+    finally:
+        db.close()
 
 
 def test_sqlite_runs_in_wal_mode(tmp_path):

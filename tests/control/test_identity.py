@@ -1,0 +1,259 @@
+"""Accounts, groups and tokens: Argon2id passwords, digests only, revocation at once, throttled logins,
+OIDC users recorded on first use, and who may call or manage a module."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from modelport.control.oidc import OidcIdentity
+from sqlalchemy import text
+
+from modelport.control.access import AccessPolicies, ApiAccess, ModulePolicy, Permit, may_call, may_manage
+from modelport.control.identity import TOKEN_PREFIX, Identity, Principal
+from modelport.core.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    InvalidCredentials,
+    ModuleNotFound,
+    TooManyLoginAttempts,
+    Unauthorized,
+)
+from modelport.core.manifests import Cors
+from modelport.db import ApiDefinition, Database, Module, Role
+from modelport.db.models import utcnow
+
+
+@pytest.fixture
+def database(tmp_path: Path):
+    db = Database(f"sqlite:///{tmp_path / 'm.db'}")
+    db.migrate()
+    yield db
+    db.close()
+
+
+@pytest.fixture
+def identity(database: Database) -> Identity:
+    return Identity(database, login_attempts="3/minute")
+
+
+def dump(database: Database) -> str:
+    with database.engine.connect() as connection:
+        raw = connection.connection.driver_connection
+        return "\n".join(raw.iterdump())
+
+
+def test_passwords_are_stored_as_argon2id_hashes_and_log_in(identity, database):
+    identity.create_user("ana", role=Role.DEVELOPER, password="correct horse")
+    assert "correct horse" not in dump(database)
+    with database.session() as session:
+        stored = session.execute(text("SELECT password_hash FROM users")).scalar_one()
+    assert stored.startswith("$argon2id$")
+    session = identity.login("ana", "correct horse", client="10.0.0.1")
+    assert session.token.startswith(TOKEN_PREFIX)
+    assert session.principal.name == "ana" and session.principal.role == Role.DEVELOPER
+    assert identity.verify(session.token) == session.principal
+    assert timedelta(minutes=59) < session.expires_at - utcnow() <= timedelta(hours=1)
+    assert identity.user(session.principal.user_id)["last_login_at"] is not None
+
+
+def test_wrong_passwords_and_unknown_users_are_refused_alike_then_throttled(identity):
+    identity.create_user("ana", role=Role.USER, password="correct horse")
+    identity.create_user("tokens-only", role=Role.USER)
+    for name, password in [("ana", "wrong"), ("nobody", "correct horse"), ("tokens-only", "")]:
+        with pytest.raises(InvalidCredentials):
+            identity.login(name, password or "x", client=None)
+    for _ in range(2):
+        with pytest.raises(InvalidCredentials):
+            identity.login("ana", "wrong", client="10.0.0.2")
+    with pytest.raises(TooManyLoginAttempts) as refused:
+        identity.login("ana", "correct horse", client="10.0.0.3")  # even the right password, for now
+    assert refused.value.retry_after is not None and 1 <= refused.value.retry_after <= 60
+    # An address that keeps failing is throttled whatever account it tries next.
+    identity.create_user("bo", role=Role.USER, password="bo's password")
+    for name in ["x1", "x2", "x3"]:
+        with pytest.raises(InvalidCredentials):
+            identity.login(name, "guess", client="10.0.0.9")
+    with pytest.raises(TooManyLoginAttempts):
+        identity.login("bo", "bo's password", client="10.0.0.9")
+    assert identity.login("bo", "bo's password", client="10.0.0.4").principal.name == "bo"
+
+
+def test_tokens_are_stored_as_digests_only(identity, database):
+    user = identity.create_user("ana", role=Role.USER)
+    secrets = [identity.issue(user["id"], name=f"t{i}")[0] for i in range(100)]
+    text_dump = dump(database)
+    assert not [s for s in secrets if s in text_dump or s[_PREFIX:] in text_dump]
+    assert len(set(secrets)) == 100 and all(identity.verify(s) is not None for s in secrets)
+
+
+_PREFIX = 10
+
+
+def test_revoked_expired_and_disabled_tokens_stop_working_on_the_next_request(identity):
+    user = identity.create_user("ana", role=Role.USER, groups=[])
+    secret, info = identity.issue(user["id"], name="ci")
+    assert identity.verify(secret).token_id == info["id"]
+    identity.revoke(info["id"])
+    assert identity.verify(secret) is None
+    assert identity.token(info["id"])["revoked_at"] is not None
+
+    expired, _ = identity.issue(user["id"], name="old", expires_at=utcnow() - timedelta(seconds=1))
+    assert identity.verify(expired) is None
+
+    live, _ = identity.issue(user["id"], name="live")
+    identity.update_user(user["id"], disabled=True)
+    assert identity.verify(live) is None
+    identity.update_user(user["id"], disabled=False)
+    assert identity.verify(live) is not None
+    identity.delete_user(user["id"])
+    assert identity.verify(live) is None and identity.tokens() == []
+
+
+def test_a_cached_token_is_forgotten_when_revoked_here(database):
+    identity = Identity(database, cache_seconds=60)
+    user = identity.create_user("ana", role=Role.USER)
+    secret, info = identity.issue(user["id"], name="ci")
+    assert identity.verify(secret) is not None
+    identity.revoke(info["id"])
+    assert identity.verify(secret) is None
+
+
+def test_users_and_groups(identity):
+    identity.create_group("/team-a")
+    identity.create_group("/team-a/admins")
+    with pytest.raises(Conflict):
+        identity.create_group("/team-a")
+    for bad in ["team-a", "/", "/a/", "/a//b", "/a\nb"]:
+        with pytest.raises(BadRequest):
+            identity.create_group(bad)
+    with pytest.raises(BadRequest, match="no such group"):
+        identity.create_user("ana", role=Role.USER, groups=["/team-b"])
+    ana = identity.create_user("ana", role=Role.USER, groups=["/team-a", "/team-a/admins"])
+    assert ana["groups"] == ["/team-a", "/team-a/admins"] and ana["source"] == "local"
+    with pytest.raises(Conflict):
+        identity.create_user("ana", role=Role.USER)
+    with pytest.raises(BadRequest):
+        identity.create_user("../ana", role=Role.USER)
+    secret, _ = identity.issue(ana["id"], name="t")
+    assert identity.verify(secret).groups == frozenset({"/team-a", "/team-a/admins"})
+    identity.update_user(ana["id"], groups=["/team-a"], role=Role.DEVELOPER)
+    principal = identity.verify(secret)
+    assert (principal.groups, principal.role) == (frozenset({"/team-a"}), Role.DEVELOPER)
+    group = next(g for g in identity.groups() if g["path"] == "/team-a")
+    assert group["members"] == ["ana"]
+    identity.delete_group(group["id"])
+    assert identity.verify(secret).groups == frozenset()
+
+
+def test_bootstrap_makes_an_admin_token_once_or_adopts_the_given_one(identity):
+    made = identity.ensure_bootstrap(None)
+    assert made is not None and identity.verify(made).is_admin
+    assert identity.ensure_bootstrap(None) is None
+    given = TOKEN_PREFIX + "x" * 43
+    assert identity.ensure_bootstrap(given) is None
+    assert identity.verify(given).name == "admin"
+    assert identity.ensure_bootstrap(given) is None
+    assert len(identity.tokens()) == 2
+
+
+def oidc(subject: str, username: str, groups=(), roles=()) -> OidcIdentity:
+    return OidcIdentity(
+        issuer="https://sso.example.com/realms/main",
+        subject=subject,
+        username=username,
+        groups=frozenset(groups),
+        roles=frozenset(roles),
+        email=None,
+        expires_at=0.0,
+    )
+
+
+def test_oidc_users_are_recorded_on_first_use_and_follow_their_tokens(identity):
+    identity.create_user("ana", role=Role.ADMIN)  # a local user with the same name
+    first = identity.oidc_principal(oidc("s-1", "ana", ["/team-a"], ["developer", "offline_access"]))
+    assert first.role == Role.DEVELOPER and first.groups == frozenset({"/team-a"}) and first.source == "oidc"
+    again = identity.oidc_principal(oidc("s-1", "ana", ["/team-a"], ["developer"]))
+    assert again.user_id == first.user_id
+    listed = {u["name"]: u for u in identity.users()}
+    assert listed["ana-2"]["source"] == "oidc" and listed["ana-2"]["groups"] == ["/team-a"]
+    assert listed["ana"]["role"] == "admin"  # the local user is untouched
+    changed = identity.oidc_principal(oidc("s-1", "ana", ["/team-b"], []))
+    assert changed.role == Role.USER and changed.user_id == first.user_id
+    assert identity.user(first.user_id)["groups"] == ["/team-b"]
+    assert identity.oidc_principal(oidc("s-2", "root", [], ["admin"])).is_admin
+
+
+def principal(role: Role, *groups: str) -> Principal:
+    return Principal(user_id=1, name="p", role=role, groups=frozenset(groups))
+
+
+def api(name="a", groups=(), anonymous=False, rate=None) -> ApiAccess:
+    return ApiAccess(name, frozenset(groups), anonymous, rate, Cors())
+
+
+def test_who_may_call_and_manage():
+    owned = ModulePolicy("m", "/team-a", (api(groups=["/callers"]),))
+    assert may_manage(principal(Role.ADMIN), owned)
+    assert may_manage(principal(Role.DEVELOPER, "/team-a"), owned)
+    assert not may_manage(principal(Role.DEVELOPER, "/x/team-a"), owned)
+    assert not may_manage(principal(Role.USER, "/team-a"), owned)  # a user never manages
+    assert may_call(principal(Role.USER, "/callers"), owned)
+    assert not may_call(principal(Role.USER, "/x/callers"), owned)
+    assert not may_call(principal(Role.USER, "/callers/sub"), owned)
+    assert not may_call(principal(Role.USER), ModulePolicy("m", None))  # deny by default
+    open_module = ModulePolicy("m", None, (api(anonymous=True),))
+    assert may_call(Principal(user_id=None, name="anonymous", role=Role.USER), open_module)
+
+
+def test_policies_come_from_the_database_and_hide_what_callers_may_not_see(database):
+    with database.session() as session:
+        session.add(Module(name="a", owner="/team-a"))
+        session.add(Module(name="b", owner="/team-b"))
+        session.flush()
+        session.add(
+            ApiDefinition(
+                name="a-api",
+                module_name="a",
+                manifest={
+                    "apiVersion": "modelport/v1",
+                    "kind": "Api",
+                    "metadata": {"name": "a-api"},
+                    "spec": {"module": "a", "access": {"groups": ["/users-a"]}},
+                },
+            )
+        )
+    now = [0.0]
+    policies = AccessPolicies(database, clock=lambda: now[0])
+    caller = principal(Role.USER, "/users-a")
+    assert policies.require_call(caller, "a").owner == "/team-a"
+    with pytest.raises(ModuleNotFound):
+        policies.require_call(caller, "b")
+    with pytest.raises(ModuleNotFound):
+        policies.require_call(caller, "missing")
+    with pytest.raises(Forbidden):  # may call, so may know it exists, but not manage it
+        policies.require_manage(caller, "a")
+    with pytest.raises(ModuleNotFound):
+        policies.require_manage(principal(Role.DEVELOPER, "/team-a"), "b")
+    with pytest.raises(Unauthorized):
+        policies.require_call(Principal(user_id=None, name="anonymous", role=Role.USER), "a")
+    with database.session() as session:
+        session.add(Module(name="c", owner=None))
+    now[0] += 0.1
+    assert policies.policy("c") is not None  # a new module is seen without waiting for the refresh
+
+
+def test_owners_of_new_modules(database):
+    policies = AccessPolicies(database)
+    assert Permit(principal(Role.ADMIN), policies).new_owner(None) is None
+    assert Permit(principal(Role.DEVELOPER, "/team-a"), policies).new_owner(None) == "/team-a"
+    both = Permit(principal(Role.DEVELOPER, "/team-a", "/team-b"), policies)
+    assert both.new_owner("/team-b") == "/team-b"
+    with pytest.raises(Forbidden, match=r"spec\.owner"):
+        both.new_owner(None)
+    with pytest.raises(Forbidden):
+        both.new_owner("/team-c")
+    with pytest.raises(Forbidden):
+        Permit(principal(Role.USER, "/team-a"), policies).new_owner("/team-a")
