@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs the system packages the test suite starts for real: PostgreSQL's server binaries, and Node.js
-# with npm for the OpenID Connect provider (tests/oidc, which needs Node.js 20.18 or later).
+# Installs the system packages the test suite starts for real: PostgreSQL's server binaries, Redis (shared
+# rate-limit counters), Chromium (browser tests, driven by Playwright), and Node.js with npm for the OpenID
+# Connect provider (tests/oidc, which needs Node.js 20.18 or later).
 # Does nothing when they are already there; needs root (or sudo) to install.
 set -euo pipefail
 
@@ -8,6 +9,7 @@ missing=()
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || command -v initdb >/dev/null || missing+=(postgresql)
 command -v git >/dev/null || missing+=(git)
 command -v node >/dev/null || missing+=(nodejs npm)
+command -v redis-server >/dev/null || missing+=(redis-server)
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0

@@ -12,9 +12,9 @@ ignored.
 
 A token passes when its `alg` is in the asymmetric allow-list, its `kid` names a signing key of a fitting
 type, the signature verifies, `iss` equals the issuer exactly, `sub` is present, `exp` (required), `nbf` and
-`iat` hold within
-`leeway`, and its `aud` contains one of `audiences` or its `azp` is one of them. An empty `audiences`
-turns the audience check off (a warning is logged): any client's token of that issuer is then accepted.
+`iat` hold within `leeway`, and its `aud` contains one of `audiences` or its `azp` is one of them. An empty
+`audiences` turns the audience check off (a warning is logged): any client's token of that issuer is then
+accepted.
 
 ID tokens are refused: a payload `typ` other than `Bearer` (Keycloak's ID tokens say `ID`), a header `typ`
 other than `JWT`, `at+jwt` or `application/at+jwt` (compared case-insensitively), or an OIDC ID-token

@@ -185,7 +185,6 @@ def _access_token(page: Page) -> str:
 
 def test_a_page_on_a_listed_origin_signs_in_and_reads_the_answer(site: Site) -> None:
     seen = visit(site.browser, site.allowed.origin)
-    print(seen)
     assert (seen.user, seen.outcome) == ("alice", "ok"), seen
     body = json.loads(seen.text)
     assert body["module"] == MODULE
@@ -195,7 +194,6 @@ def test_a_page_on_a_listed_origin_signs_in_and_reads_the_answer(site: Site) -> 
 
 def test_a_page_on_an_unlisted_origin_signs_in_but_the_browser_blocks_the_call(site: Site) -> None:
     seen = visit(site.browser, site.unlisted.origin)
-    print(seen)
     assert seen.user == "alice", seen  # the sign-in worked: CORS on the provider is open to any origin
     assert seen.outcome == "blocked", seen
     assert seen.text.startswith("blocked: TypeError"), seen
