@@ -129,7 +129,6 @@ def git_module(tmp_path: Path) -> Callable[..., Path]:
     return make
 
 
-
 @pytest.fixture(scope="session")
 def oidc_provider() -> Iterator[OidcProvider]:
     """One real OpenID Connect provider (oidc-provider on Node) on 127.0.0.1 for the session.

@@ -104,8 +104,4 @@ def _anonymous_allowed(path: str) -> bool:
 
 
 async def _refuse(exc: ModelportError, scope: Scope, receive: Receive, send: Send) -> None:
-    response = error_response(exc)
-    if response.status_code == 401:
-        error = ', error="invalid_token"' if isinstance(exc, InvalidToken) else ""
-        response.headers["WWW-Authenticate"] = f'Bearer realm="modelport"{error}'
-    await response(scope, receive, send)
+    await error_response(exc)(scope, receive, send)

@@ -15,6 +15,7 @@ from starlette.responses import Response
 
 from modelport.core.errors import (
     BadRequest,
+    InvalidToken,
     MethodNotAllowed,
     ModelportError,
     NotFound,
@@ -54,6 +55,9 @@ def error_response(exc: BaseException, *, request_id: str | None = None) -> Resp
         headers["X-Request-Id"] = request_id
     if error.retry_after is not None:
         headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
+    if error.status == 401:
+        problem = ', error="invalid_token"' if isinstance(error, InvalidToken) else ""
+        headers["WWW-Authenticate"] = f'Bearer realm="modelport"{problem}'
     return Response(
         _encoder.encode({"error": body}),
         status_code=error.status,

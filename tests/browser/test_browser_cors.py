@@ -1,9 +1,9 @@
-"""A real browser runs the single-page sign-in of keycloak-js against a real OIDC provider and calls modelport.
+"""A real browser signs in as keycloak-js does, against a real OIDC provider, and calls a modelport module.
 
-`page.html` is served from two loopback origins: one the module's `Api` lists in its CORS `allowOrigin`, one it
-does not. From both, Chromium (Debian's, driven by Playwright) signs alice in through the authorization-code +
-PKCE flow; only the listed origin may then read the module's answer, while from the other the browser itself
-refuses the call at the preflight, with a token that is good everywhere else.
+`page.html` is served from two loopback origins: one that the module's `Api` lists in its CORS `allowOrigin`,
+one that it does not. From both, Chromium (Debian's, driven by Playwright) signs alice in through the
+authorization-code + PKCE flow; only the listed origin may then read the module's answer, while from the other
+the browser itself refuses the call at the preflight, with a token that is good everywhere else.
 """
 
 from __future__ import annotations
@@ -25,9 +25,10 @@ from oidc_provider import OidcProvider
 from platform_server import ADMIN_TOKEN, ServerProcess
 from playwright.sync_api import Browser, ConsoleMessage, Page, Request, sync_playwright
 
-# tests/server holds the helpers that drive a platform server; pytest puts it on sys.path only for its own tests.
+# The helpers that drive a platform server live in tests/server, which pytest puts on sys.path for its own
+# tests only.
 sys.path.insert(0, str(Path(__file__).parents[1] / "server"))
-from drive import deploy, push, wait_built, wait_deployment  # noqa: E402
+from drive import deploy, push, wait_built, wait_deployment
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
 
@@ -119,8 +120,7 @@ def deploy_echo(server: ServerProcess, root: Path, origin: str) -> None:
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    if not CHROMIUM.exists():
-        pytest.skip("Debian's chromium is not installed: run scripts/install-system-deps.sh")
+    assert CHROMIUM.exists(), "Debian's chromium is not installed: run scripts/install-system-deps.sh"
     root = tmp_path_factory.mktemp("browser")
     with ExitStack() as stack:
         provider = stack.enter_context(OidcProvider())
@@ -199,9 +199,8 @@ def test_a_page_on_an_unlisted_origin_signs_in_but_the_browser_blocks_the_call(s
     assert seen.text.startswith("blocked: TypeError"), seen
     assert "outputs" not in seen.text and "from the browser" not in seen.text
     predict_url = f"{site.server.url}/api/v1/modules/{MODULE}/predict"
-    assert any(
-        "blocked by CORS policy" in line and site.unlisted.origin in line for line in seen.console
-    ), seen.console
+    refusals = [line for line in seen.console if "blocked by CORS policy" in line]
+    assert [line for line in refusals if f"from origin '{site.unlisted.origin}'" in line], seen.console
     assert [line for line in seen.failed if line.startswith(f"POST {predict_url}")], seen.failed
 
     # The token is good: outside a browser, where no origin is enforced, the same call succeeds.

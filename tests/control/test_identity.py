@@ -7,11 +7,11 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from modelport.control.oidc import OidcIdentity
 from sqlalchemy import text
 
 from modelport.control.access import AccessPolicies, ApiAccess, ModulePolicy, Permit, may_call, may_manage
 from modelport.control.identity import TOKEN_PREFIX, Identity, Principal
+from modelport.control.oidc import OidcIdentity
 from modelport.core.errors import (
     BadRequest,
     Conflict,

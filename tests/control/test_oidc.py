@@ -491,6 +491,13 @@ async def test_jku_x5u_jwk_and_x5c_headers_are_never_fetched_nor_used(
 # Claims
 
 
+@dataclass(frozen=True)
+class FromNow:
+    """A time `seconds` from the moment the test runs."""
+
+    seconds: int
+
+
 @pytest.mark.parametrize(
     "changes",
     [
@@ -502,11 +509,11 @@ async def test_jku_x5u_jwk_and_x5c_headers_are_never_fetched_nor_used(
         {"aud": ["someone-else", 7]},
         {"aud": "account"},
         {"aud": [{"x": 1}], "azp": ["modelport"]},
-        {"exp": int(time.time()) - 120},
+        {"exp": FromNow(-120)},
         {"exp": DROP},
         {"exp": "9999999999"},
-        {"nbf": int(time.time()) + 120},
-        {"iat": int(time.time()) + 120},
+        {"nbf": FromNow(120)},
+        {"iat": FromNow(120)},
         {"sub": DROP},
         {"sub": ""},
         {"sub": 7},
@@ -531,6 +538,8 @@ async def test_jku_x5u_jwk_and_x5c_headers_are_never_fetched_nor_used(
     ],
 )
 async def test_bad_claims_are_refused(verifier, issuer: Issuer, keys: Keys, changes: dict[str, object]):
+    # Times are taken when the test runs, not when the parameters were collected minutes earlier.
+    changes = {k: int(time.time()) + v.seconds if isinstance(v, FromNow) else v for k, v in changes.items()}
     if changes.get("iss") == "TRAILING/":
         changes = {"iss": issuer.url + "/"}
     await refused(verifier, keys.rsa.sign(claims(issuer, **changes)))

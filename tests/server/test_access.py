@@ -248,7 +248,7 @@ def test_every_control_route_refuses_the_user_role_and_callers_without_a_token(w
         # exchange); file outputs of anonymous calls are fetched without, so a missing one is 404 to them.
         for method, path, operation in operations(world):
             inference = "inference" in operation.get("tags", [])
-            if path.startswith(SELF_SERVICE) and path != "/api/v1/auth/token" or inference:
+            if (path.startswith(SELF_SERVICE) and path != "/api/v1/auth/token") or inference:
                 expected = 404 if path.startswith("/api/v1/outputs/") else 401
                 response = nobody.request(method, fill(path, world, "user-a"))
                 assert response.status_code == expected, (method, path)

@@ -65,7 +65,7 @@ def test_bad_deploys_are_refused_and_change_nothing(platform, client, git_module
 def test_deploys_to_missing_modules_and_canaries_without_a_version_are_refused(platform, client, git_module):
     missing = client.post("/api/v1/modules/nothing/deploy", json={"version": "v1"})
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "module_not_found"
-    assert client.post("/api/v1/modules/nothing/rollback").status_code == 409
+    assert client.post("/api/v1/modules/nothing/rollback").status_code == 404
     repository = git_module("versioned", tag="v1")
     assert push(client, repository).status_code == 201
     canary = client.post("/api/v1/modules/versioned/deploy", json={"version": "v1", "canary_percent": 10})
