@@ -27,14 +27,14 @@ from modelport.cli.platform import (
     OutputOption,
     Token,
     Url,
-    _connect,
-    _dump,
-    _fail,
-    _read_password,
-    _table,
-    _when,
+    connect,
+    dump,
     err,
+    fail,
+    new_table,
     out,
+    read_password,
+    when,
 )
 from modelport.client import AuditEvent, CallerInfo, Client, GroupInfo, TokenInfo, UserInfo
 
@@ -85,7 +85,7 @@ _AUDIT_COLUMNS = ("ID", "AT", "ACTOR", "ACTION", "TARGET", "CLIENT", "DETAILS")
 
 def whoami(output: OutputOption = Output.table, url: Url = None, token: Token = None) -> None:
     """Show who the token belongs to: name, role, groups."""
-    with _connect(url, token) as client:
+    with connect(url, token) as client:
         caller = client.me()
     _show(caller, output, ("NAME", "ROLE", "GROUPS", "SOURCE"), [_caller_row(caller)])
 
@@ -96,7 +96,7 @@ def whoami(output: OutputOption = Output.table, url: Url = None, token: Token = 
 @users_app.command("list")
 def users_list(output: OutputOption = Output.table, url: Url = None, token: Token = None) -> None:
     """List the accounts."""
-    with _connect(url, token) as client:
+    with connect(url, token) as client:
         users = client.users()
     _show(users, output, _USER_COLUMNS, map(_user_row, users))
 
@@ -106,7 +106,7 @@ def users_get(
     name: UserName, output: OutputOption = Output.table, url: Url = None, token: Token = None
 ) -> None:
     """Show one account."""
-    with _connect(url, token) as client:
+    with connect(url, token) as client:
         user = _user(client, name)
     _show(user, output, _USER_COLUMNS, [_user_row(user)])
 
@@ -126,8 +126,8 @@ def users_create(
     The password is read from stdin with --password-stdin, else asked twice on a terminal; with neither the
     account has no password, and signs in through OIDC or with tokens an admin makes for it.
     """
-    password = _read_password() if password_stdin else _new_password()
-    with _connect(url, token) as client:
+    password = read_password() if password_stdin else _new_password()
+    with connect(url, token) as client:
         user = client.create_user(
             name, role=role.value if role else None, groups=groups or None, password=password
         )
@@ -154,14 +154,14 @@ def users_update(
 ) -> None:
     """Change an account's role, groups (--group replaces them all), password, or whether it may sign in."""
     if groups and no_groups:
-        _fail("--group and --no-groups do not go together", 2)
+        fail("--group and --no-groups do not go together", 2)
     new_groups = [] if no_groups else groups or None
     if role is None and new_groups is None and not password_stdin and disabled is None:
-        _fail(
+        fail(
             "nothing to change: give --role, --group, --no-groups, --password-stdin, --disable or --enable", 2
         )
-    password = _read_password() if password_stdin else None
-    with _connect(url, token) as client:
+    password = read_password() if password_stdin else None
+    with connect(url, token) as client:
         user_id = _user(client, name)["id"]
         user = client.update_user(
             user_id,
@@ -177,7 +177,7 @@ def users_update(
 @users_app.command("delete")
 def users_delete(name: UserName, url: Url = None, token: Token = None) -> None:
     """Delete an account and revoke its tokens."""
-    with _connect(url, token) as client:
+    with connect(url, token) as client:
         client.delete_user(_user(client, name)["id"])
     err.print(f"deleted user {escape(name)}")
 
@@ -188,7 +188,7 @@ def users_delete(name: UserName, url: Url = None, token: Token = None) -> None:
 @groups_app.command("list")
 def groups_list(output: OutputOption = Output.table, url: Url = None, token: Token = None) -> None:
     """List the groups and their members."""
-    with _connect(url, token) as client:
+    with connect(url, token) as client:
         groups = client.groups()
     _show(groups, output, _GROUP_COLUMNS, map(_group_row, groups))
 
@@ -198,7 +198,7 @@ def groups_get(
     path: GroupPath, output: OutputOption = Output.table, url: Url = None, token: Token = None
 ) -> None:
     """Show one group and its members."""
-    with _connect(url, token) as client:
+    with connect(url, token) as client:
         group = _group(client, path)
     _show(group, output, _GROUP_COLUMNS, [_group_row(group)])
 
@@ -208,7 +208,7 @@ def groups_create(
     path: GroupPath, output: OutputOption = Output.table, url: Url = None, token: Token = None
 ) -> None:
     """Create a group."""
-    with _connect(url, token) as client:
+    with connect(url, token) as client:
         group = client.create_group(path)
     err.print(f"created group {escape(group['path'])}")
     _show(group, output, _GROUP_COLUMNS, [_group_row(group)])
@@ -217,7 +217,7 @@ def groups_create(
 @groups_app.command("delete")
 def groups_delete(path: GroupPath, url: Url = None, token: Token = None) -> None:
     """Delete a group."""
-    with _connect(url, token) as client:
+    with connect(url, token) as client:
         client.delete_group(_group(client, path)["id"])
     err.print(f"deleted group {escape(path)}")
 
@@ -236,7 +236,7 @@ def tokens_list(
     user: ForUser = None, output: OutputOption = Output.table, url: Url = None, token: Token = None
 ) -> None:
     """List your API tokens and sign-in sessions, or another user's."""
-    with _connect(url, token) as client:
+    with connect(url, token) as client:
         tokens = client.tokens(user=_user(client, user)["id"] if user is not None else None)
     now = datetime.now(UTC)
     _show(tokens, output, _TOKEN_COLUMNS, (_token_row(t, now) for t in tokens))
@@ -261,10 +261,10 @@ def tokens_create(
     token: Token = None,
 ) -> None:
     """Make an API token and print its secret, which is shown only this once."""
-    with _connect(url, token) as client:
+    with connect(url, token) as client:
         user_id = _user(client, user)["id"] if user is not None else None
         created = client.create_token(name, expires_in_days=expires_days, user=user_id)
-    expires = f"expires {_when(created['expires_at'])}" if created["expires_at"] else "never expires"
+    expires = f"expires {when(created['expires_at'])}" if created["expires_at"] else "never expires"
     err.print(
         f"created token {escape(created['name'])} (id {created['id']}) for {escape(created['user'])}; "
         f"it {expires}. Keep the secret now: it is not shown again."
@@ -272,7 +272,7 @@ def tokens_create(
     if output is Output.table:
         print(created["token"])
     else:
-        _dump(created, output)
+        dump(created, output)
 
 
 @tokens_app.command("revoke")
@@ -282,7 +282,7 @@ def tokens_revoke(
     token: Token = None,
 ) -> None:
     """Revoke a token at once."""
-    with _connect(url, token) as client:
+    with connect(url, token) as client:
         client.revoke_token(token_id)
     err.print(f"revoked token {token_id}")
 
@@ -310,7 +310,7 @@ def audit(
     token: Token = None,
 ) -> None:
     """Show the audit trail, newest first (admins only)."""
-    with _connect(url, token) as client:
+    with connect(url, token) as client:
         events = client.audit(
             actor=actor, action=action, target=target, since=since, before=before, limit=limit
         )
@@ -332,7 +332,7 @@ def _named(items: Iterable[_Named], key: str, value: str, missing: str) -> _Name
     for item in items:
         if item[key] == value:
             return item
-    _fail(missing, 1)
+    fail(missing, 1)
 
 
 def _new_password() -> str | None:
@@ -352,9 +352,9 @@ def _interactive() -> bool:
 
 def _show(value: object, output: Output, columns: tuple[str, ...], rows: Iterable[tuple[str, ...]]) -> None:
     if output is not Output.table:
-        _dump(value, output)
+        dump(value, output)
         return
-    table = _table(*columns)
+    table = new_table(*columns)
     for row in rows:
         table.add_row(*(Text(cell) for cell in row))
     out.print(table)
@@ -375,12 +375,12 @@ def _user_row(user: UserInfo) -> tuple[str, ...]:
         _listed(user["groups"]),
         user["source"],
         "disabled" if user["disabled"] else "active",
-        _when(user["last_login_at"]) if user["last_login_at"] else "never",
+        when(user["last_login_at"]) if user["last_login_at"] else "never",
     )
 
 
 def _group_row(group: GroupInfo) -> tuple[str, ...]:
-    return group["path"], _listed(group["members"]), _when(group["created_at"])
+    return group["path"], _listed(group["members"]), when(group["created_at"])
 
 
 def _token_row(token: TokenInfo, now: datetime) -> tuple[str, ...]:
@@ -391,8 +391,8 @@ def _token_row(token: TokenInfo, now: datetime) -> tuple[str, ...]:
         token["prefix"],
         token["kind"],
         _token_status(token, now),
-        _when(token["expires_at"]) if token["expires_at"] else "never",
-        _when(token["created_at"]),
+        when(token["expires_at"]) if token["expires_at"] else "never",
+        when(token["created_at"]),
     )
 
 
@@ -418,7 +418,7 @@ def _audit_row(event: AuditEvent) -> tuple[str, ...]:
     )
     return (
         str(event["id"]),
-        _when(event["at"]),
+        when(event["at"]),
         event["actor"],
         event["action"],
         event["target"],

@@ -104,7 +104,7 @@ get_app = typer.Typer(help="List modules or versions.", no_args_is_help=True)
 # Errors
 
 
-def _fail(message: str, code: int) -> NoReturn:
+def fail(message: str, code: int) -> NoReturn:
     err.print(f"[red]error[/]: {escape(message)}")
     raise typer.Exit(code)
 
@@ -123,13 +123,13 @@ def _reporting() -> Iterator[None]:
                 )
         raise typer.Exit(2 if exc.status in _INVALID else 1) from None
     except (NotLoggedIn, ConfigError) as exc:
-        _fail(str(exc), 2)
+        fail(str(exc), 2)
     except ClientError as exc:
-        _fail(str(exc), 1)
+        fail(str(exc), 1)
 
 
 @contextmanager
-def _connect(url: str | None, token: str | None) -> Iterator[Client]:
+def connect(url: str | None, token: str | None) -> Iterator[Client]:
     with _reporting():
         found = resolve_login(url=url, token=token)
         with Client(found.url, found.token) as client:
@@ -161,7 +161,7 @@ def login(
         server = Login(url)
     if token is not None:
         if username is not None or password_stdin:
-            _fail("--token does not go with --username or --password-stdin", 2)
+            fail("--token does not go with --username or --password-stdin", 2)
         found = Login(server.url, token.strip())
     else:
         found = _sign_in(server.url, username, password_stdin=password_stdin)
@@ -171,7 +171,7 @@ def login(
                 caller = client.me()
             except ApiError as exc:
                 if exc.status == 401:
-                    _fail("the server refused the token", 1)
+                    fail("the server refused the token", 1)
                 raise
         path = save_login(found)
     err.print(f"Logged in to {escape(found.url)} as {escape(caller['name'])} ({escape(caller['role'])})")
@@ -181,15 +181,15 @@ def login(
 def _sign_in(url: str, username: str | None, *, password_stdin: bool) -> Login:
     """A new long-lived API token for the user, made with the short-lived one their password buys."""
     if password_stdin and username is None:
-        _fail("--password-stdin needs --username", 2)
+        fail("--password-stdin needs --username", 2)
     name = username if username is not None else typer.prompt("User name", err=True)
-    password = _read_password() if password_stdin else typer.prompt("Password", hide_input=True, err=True)
+    password = read_password() if password_stdin else typer.prompt("Password", hide_input=True, err=True)
     with _reporting():
         try:
             session = Client.exchange_password(url, name, password)
         except ApiError as exc:
             if exc.status == 401:
-                _fail("the server refused the user name or password", 1)
+                fail("the server refused the user name or password", 1)
             raise
         with Client(url, session["access_token"]) as client:
             created = client.create_token(
@@ -198,11 +198,11 @@ def _sign_in(url: str, username: str | None, *, password_stdin: bool) -> Login:
     return Login(url, created["token"])
 
 
-def _read_password() -> str:
+def read_password() -> str:
     """The first line of stdin, without its line ending; exits 2 when there is none."""
     password = sys.stdin.readline().rstrip("\r\n")
     if not password:
-        _fail("no password on stdin", 2)
+        fail("no password on stdin", 2)
     return password
 
 
@@ -252,7 +252,7 @@ def deploy(
     token: Token = None,
 ) -> None:
     """Roll a pushed version out, or make it the canary."""
-    with _connect(url, token) as client:
+    with connect(url, token) as client:
         deployment = client.deploy(module, version, replicas=replicas, canary=canary)
         if wait:
             deployment = _await_rollout(client, module, deployment["generation"], timeout)
@@ -267,7 +267,7 @@ def rollback(
     token: Token = None,
 ) -> None:
     """Serve the previously active version again."""
-    with _connect(url, token) as client:
+    with connect(url, token) as client:
         deployment = client.rollback(module)
         if wait:
             deployment = _await_rollout(client, module, deployment["generation"], timeout)
@@ -284,7 +284,7 @@ def logs(
     token: Token = None,
 ) -> None:
     """Print a module's worker logs, or the build log of one of its versions."""
-    with _connect(url, token) as client:
+    with connect(url, token) as client:
         text = client.logs(module, build=build, tail=tail)
     sys.stdout.write(text if not text or text.endswith("\n") else text + "\n")
 
@@ -292,7 +292,7 @@ def logs(
 def apply(files: Files, dry_run: DryRun = False, url: Url = None, token: Token = None) -> None:
     """Create or update what manifest documents describe."""
     documents = _documents(files)
-    with _connect(url, token) as client:
+    with connect(url, token) as client:
         results = client.apply(documents, dry_run=dry_run)
     _print_results(results, dry_run=dry_run)
 
@@ -300,7 +300,7 @@ def apply(files: Files, dry_run: DryRun = False, url: Url = None, token: Token =
 def diff(files: Files, url: Url = None, token: Token = None) -> None:
     """Show what applying manifest documents would change."""
     documents = _documents(files)
-    with _connect(url, token) as client:
+    with connect(url, token) as client:
         results = client.diff(documents)
     _print_results(results, dry_run=False, diffs=True)
 
@@ -308,7 +308,7 @@ def diff(files: Files, url: Url = None, token: Token = None) -> None:
 def delete(files: Files, dry_run: DryRun = False, url: Url = None, token: Token = None) -> None:
     """Delete what manifest documents name."""
     documents = _documents(files)
-    with _connect(url, token) as client:
+    with connect(url, token) as client:
         results = client.delete(documents, dry_run=dry_run)
     _print_results(results, dry_run=dry_run)
 
@@ -316,12 +316,12 @@ def delete(files: Files, dry_run: DryRun = False, url: Url = None, token: Token 
 @get_app.command("modules")
 def get_modules(output: OutputOption = Output.table, url: Url = None, token: Token = None) -> None:
     """List the modules and what they serve."""
-    with _connect(url, token) as client:
+    with connect(url, token) as client:
         modules = client.modules()
     if output is not Output.table:
-        _dump(modules, output)
+        dump(modules, output)
         return
-    table = _table("NAME", "VERSION", "CANARY", "REPLICAS", "STATUS", "MESSAGE")
+    table = new_table("NAME", "VERSION", "CANARY", "REPLICAS", "STATUS", "MESSAGE")
     for module in modules:
         table.add_row(*_module_row(module))
     out.print(table)
@@ -335,13 +335,13 @@ def get_versions(
     token: Token = None,
 ) -> None:
     """List a module's versions, newest first."""
-    with _connect(url, token) as client:
+    with connect(url, token) as client:
         versions = client.versions(module)
         roles = _roles(client.module(module)["deployment"]) if output is Output.table else {}
     if output is not Output.table:
-        _dump(versions, output)
+        dump(versions, output)
         return
-    table = _table("VERSION", "STATUS", "DEPLOYED", "COMMIT", "PUSHED BY", "PUSHED AT")
+    table = new_table("VERSION", "STATUS", "DEPLOYED", "COMMIT", "PUSHED BY", "PUSHED AT")
     for info in versions:
         table.add_row(*_version_row(info, roles))
     out.print(table)
@@ -358,9 +358,9 @@ def _pack(directory: Path, version: str | None) -> Artifact:
     try:
         return pack(directory, version=version)
     except PackError as exc:
-        _fail(exc.message, 2)
+        fail(exc.message, 2)
     except (ManifestError, SourceError) as exc:
-        _fail(f"{directory} is not a valid module: {exc}", 2)
+        fail(f"{directory} is not a valid module: {exc}", 2)
 
 
 def _upload(client: Client, artifact: Artifact) -> Pushed:
@@ -381,7 +381,7 @@ def _await_build(client: Client, module: str, version: str, timeout: float) -> N
     with err.status(f"building {escape(module)} {escape(version)}"):
         info = client.wait_build(module, version, timeout=timeout)
     if info["build_status"] == "failed":
-        _fail(f"the build of {module} {version} failed: {info['build_error'] or 'no reason given'}", 1)
+        fail(f"the build of {module} {version} failed: {info['build_error'] or 'no reason given'}", 1)
     err.print(f"built {escape(module)} {escape(version)}")
 
 
@@ -389,7 +389,7 @@ def _await_rollout(client: Client, module: str, generation: int, timeout: float)
     with err.status(f"rolling out {escape(module)}"):
         deployment = client.wait_deployment(module, generation, timeout=timeout)
     if deployment["status"] == "failed":
-        _fail(f"the rollout of {module} failed: {deployment['message'] or 'no reason given'}", 1)
+        fail(f"the rollout of {module} failed: {deployment['message'] or 'no reason given'}", 1)
     return deployment
 
 
@@ -428,7 +428,7 @@ def _documents(sources: Sequence[str]) -> list[dict[str, Any]]:
     try:
         return read_documents(sources, stdin=sys.stdin)
     except DocumentError as exc:
-        _fail(str(exc), 2)
+        fail(str(exc), 2)
 
 
 def _texts(source: str, stdin: TextIO) -> Iterator[tuple[str, str]]:
@@ -468,14 +468,14 @@ def _print_results(results: list[ApplyResult], *, dry_run: bool, diffs: bool = F
 # Output
 
 
-def _dump(value: object, output: Output) -> None:
+def dump(value: object, output: Output) -> None:
     if output is Output.yaml:
         sys.stdout.write(yaml.safe_dump(value, sort_keys=False, allow_unicode=True))
     else:
         sys.stdout.write(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
 
 
-def _table(*columns: str) -> Table:
+def new_table(*columns: str) -> Table:
     table = Table(box=None, pad_edge=False, header_style="bold")
     for column in columns:
         table.add_column(column, overflow="fold")
@@ -515,11 +515,11 @@ def _version_row(info: VersionInfo, roles: dict[str, str]) -> tuple[str, ...]:
         roles.get(info["name"], ""),
         (info["commit"] or "-")[:12],
         info["pushed_by"] or "-",
-        _when(info["pushed_at"]),
+        when(info["pushed_at"]),
     )
 
 
-def _when(stamp: str) -> str:
+def when(stamp: str) -> str:
     try:
         return datetime.fromisoformat(stamp).strftime("%Y-%m-%d %H:%M:%S")
     except (TypeError, ValueError):
