@@ -81,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             continue
         found = envs.versions(python, framework.versions_of)
         versions[framework.label] = ", ".join(f"{k} {v}" for k, v in found.items()) or "?"
-        if name == "modelport":
+        if name.startswith("modelport"):
             versions[framework.label] += f" (commit {_git_commit(paths.bench.parent)})"
         for model in args.models:
             try:
@@ -134,10 +134,11 @@ def _measure(
     env = {"BENCH_DIGITS_MODEL": str(model_path), **target.env}
     log = paths.logs / f"{framework.name}-{model}.log"
     body = target.body(workload)
-    script = wrk.write_script(paths.work / "wrk" / f"{framework.name}-{model}.lua", body)
     _say(f"   {model}: starting on port {port} (log: {log})")
     with servers.running(target.argv, target.cwd, env, base_url, target.ready_path, log, args.ready_timeout):
-        status, answer = servers.post_json(base_url + target.predict_path, body)
+        headers = target.setup(base_url, args.ready_timeout) if target.setup else {}
+        script = wrk.write_script(paths.work / "wrk" / f"{framework.name}-{model}.lua", body, headers)
+        status, answer = servers.post_json(base_url + target.predict_path, body, headers=headers)
         if status != 200 or find_field(answer, workload.output_field) != workload.expected:
             raise servers.ServerError(
                 f"wrong answer to the check request: HTTP {status} {str(answer)[:300]} "

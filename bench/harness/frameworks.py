@@ -6,16 +6,23 @@ Every framework runs one worker process on 127.0.0.1, with the same model file a
 
 from __future__ import annotations
 
+import functools
+import secrets
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .models import Workload
+from . import platform_setup
+from .envs import COMMON_REQUIREMENTS
+from .models import Workload, sklearn_version
 from .paths import Paths
 
 # (interpreter of the framework's environment, model, port, paths) -> the server to start
 TargetFactory = Callable[[Path, str, int, Paths], "Target"]
+# (base URL, timeout in seconds) -> extra headers of every request; runs once the server is ready
+Setup = Callable[[str, float], dict[str, str]]
 
 
 @dataclass(frozen=True)
@@ -28,6 +35,7 @@ class Target:
     predict_path: str
     body: Callable[[Workload], Any]
     env: dict[str, str] = field(default_factory=dict)
+    setup: Setup | None = None
 
 
 @dataclass(frozen=True)
@@ -77,6 +85,21 @@ def _modelport(python: Path, model: str, port: int, paths: Paths) -> Target:
     return Target(argv, paths.work, "/readyz", f"/api/v1/modules/{model}/predict", _inputs)
 
 
+def _modelport_platform(python: Path, model: str, port: int, paths: Paths) -> Target:
+    """`modelport server` with a fresh data directory; the module is pushed, deployed with one replica and
+    opened to one user once the server is up, and every request carries that user's token."""
+    root = paths.work / "platform" / model
+    shutil.rmtree(root, ignore_errors=True)
+    requirements = [*COMMON_REQUIREMENTS, f"scikit-learn=={sklearn_version()}"]
+    module = platform_setup.module_copy(paths.bench / "modules" / model, root / "module", requirements)
+    argv = [str(python.parent / "modelport"), "server", "--host", "127.0.0.1", "--port", str(port)]
+    argv += ["--data-dir", str(root / "data")]
+    admin_token = f"mp_{secrets.token_urlsafe(32)}"
+    setup = functools.partial(platform_setup.serve, module=module, admin_token=admin_token)
+    env = {"MODELPORT_BOOTSTRAP_TOKEN": admin_token}
+    return Target(argv, paths.work, "/readyz", f"/api/v1/modules/{model}/predict", _inputs, env, setup)
+
+
 FRAMEWORKS: dict[str, Framework] = {
     fw.name: fw
     for fw in (
@@ -92,5 +115,8 @@ FRAMEWORKS: dict[str, Framework] = {
         ),
         Framework("bentoml", "BentoML", ("bentoml>=1.4,<2",), ("bentoml",), _bentoml),
         Framework("modelport", "modelport", (), ("modelport", "uvicorn"), _modelport),
+        Framework(
+            "modelport-platform", "modelport server", (), ("modelport", "uvicorn"), _modelport_platform
+        ),
     )
 }

@@ -107,18 +107,26 @@ def _wait_ready(process: subprocess.Popen[Any], url: str, timeout: float, log: P
     raise ServerError(f"not ready after {timeout:.0f} s (GET {url}):\n{tail(log)}")
 
 
-def post_json(url: str, body: Any, timeout: float = 10.0) -> tuple[int, Any]:
+def post_json(
+    url: str, body: Any, *, headers: dict[str, str] | None = None, timeout: float = 10.0
+) -> tuple[int, Any]:
     """POST `body` as JSON; the status and the decoded answer (the raw text when it is not JSON)."""
-    request = urllib.request.Request(
-        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
-    )
+    data = json.dumps(body).encode()
+    return request("POST", url, data, {"Content-Type": "application/json", **(headers or {})}, timeout)
+
+
+def request(
+    method: str, url: str, data: bytes | None, headers: dict[str, str], timeout: float = 10.0
+) -> tuple[int, Any]:
+    """Send one request; the status and the decoded answer (the raw text when it is not JSON)."""
+    prepared = urllib.request.Request(url, data=data, headers=headers, method=method)
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with urllib.request.urlopen(prepared, timeout=timeout) as response:
             status, text = response.status, response.read().decode("utf-8", "replace")
     except urllib.error.HTTPError as exc:
         status, text = exc.code, exc.read().decode("utf-8", "replace")
     except OSError as exc:
-        raise ServerError(f"POST {url} failed: {exc}") from None
+        raise ServerError(f"{method} {url} failed: {exc}") from None
     try:
         return status, json.loads(text)
     except ValueError:

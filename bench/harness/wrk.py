@@ -1,4 +1,5 @@
-"""Load generation with wrk: a Lua script POSTs the JSON body and prints the summary as one JSON line."""
+"""Load generation with wrk: a Lua script POSTs the JSON body (with any extra headers) and prints the summary
+as one JSON line."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ RESULT_PREFIX = "BENCH_RESULT "
 _SCRIPT = """\
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
+%(headers)s
 wrk.body = [==[%(body)s]==]
 
 done = function(summary, latency, requests)
@@ -71,9 +73,13 @@ def ensure_wrk() -> str:
     )
 
 
-def write_script(path: Path, body: Any) -> Path:
+def write_script(path: Path, body: Any, headers: dict[str, str] | None = None) -> Path:
+    # A JSON string is a valid Lua string literal for the ASCII names and values that reach here.
+    extra = "\n".join(f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}" for k, v in (headers or {}).items())
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(_SCRIPT % {"body": json.dumps(body), "prefix": RESULT_PREFIX}, encoding="utf-8")
+    path.write_text(
+        _SCRIPT % {"body": json.dumps(body), "headers": extra, "prefix": RESULT_PREFIX}, encoding="utf-8"
+    )
     return path
 
 
