@@ -109,5 +109,8 @@ Failures:
   cheapest path, the floor that the others are compared with.
 - `errors` = responses with status 400 or more + socket errors (connect, read, write, timeout). Every server's
   answer is checked once for the right output before it is loaded.
+- `modelport server` is the platform's authenticated path: the module pushed to `modelport server` and
+  deployed with one replica, every request carrying a user's bearer token, so each one pays for token
+  authentication (a database lookup), the access check of the module's `Api` and the predict path.
 - `vs FastAPI` and `vs LitServe`: req/s divided by that framework's req/s on the same model and connections.
 """

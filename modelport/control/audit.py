@@ -47,7 +47,7 @@ class AuditTrail:
                     action=action[:64],
                     target=target[:255],
                     client=actor.client[:64] if actor.client else None,
-                    request_id=actor.request_id,
+                    request_id=actor.request_id[:64] if actor.request_id else None,
                     details=safe,
                 )
             )
