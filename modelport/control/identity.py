@@ -150,7 +150,7 @@ class Identity:
         self._dummy_hash = self.hasher.hash(secrets.token_urlsafe(16))
         self._throttle = _LoginThrottle(login_attempts)
         self._cache: dict[str, tuple[float, Principal]] = {}
-        self._oidc_seen: dict[tuple[str, str], tuple[tuple[Any, ...], int]] = {}
+        self._oidc_seen: dict[tuple[str, str], tuple[tuple[Any, ...], int, str]] = {}
         self._lock = threading.Lock()
 
     # Tokens
@@ -410,18 +410,17 @@ class Identity:
         shape = (identity.username, role, identity.groups)
         seen = self._oidc_seen.get(key)
         if seen is None or seen[0] != shape:
-            user_id = self._record_oidc_user(identity, role)
+            user_id, name = self._record_oidc_user(identity, role)
             with self._lock:
                 if len(self._oidc_seen) > 10_000:
                     self._oidc_seen.clear()
-                self._oidc_seen[key] = (shape, user_id)
+                self._oidc_seen[key] = (shape, user_id, name)
         else:
-            user_id = seen[1]
-        return Principal(
-            user_id=user_id, name=identity.username, role=role, groups=identity.groups, source="oidc"
-        )
+            _, user_id, name = seen
+        # The user list's name: the token's own, unless a local user had it first (then `name-2`).
+        return Principal(user_id=user_id, name=name, role=role, groups=identity.groups, source="oidc")
 
-    def _record_oidc_user(self, identity: OidcIdentity, role: Role) -> int:
+    def _record_oidc_user(self, identity: OidcIdentity, role: Role) -> tuple[int, str]:
         for attempt in range(3):
             try:
                 with self.database.session() as session:
@@ -443,7 +442,7 @@ class Identity:
                         user.groups = _groups(session, sorted(identity.groups), create=True)
                     user.last_login_at = utcnow()
                     session.flush()
-                    return user.id
+                    return user.id, user.name
             except IntegrityError:  # another request recorded the same user or group first
                 if attempt == 2:
                     raise

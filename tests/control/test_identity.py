@@ -176,7 +176,7 @@ def test_oidc_users_are_recorded_on_first_use_and_follow_their_tokens(identity):
     first = identity.oidc_principal(oidc("s-1", "ana", ["/team-a"], ["developer", "offline_access"]))
     assert first.role == Role.DEVELOPER and first.groups == frozenset({"/team-a"}) and first.source == "oidc"
     again = identity.oidc_principal(oidc("s-1", "ana", ["/team-a"], ["developer"]))
-    assert again.user_id == first.user_id
+    assert again.user_id == first.user_id and again.name == first.name == "ana-2"
     listed = {u["name"]: u for u in identity.users()}
     assert listed["ana-2"]["source"] == "oidc" and listed["ana-2"]["groups"] == ["/team-a"]
     assert listed["ana"]["role"] == "admin"  # the local user is untouched
