@@ -2,11 +2,16 @@
 
 Tokens carry 256 bits of randomness, so a plain SHA-256 digest (looked up by its unique index) is the right
 storage; passwords are guessable, so they are stored as Argon2id hashes and failed logins are throttled per
-account and per client address. A token is checked against the database on every request unless
-`cache_seconds` is set, so revoking one takes effect on the next request on every gateway process.
+account and per client address.
 
 OIDC users (see `oidc.py`) are recorded on first use under their issuer and subject; their role and groups
 come from each token and are copied to the user list when they change.
+
+Verified tokens are remembered in memory, each with the identity revision read before it was looked up: a
+single counter in the database that every revocation and every change to a user or a group increments. A
+request reads only that number; when it moved, the remembered tokens are looked up again. So revoking a
+token, disabling a user or changing their groups takes effect on the next request on every gateway process,
+and an unchanged token costs one tiny query.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from limits import parse
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
@@ -37,7 +42,7 @@ from modelport.core.errors import (
     NotFound,
     TooManyLoginAttempts,
 )
-from modelport.db import ApiToken, Database, Group, Role, User
+from modelport.db import ApiToken, Database, Group, IdentityRevision, Role, User
 from modelport.db.models import utcnow
 
 if TYPE_CHECKING:
@@ -139,17 +144,15 @@ class Identity:
         self,
         database: Database,
         *,
-        cache_seconds: float = 0.0,
         session_seconds: int = 3600,
         login_attempts: str = "5/minute",
     ) -> None:
         self.database = database
-        self.cache_seconds = cache_seconds
         self.session_seconds = session_seconds
         self.hasher = PasswordHasher()  # Argon2id with the RFC 9106 low-memory parameters
         self._dummy_hash = self.hasher.hash(secrets.token_urlsafe(16))
         self._throttle = _LoginThrottle(login_attempts)
-        self._cache: dict[str, tuple[float, Principal]] = {}
+        self._verified: dict[str, tuple[int, Principal, datetime | None]] = {}
         self._oidc_seen: dict[tuple[str, str], tuple[tuple[Any, ...], int, str]] = {}
         self._lock = threading.Lock()
 
@@ -185,11 +188,11 @@ class Identity:
     def verify(self, secret: str) -> Principal | None:
         """The principal a token stands for; None if it is unknown, revoked, expired or its user disabled."""
         key = digest(secret)
-        now = time.monotonic()
-        if self.cache_seconds:
-            cached = self._cache.get(key)
-            if cached is not None and cached[0] > now:
-                return cached[1]
+        revision = self._revision()
+        remembered = self._verified.get(key)
+        if remembered is not None and remembered[0] == revision:
+            _, principal, expires_at = remembered
+            return principal if expires_at is None or expires_at > utcnow() else None
         with self.database.session() as session:
             token = session.scalars(
                 select(ApiToken)
@@ -201,12 +204,16 @@ class Identity:
             if token.expires_at is not None and token.expires_at <= utcnow():
                 return None
             principal = _principal(token.user, token_id=token.id)
-        if self.cache_seconds:
-            with self._lock:
-                if len(self._cache) > 10_000:
-                    self._cache.clear()
-                self._cache[key] = (now + self.cache_seconds, principal)
+            expires_at = token.expires_at
+        with self._lock:
+            if len(self._verified) > 10_000:
+                self._verified.clear()
+            self._verified[key] = (revision, principal, expires_at)
         return principal
+
+    def _revision(self) -> int:
+        with self.database.engine.connect() as connection:
+            return int(connection.execute(_REVISION).scalar_one())
 
     def tokens(self, *, user_id: int | None = None) -> list[dict[str, Any]]:
         with self.database.session() as session:
@@ -230,13 +237,8 @@ class Identity:
                 raise NotFound(f"no token with id {token_id}")
             if token.revoked_at is None:
                 token.revoked_at = utcnow()
-            self._forget_cached(token.digest)
+                _changed(session)
             return token_info(token, token.user.name)
-
-    def _forget_cached(self, *digests: str) -> None:
-        with self._lock:
-            for key in digests:
-                self._cache.pop(key, None)
 
     def ensure_bootstrap(self, secret: str | None) -> str | None:
         """Make sure an admin can sign in; return a newly made secret to show once, else None.
@@ -349,15 +351,14 @@ class Identity:
                 user.password_hash = self.hasher.hash(password)
             if disabled is not None:
                 user.disabled = disabled
-            self._forget_cached(*(token.digest for token in user.tokens))
+            _changed(session)
             return user_info(user)
 
     def delete_user(self, user_id: int) -> None:
         """Delete a user and with it every token it holds."""
         with self.database.session() as session:
-            user = _user(session, user_id)
-            self._forget_cached(*(token.digest for token in user.tokens))
-            session.delete(user)
+            session.delete(_user(session, user_id))
+            _changed(session)
 
     def find_user(self, name: str) -> dict[str, Any] | None:
         with self.database.session() as session:
@@ -397,6 +398,7 @@ class Identity:
             if group is None:
                 raise NotFound(f"no group with id {group_id}")
             session.delete(group)
+            _changed(session)
 
     # OIDC
 
@@ -437,9 +439,10 @@ class Identity:
                             subject=identity.subject,
                         )
                         session.add(user)
-                    user.role = role
-                    if {g.path for g in user.groups} != identity.groups:
+                    if user.role != role or {g.path for g in user.groups} != identity.groups:
+                        user.role = role
                         user.groups = _groups(session, sorted(identity.groups), create=True)
+                        _changed(session)  # the user's API tokens now stand for the new role and groups
                     user.last_login_at = utcnow()
                     session.flush()
                     return user.id, user.name
@@ -447,6 +450,18 @@ class Identity:
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")
+
+
+_REVISION = select(IdentityRevision.revision).where(IdentityRevision.id == 1)
+
+
+def _changed(session: Session) -> None:
+    """Count a change that may invalidate verified tokens (in the same transaction as the change)."""
+    session.execute(
+        update(IdentityRevision)
+        .where(IdentityRevision.id == 1)
+        .values(revision=IdentityRevision.revision + 1)
+    )
 
 
 def _principal(user: User, *, token_id: int | None) -> Principal:

@@ -39,7 +39,6 @@ class Services:
         self.logs = ModuleLogs(settings.data_dir / "logs")
         self.identity = Identity(
             database,
-            cache_seconds=settings.token_cache_seconds,
             session_seconds=settings.session_seconds,
             login_attempts=settings.login_attempts,
         )

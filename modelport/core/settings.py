@@ -47,10 +47,6 @@ class Settings(BaseSettings):
     bootstrap_token: SecretStr | None = None
     """The first admin's API token; without it, the server makes one on first start and prints it once."""
 
-    token_cache_seconds: float = Field(0.0, ge=0, le=60)
-    """How long a verified API token is trusted without asking the database again (0: revocation takes
-    effect on the next request on every gateway process)."""
-
     session_seconds: int = Field(3600, ge=60, le=30 * 86_400)
     """Lifetime of the bearer tokens that `POST /api/v1/auth/token` hands out for a password."""
 

@@ -32,6 +32,7 @@ __all__ = [
     "BuildStatus",
     "Deployment",
     "Group",
+    "IdentityRevision",
     "Module",
     "Role",
     "User",
@@ -219,6 +220,18 @@ class ApiToken(Base):
     revoked_at: Mapped[datetime | None] = mapped_column()
 
     user: Mapped[User] = relationship(back_populates="tokens")
+
+
+class IdentityRevision(Base):
+    """One row counting changes that can invalidate a verified token: revocations, user and group changes.
+
+    Gateways keep verified tokens in memory and read this one number per request to know whether they may.
+    """
+
+    __tablename__ = "identity_revision"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    revision: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class AuditEvent(Base):

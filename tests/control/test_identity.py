@@ -3,6 +3,7 @@ OIDC users recorded on first use, and who may call or manage a module."""
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -112,12 +113,28 @@ def test_revoked_expired_and_disabled_tokens_stop_working_on_the_next_request(id
     assert identity.verify(live) is None and identity.tokens() == []
 
 
-def test_a_cached_token_is_forgotten_when_revoked_here(database):
-    identity = Identity(database, cache_seconds=60)
+def test_a_token_remembered_by_one_gateway_is_dropped_when_another_revokes_it(database):
+    here, there = Identity(database), Identity(database)  # two gateway processes, one database
+    user = here.create_user("ana", role=Role.USER, groups=[])
+    secret, info = here.issue(user["id"], name="ci")
+    other, _ = here.issue(user["id"], name="other")
+    assert here.verify(secret) is not None and here.verify(other) is not None
+    there.create_group("/team")
+    there.update_user(user["id"], groups=["/team"])
+    assert here.verify(secret).groups == frozenset({"/team"})
+    there.revoke(info["id"])
+    assert here.verify(secret) is None
+    assert here.verify(other) is not None
+    there.update_user(user["id"], disabled=True)
+    assert here.verify(other) is None
+
+
+def test_a_remembered_token_still_expires(database):
+    identity = Identity(database)
     user = identity.create_user("ana", role=Role.USER)
-    secret, info = identity.issue(user["id"], name="ci")
+    secret, _ = identity.issue(user["id"], name="short", expires_at=utcnow() + timedelta(seconds=0.3))
     assert identity.verify(secret) is not None
-    identity.revoke(info["id"])
+    time.sleep(0.4)
     assert identity.verify(secret) is None
 
 

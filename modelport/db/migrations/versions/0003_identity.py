@@ -1,4 +1,4 @@
-"""identity: users, groups and memberships, tokens owned by users, the audit trail
+"""identity: users, groups and memberships, tokens owned by users, the identity revision, the audit trail
 
 Existing tokens (each made for an admin) become tokens of one `admin` user. Module owners become group
 paths; an owner that is not a path (the name of whoever pushed first) is cleared, leaving the module
@@ -61,6 +61,13 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("memberships", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_memberships_group_id"), ["group_id"], unique=False)
+    revisions = op.create_table(
+        "identity_revision",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("revision", sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    op.bulk_insert(revisions, [{"id": 1, "revision": 0}])
     op.create_table(
         "audit_events",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
@@ -123,6 +130,7 @@ def downgrade() -> None:
         for column in ("at", "actor", "action", "target"):
             batch_op.drop_index(batch_op.f(f"ix_audit_events_{column}"))
     op.drop_table("audit_events")
+    op.drop_table("identity_revision")
     with op.batch_alter_table("memberships", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_memberships_group_id"))
     op.drop_table("memberships")
