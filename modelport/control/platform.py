@@ -84,6 +84,7 @@ class Services:
             if self.oidc is not None:
                 await self.oidc.close()
             await self.versions.close()
+            self.identity.close()
             self.logs.close()
 
     # identity
