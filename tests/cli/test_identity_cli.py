@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import socket
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,30 +24,7 @@ PASSWORD = "correct horse battery"
 Handler = Callable[[httpx.Request], httpx.Response]
 
 
-def unused_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@pytest.fixture(autouse=True)
-def server_url(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
-    """No saved login of the machine's user, and a server URL nothing listens on."""
-    url = f"http://127.0.0.1:{unused_port()}"
-    monkeypatch.setenv("MODELPORT_CONFIG_DIR", str(tmp_path / "config"))
-    monkeypatch.setenv("MODELPORT_URL", url)
-    monkeypatch.setenv("MODELPORT_TOKEN", "tok")
-    return url
-
-
-@pytest.fixture
-def no_server(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Fail the test if a command so much as creates a client."""
-
-    def refuse(*args: object, **kwargs: object) -> None:
-        raise AssertionError("the command tried to contact a server")
-
-    monkeypatch.setattr(platform_cli, "Client", refuse)
+pytestmark = pytest.mark.usefixtures("server_url")
 
 
 @pytest.fixture

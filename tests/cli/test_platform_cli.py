@@ -6,9 +6,7 @@ from __future__ import annotations
 import functools
 import io
 import json
-import os
 import shutil
-import socket
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -29,35 +27,7 @@ ECHO = Path(__file__).parents[1] / "fixtures" / "modules" / "echo"
 runner = CliRunner()
 
 
-def unused_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@pytest.fixture(autouse=True)
-def server_url(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
-    """No saved login of the machine's user, a server URL nothing listens on, and git without its config."""
-    url = f"http://127.0.0.1:{unused_port()}"
-    monkeypatch.setenv("MODELPORT_CONFIG_DIR", str(tmp_path / "config"))
-    monkeypatch.setenv("MODELPORT_URL", url)
-    monkeypatch.setenv("MODELPORT_TOKEN", "tok")
-    monkeypatch.setenv("GIT_CONFIG_GLOBAL", os.devnull)
-    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
-    for role in ("AUTHOR", "COMMITTER"):
-        monkeypatch.setenv(f"GIT_{role}_NAME", "Test")
-        monkeypatch.setenv(f"GIT_{role}_EMAIL", "test@example.com")
-    return url
-
-
-@pytest.fixture
-def no_server(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Fail the test if a command so much as creates a client."""
-
-    def refuse(*args: object, **kwargs: object) -> None:
-        raise AssertionError("the command tried to contact a server")
-
-    monkeypatch.setattr(platform_cli, "Client", refuse)
+pytestmark = pytest.mark.usefixtures("server_url")
 
 
 @pytest.fixture

@@ -5,44 +5,14 @@ from __future__ import annotations
 import hashlib
 import json
 import socket
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
+from recording import Handler
 
 import modelport.client
 from modelport.client import ApiError, Client, ConnectionFailed, WaitTimeout
-
-Handler = Callable[[httpx.Request], httpx.Response]
-
-
-class Recorder:
-    """A transport that answers with `handler` and keeps every request it saw, body read."""
-
-    def __init__(self, handler: Handler) -> None:
-        self.handler = handler
-        self.requests: list[httpx.Request] = []
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        request.read()
-        self.requests.append(request)
-        return self.handler(request)
-
-
-@pytest.fixture
-def client_for() -> Iterator[Callable[[Handler], tuple[Client, Recorder]]]:
-    made: list[Client] = []
-
-    def make(handler: Handler) -> tuple[Client, Recorder]:
-        recorder = Recorder(handler)
-        client = Client("http://platform.test/base/", "tok", transport=httpx.MockTransport(recorder))
-        made.append(client)
-        return client, recorder
-
-    yield make
-    for client in made:
-        client.close()
 
 
 def deployment(**fields: Any) -> dict[str, Any]:

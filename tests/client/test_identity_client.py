@@ -3,17 +3,14 @@ return, the password exchange that needs no token, and refusals that say when to
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
+from recording import Recorder
 
 from modelport.client import ApiError, Client
-
-Handler = Callable[[httpx.Request], httpx.Response]
 
 USER = {
     "id": 7,
@@ -37,41 +34,6 @@ TOKEN = {
     "expires_at": None,
     "revoked_at": None,
 }
-
-
-class Recorder:
-    """A transport that answers with `handler` and keeps every request it saw, body read."""
-
-    def __init__(self, handler: Handler) -> None:
-        self.handler = handler
-        self.requests: list[httpx.Request] = []
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        request.read()
-        self.requests.append(request)
-        return self.handler(request)
-
-    def sent(self) -> list[tuple[str, str, Any]]:
-        """(method, path with query, JSON body or None) of each request."""
-        return [
-            (r.method, r.url.raw_path.decode(), json.loads(r.content) if r.content else None)
-            for r in self.requests
-        ]
-
-
-@pytest.fixture
-def client_for() -> Iterator[Callable[[Handler], tuple[Client, Recorder]]]:
-    made: list[Client] = []
-
-    def make(handler: Handler) -> tuple[Client, Recorder]:
-        recorder = Recorder(handler)
-        client = Client("http://platform.test/base/", "tok", transport=httpx.MockTransport(recorder))
-        made.append(client)
-        return client, recorder
-
-    yield make
-    for client in made:
-        client.close()
 
 
 def test_exchange_password_sends_no_token() -> None:
