@@ -36,6 +36,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
+from modelport.core import manifests
 from modelport.core.errors import (
     BadRequest,
     Conflict,
@@ -62,7 +63,6 @@ __all__ = [
 
 TOKEN_PREFIX = "mp_"  # noqa: S105 - a public marker, not a secret
 _SHOWN_PREFIX = 10  # characters of a secret kept to recognise it in lists: the marker and 7 random ones
-_GROUP_PATH = re.compile(r"^(/[A-Za-z0-9][A-Za-z0-9._ -]{0,62})+$")
 _USER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,254}$")
 
 
@@ -109,9 +109,10 @@ def digest(secret: str) -> str:
 
 def check_group_path(path: str) -> str:
     """`path` if it is a full group path such as `/team/users`; `BadRequest` otherwise."""
-    if not _GROUP_PATH.match(path) or path.endswith(" "):
-        raise BadRequest(f"{path!r} is not a group path: expected a full path such as `/team/users`")
-    return path
+    try:
+        return manifests.check_group_path(path)
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
 
 
 @dataclass

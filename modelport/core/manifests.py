@@ -37,6 +37,7 @@ __all__ = [
     "ResponseCache",
     "RestfulApi",
     "SourceSpec",
+    "check_group_path",
     "load_documents",
     "load_module_manifest",
     "parse_document",
@@ -124,8 +125,12 @@ class SourceSpec(_Strict):
         return str(path)
 
 
-def _group_path(group: str) -> str:
-    if not group.startswith("/") or group == "/" or group.strip() != group or group.endswith("/"):
+_GROUP_PATH = re.compile(r"^(/[A-Za-z0-9][A-Za-z0-9._ -]{0,62})+$")
+
+
+def check_group_path(group: str) -> str:
+    """`group` if it is a full group path such as `/team/users` (Keycloak's form); `ValueError` otherwise."""
+    if not _GROUP_PATH.match(group) or group.endswith(" ") or len(group) > 255:
         raise ValueError(f"{group!r} is not a group path: expected a full path such as `/team/users`")
     return group
 
@@ -145,7 +150,7 @@ class ModuleSpec(_Strict):
     @field_validator("owner")
     @classmethod
     def _owner_group(cls, value: str | None) -> str | None:
-        return None if value is None else _group_path(value)
+        return None if value is None else check_group_path(value)
 
     @field_validator("entrypoint", "load")
     @classmethod
@@ -218,7 +223,7 @@ class Access(_Strict):
     @field_validator("groups")
     @classmethod
     def _group_paths(cls, values: list[str]) -> list[str]:
-        return [_group_path(group) for group in values]
+        return [check_group_path(group) for group in values]
 
 
 class RateLimit(_Strict):
