@@ -54,8 +54,7 @@ def caller_key(scope: Scope) -> str:
 
 def owner_key(scope: Scope) -> str:
     """The directory name of the caller's own files: its user's, or one shared by anonymous callers."""
-    user_id = principal_of(scope).user_id
-    return "anonymous" if user_id is None else hashlib.sha256(f"user:{user_id}".encode()).hexdigest()[:24]
+    return "anonymous" if principal_of(scope).user_id is None else caller_key(scope)
 
 
 class Authenticate:
