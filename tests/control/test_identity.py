@@ -4,6 +4,7 @@ OIDC users recorded on first use, and who may call or manage a module."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -36,8 +37,10 @@ def database(tmp_path: Path):
 
 
 @pytest.fixture
-def identity(database: Database) -> Identity:
-    return Identity(database, login_attempts="3/minute")
+def identity(database: Database) -> Iterator[Identity]:
+    identity = Identity(database, login_attempts="3/minute")
+    yield identity
+    identity.close()
 
 
 def dump(database: Database) -> str:
@@ -113,8 +116,10 @@ def test_revoked_expired_and_disabled_tokens_stop_working_on_the_next_request(id
     assert identity.verify(live) is None and identity.tokens() == []
 
 
-def test_a_token_remembered_by_one_gateway_is_dropped_when_another_revokes_it(database):
+def test_a_token_remembered_by_one_gateway_is_dropped_when_another_revokes_it(database, request):
     here, there = Identity(database), Identity(database)  # two gateway processes, one database
+    request.addfinalizer(here.close)
+    request.addfinalizer(there.close)
     user = here.create_user("ana", role=Role.USER, groups=[])
     secret, info = here.issue(user["id"], name="ci")
     other, _ = here.issue(user["id"], name="other")
@@ -129,8 +134,7 @@ def test_a_token_remembered_by_one_gateway_is_dropped_when_another_revokes_it(da
     assert here.verify(other) is None
 
 
-def test_a_remembered_token_still_expires(database):
-    identity = Identity(database)
+def test_a_remembered_token_still_expires(identity):
     user = identity.create_user("ana", role=Role.USER)
     secret, _ = identity.issue(user["id"], name="short", expires_at=utcnow() + timedelta(seconds=0.3))
     assert identity.verify(secret) is not None
@@ -274,3 +278,15 @@ def test_owners_of_new_modules(database):
         both.new_owner("/team-c")
     with pytest.raises(Forbidden):
         Permit(principal(Role.USER, "/team-a"), policies).new_owner("/team-a")
+
+
+def test_a_broken_revision_connection_is_replaced(identity):
+    user = identity.create_user("ana", role=Role.USER)
+    secret, _ = identity.issue(user["id"], name="t")
+    assert identity.verify(secret) is not None
+    identity._reader.driver_connection.close()  # as if the database had dropped it
+    assert identity.verify(secret) is not None  # answered through the pool instead
+    assert identity.verify(secret) is not None  # and a new held connection
+    assert identity._reader is not None
+    identity.close()
+    assert identity._reader is None
