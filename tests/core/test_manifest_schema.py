@@ -133,7 +133,7 @@ def test_wildcard_among_other_origins_is_refused() -> None:
 
 @pytest.mark.parametrize("group", ["team", "", "/", " /team", "/team/", "/a//b", "/team ", "/x/../y"])
 def test_groups_must_be_full_paths(group: str) -> None:
-    # The same rule as for groups made through the API, so that a manifest can only name a group that can exist.
+    # The rule of groups made through the API: a manifest can only name a group that can exist.
     problem = only_problem(api(access={"groups": ["/ok", group]}))
 
     assert problem["field"] == "spec.access.groups"
