@@ -22,6 +22,7 @@ from modelport.control.dev import DevModule
 from modelport.control.identity import new_secret
 from modelport.control.modules import ModuleRegistry, predict, read_module, start_module
 from modelport.control.platform import Services
+from modelport.control.request_files import RequestFiles
 from modelport.core.errors import ModelportError
 from modelport.core.settings import Settings
 from modelport.db import Database
@@ -31,6 +32,7 @@ from modelport.obs import redact as redaction
 from modelport.runtime.environments import Environments
 from modelport.runtime.files import FileChecker
 from modelport.sdk.validation import ParsedRequest, UploadedFile, parse_form
+from modelport.storage import LocalStore, open_store
 
 __all__ = [
     "DevServer",
@@ -58,6 +60,7 @@ class DevServer:
         self.settings = settings
         self.registry = ModuleRegistry()
         self.reload = reload
+        self.store = LocalStore(settings.storage_dir())
         self.module = DevModule(
             directory,
             registry=self.registry,
@@ -66,12 +69,16 @@ class DevServer:
             log_sink=worker_log_printer(directory.resolve().name),
             report=lambda message: print(f"modelport: {message}", file=sys.stderr, flush=True),
         )
-        self.app = create_app(registry=self.registry, settings=settings, lifespan=lambda app: self.running())
+        files = RequestFiles(self.store, bucket=settings.request_bucket, readable=None)
+        self.app = create_app(
+            registry=self.registry, settings=settings, files=files, lifespan=lambda app: self.running()
+        )
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
         """Load the module (and watch it) for as long as the context lasts."""
         stop = asyncio.Event()
+        await asyncio.to_thread(self.store.create_bucket, self.settings.request_bucket)
         await self.module.load()
         watcher = asyncio.create_task(self.module.watch(stop)) if self.reload else None
         try:
@@ -103,6 +110,7 @@ class PlatformServer:
             settings=settings,
             database=self.database,
             environments=Environments(settings.data_dir / "environments"),
+            store=open_store(settings),
         )
         self.limiter = RateLimiter(settings.redis_url)
         self.app = create_platform_app(

@@ -16,6 +16,7 @@ from oidc_provider import OidcProvider
 from platform_server import ADMIN_TOKEN, ServerProcess
 from postgres import Cluster
 from repos import git
+from s3_server import S3Server
 
 from modelport.app import DevServer
 from modelport.control.modules import ServedModule
@@ -140,3 +141,13 @@ def oidc_provider() -> Iterator[OidcProvider]:
     """
     with OidcProvider() as provider:
         yield provider
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """One S3 service (moto, in its own process, checking presigned URLs) on 127.0.0.1 for the session.
+
+    `.endpoint_url`, `.access_key_id`, `.secret_access_key`, `.region`; tests keep apart by bucket prefix.
+    """
+    with S3Server() as server:
+        yield server

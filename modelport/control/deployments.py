@@ -24,6 +24,7 @@ from sqlalchemy import select
 
 from modelport.control.modules import ModuleRegistry, ServedModule, start_module
 from modelport.control.versions import Versions
+from modelport.control.weights import ModelWeights
 from modelport.core.errors import (
     BadRequest,
     Conflict,
@@ -72,12 +73,14 @@ class Deployments:
         registry: ModuleRegistry,
         settings: Settings,
         logs: ModuleLogs,
+        weights: ModelWeights | None = None,
     ) -> None:
         self.database = database
         self.versions = versions
         self.registry = registry
         self.settings = settings
         self.logs = logs
+        self.weights = weights
         self._wake = asyncio.Event()
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._warm: dict[str, tuple[ServedModule, float]] = {}
@@ -354,6 +357,7 @@ class Deployments:
             replicas=replicas,
             log=self.logs.sink(module, version),
             python=built.environment.python,
+            weights=self.weights,
         )
 
     def _retire(self, module: str, served: ServedModule) -> None:

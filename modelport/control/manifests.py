@@ -8,6 +8,9 @@ Deleting an object that does not exist is refused with `NotFound` (404, `not_fou
 object, and nothing is deleted, as `kubectl delete` does without `--ignore-not-found`; `ignore_missing=True`
 skips them instead. Deleting a module deletes its versions, deployment and APIs with it (the database
 cascades), and each of its APIs is reported as deleted too.
+
+`Storage` manifests declare buckets; only admins apply or delete them. Applying one makes the bucket in the
+object store; deleting one is refused (409 `bucket_not_empty`) while the bucket holds objects.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from modelport.control.access import ALLOW_ALL, Permit
-from modelport.core.errors import BadRequest, Conflict, ModelportError, NotFound
+from modelport.core.errors import BadRequest, BucketNotFound, Conflict, Forbidden, ModelportError, NotFound
 from modelport.core.manifests import (
     KINDS,
     ApiManifest,
@@ -34,12 +37,14 @@ from modelport.core.manifests import (
     Metadata,
     ModuleManifest,
     Problem,
+    StorageManifest,
     parse_document,
     to_document,
 )
-from modelport.db import ApiDefinition, Database, Module
+from modelport.db import ApiDefinition, Bucket, Database, Module, Role
+from modelport.storage import ObjectStore
 
-__all__ = ["Action", "Change", "ManifestInvalid", "Manifests"]
+__all__ = ["Action", "BucketNotEmpty", "Change", "ManifestInvalid", "Manifests"]
 
 log = logging.getLogger("modelport.manifests")
 
@@ -83,13 +88,27 @@ class ManifestInvalid(ModelportError):
         return cls(str(error), details=[])
 
 
+class BucketNotEmpty(Conflict):
+    """The bucket still holds objects; delete them first."""
+
+    code = "bucket_not_empty"
+
+
+Row = Module | ApiDefinition | Bucket
+
+
 class Manifests:
-    """Apply, delete and read the `Module` and `Api` manifests stored in the database."""
+    """Apply, delete and read the `Module`, `Api` and `Storage` manifests stored in the database."""
 
     def __init__(
-        self, database: Database, *, on_change: Callable[[list[Change]], None] | None = None
+        self,
+        database: Database,
+        *,
+        store: ObjectStore | None = None,
+        on_change: Callable[[list[Change]], None] | None = None,
     ) -> None:
         self.database = database
+        self.store = store
         self._on_change = on_change
 
     def apply(
@@ -120,11 +139,19 @@ class Manifests:
                         session, manifests[index], write=not dry_run, permit=permit, created=created
                     )
                     session.flush()
+                if not dry_run:
+                    self._make_buckets([m for m in manifests if isinstance(m, StorageManifest)])
         except IntegrityError:
             raise Conflict("the objects changed while this request applied them; apply again") from None
         result = [changes[i] for i in range(len(manifests))]
         self._committed(result, dry_run=dry_run, actor=actor)
         return result
+
+    def _make_buckets(self, buckets: list[StorageManifest]) -> None:
+        for manifest in buckets:
+            if self.store is None:
+                raise BadRequest("this server has no object storage; Storage manifests cannot be applied")
+            self.store.create_bucket(manifest.metadata.name)
 
     def delete(
         self,
@@ -146,7 +173,7 @@ class Manifests:
             for index, kind, name in targets:
                 row = _row(session, kind, name)
                 if row is not None and permit is not None:
-                    permit.manage(name if isinstance(row, Module) else row.module_name)
+                    _may_change(permit, row)
                 if row is None:
                     missing.append({"document": index, "kind": kind, "name": name})
                 else:
@@ -154,6 +181,7 @@ class Manifests:
             if missing and not ignore_missing:
                 names = ", ".join(f"{m['kind']}/{m['name']}" for m in missing)
                 raise NotFound(f"not found, so nothing was deleted: {names}", details=missing)
+            self._check_empty([name for kind, name, _ in rows if kind == "Storage"])
             rows += _cascaded_apis(session, rows)
             changes = [
                 Change(
@@ -165,6 +193,15 @@ class Manifests:
                 _delete(session, rows)
         self._committed(changes, dry_run=dry_run, actor=actor)
         return changes
+
+    def _check_empty(self, buckets: list[str]) -> None:
+        for bucket in buckets:
+            try:
+                empty = self.store is None or not self.store.list(bucket, limit=1).objects
+            except BucketNotFound:  # never made in the store: nothing to keep
+                empty = True
+            if not empty:
+                raise BucketNotEmpty(f"bucket {bucket!r} still holds objects; delete them first")
 
     def get(self, kind: str, name: str) -> dict[str, Any]:
         """The stored manifest of one object; `NotFound` if there is none."""
@@ -190,7 +227,7 @@ class Manifests:
     def list(self, kind: str) -> list[dict[str, Any]]:
         """The stored manifests of every object of `kind`, by name."""
         _known(kind)
-        model = Module if kind == "Module" else ApiDefinition
+        model = _MODELS[kind]
         with self.database.session() as session:
             rows = session.execute(select(model.name, model.manifest).order_by(model.name)).all()
             return [_stored(kind, name, manifest) for name, manifest in rows]
@@ -292,8 +329,12 @@ def _apply_one(
         session.add(Module(name=name, owner=owner, manifest=new))
     elif row is None and isinstance(manifest, ApiManifest):
         session.add(ApiDefinition(name=name, module_name=manifest.spec.module, manifest=new))
+    elif row is None and isinstance(manifest, StorageManifest):
+        session.add(Bucket(name=name, manifest=new, quota_bytes=manifest.spec.quota_bytes, used_bytes=0))
     elif row is not None:
         row.manifest = new
+        if isinstance(row, Bucket) and isinstance(manifest, StorageManifest):
+            row.quota_bytes = manifest.spec.quota_bytes
         if isinstance(row, ApiDefinition) and isinstance(manifest, ApiManifest):
             row.module_name = manifest.spec.module
         if isinstance(row, Module) and isinstance(manifest, ModuleManifest) and manifest.spec.owner:
@@ -301,10 +342,12 @@ def _apply_one(
     return change
 
 
-def _owner(
-    row: Module | ApiDefinition | None, manifest: Manifest, permit: Permit | None, created: set[str]
-) -> str | None:
+def _owner(row: Row | None, manifest: Manifest, permit: Permit | None, created: set[str]) -> str | None:
     """Check that the actor may make this change; for a module, the group that will own it."""
+    if isinstance(manifest, StorageManifest):
+        if permit is not None:
+            _admin_only(permit)
+        return None
     if isinstance(manifest, ApiManifest):
         if permit is not None:
             if manifest.spec.module not in created:
@@ -323,10 +366,25 @@ def _owner(
     return declared or row.owner
 
 
-def _row(session: Session, kind: str, name: str) -> Module | ApiDefinition | None:
-    if kind == "Module":
-        return session.get(Module, name)
-    return session.get(ApiDefinition, name)
+def _may_change(permit: Permit, row: Row) -> None:
+    if isinstance(row, Bucket):
+        _admin_only(permit)
+    else:
+        permit.manage(row.name if isinstance(row, Module) else row.module_name)
+
+
+def _admin_only(permit: Permit) -> None:
+    if permit.principal.role != Role.ADMIN:
+        raise Forbidden("buckets (Storage manifests) are declared by admins")
+
+
+_MODELS: dict[str, type[Row]] = {"Module": Module, "Api": ApiDefinition, "Storage": Bucket}
+
+
+def _row(session: Session, kind: str, name: str) -> Row | None:
+    row = session.get(_MODELS[kind], name)
+    assert row is None or isinstance(row, Module | ApiDefinition | Bucket)
+    return row
 
 
 def _cascaded_apis(
@@ -348,6 +406,9 @@ def _cascaded_apis(
 def _delete(session: Session, rows: list[tuple[str, str, Any]]) -> None:
     apis = [name for kind, name, _ in rows if kind == "Api"]
     modules = [name for kind, name, _ in rows if kind == "Module"]
+    buckets = [name for kind, name, _ in rows if kind == "Storage"]
+    if buckets:
+        session.execute(delete(Bucket).where(Bucket.name.in_(buckets)))
     if apis:
         session.execute(delete(ApiDefinition).where(ApiDefinition.name.in_(apis)))
     if modules:  # versions, deployments and APIs go with them (ON DELETE CASCADE)

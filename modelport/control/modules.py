@@ -13,8 +13,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from modelport.core.errors import ModuleNotFound, ModuleUnavailable, SetupFailed, VersionNotFound
-from modelport.core.manifests import Metadata, ModuleManifest, load_module_manifest
+from modelport.control.weights import ModelWeights
+from modelport.core.errors import (
+    ModelportError,
+    ModuleNotFound,
+    ModuleUnavailable,
+    SetupFailed,
+    VersionNotFound,
+)
+from modelport.core.manifests import Metadata, ModelSpec, ModuleManifest, load_module_manifest
 from modelport.core.settings import Settings
 from modelport.runtime.files import FileChecker, sniff
 from modelport.runtime.pool import PoolConfig, WorkerPool
@@ -55,6 +62,10 @@ class ServedModule:
     started: float = field(default_factory=time.time)
     in_flight: int = 0
     """Requests routed here and not yet answered; a version being replaced stops only once they are done."""
+    weights: ModelWeights | None = None
+    """Where the weights of a module whose `model.bucket` is set come from."""
+    model_dirs: dict[str, Path] = field(default_factory=dict)
+    """The local directory of every model key fetched so far, so a request lists the store only once."""
 
     async def drain(self, timeout: float) -> None:
         """Wait (up to `timeout` s) for the requests routed here to finish, then stop the workers."""
@@ -74,6 +85,18 @@ class ServedModule:
     @property
     def default_model_key(self) -> str:
         return self.definition.manifest.spec.model.key
+
+    async def model_path(self, model_key: str) -> str | None:
+        """The local directory of `model_key`'s weights, fetched on first use; None when the module keeps
+        its weights in its own tree. Raises `ModelNotFound`, `CorruptObject` or `StorageUnavailable`."""
+        model = self.definition.manifest.spec.model
+        if model.bucket is None or self.weights is None:
+            return None
+        path = self.model_dirs.get(model_key)
+        if path is None or not path.is_dir():  # not fetched yet, or evicted from the cache since
+            path = await self.weights.fetch(model.bucket, model.path, model_key)
+            self.model_dirs[model_key] = path
+        return str(path)
 
 
 def read_module(directory: Path, *, name: str | None = None) -> ModuleDefinition:
@@ -106,11 +129,17 @@ async def start_module(
     replicas: int | None,
     log: LogSink,
     python: str | None = None,
+    weights: ModelWeights | None = None,
 ) -> ServedModule:
     """Start the module's workers (with `python`, default this interpreter) and run its warm-up example;
-    raises `SetupFailed` if either fails."""
+    raises `SetupFailed` if either fails.
+
+    A module whose `model.bucket` is set needs `weights`: its default model key's weights are fetched (and
+    checked) before any worker starts, so a version with missing or corrupt weights never takes traffic.
+    """
     spec = definition.manifest.spec
     resources = spec.resources
+    model_dirs = await _fetch_default_model(definition.name, spec.model, weights)
     count = replicas if replicas is not None else max(1, resources.replicas)
     output_dir = settings.data_dir / "outputs"
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -124,6 +153,7 @@ async def start_module(
             "models_dir": str(definition.directory / spec.model.path),
             "cache_size": spec.model.cache_size,
             "output_dir": str(output_dir.resolve()),
+            "default_model_path": str(model_dirs[spec.model.key]) if model_dirs else None,
         },
         threads=resources.threads or settings.threads_per_worker(count),
         env=dict(spec.env),
@@ -143,7 +173,7 @@ async def start_module(
         log=log,
     )
     await pool.start()
-    served = ServedModule(definition, version, pool)
+    served = ServedModule(definition, version, pool, weights=weights, model_dirs=model_dirs)
     if spec.example is not None:
         try:
             await warm_up(served, spec.example, settings=settings)
@@ -151,6 +181,25 @@ async def start_module(
             await pool.close(grace=5)
             raise
     return served
+
+
+async def _fetch_default_model(name: str, model: ModelSpec, weights: ModelWeights | None) -> dict[str, Path]:
+    """`{default key: local directory}` for a module whose weights live in a bucket; `{}` otherwise."""
+    if model.bucket is None:
+        return {}
+    if weights is None:
+        raise SetupFailed(
+            f"module {name} keeps its weights in bucket {model.bucket!r}, which needs object storage; "
+            "this server has none configured"
+        )
+    try:
+        path = await weights.fetch(model.bucket, model.path, model.key)
+    except ModelportError as exc:
+        raise SetupFailed(
+            f"fetching the weights of model key {model.key!r} (bucket {model.bucket!r}, "
+            f"{model.path}/{model.key}/) failed: {exc.message}"
+        ) from None
+    return {model.key: path}
 
 
 async def warm_up(served: ServedModule, example: dict[str, Any], *, settings: Settings) -> None:
@@ -194,11 +243,13 @@ def _uploads(settings: Settings) -> Path:
 
 
 async def predict(served: ServedModule, request: ParsedRequest) -> list[dict[str, Any]]:
+    model_key = request.model_key or served.default_model_key
     return await served.pool.predict(
         request.records,
         parameters=request.parameters,
-        model_key=request.model_key or served.default_model_key,
+        model_key=model_key,
         output_fields=request.output_fields,
+        model_path=await served.model_path(model_key),
     )
 
 

@@ -1,10 +1,11 @@
 """The platform's services in one object: identity and access, versions, deployments, manifests, git sources,
-the audit trail."""
+storage, the audit trail."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -18,23 +19,41 @@ from modelport.control.identity import TOKEN_PREFIX, Identity, Principal
 from modelport.control.manifests import Change, Manifests
 from modelport.control.modules import ModuleRegistry
 from modelport.control.oidc import OidcVerifier
+from modelport.control.request_files import RequestFiles
 from modelport.control.sources import GitSources
+from modelport.control.storage import Storage
 from modelport.control.versions import Versions
+from modelport.control.weights import ModelWeights
 from modelport.core.errors import ModuleNotFound
 from modelport.core.settings import Settings
 from modelport.db import Database, Module, Version
 from modelport.obs.logs import ModuleLogs
 from modelport.runtime.environments import Environments
+from modelport.storage import ObjectStore
 
 __all__ = ["Services"]
+
+log = logging.getLogger("modelport.platform")
 
 
 class Services:
     """Everything the gateway calls into, wired from one settings object."""
 
-    def __init__(self, *, settings: Settings, database: Database, environments: Environments) -> None:
+    def __init__(
+        self, *, settings: Settings, database: Database, environments: Environments, store: ObjectStore
+    ) -> None:
         self.settings = settings
         self.database = database
+        self.store = store
+        self.storage = Storage(database, store, settings=settings)
+        self.request_files = RequestFiles(
+            store,
+            bucket=settings.request_bucket,
+            readable=self._readable,
+        )
+        self.weights = ModelWeights(
+            store, cache_dir=settings.data_dir / "model-cache", max_bytes=settings.model_cache_bytes
+        )
         self.registry = ModuleRegistry()
         self.logs = ModuleLogs(settings.data_dir / "logs")
         self.identity = Identity(
@@ -52,9 +71,14 @@ class Services:
             on_built=lambda module, version: self.deployments.wake(),
         )
         self.deployments = Deployments(
-            database, versions=self.versions, registry=self.registry, settings=settings, logs=self.logs
+            database,
+            versions=self.versions,
+            registry=self.registry,
+            settings=settings,
+            logs=self.logs,
+            weights=self.weights,
         )
-        self.manifests = Manifests(database, on_change=self._manifests_changed)
+        self.manifests = Manifests(database, store=store, on_change=self._manifests_changed)
         self.sources = GitSources(
             database,
             work_dir=settings.data_dir / "sources",
@@ -67,12 +91,14 @@ class Services:
     async def running(self) -> AsyncIterator[None]:
         """Resume unfinished builds and reconcile deployments for as long as the block runs."""
         stop = asyncio.Event()
+        await asyncio.to_thread(self.storage.start)
         self.versions.resume()
         loops = [
             asyncio.create_task(self.deployments.run(stop), name="reconciler"),
             asyncio.create_task(
                 self.sources.run(stop, interval=self.settings.source_poll_seconds), name="sources"
             ),
+            asyncio.create_task(self._sweep_storage(stop), name="storage"),
         ]
         try:
             yield
@@ -86,6 +112,20 @@ class Services:
             await self.versions.close()
             self.identity.close()
             self.logs.close()
+            self.store.close()
+
+    async def _sweep_storage(self, stop: asyncio.Event) -> None:
+        """Delete objects past their retention and recount usage, every `storage_sweep_seconds`."""
+        while not stop.is_set():
+            try:
+                await asyncio.to_thread(self.storage.sweep)
+            except Exception:
+                log.exception("sweeping the object store failed; trying again later")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.settings.storage_sweep_seconds)
+
+    def _readable(self, principal: Principal, bucket: str) -> None:
+        self.storage.require(principal, bucket, write=False)
 
     # identity
 

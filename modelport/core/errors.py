@@ -52,10 +52,28 @@ class NotFound(ModelportError):
     status, code = 404, "not_found"
 
 
+class BucketNotFound(NotFound):
+    """No such bucket, or none the caller may see."""
+
+    code = "bucket_not_found"
+
+
+class ObjectNotFound(NotFound):
+    """No such object in this bucket."""
+
+    code = "object_not_found"
+
+
 class ModuleNotFound(NotFound):
     """No such module."""
 
     code = "module_not_found"
+
+
+class ModelNotFound(NotFound):
+    """No weights for this model key in the module's bucket."""
+
+    code = "model_not_found"
 
 
 class VersionNotFound(NotFound):
@@ -124,6 +142,12 @@ class VersionFailed(Conflict):
     code = "version_failed"
 
 
+class InvalidKey(BadRequest):
+    """The object key is not acceptable: empty, too long, or a path that could leave its bucket."""
+
+    code = "invalid_key"
+
+
 class InvalidModule(BadRequest):
     """The uploaded module cannot be read: a broken archive, manifest or docstring."""
 
@@ -140,6 +164,18 @@ class PayloadTooLarge(ModelportError):
     """The request body is larger than the server accepts."""
 
     status, code = 413, "payload_too_large"
+
+
+class LengthRequired(ModelportError):
+    """The upload must say its size in `Content-Length`."""
+
+    status, code = 411, "length_required"
+
+
+class RangeNotSatisfiable(ModelportError):
+    """The requested byte range lies outside the object."""
+
+    status, code = 416, "range_not_satisfiable"
 
 
 class UnsupportedMediaType(ModelportError):
@@ -198,6 +234,25 @@ class SetupFailed(ModelportError):
     """A worker could not start: the module failed to import or its `load` raised."""
 
     status, code, public = 503, "setup_failed", True
+    retry_after = 5.0
+
+
+class QuotaExceeded(ModelportError):
+    """The bucket's quota leaves no room for this object."""
+
+    status, code, public = 507, "quota_exceeded", True
+
+
+class CorruptObject(ModelportError):
+    """A stored object does not match the checksum recorded when it was written."""
+
+    status, code, public = 500, "corrupt_object", True
+
+
+class StorageUnavailable(ModelportError):
+    """The object store cannot be reached or failed."""
+
+    status, code, public = 503, "storage_unavailable", True
     retry_after = 5.0
 
 

@@ -1,8 +1,9 @@
 """Declarative manifests (`modelport.yaml`): Kubernetes-shaped objects, strict about unknown fields.
 
-`load_documents` reads a multi-document YAML stream; `parse_document` turns one document into a `Module` or an
-`Api` manifest. Every problem is reported with the document's position, its kind and name, and the dotted path
-of the field (`spec.resources.replicas`), so a client can point at the exact line the author has to change.
+`load_documents` reads a multi-document YAML stream; `parse_document` turns one document into a `Module`, an
+`Api` or a `Storage` manifest. Every problem is reported with the document's position, its kind and name,
+and the dotted path of the field (`spec.resources.replicas`), so a client can point at the exact line the
+author has to change.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from types import UnionType
 from typing import Any, Literal, TypedDict, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails
 
 __all__ = [
@@ -37,11 +38,15 @@ __all__ = [
     "ResponseCache",
     "RestfulApi",
     "SourceSpec",
+    "StorageAccess",
+    "StorageManifest",
+    "StorageSpec",
     "check_group_path",
     "load_documents",
     "load_module_manifest",
     "parse_document",
     "parse_rate",
+    "parse_size",
     "to_document",
 ]
 
@@ -51,6 +56,8 @@ _RATE_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86_400}
 _ORIGIN = re.compile(r"^[a-z][a-z0-9+.-]*://(\[[0-9a-f:.]+\]|[^\s/:?#@\[\]\\]+)(:\d{1,5})?$")
 _HEADER = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
 _MAX_NODES = 100_000
+_SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgtp]i?b?|b)?$")
+_SIZE_UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12, "p": 10**15}
 
 
 class Problem(TypedDict):
@@ -84,12 +91,26 @@ class Metadata(_Strict):
 
 
 class ModelSpec(_Strict):
-    """Where the module's weights live and how many models a worker keeps loaded."""
+    """Where the module's weights live and how many models a worker keeps loaded.
 
-    key: str = "default"
-    bucket: str | None = None
+    Without `bucket`, the weights of model key `k` are the directory `<path>/<k>/` of the module's own tree.
+    With `bucket`, they are the objects under `<path>/<k>/` in that storage bucket, fetched (and checked
+    against their recorded checksums) into a local cache before `load` sees them.
+    """
+
+    key: str = Field("default", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+    """The model key of requests that name none."""
+    bucket: str | None = Field(None, pattern=_NAME)
     path: str = "models"
     cache_size: int = Field(2, ge=1, alias="cacheSize")
+
+    @field_validator("path")
+    @classmethod
+    def _relative_path(cls, value: str) -> str:
+        parts = value.strip("/").split("/")
+        if value.startswith("/") or "\\" in value or any(p in ("", ".", "..") for p in parts):
+            raise ValueError("expected a relative path such as `models` or `digits/v2`, without `.` or `..`")
+        return "/".join(parts)
 
 
 class Resources(_Strict):
@@ -267,8 +288,62 @@ class ApiManifest(_Strict):
     spec: ApiManifestSpec
 
 
-Manifest = ModuleManifest | ApiManifest
-KINDS: dict[str, type[ModuleManifest] | type[ApiManifest]] = {"Api": ApiManifest, "Module": ModuleManifest}
+# Storage
+
+
+class StorageAccess(_Strict):
+    """Who may use the bucket besides admins: `groups` read and write, `readGroups` only read."""
+
+    groups: list[str] = []
+    read_groups: list[str] = Field([], alias="readGroups")
+
+    @field_validator("groups", "read_groups")
+    @classmethod
+    def _group_paths(cls, values: list[str]) -> list[str]:
+        return [check_group_path(group) for group in values]
+
+
+class StorageSpec(_Strict):
+    access: StorageAccess = StorageAccess()
+    quota: StrictInt | str | None = None
+    """Most bytes the bucket may hold: a number of bytes or a size such as `500MB`, `10GiB`."""
+    retention_days: float | None = Field(None, gt=0, le=36_500, alias="retentionDays")
+    """Objects older than this are deleted."""
+
+    @field_validator("quota")
+    @classmethod
+    def _size(cls, value: int | str | None) -> int | str | None:
+        if value is not None:
+            parse_size(value)
+        return value
+
+    @property
+    def quota_bytes(self) -> int | None:
+        return None if self.quota is None else parse_size(self.quota)
+
+
+class StorageManifest(_Strict):
+    """An object-storage bucket: who may use it, how much it may hold, how long objects are kept."""
+
+    api_version: Literal["modelport/v1"] = Field("modelport/v1", alias="apiVersion")
+    kind: Literal["Storage"] = "Storage"
+    metadata: Metadata
+    spec: StorageSpec = StorageSpec()
+
+    @field_validator("metadata")
+    @classmethod
+    def _bucket_name(cls, value: Metadata) -> Metadata:
+        if len(value.name) < 3:
+            raise ValueError("a bucket name has 3 to 63 characters")
+        return value
+
+
+Manifest = ModuleManifest | ApiManifest | StorageManifest
+KINDS: dict[str, type[ModuleManifest] | type[ApiManifest] | type[StorageManifest]] = {
+    "Api": ApiManifest,
+    "Module": ModuleManifest,
+    "Storage": StorageManifest,
+}
 """The kinds `parse_document` knows, by the name a document's `kind` gives."""
 
 
@@ -281,6 +356,22 @@ def parse_rate(text: str) -> tuple[int, int]:
     if count < 1:
         raise ValueError(f"{text!r} allows no request at all; the count must be at least 1")
     return count, _RATE_SECONDS[match.group(2)]
+
+
+def parse_size(value: int | str) -> int:
+    """`"10GiB"` → 10737418240: a number of bytes, or a decimal (kB, MB...) or binary (KiB, MiB...) size."""
+    if isinstance(value, bool):
+        raise ValueError("expected a size such as 500MB or 10GiB")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError("a size cannot be negative")
+        return value
+    match = _SIZE.match(value.strip().lower())
+    if match is None:
+        raise ValueError(f"{value!r} is not a size: expected bytes or a size such as 500MB or 10GiB")
+    number, unit = float(match.group(1)), match.group(2) or ""
+    factor = 1024 ** ("kmgtp".index(unit[0]) + 1) if "i" in unit else _SIZE_UNITS[unit[:1]]
+    return int(number * factor)
 
 
 def to_document(manifest: Manifest) -> dict[str, Any]:

@@ -46,13 +46,18 @@ class FileRef(msgspec.Struct, frozen=True):
 
 
 class Call(msgspec.Struct, tag="call", frozen=True):
-    """Run `inference` once on `records`; `parameters[i]` belongs to `records[i]`."""
+    """Run `inference` once on `records`; `parameters[i]` belongs to `records[i]`.
+
+    `model_path` is the local directory of `model_key`'s weights when the gateway fetched them from object
+    storage; None means the module's own `<models_dir>/<model_key>`.
+    """
 
     id: int
     records: list[dict[str, Any]]
     parameters: list[dict[str, Any]]
     output_fields: list[str]
     model_key: str
+    model_path: str | None = None
 
 
 class Shutdown(msgspec.Struct, tag="shutdown", frozen=True):
@@ -87,7 +92,8 @@ class Result(msgspec.Struct, tag="result", frozen=True):
 
 
 class CallFailed(msgspec.Struct, tag="call_failed", frozen=True):
-    """The call failed: `code` is `module_error` (user code raised) or `bad_module_output`."""
+    """The call failed: `code` is `module_error` (user code raised), `load_failed` (`load` raised for the
+    call's model key: no record of the call could succeed) or `bad_module_output`."""
 
     id: int
     code: str

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -94,6 +94,43 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     """`redis://host:port/db` to share rate-limit counters between gateway processes; default: in memory."""
 
+    max_object_bytes: int = Field(5 * 1024**3, ge=1)
+    """Largest object the files API accepts in one upload."""
+
+    storage_backend: Literal["local", "s3"] = "local"
+    """Where buckets live: `local` (files under `data_dir/objects`) or `s3` (any S3-compatible service)."""
+
+    s3_endpoint_url: str | None = None
+    """The S3 service's URL (`http://minio:9000`); default: AWS for `s3_region`."""
+
+    s3_region: str = "us-east-1"
+    """The S3 region requests are signed for."""
+
+    s3_access_key_id: str | None = None
+    """S3 credentials; default: boto3's own lookup (environment, profile, instance role)."""
+
+    s3_secret_access_key: SecretStr | None = None
+
+    s3_bucket_prefix: str = "modelport-"
+    """Prepended to each bucket's name to make the S3 bucket name (`models` → `modelport-models`)."""
+
+    request_bucket: str = "requests"
+    """The bucket keeping request files: uploads of synchronous calls and file outputs. A `Storage` manifest
+    of this name sets their retention and who may browse them; without one they are kept
+    `request_retention_days` days and only admins see them."""
+
+    request_retention_days: float = Field(7.0, gt=0, le=3650)
+    """How long request files are kept when no `Storage` manifest of `request_bucket` says otherwise."""
+
+    presign_max_seconds: int = Field(7 * 86_400, ge=1, le=7 * 86_400)
+    """Longest lifetime a presigned URL may be given (S3's own limit is 7 days)."""
+
+    storage_sweep_seconds: float = Field(300.0, gt=0, le=86_400)
+    """How often expired objects are deleted and bucket usage is recounted."""
+
+    model_cache_bytes: int = Field(20 * 1024**3, ge=1)
+    """Disk the local copies of model weights may take before the least recently used are dropped."""
+
     max_artifact_bytes: int = Field(512 * 1024 * 1024, ge=1)
     """Largest version artifact (a packed module tree) the server accepts."""
 
@@ -127,6 +164,9 @@ class Settings(BaseSettings):
 
     def database(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'modelport.db').resolve()}"
+
+    def storage_dir(self) -> Path:
+        return self.data_dir / "objects"
 
     def threads_per_worker(self, workers: int) -> int:
         if self.worker_threads is not None:

@@ -1,5 +1,5 @@
-"""The tables: modules, their immutable versions, each module's desired deployment, APIs, and identity:
-users, groups, API tokens and the audit trail."""
+"""The tables: modules, their immutable versions, each module's desired deployment, APIs, identity (users,
+groups, API tokens, the audit trail) and storage buckets."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Column,
     DateTime,
@@ -29,12 +30,14 @@ __all__ = [
     "ApiToken",
     "AuditEvent",
     "Base",
+    "Bucket",
     "BuildStatus",
     "Deployment",
     "Group",
     "IdentityRevision",
     "Module",
     "Role",
+    "ServerKey",
     "User",
     "Version",
     "utcnow",
@@ -247,3 +250,31 @@ class AuditEvent(Base):
     client: Mapped[str | None] = mapped_column(String(64))
     request_id: Mapped[str | None] = mapped_column(String(64))
     details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class Bucket(Base):
+    """An applied `Storage` manifest, and how many bytes the bucket holds.
+
+    `used_bytes` is reserved before each upload through the platform (one conditional UPDATE, so concurrent
+    uploads on several gateways cannot overshoot `quota_bytes`) and recounted from the store periodically.
+    """
+
+    __tablename__ = "buckets"
+
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    manifest: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    quota_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    used_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    counted_at: Mapped[datetime | None] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class ServerKey(Base):
+    """A secret every gateway of the platform shares, such as the key that signs presigned URLs."""
+
+    __tablename__ = "server_keys"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    secret: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from fastapi.openapi.utils import get_openapi
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -22,6 +23,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from modelport import __version__
 from modelport.control.modules import ModuleRegistry
 from modelport.control.platform import Services
+from modelport.control.request_files import RequestFiles
 from modelport.core.errors import ModelportError, ModuleUnavailable, NotFound, ValidationFailed, field_error
 from modelport.core.settings import Settings
 from modelport.gateway.access import CallGate
@@ -34,7 +36,9 @@ from modelport.gateway.middleware import BodyLimit
 from modelport.gateway.pages import render_swagger_ui, render_try_page
 from modelport.gateway.predict import PredictRoute
 from modelport.gateway.ratelimit import RateLimiter
+from modelport.gateway.storage_api import storage_router
 from modelport.sdk.openapi import module_openapi
+from modelport.storage import ObjectReader
 
 __all__ = ["STATIC_DIR", "ModuleRoutes", "PredictFastPath", "create_app", "create_platform_app", "on_error"]
 
@@ -67,9 +71,9 @@ class PredictFastPath:
 class ModuleRoutes:
     """The handlers that the dev server and the platform share: health, module docs, try-it pages, outputs."""
 
-    def __init__(self, *, registry: ModuleRegistry, settings: Settings) -> None:
+    def __init__(self, *, registry: ModuleRegistry, files: RequestFiles) -> None:
         self.registry = registry
-        self.outputs_dir = (settings.data_dir / "outputs").resolve()
+        self.files = files
 
     async def healthz(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -108,13 +112,24 @@ class ModuleRoutes:
 
     async def output_file(self, request: Request) -> Response:
         name = request.path_params["name"]
-        path = self.outputs_dir / owner_key(request.scope) / name
-        if not _OUTPUT_NAME.match(name) or not path.is_file():
+        if not _OUTPUT_NAME.match(name):
             raise NotFound("no such output file")
-        return FileResponse(path)
+        reader = await asyncio.to_thread(self.files.open_output, owner_key(request.scope), name)
+        info = reader.info
+        headers = {
+            "Content-Length": str(info.size),
+            "ETag": f'"{info.etag}"',
+            "X-Content-Type-Options": "nosniff",
+        }
+        return StreamingResponse(_chunks(reader), headers=headers, media_type=info.content_type)
 
     async def favicon(self, request: Request) -> Response:
         return RedirectResponse("/static/swagger-ui/favicon-32x32.png")
+
+
+def _chunks(reader: ObjectReader) -> Iterator[bytes]:
+    with reader:
+        yield from reader
 
 
 async def on_error(request: Request, exc: Exception) -> Response:
@@ -125,11 +140,12 @@ def create_app(
     *,
     registry: ModuleRegistry,
     settings: Settings,
+    files: RequestFiles,
     lifespan: Callable[[Starlette], AbstractAsyncContextManager[None]] | None = None,
 ) -> ASGIApp:
     """The dev server's application: one module, its docs and try-it page, no authentication."""
-    predict = PredictRoute(registry=registry, settings=settings)
-    handlers = ModuleRoutes(registry=registry, settings=settings)
+    predict = PredictRoute(registry=registry, settings=settings, files=files)
+    handlers = ModuleRoutes(registry=registry, files=files)
 
     async def openapi_json(request: Request) -> Response:
         served = _only_module(registry)
@@ -223,8 +239,8 @@ def create_platform_app(
 ) -> ASGIApp:
     """The platform's application: the control API, every deployed module, authentication on all of it,
     the `Api` manifests' access rules, rate limits and CORS in front of the modules."""
-    predict = PredictRoute(registry=services.registry, settings=settings)
-    handlers = ModuleRoutes(registry=services.registry, settings=settings)
+    predict = PredictRoute(registry=services.registry, settings=settings, files=services.request_files)
+    handlers = ModuleRoutes(registry=services.registry, files=services.request_files)
     api = FastAPI(
         title="modelport",
         version=__version__,
@@ -244,6 +260,7 @@ def create_platform_app(
     api.add_api_route("/readyz", handlers.readyz, methods=["GET"], tags=["health"], summary="Readiness")
     api.include_router(control_router(services))
     api.include_router(identity_router(services))
+    api.include_router(storage_router(services))
     pinned = [_VERSION_PARAMETER]
     inference: list[tuple[str, str, Callable[[Request], Awaitable[Response]], str, dict[str, Any]]] = [
         (
@@ -293,11 +310,15 @@ def create_platform_app(
     return BodyLimit(
         ApiCors(authenticated, policy=gate.cors),
         max_bytes=settings.max_body_bytes,
-        larger=((_VERSIONS_PATH, settings.max_artifact_bytes),),
+        larger=(
+            (_VERSIONS_PATH, settings.max_artifact_bytes),
+            (_OBJECTS_PATH, settings.max_object_bytes),
+        ),
     )
 
 
 _VERSIONS_PATH = re.compile(r"^/api/v1/modules/[^/]+/versions$")
+_OBJECTS_PATH = re.compile(r"^/api/v1/storage/[^/]+/objects/")
 
 
 def _declare_bearer_auth(api: FastAPI) -> None:

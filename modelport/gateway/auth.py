@@ -2,8 +2,9 @@
 
 A bearer token is either a modelport token (`mp_…`, looked up by digest) or, when an OIDC issuer is
 configured, a JWT access token from that issuer. A request without credentials is anonymous, which only the
-open paths (health, the platform's docs), the password exchange and the inference paths accept; whether an
-anonymous call reaches a module is for its `Api` manifests to say. Credentials that are present but invalid
+open paths (health, the platform's docs), the password exchange, the inference paths and presigned object
+URLs accept; whether an anonymous call reaches a module is for its `Api` manifests to say, and a presigned
+URL is checked by the storage routes. Credentials that are present but invalid
 are refused everywhere, even where anonymous calls would pass.
 """
 
@@ -31,6 +32,7 @@ _ANONYMOUS_ALLOWED = re.compile(
     r"^/api/v1/(modules/[^/]+/(predict|openapi\.json|try)|outputs/[^/]+|auth/token)$"
 )
 """Paths where a call without credentials goes on as `ANONYMOUS`, for the route to accept or refuse."""
+_PRESIGNED = re.compile(r"^/api/v1/storage/[^/]+/objects/.")
 
 Verify = Callable[[str], Awaitable[Principal | None]]
 
@@ -73,7 +75,7 @@ class Authenticate:
         except ModelportError as exc:
             await _refuse(exc, scope, receive, send)
             return
-        if principal is None and not _anonymous_allowed(path):
+        if principal is None and not _anonymous_allowed(path, scope.get("query_string", b"")):
             await _refuse(
                 Unauthorized("send a token as `Authorization: Bearer <token>`"), scope, receive, send
             )
@@ -98,8 +100,10 @@ class Authenticate:
         return principal
 
 
-def _anonymous_allowed(path: str) -> bool:
-    return path in OPEN_PATHS or path.startswith(_OPEN_PREFIXES) or _ANONYMOUS_ALLOWED.match(path) is not None
+def _anonymous_allowed(path: str, query: bytes) -> bool:
+    if path in OPEN_PATHS or path.startswith(_OPEN_PREFIXES) or _ANONYMOUS_ALLOWED.match(path) is not None:
+        return True
+    return b"signature=" in query and _PRESIGNED.match(path) is not None
 
 
 async def _refuse(exc: ModelportError, scope: Scope, receive: Receive, send: Send) -> None:

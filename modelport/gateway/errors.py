@@ -19,6 +19,7 @@ from modelport.core.errors import (
     MethodNotAllowed,
     ModelportError,
     NotFound,
+    RangeNotSatisfiable,
     ValidationFailed,
 )
 from modelport.sdk.validation import InvalidRequest
@@ -58,6 +59,8 @@ def error_response(exc: BaseException, *, request_id: str | None = None) -> Resp
     if error.status == 401:
         problem = ', error="invalid_token"' if isinstance(error, InvalidToken) else ""
         headers["WWW-Authenticate"] = f'Bearer realm="modelport"{problem}'
+    if isinstance(error, RangeNotSatisfiable) and isinstance(error.details, dict):
+        headers["Content-Range"] = f"bytes */{error.details['size']}"
     return Response(
         _encoder.encode({"error": body}),
         status_code=error.status,

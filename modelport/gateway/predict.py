@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
-import secrets
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -11,14 +11,16 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+from starlette.background import BackgroundTask
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import Response
 
 from modelport.control.modules import ModuleRegistry, ServedModule, predict
+from modelport.control.request_files import RequestFiles
 from modelport.core.errors import BadRequest, InvalidJson, PayloadTooLarge, UnsupportedMediaType
 from modelport.core.settings import Settings
-from modelport.gateway.auth import owner_key
+from modelport.gateway.auth import owner_key, principal_of
 from modelport.gateway.errors import error_response
 from modelport.runtime.files import FileChecker
 from modelport.sdk.validation import ParsedRequest, UploadedFile, parse_form, parse_json
@@ -33,11 +35,11 @@ _FORMS = ("multipart/form-data", "application/x-www-form-urlencoded")
 class PredictRoute:
     """`POST /api/v1/modules/{module}/predict`, for every module the registry serves."""
 
-    def __init__(self, *, registry: ModuleRegistry, settings: Settings) -> None:
+    def __init__(self, *, registry: ModuleRegistry, settings: Settings, files: RequestFiles) -> None:
         self.registry = registry
         self.settings = settings
+        self.files = files
         self.uploads = settings.data_dir / "uploads"
-        self.outputs = settings.data_dir / "outputs"
 
     async def handle(self, request: Request) -> Response:
         request_id = os.urandom(16).hex()
@@ -53,29 +55,40 @@ class PredictRoute:
 
     async def _handle(self, request: Request, served: ServedModule, request_id: str) -> Response:
         workdir: list[Path] = []
+        kept: list[tuple[str, Path, str]] = []
+        owner = owner_key(request.scope)
         try:
             parsed = await self._parse(request, served, lambda: self._workdir(workdir))
             if served.spec.has_file_inputs:
-                self._checker(self._workdir(workdir)).resolve(served.spec, parsed)
+                directory = self._workdir(workdir)
+                checker = self._checker(directory, request)
+                await asyncio.to_thread(checker.resolve, served.spec, parsed)
+                kept = _uploaded_files(served, parsed)
             outputs = await predict(served, parsed)
-            owner = owner_key(request.scope)
+            if served.spec.has_file_outputs:
+                await asyncio.to_thread(self._publish_all, served, outputs, owner)
             body = {
-                "outputs": [self._publish(served, o, owner) for o in outputs]
-                if parsed.batch
-                else self._publish(served, outputs[0], owner),
+                "outputs": outputs if parsed.batch else outputs[0],
                 "module": served.name,
                 "version": served.version,
                 "request_id": request_id,
             }
             headers = {"X-Request-Id": request_id, "X-Model-Version": served.version}
-            return Response(_encoder.encode(body), headers=headers, media_type="application/json")
+            response = Response(_encoder.encode(body), headers=headers, media_type="application/json")
         except Exception as exc:
             response = error_response(exc, request_id=request_id)
             response.headers["X-Model-Version"] = served.version
-            return response
+        if workdir:
+            # The answer goes out first; keeping the uploads and removing the work files follow it.
+            response.background = BackgroundTask(self._finish, workdir[0], owner, request_id, kept)
+        return response
+
+    def _finish(self, workdir: Path, owner: str, request_id: str, kept: list[tuple[str, Path, str]]) -> None:
+        try:
+            if kept:
+                self.files.keep_uploads(owner, request_id, kept)
         finally:
-            for path in workdir:
-                shutil.rmtree(path, ignore_errors=True)
+            shutil.rmtree(workdir, ignore_errors=True)
 
     def _workdir(self, holder: list[Path]) -> Path:
         if not holder:
@@ -83,11 +96,12 @@ class PredictRoute:
             holder.append(Path(tempfile.mkdtemp(dir=self.uploads)))
         return holder[0]
 
-    def _checker(self, directory: Path) -> FileChecker:
+    def _checker(self, directory: Path, request: Request) -> FileChecker:
         return FileChecker(
             directory=directory,
             max_upload_bytes=self.settings.max_upload_bytes,
             max_image_pixels=self.settings.max_image_pixels,
+            fetch=self.files.fetcher(principal_of(request.scope), directory),
         )
 
     async def _parse(
@@ -142,26 +156,43 @@ class PredictRoute:
             await form.close()
         return items
 
-    def _publish(self, served: ServedModule, outputs: dict[str, Any], owner: str) -> dict[str, Any]:
+    def _publish_all(self, served: ServedModule, records: list[dict[str, Any]], owner: str) -> None:
         """Replace file outputs (local paths from the worker) with URLs this server serves to the caller.
 
-        Each file moves to the caller's own directory under a name with 128 random bits, so that one
-        caller's outputs cannot be fetched by another, nor guessed.
+        Each file is stored as the caller's own, under a name with 128 random bits, so that one caller's
+        outputs cannot be fetched by another, nor guessed.
         """
-        for field in served.spec.outputs:
-            value = outputs.get(field.name)
-            if field.has_file and isinstance(value, dict) and "path" in value:
-                produced = Path(value["path"])
-                name = f"{field.name}-{secrets.token_hex(16)}{produced.suffix}"
-                directory = self.outputs / owner
-                directory.mkdir(parents=True, exist_ok=True)
-                produced.replace(directory / name)
-                outputs[field.name] = {
-                    "url": f"/api/v1/outputs/{name}",
-                    "content_type": value["content_type"],
-                    "size": value["size"],
-                }
-        return outputs
+        for outputs in records:
+            for field in served.spec.outputs:
+                value = outputs.get(field.name)
+                if field.has_file and isinstance(value, dict) and "path" in value:
+                    name = self.files.publish_output(
+                        owner, field.name, Path(value["path"]), value["content_type"]
+                    )
+                    outputs[field.name] = {
+                        "url": f"/api/v1/outputs/{name}",
+                        "content_type": value["content_type"],
+                        "size": value["size"],
+                    }
+
+
+def _uploaded_files(served: ServedModule, parsed: ParsedRequest) -> list[tuple[str, Path, str]]:
+    """(name, path, content type) of each file sent with the request (not the stored objects it named)."""
+    found: list[tuple[str, Path, str]] = []
+    for index, record in enumerate(parsed.records):
+        for field in served.spec.inputs:
+            value = record.get(field.name)
+            values = value if isinstance(value, list) else [value]
+            for position, item in enumerate(values):
+                if isinstance(item, dict) and "path" in item:
+                    path = Path(item["path"])
+                    if path.name.startswith("object-"):
+                        continue
+                    name = f"{index}-{field.name}" if parsed.batch else field.name
+                    if isinstance(value, list):
+                        name += f"-{position}"
+                    found.append((name, path, item["content_type"]))
+    return found
 
 
 def _save_upload(upload: UploadFile, directory: Path) -> UploadedFile:

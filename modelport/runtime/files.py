@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import puremagic
 from PIL import Image
 
-from modelport.core.errors import PayloadTooLarge, ValidationFailed
+from modelport.core.errors import BadRequest, NotFound, PayloadTooLarge, ValidationFailed
 from modelport.core.protocol import FileRef
 from modelport.sdk import ApiSpec, FieldSpec
 from modelport.sdk.validation import DataFile, ObjectFile, ParsedRequest, UploadedFile
@@ -57,13 +58,28 @@ def _is_text(head: bytes) -> bool:
     return b"\x00" not in head
 
 
-class FileChecker:
-    """Checks and stores the file values of one request under `directory`."""
+FetchObject = Callable[[str, int], UploadedFile]
+"""Copies the stored object `bucket/key` (at most the given bytes) to a local file, for the caller."""
 
-    def __init__(self, *, directory: Path, max_upload_bytes: int, max_image_pixels: int) -> None:
+
+class FileChecker:
+    """Checks and stores the file values of one request under `directory`.
+
+    `fetch` reads `{"object": "bucket/key"}` values; without it they are refused.
+    """
+
+    def __init__(
+        self,
+        *,
+        directory: Path,
+        max_upload_bytes: int,
+        max_image_pixels: int,
+        fetch: FetchObject | None = None,
+    ) -> None:
         self.directory = directory
         self.max_upload_bytes = max_upload_bytes
         self.max_image_pixels = max_image_pixels
+        self.fetch = fetch
 
     def resolve(self, spec: ApiSpec, request: ParsedRequest) -> None:
         """Replace every file value in `request.records` with a checked `FileRef` dict, in place."""
@@ -95,10 +111,23 @@ class FileChecker:
                 self._resolve_value(field, v, f"{label}[{i}]", problems, large) for i, v in enumerate(value)
             ]
         if isinstance(value, ObjectFile):
-            problems.append(
-                _problem(label, "not_supported", "stored objects are not available on this server")
-            )
-            return None
+            if self.fetch is None:
+                problems.append(
+                    _problem(label, "not_supported", "stored objects are not available on this server")
+                )
+                return None
+            limit = min(field.max_bytes or self.max_upload_bytes, self.max_upload_bytes)
+            try:
+                value = self.fetch(value.ref, limit)
+            except PayloadTooLarge as exc:
+                large.append(_problem(label, "file_too_large", exc.message))
+                return None
+            except NotFound as exc:
+                problems.append(_problem(label, "object_not_found", exc.message))
+                return None
+            except BadRequest as exc:
+                problems.append(_problem(label, exc.code, exc.message))
+                return None
         if isinstance(value, DataFile):
             value = self._write(value)
         if not isinstance(value, UploadedFile):

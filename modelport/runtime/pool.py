@@ -3,8 +3,9 @@
 Records from concurrent requests wait in one queue. Each replica has a loop that takes the next batch (up to
 `max_batch_size` records with the same `model_key`, holding a partial batch up to `batch_wait` seconds), sends
 it to its worker as one call, and splits the answer back to the waiting requests. A failed merged call is
-retried record by record so one bad input fails only its own request. Dead workers are replaced with backoff;
-their in-flight records are retried once on another live worker, or fail fast with 503.
+retried record by record so one bad input fails only its own request (unless `load` failed: that fails them
+all at once). Dead workers are replaced with backoff; their in-flight records are retried once on another live
+worker, or fail fast with 503.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ class _Item:
     model_key: str
     output_fields: tuple[str, ...]
     future: asyncio.Future[dict[str, Any]]
+    model_path: str | None = None
     enqueued: float = field(default_factory=time.monotonic)
     retried: bool = False
     solo: bool = False
@@ -105,13 +107,13 @@ class _BatchQueue:
             await self._changed.wait()
 
     def _fill(self, batch: list[_Item], max_size: int) -> None:
-        key = batch[0].model_key
+        key, path = batch[0].model_key, batch[0].model_path
         while self._items and len(batch) < max_size:
             head = self._items[0]
             if head.future.done():
                 self._items.popleft()
                 continue
-            if head.solo or head.model_key != key:
+            if head.solo or head.model_key != key or head.model_path != path:
                 break
             batch.append(self._items.popleft())
 
@@ -195,8 +197,11 @@ class WorkerPool:
         parameters: dict[str, Any],
         model_key: str,
         output_fields: tuple[str, ...],
+        model_path: str | None = None,
     ) -> list[dict[str, Any]]:
-        """Run the records through the module; one output dict per record, in order."""
+        """Run the records through the module; one output dict per record, in order.
+
+        `model_path` is the local directory of `model_key`'s weights (None: the module's own directory)."""
         if self._closing or (not self.live_workers and self.failure is not None):
             # While a worker is being replaced, calls queue for it; a crash-looping pool fails them fast.
             retry = min(self._backoff) if self._backoff else 1.0
@@ -205,7 +210,8 @@ class WorkerPool:
             raise Overloaded(f"module {self.config.name} has {len(self._queue)} records waiting")
         loop = asyncio.get_running_loop()
         items = [
-            _Item(record, parameters, model_key, output_fields, loop.create_future()) for record in records
+            _Item(record, parameters, model_key, output_fields, loop.create_future(), model_path)
+            for record in records
         ]
         for item in items:
             self._queue.put(item)
@@ -279,6 +285,7 @@ class WorkerPool:
             "parameters": [item.parameters for item in batch],
             "output_fields": list(fields),
             "model_key": batch[0].model_key,
+            "model_path": batch[0].model_path,
         }
         try:
             answer = await asyncio.wait_for(worker.call(call), self.config.timeout)
@@ -294,7 +301,7 @@ class WorkerPool:
         if isinstance(answer, Result):
             self._backoff[slot], self._failures[slot] = 1.0, 0
             self._deliver(batch, answer)
-        elif len(batch) > 1:
+        elif len(batch) > 1 and answer.code != "load_failed":  # find the record that fails, alone
             for item in reversed(batch):
                 item.solo = True
                 self._queue.put(item, front=True)

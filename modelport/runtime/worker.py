@@ -62,6 +62,8 @@ class WorkerConfig(msgspec.Struct, frozen=True):
     models_dir: str
     cache_size: int
     output_dir: str
+    default_model_path: str | None = None
+    """The fetched weights of the default model key; None: `<models_dir>/<default_model_key>`."""
 
 
 class State(StrEnum):
@@ -101,15 +103,18 @@ class _Models:
         self._load, self._dir, self._size = load, models_dir, size
         self._cache: OrderedDict[str, Any] = OrderedDict()
 
-    def get(self, key: str) -> Any:
+    def get(self, key: str, path: str | None = None) -> Any:
+        """The model of `key`, loaded from `path` (fetched weights) or else from `<models_dir>/<key>`."""
         if self._load is None:
             return None
         if key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
-        path = self._dir / key
-        path.mkdir(parents=True, exist_ok=True)
-        model = self._load(key, str(path))
+        if path is None:
+            directory = self._dir / key
+            directory.mkdir(parents=True, exist_ok=True)
+            path = str(directory)
+        model = self._load(key, path)
         self._cache[key] = model
         while len(self._cache) > self._size:
             self._cache.popitem(last=False)
@@ -153,7 +158,7 @@ class Worker:
             raise _SetupError("import", f"{type(exc).__name__}: {exc}") from None
         self._models = _Models(load, Path(self.config.models_dir), self.config.cache_size)
         try:
-            self._models.get(self.config.default_model_key)
+            self._models.get(self.config.default_model_key, self.config.default_model_path)
         except BaseException as exc:
             traceback.print_exc()
             raise _SetupError(
@@ -165,8 +170,10 @@ class Worker:
         assert self._inference is not None and self._models is not None
         self.state = State.BUSY
         started = time.perf_counter()
+        failure, during = "load_failed", f"load({call.model_key!r}) raised "
         try:
-            model = self._models.get(call.model_key)
+            model = self._models.get(call.model_key, call.model_path)
+            failure, during = "module_error", ""
             inputs = [self._with_files(record) for record in call.records]
             fields = [{"name": name} for name in call.output_fields]
             returned = self._inference(call.parameters, inputs, fields, call.model_key, model)
@@ -174,7 +181,7 @@ class Worker:
             if isinstance(exc, KeyboardInterrupt | SystemExit):
                 raise
             traceback.print_exc()
-            return CallFailed(id=call.id, code="module_error", message=f"{type(exc).__name__}: {exc}")
+            return CallFailed(id=call.id, code=failure, message=f"{during}{type(exc).__name__}: {exc}")
         finally:
             self.state = State.READY
             sys.stdout.flush()

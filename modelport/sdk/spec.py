@@ -215,6 +215,10 @@ class ApiSpec:
     def has_file_inputs(self) -> bool:
         return any(f.has_file for f in self.inputs)
 
+    @property
+    def has_file_outputs(self) -> bool:
+        return any(f.has_file for f in self.outputs)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "title": self.title,

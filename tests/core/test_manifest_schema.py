@@ -11,6 +11,8 @@ from modelport.core.manifests import (
     ApiManifest,
     ManifestError,
     ModuleManifest,
+    StorageManifest,
+    StorageSpec,
     load_documents,
     load_module_manifest,
     parse_document,
@@ -256,13 +258,13 @@ def test_an_unknown_kind_lists_the_known_ones() -> None:
         "kind": "Deployment",
         "name": "x",
         "field": "kind",
-        "message": "unknown kind 'Deployment'; known kinds: Api, Module",
+        "message": "unknown kind 'Deployment'; known kinds: Api, Module, Storage",
     }
 
 
 def test_a_missing_kind_is_a_problem_on_kind() -> None:
     problem = only_problem({"metadata": {"name": "x"}})
-    assert (problem["field"], problem["message"]) == ("kind", "required; one of Api, Module")
+    assert (problem["field"], problem["message"]) == ("kind", "required; one of Api, Module, Storage")
 
 
 def test_a_wrong_api_version_is_refused() -> None:
@@ -369,3 +371,58 @@ def test_documents_keep_dates_as_written_and_refuse_what_json_cannot_carry() -> 
     ]
     with pytest.raises(ManifestError, match="JSON cannot carry"):
         load_documents("kind: Module\nratio: .nan\n", source="s")
+
+
+# Storage
+
+
+def test_a_storage_manifest_reads_sizes_and_group_paths() -> None:
+    manifest = parse_document(
+        {
+            "apiVersion": "modelport/v1",
+            "kind": "Storage",
+            "metadata": {"name": "receipts"},
+            "spec": {
+                "access": {"groups": ["/a"], "readGroups": ["/b/c"]},
+                "quota": "10GiB",
+                "retentionDays": 7,
+            },
+        },
+        source="test",
+    )
+    assert isinstance(manifest, StorageManifest)
+    assert manifest.spec.quota_bytes == 10 * 1024**3
+    assert manifest.spec.access.read_groups == ["/b/c"]
+
+
+@pytest.mark.parametrize(
+    ("quota", "expected"),
+    [(0, 0), (1000, 1000), ("1000", 1000), ("500MB", 500 * 10**6), ("1.5 GB", 1_500_000_000), ("2KiB", 2048)],
+)
+def test_quota_sizes(quota: object, expected: int) -> None:
+    assert StorageSpec.model_validate({"quota": quota}).quota_bytes == expected
+
+
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        ({"quota": "lots"}, "spec.quota"),
+        ({"quota": -1}, "spec.quota"),
+        ({"quota": True}, "spec.quota"),
+        ({"retentionDays": 0}, "spec.retentionDays"),
+        ({"access": {"groups": ["team"]}}, "spec.access.groups"),
+        ({"access": {"writers": ["/a"]}}, "spec.access.writers"),
+        ({"lifecycle": {}}, "spec.lifecycle"),
+    ],
+)
+def test_bad_storage_specs_name_the_field(spec: dict[str, object], field: str) -> None:
+    document = {"apiVersion": "modelport/v1", "kind": "Storage", "metadata": {"name": "bucket"}, "spec": spec}
+    with pytest.raises(ManifestError) as caught:
+        parse_document(document, source="test")
+    assert caught.value.problems[0]["field"].startswith(field)
+
+
+def test_bucket_names_have_three_characters_at_least() -> None:
+    document = {"apiVersion": "modelport/v1", "kind": "Storage", "metadata": {"name": "ab"}}
+    with pytest.raises(ManifestError, match="3 to 63"):
+        parse_document(document, source="test")

@@ -8,7 +8,8 @@ One server serves every test here; the world it holds (groups, users, modules, A
 - `mod-open` callable by anyone; `mod-limited` callable by `/team-a` at 3 calls a minute, and by browsers
   from one origin; `mod-f` (a file output) callable by `/team-a` and `/team-b`;
 - `dev-a`, `dev-b`: developers of `/team-a`, `/team-b`; `user-a`, `user-b`: users in those groups;
-  `user-x`: a user in `/x/team-a`, which is not `/team-a`.
+  `user-x`: a user in `/x/team-a`, which is not `/team-a`;
+- buckets `bucket-a` and `bucket-b`, used by `/team-a` and `/team-b`, each holding an object `k`.
 """
 
 from __future__ import annotations
@@ -60,6 +61,15 @@ def api(name: str, module: str, **spec: Any) -> dict[str, Any]:
         "kind": "Api",
         "metadata": {"name": name},
         "spec": {"module": module, **spec},
+    }
+
+
+def bucket(name: str, group: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "modelport/v1",
+        "kind": "Storage",
+        "metadata": {"name": name},
+        "spec": {"access": {"groups": [group]}},
     }
 
 
@@ -117,9 +127,14 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
                     restfulApi={"cors": {"enabled": True, "allowOrigin": [ORIGIN]}},
                 ),
                 api("f-api", "mod-f", access={"groups": ["/team-a", "/team-b"]}),
+                bucket("bucket-a", "/team-a"),
+                bucket("bucket-b", "/team-b"),
             ]
             applied = admin.post("/api/v1/apply", json={"documents": documents})
             assert applied.status_code == 200, applied.text
+            for name in ("bucket-a", "bucket-b"):
+                stored = admin.put(f"/api/v1/storage/{name}/objects/k", content=name.encode())
+                assert stored.status_code == 201, stored.text
         yield world
     finally:
         server.stop()
@@ -228,6 +243,8 @@ def fill(path: str, world: World, owner: str) -> str:
         "group_id": str(world.groups[group]),
         "token_id": "1",
         "name": "out.png",
+        "bucket": "bucket-b",  # for user-a: a bucket of another group
+        "key": "k",
     }
     return re.sub(r"{(\w+)}", lambda m: values[m.group(1)], path)
 
@@ -240,6 +257,16 @@ def test_every_control_route_refuses_the_user_role_and_callers_without_a_token(w
             if path in OPEN or path.startswith(SELF_SERVICE) or inference:
                 continue
             url = fill(path, world, "user-a")
+            if "storage" in operation.get("tags", []):
+                # Buckets are used by the groups their manifests name, whatever the role: another group's
+                # bucket does not exist for this user, and the list holds none of them.
+                response = user.request(method, url, json={} if method in ("POST", "PATCH", "PUT") else None)
+                expected = 200 if path == "/api/v1/storage" else 404
+                assert response.status_code == expected, (method, path, response.status_code, response.text)
+                if path == "/api/v1/storage":
+                    assert response.json() == {"buckets": []}
+                assert nobody.request(method, url).status_code == 401, (method, path)
+                continue
             response = user.request(method, url, json={} if method in ("POST", "PATCH", "PUT") else None)
             assert response.status_code == 403, (method, path, response.status_code, response.text)
             assert nobody.request(method, url).status_code == 401, (method, path)
@@ -267,6 +294,8 @@ def test_ids_of_one_user_replayed_by_another_are_404_or_empty(world: World) -> N
         "group_id": str(world.groups["/team-a"]),
         "token_id": str(token["id"]),
         "name": output.rsplit("/", 1)[1],
+        "bucket": "bucket-a",
+        "key": "k",
     }
     with world.client("dev-b") as dev_b, world.client("user-b") as user_b:
         assert dev_b.get(output).status_code == 404
@@ -286,6 +315,7 @@ def test_ids_of_one_user_replayed_by_another_are_404_or_empty(world: World) -> N
     with world.client("dev-a") as dev_a:  # and dev-a's objects are untouched
         assert dev_a.get(f"/api/v1/tokens/{token['id']}").json()["revoked_at"] is None
         assert dev_a.get(output).status_code == 200
+        assert dev_a.get("/api/v1/storage/bucket-a/objects/k").content == b"bucket-a"
 
 
 def call_files(client: httpx.Client) -> str:

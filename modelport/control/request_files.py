@@ -1,0 +1,96 @@
+"""The files of requests, kept in the request bucket: stored objects a request names, the uploads of
+synchronous calls, and file outputs.
+
+- A file input given as `{"object": "bucket/key"}` is read for the caller only if the caller may read that
+  bucket; otherwise the answer is the same as for an object that does not exist.
+- Files uploaded with a request (multipart parts, `data:` URLs) are kept under
+  `uploads/<caller>/<date>/<request id>/` for the request log, as long as the bucket's retention says.
+- File outputs are stored under `outputs/<caller>/<field>-<128 random bits>`; only that caller can fetch
+  them (`/api/v1/outputs/<name>`), and nobody can guess their names.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from modelport.control.identity import Principal
+from modelport.core.errors import ModelportError, NotFound, ObjectNotFound, PayloadTooLarge, Unauthorized
+from modelport.sdk.validation import UploadedFile
+from modelport.storage import ObjectReader, ObjectStore, check_key
+
+__all__ = ["Readable", "RequestFiles"]
+
+log = logging.getLogger("modelport.requests")
+
+Readable = Callable[[Principal, str], None]
+"""Raises unless the principal may read the named bucket (`BucketNotFound`, `Unauthorized`)."""
+
+
+class RequestFiles:
+    """Request files in `bucket` of `store`; `readable` checks callers' access to the buckets they name."""
+
+    def __init__(self, store: ObjectStore, *, bucket: str, readable: Readable | None) -> None:
+        self.store, self.bucket, self.readable = store, bucket, readable
+
+    def fetcher(self, principal: Principal, directory: Path) -> Callable[[str, int], UploadedFile] | None:
+        """A function fetching `bucket/key` objects for `principal` into `directory`, up to a size; None
+        where requests may not name stored objects (the dev server)."""
+        if self.readable is None:
+            return None
+
+        def fetch(reference: str, max_bytes: int) -> UploadedFile:
+            return self.fetch(principal, reference, directory, max_bytes=max_bytes)
+
+        return fetch
+
+    def fetch(self, principal: Principal, reference: str, directory: Path, *, max_bytes: int) -> UploadedFile:
+        """Copy the object `bucket/key` to a local file, checked against its recorded checksum."""
+        bucket, _, key = reference.partition("/")
+        missing = ObjectNotFound(f"no object {reference!r}, or none you may read")
+        if self.readable is None or not bucket or not key:
+            raise missing
+        check_key(key)
+        try:
+            self.readable(principal, bucket)
+            info = self.store.head(bucket, key)
+        except (NotFound, Unauthorized):
+            raise missing from None
+        if info.size > max_bytes:
+            raise PayloadTooLarge(f"{info.size} bytes; the limit is {max_bytes} bytes")
+        target = directory / f"object-{secrets.token_hex(8)}"
+        with self.store.reader(bucket, key) as reader, target.open("wb") as out:
+            for chunk in reader:
+                out.write(chunk)
+        return UploadedFile(str(target), key.rsplit("/", 1)[-1], info.content_type, info.size)
+
+    def keep_uploads(self, owner: str, request_id: str, files: list[tuple[str, Path, str]]) -> None:
+        """Store each `(name, path, content type)` uploaded with a request; failures are logged, not raised
+        (the request has been answered)."""
+        day = datetime.now(UTC).strftime("%Y-%m-%d")
+        for name, path, content_type in files:
+            key = f"uploads/{owner}/{day}/{request_id}/{name}"
+            try:
+                with path.open("rb") as source:
+                    self.store.put(self.bucket, key, source, content_type=content_type)
+            except (OSError, ModelportError) as exc:
+                log.warning("request %s: keeping upload %s failed: %s", request_id, name, exc)
+
+    def publish_output(self, owner: str, field: str, path: Path, content_type: str) -> str:
+        """Store a file a module produced; returns the name its caller fetches it by."""
+        name = f"{field}-{secrets.token_hex(16)}{path.suffix}"
+        with path.open("rb") as source:
+            self.store.put(self.bucket, f"outputs/{owner}/{name}", source, content_type=content_type)
+        path.unlink(missing_ok=True)
+        return name
+
+    def open_output(self, owner: str, name: str) -> ObjectReader:
+        if "/" in name:
+            raise NotFound("no such output file")
+        try:
+            return self.store.reader(self.bucket, check_key(f"outputs/{owner}/{name}"))
+        except ModelportError:
+            raise NotFound("no such output file") from None

@@ -1,0 +1,369 @@
+"""Buckets as the platform sees them: who may use each, how much it may hold, how long objects stay.
+
+A bucket is declared by a `Storage` manifest (applied like the other kinds). Admins may use every bucket;
+members of `access.groups` read and write it, members of `access.readGroups` only read it; to anyone else
+the bucket does not exist (404). The request bucket (`request_bucket`, where uploads of synchronous calls and
+file outputs are kept) exists without a manifest: only admins see it, and its files are kept
+`request_retention_days` days unless a `Storage` manifest of that name says otherwise.
+
+Quotas hold across gateways: each upload reserves its declared size with one conditional UPDATE before the
+first byte is stored, and gives back what it does not use. Objects written around the platform (straight to
+S3 through a presigned URL) are counted when `sweep` recounts the bucket.
+
+Presigned URLs: on S3 the store signs them; on the local store the gateway serves them, signed with
+HMAC-SHA256 under a key kept in the database, so every gateway accepts them. A URL is good for one method on
+one object until it expires.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import quote
+
+from pydantic import ValidationError
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+
+from modelport.control.identity import Principal
+from modelport.core.errors import (
+    BadRequest,
+    BucketNotFound,
+    Forbidden,
+    ObjectNotFound,
+    QuotaExceeded,
+    Unauthorized,
+)
+from modelport.core.manifests import StorageManifest
+from modelport.core.settings import Settings
+from modelport.db import Bucket, Database, Role, ServerKey
+from modelport.storage import ObjectInfo, ObjectStore, ObjectWriter, PresignMethod, check_key
+
+__all__ = ["BucketPolicy", "Presigned", "Storage", "Upload"]
+
+log = logging.getLogger("modelport.storage")
+
+_PRESIGN_KEY = "presign"
+
+
+@dataclass(frozen=True)
+class BucketPolicy:
+    """What one bucket allows, and to whom."""
+
+    name: str
+    groups: frozenset[str] = frozenset()
+    read_groups: frozenset[str] = frozenset()
+    quota_bytes: int | None = None
+    retention_days: float | None = None
+    declared: bool = True
+    """False for the request bucket while no `Storage` manifest names it."""
+
+    def may_read(self, principal: Principal) -> bool:
+        return self.may_write(principal) or bool(self.read_groups & principal.groups)
+
+    def may_write(self, principal: Principal) -> bool:
+        return principal.role == Role.ADMIN or bool(self.groups & principal.groups)
+
+
+@dataclass(frozen=True)
+class Presigned:
+    url: str
+    method: PresignMethod
+    expires_at: datetime
+
+
+class Upload:
+    """One object being uploaded into a bucket: its quota reservation and its writer.
+
+    `commit` publishes the object and settles the reservation (the bytes of a replaced object are given
+    back); `abort`, or leaving a `with` block by an exception, drops the bytes and the reservation.
+    """
+
+    def __init__(self, storage: Storage, bucket: str, key: str, size: int, writer: ObjectWriter) -> None:
+        self._storage, self.bucket, self.key, self.size, self.writer = storage, bucket, key, size, writer
+        self._replaced = storage._size_of(bucket, key)
+        self._done = False
+
+    def write(self, chunk: bytes) -> None:
+        if self.writer.written + len(chunk) > self.size:
+            raise BadRequest(f"the body is longer than its Content-Length ({self.size} bytes)")
+        self.writer.write(chunk)
+
+    def commit(self) -> ObjectInfo:
+        if self.writer.written != self.size:
+            raise BadRequest(
+                f"the body ended after {self.writer.written} of the {self.size} bytes its Content-Length "
+                "announced"
+            )
+        info = self.writer.commit()
+        self._done = True
+        self._storage._release(self.bucket, self._replaced + self.size - info.size)
+        return info
+
+    def abort(self) -> None:
+        if not self._done:
+            self._done = True
+            self.writer.abort()
+            self._storage._release(self.bucket, self.size)
+
+    def __enter__(self) -> Upload:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        if kind is not None:
+            self.abort()
+
+
+class Storage:
+    """The platform's buckets over one `ObjectStore`."""
+
+    def __init__(
+        self,
+        database: Database,
+        store: ObjectStore,
+        *,
+        settings: Settings,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.database = database
+        self.store = store
+        self.settings = settings
+        self.clock = clock
+        self._presign_key: bytes | None = None
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        """Make sure every declared bucket, and the request bucket, exists in the store."""
+        self.store.create_bucket(self.settings.request_bucket)
+        with self.database.session() as session:
+            names = list(session.scalars(select(Bucket.name)))
+        for name in names:
+            self.store.create_bucket(name)
+
+    # Policies
+
+    def policy(self, name: str) -> BucketPolicy | None:
+        with self.database.session() as session:
+            row = session.get(Bucket, name)
+            manifest = row.manifest if row is not None else None
+        if manifest is None:
+            if name == self.settings.request_bucket:
+                return BucketPolicy(name, retention_days=self.settings.request_retention_days, declared=False)
+            return None
+        return _policy(name, manifest)
+
+    def require(self, principal: Principal, bucket: str, *, write: bool) -> BucketPolicy:
+        """The bucket's policy if `principal` may read it (and write it, with `write`); else what to say."""
+        policy = self.policy(bucket)
+        if policy is None or not policy.may_read(principal):
+            if principal.is_anonymous:
+                raise Unauthorized("send a bearer token as `Authorization: Bearer <token>`")
+            raise BucketNotFound(f"no bucket named {bucket!r}")
+        if write and not policy.may_write(principal):
+            raise Forbidden(f"you may read bucket {bucket!r} but not change it")
+        return policy
+
+    def buckets(self, principal: Principal) -> list[dict[str, Any]]:
+        """The buckets `principal` may read, with their limits and usage."""
+        with self.database.session() as session:
+            rows = [(row.name, row.manifest, row.used_bytes) for row in session.scalars(select(Bucket))]
+        found: list[tuple[BucketPolicy, int | None]] = [
+            (_policy(name, manifest), used) for name, manifest, used in rows
+        ]
+        request = self.policy(self.settings.request_bucket)
+        if request is not None and not request.declared:
+            found.append((request, None))
+        visible = [(p, used) for p, used in found if p.may_read(principal)]
+        return [
+            _describe(policy, used, principal) for policy, used in sorted(visible, key=lambda x: x[0].name)
+        ]
+
+    def describe(self, principal: Principal, bucket: str) -> dict[str, Any]:
+        policy = self.require(principal, bucket, write=False)
+        with self.database.session() as session:
+            row = session.get(Bucket, bucket)
+            used = row.used_bytes if row is not None else None
+        return _describe(policy, used, principal)
+
+    # Objects
+
+    def upload(self, bucket: str, key: str, *, size: int, content_type: str) -> Upload:
+        """Reserve `size` bytes of the bucket's quota and open a writer; `QuotaExceeded` if they don't fit."""
+        check_key(key)
+        self._reserve(bucket, size)
+        try:
+            writer = self.store.writer(bucket, key, content_type=content_type)
+            return Upload(self, bucket, key, size, writer)
+        except BaseException:
+            self._release(bucket, size)
+            raise
+
+    def delete(self, bucket: str, key: str) -> None:
+        check_key(key)
+        size = self._size_of(bucket, key)
+        if not self.store.delete(bucket, key):
+            raise ObjectNotFound(f"no object {key!r} in bucket {bucket!r}")
+        self._release(bucket, size)
+
+    def _size_of(self, bucket: str, key: str) -> int:
+        try:
+            return self.store.head(bucket, key).size
+        except ObjectNotFound:
+            return 0
+
+    def _reserve(self, bucket: str, size: int) -> None:
+        with self.database.session() as session:
+            quota = session.scalar(select(Bucket.quota_bytes).where(Bucket.name == bucket))
+            statement = update(Bucket).where(Bucket.name == bucket)
+            if quota is not None:
+                statement = statement.where(Bucket.used_bytes + size <= Bucket.quota_bytes)
+            done = session.execute(statement.values(used_bytes=Bucket.used_bytes + size))
+            if quota is not None and done.rowcount == 0:  # type: ignore[attr-defined]
+                used = session.scalar(select(Bucket.used_bytes).where(Bucket.name == bucket)) or 0
+                raise QuotaExceeded(
+                    f"bucket {bucket!r} holds {used} of its {quota} bytes; {size} more do not fit",
+                    details={"quota_bytes": quota, "used_bytes": used, "size": size},
+                )
+
+    def _release(self, bucket: str, size: int) -> None:
+        if size:
+            with self.database.session() as session:
+                session.execute(
+                    update(Bucket).where(Bucket.name == bucket).values(used_bytes=Bucket.used_bytes - size)
+                )
+
+    # Presigned URLs
+
+    def presign(
+        self, bucket: str, key: str, *, method: PresignMethod, expires_in: int, base_url: str
+    ) -> Presigned:
+        """A URL for `method` on one object, good for `expires_in` seconds; `base_url` is this gateway's."""
+        check_key(key)
+        if not 1 <= expires_in <= self.settings.presign_max_seconds:
+            raise BadRequest(f"expires_in must be between 1 and {self.settings.presign_max_seconds} seconds")
+        if method == "PUT":
+            self._check_room(bucket)
+        expires = int(self.clock()) + expires_in
+        url = self.store.presign(bucket, key, method=method, expires_in=expires_in)
+        if url is None:
+            signature = self._signature(method, bucket, key, expires)
+            path = f"/api/v1/storage/{bucket}/objects/{quote(key, safe='/')}"
+            url = f"{base_url.rstrip('/')}{path}?expires={expires}&signature={signature}"
+        return Presigned(url, method, datetime.fromtimestamp(expires, UTC))
+
+    def check_signature(self, method: str, bucket: str, key: str, expires: str, signature: str) -> None:
+        """Accept a request made with a presigned URL of this gateway, or raise what to answer."""
+        signed: PresignMethod = "GET" if method in ("GET", "HEAD") else "PUT"
+        if method not in ("GET", "HEAD", "PUT") or not expires.isdigit():
+            raise Forbidden(f"a presigned URL does not allow {method}")
+        expected = self._signature(signed, bucket, key, int(expires))
+        if not hmac.compare_digest(expected, signature):
+            raise Forbidden("the URL's signature does not match this object and method")
+        if int(expires) < self.clock():
+            raise Forbidden("this presigned URL has expired")
+
+    def _signature(self, method: PresignMethod, bucket: str, key: str, expires: int) -> str:
+        message = f"{method}\n{bucket}\n{key}\n{expires}".encode()
+        return hmac.new(self._secret(), message, hashlib.sha256).hexdigest()
+
+    def _secret(self) -> bytes:
+        """The signing key every gateway shares, made by whichever asks first."""
+        if self._presign_key is None:
+            with self._lock:
+                if self._presign_key is None:
+                    self._presign_key = bytes.fromhex(self._load_or_make_key())
+        return self._presign_key
+
+    def _load_or_make_key(self) -> str:
+        with self.database.session() as session:
+            row = session.get(ServerKey, _PRESIGN_KEY)
+            if row is not None:
+                return row.secret
+        try:
+            with self.database.session() as session:
+                session.add(ServerKey(name=_PRESIGN_KEY, secret=secrets.token_hex(32)))
+        except IntegrityError:  # another gateway made it first
+            pass
+        with self.database.session() as session:
+            row = session.get(ServerKey, _PRESIGN_KEY)
+            assert row is not None
+            return row.secret
+
+    def _check_room(self, bucket: str) -> None:
+        with self.database.session() as session:
+            row = session.get(Bucket, bucket)
+            if row is not None and row.quota_bytes is not None and row.used_bytes >= row.quota_bytes:
+                raise QuotaExceeded(
+                    f"bucket {bucket!r} is full ({row.used_bytes} of {row.quota_bytes} bytes)"
+                )
+
+    # Upkeep
+
+    def sweep(self) -> dict[str, int]:
+        """Delete objects past their bucket's retention and recount each bucket's usage; returns the number
+        of objects deleted per bucket."""
+        deleted: dict[str, int] = {}
+        with self.database.session() as session:
+            rows = [(row.name, row.manifest) for row in session.scalars(select(Bucket))]
+        policies = [_policy(name, manifest) for name, manifest in rows]
+        request = self.policy(self.settings.request_bucket)
+        if request is not None and not request.declared:
+            policies.append(request)
+        now = datetime.fromtimestamp(self.clock(), UTC)
+        for policy in policies:
+            cutoff = now - timedelta(days=policy.retention_days) if policy.retention_days else None
+            used, count = 0, 0
+            for info in self.store.walk(policy.name):
+                if cutoff is not None and info.modified < cutoff:
+                    if self.store.delete(policy.name, info.key):
+                        count += 1
+                    continue
+                used += info.size
+            deleted[policy.name] = count
+            if policy.declared:
+                self._recount(policy.name, used, now)
+            if count:
+                log.info("deleted %d objects past retention from bucket %s", count, policy.name)
+        self.store.sweep()
+        return deleted
+
+    def _recount(self, bucket: str, used: int, now: datetime) -> None:
+        with self.database.session() as session:
+            session.execute(
+                update(Bucket).where(Bucket.name == bucket).values(used_bytes=used, counted_at=now)
+            )
+
+
+def _policy(name: str, manifest: dict[str, Any]) -> BucketPolicy:
+    try:
+        storage = StorageManifest.model_validate(manifest)
+    except ValidationError:  # written by an older schema: closed until applied again
+        return BucketPolicy(name)
+    spec = storage.spec
+    return BucketPolicy(
+        name,
+        groups=frozenset(spec.access.groups),
+        read_groups=frozenset(spec.access.read_groups),
+        quota_bytes=spec.quota_bytes,
+        retention_days=spec.retention_days,
+    )
+
+
+def _describe(policy: BucketPolicy, used: int | None, principal: Principal) -> dict[str, Any]:
+    return {
+        "name": policy.name,
+        "quota_bytes": policy.quota_bytes,
+        "used_bytes": used,
+        "retention_days": policy.retention_days,
+        "access": "write" if policy.may_write(principal) else "read",
+        "groups": sorted(policy.groups),
+        "read_groups": sorted(policy.read_groups),
+    }

@@ -1,0 +1,303 @@
+"""The files API: buckets, listings, and objects streamed in both directions, with presigned URLs.
+
+Bodies are never held whole: uploads go to the store chunk by chunk as they arrive, downloads leave it chunk
+by chunk (one megabyte at a time), so a gigabyte moves with flat memory. An upload must say its size in
+`Content-Length`, which is reserved against the bucket's quota before the first byte is stored.
+
+A request carrying `expires` and `signature` query parameters is a presigned request: it needs no token, and
+is allowed exactly the method and object the signature covers, until it expires.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Iterator
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from modelport.control.platform import Services
+from modelport.core.errors import (
+    BadRequest,
+    CorruptObject,
+    LengthRequired,
+    PayloadTooLarge,
+    RangeNotSatisfiable,
+)
+from modelport.gateway.auth import principal_of
+from modelport.gateway.identity_api import actor_of
+from modelport.storage import CHUNK, ObjectInfo, check_key, check_prefix
+
+__all__ = ["storage_router"]
+
+log = logging.getLogger("modelport.storage")
+
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+class BucketInfo(BaseModel):
+    name: str
+    quota_bytes: int | None
+    used_bytes: int | None
+    retention_days: float | None
+    access: Literal["read", "write"]
+    groups: list[str]
+    read_groups: list[str]
+
+
+class BucketList(BaseModel):
+    buckets: list[BucketInfo]
+
+
+class ObjectEntry(BaseModel):
+    key: str
+    size: int
+    etag: str
+    content_type: str
+    modified: str
+    sha256: str | None
+
+
+class ObjectListing(BaseModel):
+    bucket: str
+    prefix: str
+    objects: list[ObjectEntry]
+    prefixes: list[str]
+    next_cursor: str | None
+
+
+class PresignRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    key: str = Field(min_length=1, max_length=1024, description="The object the URL is for.")
+    method: Literal["GET", "PUT"] = Field("GET", description="What the URL may do: download or upload.")
+    expires_in: int = Field(3600, ge=1, description="Seconds the URL stays valid.")
+
+
+class PresignResponse(BaseModel):
+    url: str
+    method: Literal["GET", "PUT"]
+    expires_at: str
+
+
+def storage_router(services: Services) -> APIRouter:
+    storage = services.storage
+
+    def guard(request: Request) -> None:
+        """Before anything else, even validation: the caller may use the bucket (a bucket it may not see is
+        404), or brings a presigned URL for this method and object."""
+        bucket = request.path_params.get("bucket")
+        if bucket is None:
+            return
+        key = request.path_params.get("key")
+        query = request.query_params
+        if key is not None and "signature" in query and principal_of(request.scope).is_anonymous:
+            check_key(key)
+            storage.check_signature(
+                request.method, bucket, key, query.get("expires", ""), query.get("signature", "")
+            )
+            return
+        write = request.method in ("PUT", "DELETE")
+        storage.require(principal_of(request.scope), bucket, write=write)
+
+    router = APIRouter(prefix="/api/v1/storage", tags=["storage"], dependencies=[Depends(guard)])
+
+    @router.get("", response_model=BucketList, summary="List the buckets you may use")
+    def list_buckets(request: Request) -> dict[str, Any]:
+        return {"buckets": storage.buckets(principal_of(request.scope))}
+
+    @router.get("/{bucket}", response_model=ObjectListing, summary="List a bucket's objects")
+    def list_objects(
+        request: Request,
+        bucket: str,
+        prefix: Annotated[str, Query(max_length=1024, description="Only keys starting with this.")] = "",
+        delimiter: Annotated[
+            Literal["/"] | None, Query(description="Group keys by their next `/` into `prefixes`.")
+        ] = None,
+        cursor: Annotated[
+            str | None, Query(max_length=1024, description="`next_cursor` of the page before.")
+        ] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
+    ) -> dict[str, Any]:
+        page = storage.store.list(
+            bucket, prefix=check_prefix(prefix), delimiter=delimiter, cursor=cursor, limit=limit
+        )
+        return {
+            "bucket": bucket,
+            "prefix": prefix,
+            "objects": [_entry(info) for info in page.objects],
+            "prefixes": page.prefixes,
+            "next_cursor": page.next_cursor,
+        }
+
+    @router.put(
+        "/{bucket}/objects/{key:path}",
+        response_model=ObjectEntry,
+        status_code=201,
+        summary="Upload an object",
+        description="The body is the object, streamed; `Content-Length` is required and `Content-Type` is "
+        "kept. Replaces an object of the same key atomically: readers see the old object or the new one.",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+            }
+        },
+    )
+    async def put_object(request: Request, bucket: str, key: str) -> Response:
+        length = request.headers.get("content-length")
+        if length is None or not length.isdigit():
+            raise LengthRequired("send the object's size in Content-Length")
+        size = int(length)
+        if size > services.settings.max_object_bytes:
+            raise PayloadTooLarge(
+                f"the object ({size} bytes) exceeds the limit of {services.settings.max_object_bytes} bytes"
+            )
+        content_type = request.headers.get("content-type") or "application/octet-stream"
+        upload = await asyncio.to_thread(storage.upload, bucket, key, size=size, content_type=content_type)
+        with upload:
+            buffer = bytearray()
+            async for chunk in request.stream():
+                buffer += chunk
+                if len(buffer) >= CHUNK:
+                    await asyncio.to_thread(upload.write, bytes(buffer))
+                    buffer.clear()
+            if buffer:
+                await asyncio.to_thread(upload.write, bytes(buffer))
+            info = await asyncio.to_thread(upload.commit)
+        if not principal_of(request.scope).is_anonymous:
+            services.audit.record(actor_of(request), "object.put", f"bucket/{bucket}", key=key, size=size)
+        return _json(_entry(info), 201, info)
+
+    @router.get(
+        "/{bucket}/objects/{key:path}",
+        summary="Download an object",
+        description="Streams the object. `Range: bytes=a-b` gets part of it (206). `If-None-Match` with its "
+        "ETag gets 304. A whole object is checked against the SHA-256 recorded when it was written; if the "
+        "bytes do not match, the connection is cut before the end.",
+        response_class=Response,
+    )
+    async def get_object(request: Request, bucket: str, key: str) -> Response:
+        check_key(key)
+        info = await asyncio.to_thread(storage.store.head, bucket, key)
+        headers = _headers(info)
+        if request.headers.get("if-none-match") in (f'"{info.etag}"', "*"):
+            return Response(status_code=304, headers=headers)
+        span = _range(request.headers.get("range"), info.size)
+        status = 200
+        start, stop = 0, info.size
+        if span is not None:
+            start, stop = span
+            status = 206
+            headers["Content-Range"] = f"bytes {start}-{stop - 1}/{info.size}"
+        headers["Content-Length"] = str(stop - start)
+        if request.method == "HEAD":
+            return Response(status_code=status, headers=headers, media_type=info.content_type)
+        reader = await asyncio.to_thread(
+            storage.store.reader, bucket, key, start=start, stop=None if span is None else stop
+        )
+        return StreamingResponse(
+            _stream(reader, bucket, key), status_code=status, headers=headers, media_type=info.content_type
+        )
+
+    @router.head(
+        "/{bucket}/objects/{key:path}",
+        summary="An object's size, type and checksum",
+        description="The headers `GET` would send, without the body.",
+        response_class=Response,
+    )
+    async def head_object(request: Request, bucket: str, key: str) -> Response:
+        return await get_object(request, bucket, key)
+
+    @router.delete("/{bucket}/objects/{key:path}", status_code=204, summary="Delete an object")
+    async def delete_object(request: Request, bucket: str, key: str) -> Response:
+        await asyncio.to_thread(storage.delete, bucket, key)
+        services.audit.record(actor_of(request), "object.delete", f"bucket/{bucket}", key=key)
+        return Response(status_code=204)
+
+    @router.post(
+        "/{bucket}/presign",
+        response_model=PresignResponse,
+        summary="Make a presigned URL",
+        description="A URL that lets whoever holds it GET or PUT one object without a token until it "
+        "expires. On S3 it is S3's own presigned URL; on the local store, a URL of this server.",
+    )
+    def presign(request: Request, bucket: str, body: PresignRequest) -> dict[str, Any]:
+        if body.method == "PUT":
+            storage.require(principal_of(request.scope), bucket, write=True)
+        presigned = storage.presign(
+            bucket, body.key, method=body.method, expires_in=body.expires_in, base_url=str(request.base_url)
+        )
+        services.audit.record(
+            actor_of(request), "object.presign", f"bucket/{bucket}", key=body.key, method=body.method
+        )
+        return {
+            "url": presigned.url,
+            "method": presigned.method,
+            "expires_at": presigned.expires_at.isoformat(),
+        }
+
+    return router
+
+
+def _entry(info: ObjectInfo) -> dict[str, Any]:
+    return {
+        "key": info.key,
+        "size": info.size,
+        "etag": info.etag,
+        "content_type": info.content_type,
+        "modified": info.modified.isoformat(),
+        "sha256": info.sha256,
+    }
+
+
+def _headers(info: ObjectInfo) -> dict[str, str]:
+    headers = {
+        "ETag": f'"{info.etag}"',
+        "Last-Modified": info.modified.strftime("%a, %d %b %Y %H:%M:%S GMT"),
+        "Accept-Ranges": "bytes",
+        "X-Content-Type-Options": "nosniff",
+    }
+    if info.sha256:
+        headers["X-Checksum-Sha256"] = info.sha256
+    return headers
+
+
+def _json(body: dict[str, Any], status: int, info: ObjectInfo) -> Response:
+    return JSONResponse(body, status_code=status, headers={"ETag": f'"{info.etag}"'})
+
+
+def _range(header: str | None, size: int) -> tuple[int, int] | None:
+    """The `[start, stop)` a `Range: bytes=...` header asks for; None for the whole object."""
+    if header is None:
+        return None
+    match = _RANGE.match(header.strip())
+    if match is None:  # several ranges or another unit: the whole object, as RFC 9110 allows
+        return None
+    first, last = match.groups()
+    if not first and not last:
+        raise BadRequest("a Range needs a start or a length: `bytes=0-99`, `bytes=100-`, `bytes=-100`")
+    if not first:
+        start, stop = max(0, size - int(last)), size
+    else:
+        start = int(first)
+        stop = min(size, int(last) + 1) if last else size
+        if last and int(last) < start:
+            raise BadRequest("the Range ends before it starts")
+    if start >= size or stop <= start:
+        raise RangeNotSatisfiable(f"the object has {size} bytes", details={"size": size})
+    return start, stop
+
+
+def _stream(reader: Any, bucket: str, key: str) -> Iterator[bytes]:
+    try:
+        yield from reader
+    except CorruptObject:
+        log.error("object %s/%s does not match its recorded checksum; the download was cut", bucket, key)
+        raise
+    finally:
+        reader.close()

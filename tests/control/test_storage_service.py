@@ -1,0 +1,262 @@
+"""Buckets: policies by group, quota reservations that hold across gateways, retention with a controllable
+clock, and the gateway's own presigned URLs."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from modelport.control.access import AccessPolicies, Permit
+from modelport.control.identity import ANONYMOUS, Principal
+from modelport.control.manifests import BucketNotEmpty, Manifests
+from modelport.control.storage import Storage
+from modelport.core.errors import (
+    BadRequest,
+    BucketNotFound,
+    Forbidden,
+    QuotaExceeded,
+    Unauthorized,
+)
+from modelport.core.settings import Settings
+from modelport.db import Database, Role
+from modelport.storage import LocalStore
+
+ADMIN = Principal(1, "admin", Role.ADMIN)
+ANA = Principal(2, "ana", Role.USER, frozenset({"/team-a"}))
+BOB = Principal(3, "bob", Role.USER, frozenset({"/team-b"}))
+AUDITOR = Principal(4, "audi", Role.USER, frozenset({"/auditors"}))
+DEVELOPER = Principal(5, "dev", Role.DEVELOPER, frozenset({"/team-a"}))
+STRANGER = Principal(6, "dev-x", Role.DEVELOPER, frozenset({"/x/team-a"}))
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 12, 1, tzinfo=UTC).timestamp()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def database(database_url: str) -> Iterator[Database]:
+    db = Database(database_url)
+    db.migrate()
+    yield db
+    db.close()
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def world(database: Database, tmp_path: Path, clock: Clock) -> tuple[Storage, Manifests]:
+    store = LocalStore(tmp_path / "objects")
+    settings = Settings(data_dir=tmp_path, request_retention_days=1)
+    manifests = Manifests(database, store=store)
+    documents = [
+        bucket("receipts", access={"groups": ["/team-a"], "readGroups": ["/auditors"]}, retentionDays=30),
+        bucket("tiny", access={"groups": ["/team-a"]}, quota="1KiB"),
+    ]
+    manifests.apply(documents, actor="admin")
+    storage = Storage(database, store, settings=settings, clock=clock)
+    storage.start()
+    return storage, manifests
+
+
+def bucket(name: str, **spec: object) -> dict[str, object]:
+    return {"apiVersion": "modelport/v1", "kind": "Storage", "metadata": {"name": name}, "spec": spec}
+
+
+def put(storage: Storage, bucket: str, key: str, data: bytes) -> None:
+    with storage.upload(bucket, key, size=len(data), content_type="application/octet-stream") as upload:
+        upload.write(data)
+        upload.commit()
+
+
+def used(storage: Storage, name: str) -> int | None:
+    return next(b["used_bytes"] for b in storage.buckets(ADMIN) if b["name"] == name)
+
+
+# Policies
+
+
+def test_groups_read_and_write_read_groups_only_read_and_others_see_nothing(
+    world: tuple[Storage, Manifests],
+) -> None:
+    storage, _ = world
+    assert storage.require(ANA, "receipts", write=True).name == "receipts"
+    assert storage.require(AUDITOR, "receipts", write=False).name == "receipts"
+    with pytest.raises(Forbidden):
+        storage.require(AUDITOR, "receipts", write=True)
+    for principal in (BOB, STRANGER):
+        with pytest.raises(BucketNotFound):
+            storage.require(principal, "receipts", write=False)
+    with pytest.raises(Unauthorized):
+        storage.require(ANONYMOUS, "receipts", write=False)
+    with pytest.raises(BucketNotFound):
+        storage.require(ANA, "no-such-bucket", write=False)
+    assert [b["name"] for b in storage.buckets(ANA)] == ["receipts", "tiny"]
+    assert [b["name"] for b in storage.buckets(AUDITOR)] == ["receipts"]
+    assert storage.buckets(BOB) == []
+    assert [b["name"] for b in storage.buckets(ADMIN)] == ["receipts", "requests", "tiny"]
+    with pytest.raises(BucketNotFound):  # the request bucket is the admins' alone
+        storage.require(ANA, "requests", write=False)
+
+
+def test_only_admins_declare_buckets_and_a_bucket_holding_objects_is_not_deleted(
+    world: tuple[Storage, Manifests], database: Database
+) -> None:
+    storage, manifests = world
+    policies = AccessPolicies(database)
+    with pytest.raises(Forbidden):
+        manifests.apply([bucket("mine")], actor="dev", permit=Permit(DEVELOPER, policies))
+    with pytest.raises(Forbidden):
+        manifests.delete([bucket("tiny")], actor="dev", permit=Permit(DEVELOPER, policies))
+    assert storage.policy("mine") is None
+    put(storage, "receipts", "kept", b"data")
+    with pytest.raises(BucketNotEmpty):
+        manifests.delete([bucket("receipts")], actor="admin")
+    assert storage.policy("receipts") is not None
+    changes = manifests.delete([bucket("tiny")], actor="admin")
+    assert [(c.kind, c.name, c.action) for c in changes] == [("Storage", "tiny", "deleted")]
+    assert storage.policy("tiny") is None
+
+
+# Quotas
+
+
+def test_a_quota_holds_and_failed_uploads_give_their_reservation_back(
+    world: tuple[Storage, Manifests],
+) -> None:
+    storage, _ = world
+    put(storage, "tiny", "a", b"x" * 600)
+    with pytest.raises(QuotaExceeded):
+        storage.upload("tiny", "b", size=600, content_type="text/plain")
+    assert used(storage, "tiny") == 600
+
+    def interrupted() -> None:
+        with storage.upload("tiny", "c", size=400, content_type="text/plain") as upload:
+            upload.write(b"y" * 100)
+            raise RuntimeError("the client went away")
+
+    def short() -> None:
+        with storage.upload("tiny", "c", size=400, content_type="text/plain") as upload:
+            upload.write(b"y" * 100)
+            upload.commit()
+
+    def long() -> None:
+        with storage.upload("tiny", "c", size=4, content_type="text/plain") as upload:
+            upload.write(b"y" * 5)
+
+    with pytest.raises(RuntimeError):
+        interrupted()
+    assert used(storage, "tiny") == 600
+    with pytest.raises(BadRequest, match="ended after 100 of the 400 bytes"):
+        short()
+    with pytest.raises(BadRequest, match="longer than its Content-Length"):
+        long()
+    assert used(storage, "tiny") == 600
+    assert [o.key for o in storage.store.walk("tiny")] == ["a"]
+    put(storage, "tiny", "a", b"z" * 100)  # replacing gives the old bytes back
+    assert used(storage, "tiny") == 100
+    storage.delete("tiny", "a")
+    assert used(storage, "tiny") == 0
+
+
+def test_concurrent_uploads_cannot_overshoot_the_quota(world: tuple[Storage, Manifests]) -> None:
+    storage, _ = world
+    results: list[str] = []
+
+    def upload(index: int) -> None:
+        try:
+            put(storage, "tiny", f"k{index}", b"x" * 300)
+            results.append("stored")
+        except QuotaExceeded:
+            results.append("refused")
+
+    threads = [threading.Thread(target=upload, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(results) == ["refused"] * 5 + ["stored"] * 3  # 3 x 300 <= 1024 < 4 x 300
+    assert used(storage, "tiny") == 900 == sum(o.size for o in storage.store.walk("tiny"))
+
+
+# Retention and recounting
+
+
+def test_objects_past_retention_are_deleted_and_usage_is_recounted(
+    world: tuple[Storage, Manifests], clock: Clock
+) -> None:
+    storage, _ = world
+    clock.now = time.time()  # objects are stamped with the real time; the sweep's clock moves from there
+    put(storage, "receipts", "old", b"o" * 10)
+    storage.store.put("requests", "uploads/x/old", b"r", content_type="text/plain")
+    storage.store.put("tiny", "written-around", b"w" * 50, content_type="text/plain")  # not via the API
+    assert storage.sweep() == {"receipts": 0, "tiny": 0, "requests": 0}
+    assert used(storage, "tiny") == 50  # recounted from the store
+    clock.now += 20 * 86_400  # past the request bucket's day, within the receipts' 30 days
+    assert storage.sweep() == {"receipts": 0, "tiny": 0, "requests": 1}
+    assert [o.key for o in storage.store.walk("receipts")] == ["old"]
+    assert used(storage, "receipts") == 10
+    clock.now += 11 * 86_400
+    assert storage.sweep()["receipts"] == 1
+    assert list(storage.store.walk("receipts")) == []
+    assert used(storage, "receipts") == 0
+    assert [o.key for o in storage.store.walk("tiny")] == ["written-around"]  # no retention: kept
+
+
+# Presigned URLs of the gateway
+
+
+def test_gateway_presigned_urls_cover_one_object_one_method_until_expiry(
+    world: tuple[Storage, Manifests], clock: Clock
+) -> None:
+    storage, _ = world
+    made = storage.presign("receipts", "a b/c.png", method="PUT", expires_in=60, base_url="http://gw:1/")
+    assert made.url.startswith("http://gw:1/api/v1/storage/receipts/objects/a%20b/c.png?expires=")
+    assert made.expires_at == datetime.fromtimestamp(clock.now + 60, UTC)
+    query = dict(part.split("=") for part in made.url.split("?")[1].split("&"))
+    storage.check_signature("PUT", "receipts", "a b/c.png", query["expires"], query["signature"])
+    for method, bucket_name, key in [
+        ("GET", "receipts", "a b/c.png"),
+        ("PUT", "receipts", "a b/c.pngx"),
+        ("PUT", "tiny", "a b/c.png"),
+        ("DELETE", "receipts", "a b/c.png"),
+    ]:
+        with pytest.raises(Forbidden):
+            storage.check_signature(method, bucket_name, key, query["expires"], query["signature"])
+    with pytest.raises(Forbidden):  # a later expiry is not covered by the signature
+        storage.check_signature(
+            "PUT", "receipts", "a b/c.png", str(int(query["expires"]) + 1), query["signature"]
+        )
+    clock.now += 61
+    with pytest.raises(Forbidden, match="expired"):
+        storage.check_signature("PUT", "receipts", "a b/c.png", query["expires"], query["signature"])
+    with pytest.raises(BadRequest):
+        storage.presign("receipts", "k", method="GET", expires_in=10**9, base_url="http://gw/")
+
+
+def test_every_gateway_signs_with_the_same_key(world: tuple[Storage, Manifests], database: Database) -> None:
+    storage, _ = world
+    other = Storage(database, storage.store, settings=storage.settings, clock=storage.clock)
+    made = storage.presign("receipts", "k", method="GET", expires_in=60, base_url="http://a/")
+    query = dict(part.split("=") for part in made.url.split("?")[1].split("&"))
+    other.check_signature("GET", "receipts", "k", query["expires"], query["signature"])
+    other.check_signature("HEAD", "receipts", "k", query["expires"], query["signature"])
+
+
+def test_a_full_bucket_hands_out_no_upload_urls(world: tuple[Storage, Manifests]) -> None:
+    storage, _ = world
+    put(storage, "tiny", "full", b"f" * 1024)
+    with pytest.raises(QuotaExceeded):
+        storage.presign("tiny", "more", method="PUT", expires_in=60, base_url="http://gw/")
+    assert storage.presign("tiny", "full", method="GET", expires_in=60, base_url="http://gw/").url
