@@ -208,6 +208,8 @@ def main() -> None:
 
 from modelport.cli import identity as _identity  # noqa: E402 (registered after the local commands)
 from modelport.cli import platform as _platform  # noqa: E402
+from modelport.cli import storage as _storage  # noqa: E402
 
 _platform.register(app)
 _identity.register(app)
+_storage.register(app)

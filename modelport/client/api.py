@@ -8,26 +8,37 @@ the URL. Passwords go only into request bodies, never into an error's message.
 from __future__ import annotations
 
 import hashlib
+import mimetypes
+import os
+import secrets
 import time
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from email.utils import parsedate_to_datetime
+from pathlib import Path
 from types import TracebackType
-from typing import Any, Self, cast
+from typing import Any, BinaryIO, Literal, Self, cast
 from urllib.parse import quote
 
 import httpx
 
-from modelport.client.errors import ApiError, ConnectionFailed, WaitTimeout
+from modelport.client.errors import ApiError, ConnectionFailed, TransferFailed, WaitTimeout
 from modelport.client.schema import (
     AccessToken,
     ApplyResult,
     AuditEvent,
+    BucketInfo,
     CallerInfo,
     DeploymentInfo,
     GroupInfo,
     ModuleInfo,
     NewToken,
+    ObjectInfo,
+    ObjectListing,
+    PresignedUrl,
+    PresignMethod,
     Role,
     TokenInfo,
     UserInfo,
@@ -40,9 +51,15 @@ DEFAULT_TIMEOUT = 30.0
 """Seconds to wait for a connection, or for each read or write on it (not for a whole call)."""
 
 Progress = Callable[[int, int], None]
-"""Told `(bytes_sent, total)` as an upload goes."""
+"""Told `(bytes_moved, total)` as an upload or a download goes."""
+
+_TRANSFER_READ_TIMEOUT = 300.0
+"""Seconds an object transfer waits for the server's next bytes (at least): once an upload's last byte is
+sent the server may still be storing it, and a store behind the server may be slow to start a download."""
 
 _CHUNK = 64 * 1024
+_FILE_CHUNK = 1 << 20
+_ENCODED_TYPES = {"gzip": "application/gzip", "bzip2": "application/x-bzip2", "xz": "application/x-xz"}
 _SHOWN_BODY = 200
 _SETTLED_BUILD = ("ready", "failed")
 _SETTLED_ROLLOUT = ("ready", "failed")
@@ -73,6 +90,7 @@ class Client:
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.url = url.rstrip("/")
+        self._transfer_timeout = httpx.Timeout(timeout, read=max(timeout, _TRANSFER_READ_TIMEOUT))
         headers = {"User-Agent": "modelport-client"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
@@ -325,6 +343,131 @@ class Client:
         params = _present(actor=actor, action=action, target=target, since=when, before=before, limit=limit)
         return cast(list[AuditEvent], self._json("GET", "/api/v1/audit", params=params)["events"])
 
+    # Storage
+
+    def buckets(self) -> list[BucketInfo]:
+        """The buckets the token may use, with their quotas, usage and retention."""
+        return cast(list[BucketInfo], self._json("GET", "/api/v1/storage")["buckets"])
+
+    def objects(
+        self,
+        bucket: str,
+        *,
+        prefix: str = "",
+        delimiter: Literal["/"] | None = None,
+        cursor: str | None = None,
+        limit: int = 1000,
+    ) -> ObjectListing:
+        """One page of the bucket's objects whose keys start with `prefix`, in key order, at most `limit`
+        (1 to 1000). With `delimiter="/"` the keys holding a further `/` after the prefix are folded into
+        `prefixes` (the "directories"). Pass the page's `next_cursor` as `cursor` to get the next one."""
+        params = _present(prefix=prefix or None, delimiter=delimiter, cursor=cursor, limit=limit)
+        return cast(ObjectListing, self._json("GET", _bucket_path(bucket), params=params))
+
+    def object_pages(
+        self, bucket: str, *, prefix: str = "", delimiter: Literal["/"] | None = None, limit: int = 1000
+    ) -> Iterator[ObjectListing]:
+        """Every page of a listing, fetched as they are consumed."""
+        cursor: str | None = None
+        while True:
+            page = self.objects(bucket, prefix=prefix, delimiter=delimiter, cursor=cursor, limit=limit)
+            yield page
+            if page["next_cursor"] is None:
+                return
+            if page["next_cursor"] == cursor:
+                raise ApiError(200, "invalid_response", f"the listing of bucket {bucket!r} does not advance")
+            cursor = page["next_cursor"]
+
+    def walk_objects(self, bucket: str, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Every object whose key starts with `prefix`, in key order, over as many pages as it takes."""
+        for page in self.object_pages(bucket, prefix=prefix):
+            yield from page["objects"]
+
+    def upload(
+        self,
+        bucket: str,
+        key: str,
+        source: Path,
+        *,
+        content_type: str | None = None,
+        progress: Progress | None = None,
+    ) -> ObjectInfo:
+        """Store the file `source` as object `key`, replacing any object of that key.
+
+        The file is streamed in chunks, its size sent as `Content-Length`; `progress` is told
+        `(bytes_sent, total)`. The content type is `content_type`, else guessed from the file's name, else
+        `application/octet-stream`. A bucket without room raises `ApiError` code `quota_exceeded`; a file
+        that shrinks while it is read, `TransferFailed`.
+        """
+        source = Path(source)
+        with source.open("rb") as file:
+            size = os.fstat(file.fileno()).st_size
+            headers = {"Content-Type": content_type or _guess_type(source), "Content-Length": str(size)}
+            response = self._send(
+                "PUT",
+                _object_path(bucket, key),
+                headers=headers,
+                content=_file_chunks(file, size, progress, source),
+                timeout=self._transfer_timeout,
+            )
+        return cast(ObjectInfo, response.json())
+
+    def download(
+        self, bucket: str, key: str, target: Path, *, progress: Progress | None = None
+    ) -> ObjectInfo:
+        """Save object `key` as the file `target`, whose directory must exist; returns what its headers say.
+
+        The bytes stream into a temporary file beside `target`, which is renamed into place only once the
+        download is whole and matches the SHA-256 the server sent (when it sent one); otherwise it is removed,
+        `target` is left as it was, and `TransferFailed` says why. `progress` is told `(bytes_received,
+        total)`.
+        """
+        target = Path(target)
+        name = f"{bucket}/{key}"
+        with self._stream("GET", _object_path(bucket, key)) as response:
+            size = _length(response.headers)
+            expected = response.headers.get("X-Checksum-Sha256")
+            partial = target.with_name(f".{target.name[:100]}.{secrets.token_hex(4)}.part")
+            try:
+                with partial.open("xb") as file:
+                    received, digest = _receive(response, file, size, progress, name)
+                    file.flush()
+                    os.fsync(file.fileno())
+                if expected is not None and digest != expected.lower():
+                    raise TransferFailed(
+                        f"the download of {name} does not match its checksum (sha256 {digest}, expected "
+                        f"{expected}); nothing was saved"
+                    )
+                os.replace(partial, target)
+            except BaseException:
+                partial.unlink(missing_ok=True)
+                raise
+        return _object_info(key, response.headers, received)
+
+    def stat_object(self, bucket: str, key: str) -> ObjectInfo:
+        """What the server knows of one object, without its bytes (a `HEAD`)."""
+        try:
+            response = self._send("HEAD", _object_path(bucket, key))
+        except ApiError as exc:
+            if exc.status == 404 and exc.code == "http_404":  # the answer to a HEAD has no body to say more
+                raise ApiError(
+                    404, "not_found", f"no object {key!r} in bucket {bucket!r} (or no such bucket)"
+                ) from None
+            raise
+        return _object_info(key, response.headers, _length(response.headers) or 0)
+
+    def delete_object(self, bucket: str, key: str) -> None:
+        """Delete one object (`ApiError` code `object_not_found` when there is none)."""
+        self._send("DELETE", _object_path(bucket, key))
+
+    def presign(
+        self, bucket: str, key: str, *, method: PresignMethod = "GET", expires_in: int = 3600
+    ) -> PresignedUrl:
+        """A URL that lets whoever holds it download (`GET`) or upload (`PUT`) one object without a token,
+        for `expires_in` seconds."""
+        body = {"key": key, "method": method, "expires_in": expires_in}
+        return cast(PresignedUrl, self._json("POST", _bucket_path(bucket, "presign"), json=body))
+
     # HTTP
 
     def _documents(self, path: str, documents: list[dict[str, Any]], *, dry_run: bool) -> list[ApplyResult]:
@@ -351,10 +494,17 @@ class Client:
         json: Any = None,
         headers: Mapping[str, str] | None = None,
         content: Iterator[bytes] | None = None,
+        timeout: httpx.Timeout | None = None,
     ) -> httpx.Response:
         try:
             response = self._http.request(
-                method, path, params=params, json=json, headers=headers, content=content
+                method,
+                path,
+                params=params,
+                json=json,
+                headers=headers,
+                content=content,
+                timeout=timeout or httpx.USE_CLIENT_DEFAULT,
             )
         except httpx.TimeoutException:
             raise ConnectionFailed(self.url, "the server did not answer in time") from None
@@ -364,9 +514,114 @@ class Client:
             raise _api_error(response)
         return response
 
+    @contextmanager
+    def _stream(self, method: str, path: str) -> Iterator[httpx.Response]:
+        """A response whose body is read as it arrives, inside the `with` block; error statuses raise."""
+        try:
+            with self._http.stream(method, path, timeout=self._transfer_timeout) as response:
+                if response.is_error:
+                    response.read()
+                    raise _api_error(response)
+                yield response
+        except httpx.TimeoutException:
+            raise ConnectionFailed(self.url, "the server did not answer in time") from None
+        except httpx.TransportError as exc:
+            raise ConnectionFailed(self.url, str(exc) or type(exc).__name__) from None
+
 
 def _path(module: str, *parts: str) -> str:
     return "/".join(["/api/v1/modules", *(quote(p, safe="") for p in (module, *parts))])
+
+
+def _bucket_path(bucket: str, *parts: str) -> str:
+    if not bucket:
+        raise ValueError("a bucket name is needed")
+    return "/".join(["/api/v1/storage", *(quote(p, safe="") for p in (bucket, *parts))])
+
+
+def _object_path(bucket: str, key: str) -> str:
+    """The object's URL path, its key percent-encoded once. `.` and `..` segments are encoded too, so that
+    they reach the server (which refuses them) instead of being resolved away by URL normalisation."""
+    segments = (quote(s, safe="") if s not in (".", "..") else s.replace(".", "%2E") for s in key.split("/"))
+    return f"{_bucket_path(bucket, 'objects')}/{'/'.join(segments)}"
+
+
+def _guess_type(path: Path) -> str:
+    kind, encoding = mimetypes.guess_type(path.name, strict=False)
+    if encoding is not None:  # `x.tar.gz` holds gzip bytes, whatever the tar inside
+        return _ENCODED_TYPES.get(encoding, "application/octet-stream")
+    return kind or "application/octet-stream"
+
+
+def _file_chunks(file: BinaryIO, size: int, progress: Progress | None, source: Path) -> Iterator[bytes]:
+    """The first `size` bytes of `file`, as `Content-Length` announced them."""
+    sent = 0
+    if progress:
+        progress(0, size)
+    while sent < size:
+        chunk = file.read(min(_FILE_CHUNK, size - sent))
+        if not chunk:
+            raise TransferFailed(f"{source} shrank while it was uploaded ({sent} of {size} bytes read)")
+        sent += len(chunk)
+        yield chunk
+        if progress:
+            progress(sent, size)
+
+
+def _receive(
+    response: httpx.Response, file: BinaryIO, size: int | None, progress: Progress | None, name: str
+) -> tuple[int, str]:
+    """Copy the body into `file`; returns the bytes received and their SHA-256 (hex)."""
+    digest = hashlib.sha256()
+    received = 0
+    total = size if size is not None else 0
+    if progress:
+        progress(0, total)
+    try:
+        for chunk in response.iter_bytes():
+            file.write(chunk)
+            digest.update(chunk)
+            received += len(chunk)
+            if progress:
+                progress(received, max(total, received))
+    except httpx.HTTPError as exc:
+        expected = f" of {size}" if size is not None else ""
+        raise TransferFailed(
+            f"the download of {name} was cut short after {received}{expected} bytes: "
+            f"{str(exc) or type(exc).__name__}"
+        ) from None
+    if size is not None and received != size:
+        raise TransferFailed(f"the download of {name} ended after {received} of its {size} bytes")
+    return received, digest.hexdigest()
+
+
+def _length(headers: httpx.Headers) -> int | None:
+    """The body's size as `Content-Length` gives it; None when it is absent or counts encoded bytes."""
+    length = headers.get("Content-Length", "")
+    encoded = headers.get("Content-Encoding", "identity") != "identity"
+    return int(length) if length.isdigit() and not encoded else None
+
+
+def _object_info(key: str, headers: httpx.Headers, size: int) -> ObjectInfo:
+    """An object as the headers of a `GET` or `HEAD` describe it."""
+    return {
+        "key": key,
+        "size": size,
+        "etag": headers.get("ETag", "").removeprefix("W/").strip('"'),
+        "content_type": headers.get("Content-Type", "application/octet-stream"),
+        "modified": _http_date(headers.get("Last-Modified")),
+        "sha256": headers.get("X-Checksum-Sha256"),
+    }
+
+
+def _http_date(value: str | None) -> str:
+    """An HTTP date as ISO 8601, or "" when there is none that can be read."""
+    if not value:
+        return ""
+    try:
+        return parsedate_to_datetime(value).isoformat()
+    except (TypeError, ValueError):
+        return ""
 
 
 def _present(**values: Any) -> dict[str, Any]:

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["ApiError", "ClientError", "ConfigError", "ConnectionFailed", "NotLoggedIn", "WaitTimeout"]
+__all__ = [
+    "ApiError",
+    "ClientError",
+    "ConfigError",
+    "ConnectionFailed",
+    "NotLoggedIn",
+    "TransferFailed",
+    "WaitTimeout",
+]
 
 
 class ClientError(Exception):
@@ -45,3 +53,9 @@ class NotLoggedIn(ClientError):
 
 class ConfigError(ClientError):
     """The saved configuration cannot be read or written."""
+
+
+class TransferFailed(ClientError):
+    """An upload or download did not complete intact: the file changed size while it was sent, the
+    connection was cut, or the bytes received do not match the object's checksum. A download that fails
+    leaves no file behind."""

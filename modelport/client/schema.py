@@ -9,6 +9,8 @@ __all__ = [
     "ApplyAction",
     "ApplyResult",
     "AuditEvent",
+    "BucketAccess",
+    "BucketInfo",
     "BuildStatus",
     "CallerInfo",
     "DeploymentInfo",
@@ -17,6 +19,10 @@ __all__ = [
     "IdentitySource",
     "ModuleInfo",
     "NewToken",
+    "ObjectInfo",
+    "ObjectListing",
+    "PresignMethod",
+    "PresignedUrl",
     "Role",
     "ServingInfo",
     "TokenInfo",
@@ -31,6 +37,8 @@ ApplyAction = Literal["created", "configured", "unchanged", "deleted"]
 Role = Literal["admin", "developer", "user"]
 IdentitySource = Literal["local", "oidc"]
 TokenKind = Literal["api", "session"]
+BucketAccess = Literal["read", "write"]
+PresignMethod = Literal["GET", "PUT"]
 
 
 class ServingInfo(TypedDict):
@@ -173,3 +181,53 @@ class AuditEvent(TypedDict):
     client: str | None
     request_id: str | None
     details: dict[str, Any]
+
+
+# Storage
+
+
+class BucketInfo(TypedDict):
+    """A bucket the caller may use: its limits (None: none), what it holds, and who else may use it.
+
+    `used_bytes` is None for the request bucket while no `Storage` manifest declares it.
+    """
+
+    name: str
+    quota_bytes: int | None
+    used_bytes: int | None
+    retention_days: float | None
+    access: BucketAccess
+    groups: list[str]
+    read_groups: list[str]
+
+
+class ObjectInfo(TypedDict):
+    """A stored object; `sha256` (hex) is None for objects written around modelport, `modified` ISO 8601."""
+
+    key: str
+    size: int
+    etag: str
+    content_type: str
+    modified: str
+    sha256: str | None
+
+
+class ObjectListing(TypedDict):
+    """One page of a bucket's objects in key order; with a delimiter, `prefixes` holds the "directories".
+
+    `next_cursor` is passed back as `cursor` for the next page; None on the last one.
+    """
+
+    bucket: str
+    prefix: str
+    objects: list[ObjectInfo]
+    prefixes: list[str]
+    next_cursor: str | None
+
+
+class PresignedUrl(TypedDict):
+    """A URL that lets whoever holds it `method` one object, without a token, until `expires_at`."""
+
+    url: str
+    method: PresignMethod
+    expires_at: str

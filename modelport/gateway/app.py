@@ -118,10 +118,11 @@ class ModuleRoutes:
         info = reader.info
         headers = {
             "Content-Length": str(info.size),
+            "Content-Type": info.content_type,
             "ETag": f'"{info.etag}"',
             "X-Content-Type-Options": "nosniff",
         }
-        return StreamingResponse(_chunks(reader), headers=headers, media_type=info.content_type)
+        return StreamingResponse(_chunks(reader), headers=headers)
 
     async def favicon(self, request: Request) -> Response:
         return RedirectResponse("/static/swagger-ui/favicon-32x32.png")

@@ -30,7 +30,7 @@ from modelport.core.errors import (
 )
 from modelport.gateway.auth import principal_of
 from modelport.gateway.identity_api import actor_of
-from modelport.storage import CHUNK, ObjectInfo, check_key, check_prefix
+from modelport.storage import CHUNK, ObjectInfo, ObjectReader, check_key, check_prefix
 
 __all__ = ["storage_router"]
 
@@ -195,14 +195,13 @@ def storage_router(services: Services) -> APIRouter:
             status = 206
             headers["Content-Range"] = f"bytes {start}-{stop - 1}/{info.size}"
         headers["Content-Length"] = str(stop - start)
+        headers["Content-Type"] = info.content_type  # as stored: no charset added
         if request.method == "HEAD":
-            return Response(status_code=status, headers=headers, media_type=info.content_type)
+            return Response(status_code=status, headers=headers)
         reader = await asyncio.to_thread(
             storage.store.reader, bucket, key, start=start, stop=None if span is None else stop
         )
-        return StreamingResponse(
-            _stream(reader, bucket, key), status_code=status, headers=headers, media_type=info.content_type
-        )
+        return StreamingResponse(_stream(reader, bucket, key), status_code=status, headers=headers)
 
     @router.head(
         "/{bucket}/objects/{key:path}",
@@ -293,11 +292,20 @@ def _range(header: str | None, size: int) -> tuple[int, int] | None:
     return start, stop
 
 
-def _stream(reader: Any, bucket: str, key: str) -> Iterator[bytes]:
+def _stream(reader: ObjectReader, bucket: str, key: str) -> Iterator[bytes]:
+    """The object's chunks, each sent only once the next one is read: the reader checks the checksum after
+    the last chunk, so a corrupt object never arrives whole (its last chunk is held back and the connection
+    cut), and no client can mistake it for a good one."""
+    held: bytes | None = None
     try:
-        yield from reader
+        for chunk in reader:
+            if held is not None:
+                yield held
+            held = chunk
     except CorruptObject:
         log.error("object %s/%s does not match its recorded checksum; the download was cut", bucket, key)
         raise
     finally:
         reader.close()
+    if held is not None:
+        yield held

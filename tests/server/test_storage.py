@@ -5,7 +5,7 @@ request files named as `{"object": "bucket/key"}` and interrupted uploads.
 One server per backend holds the world:
 
 - buckets `receipts` (read and write: `/team-a`, read only: `/auditors`), `tiny` (`/team-a`, 1000 bytes)
-  and `weights` (admins only);
+  and `models` (admins only);
 - `user-a` in `/team-a`, `user-b` in `/team-b`, `auditor` in `/auditors`;
 - module `mirror` (image in, mirrored image out) callable by `/team-a` and `/team-b`.
 """
@@ -62,8 +62,9 @@ def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         env = {
             "MODELPORT_STORAGE_BACKEND": "s3",
             "MODELPORT_S3_ENDPOINT_URL": s3.endpoint_url,
-            "MODELPORT_S3_ACCESS_KEY_ID": "testing",
-            "MODELPORT_S3_SECRET_ACCESS_KEY": "testing",
+            "MODELPORT_S3_ACCESS_KEY_ID": s3.access_key_id,
+            "MODELPORT_S3_SECRET_ACCESS_KEY": s3.secret_access_key,
+            "MODELPORT_S3_REGION": s3.region,
             "MODELPORT_S3_BUCKET_PREFIX": f"t{uuid.uuid4().hex[:8]}-",
         }
     server = ServerProcess(root / "server", token=ADMIN_TOKEN, env=env)
@@ -91,7 +92,7 @@ def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
             documents = [
                 storage("receipts", access={"groups": ["/team-a"], "readGroups": ["/auditors"]}),
                 storage("tiny", access={"groups": ["/team-a"]}, quota=1000),
-                storage("weights"),
+                storage("models"),
                 {
                     "apiVersion": "modelport/v1",
                     "kind": "Api",
@@ -134,7 +135,7 @@ def test_each_caller_sees_only_the_buckets_its_groups_may_use(world: World) -> N
         assert b.get("/api/v1/storage").json() == {"buckets": []}
     with world.client("admin") as admin:
         names = [x["name"] for x in admin.get("/api/v1/storage").json()["buckets"]]
-        assert names == ["receipts", "requests", "tiny", "weights"]
+        assert names == ["models", "receipts", "requests", "tiny"]
 
 
 def test_bucket_access_is_enforced_on_every_route(world: World) -> None:
@@ -158,7 +159,7 @@ def test_bucket_access_is_enforced_on_every_route(world: World) -> None:
             ("DELETE", obj("receipts", key)),
             ("GET", "/api/v1/storage/receipts"),
             ("POST", "/api/v1/storage/receipts/presign"),
-            ("GET", obj("weights", "x")),
+            ("GET", obj("models", "x")),
         ]:
             body = {"key": key} if path.endswith("presign") else None
             response = b.request(method, path, json=body, content=b"x" if method == "PUT" else None)
@@ -274,7 +275,7 @@ def test_keys_that_could_leave_their_bucket_are_refused(world: World, raw: str) 
                 assert error_code(response) == "not_found", (raw, method)
             else:
                 assert error_code(response) == "invalid_key", (raw, method)
-        for bucket in ("receipts", "tiny", "requests", "weights"):
+        for bucket in ("receipts", "tiny", "requests", "models"):
             with world.client("admin") as admin:
                 listed = admin.get(f"/api/v1/storage/{bucket}", params={"prefix": "outside"}).json()
                 assert listed["objects"] == []
@@ -429,3 +430,36 @@ def test_uploads_of_synchronous_calls_are_kept_in_the_request_bucket(world: Worl
         assert admin.get(obj("requests", kept[0]["key"])).content == image
     with world.client("user-b") as b:  # callers do not browse the request bucket
         assert b.get("/api/v1/storage/requests").status_code == 404
+
+
+# Model weights
+
+
+def test_a_module_serves_two_weight_sets_from_a_bucket_selected_by_model_key(
+    world: World, tmp_path: Path
+) -> None:
+    with world.client("admin") as admin:
+        for key, text in [("a", "weights of a"), ("b", "weights of b")]:
+            stored = admin.put(obj("models", f"digits/{key}/weights.txt"), content=text.encode())
+            assert stored.status_code == 201, stored.text
+        directory = tmp_path / "weights"
+        shutil.copytree(FIXTURES / "weights", directory, ignore=shutil.ignore_patterns("__pycache__"))
+        assert push(admin, directory, version="v1").status_code == 201
+        built = wait_built(admin, "weights", "v1")
+        assert built["build_status"] == "ready", built["build_error"]
+        wait_deployment(admin, "weights", deploy(admin, "weights", "v1")["generation"])
+
+        def call(**extra: Any) -> dict[str, Any]:
+            response = admin.post("/api/v1/modules/weights/predict", json={"inputs": {"text": "x"}, **extra})
+            assert response.status_code == 200, response.text
+            outputs: dict[str, Any] = response.json()["outputs"]
+            return outputs
+
+        assert call() == {"weights": "weights of a", "key": "a"}
+        assert call(model_key="b") == {"weights": "weights of b", "key": "b"}
+        assert call(model_key="a") == {"weights": "weights of a", "key": "a"}
+        missing = admin.post(
+            "/api/v1/modules/weights/predict", json={"inputs": {"text": "x"}, "model_key": "c"}
+        )
+        assert (missing.status_code, error_code(missing)) == (404, "model_not_found")
+        assert call(model_key="b")["weights"] == "weights of b"
