@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -74,6 +75,7 @@ class Deployments:
         settings: Settings,
         logs: ModuleLogs,
         weights: ModelWeights | None = None,
+        check_weights: Callable[[str, str], None] | None = None,
     ) -> None:
         self.database = database
         self.versions = versions
@@ -81,6 +83,8 @@ class Deployments:
         self.settings = settings
         self.logs = logs
         self.weights = weights
+        self.check_weights = check_weights
+        """Raises `SetupFailed` unless module (first argument) may load weights from bucket (second)."""
         self._wake = asyncio.Event()
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._warm: dict[str, tuple[ServedModule, float]] = {}
@@ -350,6 +354,9 @@ class Deployments:
         if canary is not None and canary.version == version and canary.pool.config.replicas == replicas:
             return canary  # promoting the canary: the registry's swap takes it out of the canary slot
         built = await self.versions.built(module, version)
+        bucket = built.definition.manifest.spec.model.bucket
+        if bucket is not None and self.check_weights is not None:
+            await asyncio.to_thread(self.check_weights, module, bucket)
         return await start_module(
             built.definition,
             version=version,

@@ -24,7 +24,7 @@ from modelport.control.sources import GitSources
 from modelport.control.storage import Storage
 from modelport.control.versions import Versions
 from modelport.control.weights import ModelWeights
-from modelport.core.errors import ModuleNotFound
+from modelport.core.errors import ModuleNotFound, SetupFailed
 from modelport.core.settings import Settings
 from modelport.db import Database, Module, Version
 from modelport.obs.logs import ModuleLogs
@@ -77,6 +77,7 @@ class Services:
             settings=settings,
             logs=self.logs,
             weights=self.weights,
+            check_weights=self._may_load_weights,
         )
         self.manifests = Manifests(database, store=store, on_change=self._manifests_changed)
         self.sources = GitSources(
@@ -123,6 +124,21 @@ class Services:
                 log.exception("sweeping the object store failed; trying again later")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.settings.storage_sweep_seconds)
+
+    def _may_load_weights(self, module: str, bucket: str) -> None:
+        """A module loads weights only from a bucket its owner group may read (modules without an owner are
+        the admins', who may read every bucket): a developer cannot read another group's bucket through
+        its module's `load`."""
+        with self.database.session() as session:
+            owner = session.scalar(select(Module.owner).where(Module.name == module))
+        policy = self.storage.policy(bucket)
+        if policy is None:
+            raise SetupFailed(f"module {module} keeps its weights in bucket {bucket!r}, which does not exist")
+        if owner is not None and owner not in policy.groups | policy.read_groups:
+            raise SetupFailed(
+                f"module {module} is owned by {owner}, which may not read bucket {bucket!r}; "
+                f"list {owner} in the bucket's access.readGroups"
+            )
 
     def _readable(self, principal: Principal, bucket: str) -> None:
         self.storage.require(principal, bucket, write=False)

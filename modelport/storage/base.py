@@ -36,6 +36,7 @@ class ObjectInfo:
     etag: str
     """Opaque, unquoted; changes whenever the content changes."""
     content_type: str
+    """As stored; `""` where the backend's listing does not carry it (S3 listings)."""
     modified: datetime
     """When the object was written (timezone-aware, UTC)."""
     sha256: str | None
@@ -86,8 +87,7 @@ class ObjectWriter(ABC):
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if kind is not None:
-            self.abort()
+        self.abort()  # nothing to drop after a commit; everything if the block left without one
 
 
 class ObjectReader(ABC):
@@ -132,7 +132,11 @@ class ObjectStore(ABC):
 
     @abstractmethod
     def reader(self, bucket: str, key: str, *, start: int = 0, stop: int | None = None) -> ObjectReader:
-        """Open the object for reading bytes `[start, stop)` (`stop` None: to the end)."""
+        """Open the object for reading bytes `[start, stop)` (`stop` None: to the end; past the end: clamped).
+
+        `info` always describes the whole object. Only a whole read (`start=0, stop=None`) is checked against
+        the recorded SHA-256. `RangeNotSatisfiable` when `start` lies at or past the end of a non-empty range.
+        """
 
     @abstractmethod
     def delete(self, bucket: str, key: str) -> bool:
@@ -148,16 +152,16 @@ class ObjectStore(ABC):
         cursor: str | None = None,
         limit: int = 1000,
     ) -> Listing:
-        """Up to `limit` objects (and, with `delimiter`, common prefixes, which count toward `limit`) whose
-        keys start with `prefix`, after `cursor`, in key order."""
+        """Up to `limit` (1 to 1000) objects, and with `delimiter` common prefixes (which count toward
+        `limit`), whose keys start with `prefix`, after `cursor`, in key order."""
 
     def presign(self, bucket: str, key: str, *, method: PresignMethod, expires_in: int) -> str | None:
         """A URL the store itself serves for one method on one object until `expires_in` seconds from now;
         None if the store has no such URLs (the gateway signs its own)."""
         return None
 
-    def sweep(self) -> None:  # noqa: B027 (optional)
-        """Remove what interrupted writes left behind (partial uploads older than an hour)."""
+    def sweep(self, *, older_than: float = 3600.0) -> None:  # noqa: B027 (optional)
+        """Remove what interrupted writes left behind, once older than `older_than` seconds."""
 
     def close(self) -> None:  # noqa: B027 (optional)
         """Release connections."""

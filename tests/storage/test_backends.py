@@ -7,6 +7,7 @@ import io
 import random
 import time
 import tracemalloc
+from pathlib import Path
 
 import httpx
 import pytest
@@ -386,8 +387,8 @@ def test_a_large_stream_keeps_memory_flat(store: ObjectStore, bucket: str) -> No
     store.delete(bucket, "huge")
 
 
-def test_local_store_has_no_presigned_urls(tmp_path: object) -> None:
-    store = LocalStore(tmp_path / "objects")  # type: ignore[operator]
+def test_local_store_has_no_presigned_urls(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "objects")
     store.create_bucket(BUCKET)
 
     assert store.presign(BUCKET, "k", method="GET", expires_in=60) is None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import unicodedata
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -93,22 +94,26 @@ def test_check_prefix_refuses(prefix: str) -> None:
         check_prefix(prefix)
 
 
+def every_call(store: ObjectStore, bucket: str, key: str) -> dict[str, Callable[[], object]]:
+    """Each method that takes a key, called with `key`."""
+    return {
+        "put": lambda: store.put(bucket, key, b"data", content_type="text/plain"),
+        "writer": lambda: store.writer(bucket, key, content_type="text/plain"),
+        "get": lambda: store.get(bucket, key),
+        "head": lambda: store.head(bucket, key),
+        "reader": lambda: store.reader(bucket, key, start=1, stop=2),
+        "delete": lambda: store.delete(bucket, key),
+        "presign": lambda: store.presign(bucket, key, method="PUT", expires_in=60),
+    }
+
+
 def test_backends_refuse_before_touching_anything(backend: Backend, bucket: str) -> None:
     store = backend.store
     store.put(bucket, "existing", b"x", content_type="text/plain")
     before = backend.contents()
 
     for key in REFUSED.values():
-        calls = {
-            "put": lambda key=key: store.put(bucket, key, b"data", content_type="text/plain"),
-            "writer": lambda key=key: store.writer(bucket, key, content_type="text/plain"),
-            "get": lambda key=key: store.get(bucket, key),
-            "head": lambda key=key: store.head(bucket, key),
-            "reader": lambda key=key: store.reader(bucket, key, start=1, stop=2),
-            "delete": lambda key=key: store.delete(bucket, key),
-            "presign": lambda key=key: store.presign(bucket, key, method="PUT", expires_in=60),
-        }
-        for name, call in calls.items():
+        for name, call in every_call(store, bucket, key).items():
             try:
                 call()
             except InvalidKey:
