@@ -463,3 +463,23 @@ def test_a_module_serves_two_weight_sets_from_a_bucket_selected_by_model_key(
         )
         assert (missing.status_code, error_code(missing)) == (404, "model_not_found")
         assert call(model_key="b")["weights"] == "weights of b"
+
+
+def test_a_module_loads_weights_only_from_a_bucket_its_owner_group_may_read(
+    world: World, tmp_path: Path
+) -> None:
+    with world.client("admin") as admin:
+        assert admin.put(obj("models", "digits/a/weights.txt"), content=b"weights of a").status_code == 201
+        directory = tmp_path / "borrower"
+        shutil.copytree(FIXTURES / "weights", directory, ignore=shutil.ignore_patterns("__pycache__"))
+        manifest = (directory / "modelport.yaml").read_text()
+        (directory / "modelport.yaml").write_text(
+            manifest.replace("{name: weights}", "{name: borrower}") + "  owner: /team-b\n"
+        )
+        assert push(admin, directory, version="v1").status_code == 201
+        assert wait_built(admin, "borrower", "v1")["build_status"] == "ready"
+        deployment = wait_deployment(admin, "borrower", deploy(admin, "borrower", "v1")["generation"])
+        assert deployment["status"] == "failed"
+        assert "/team-b, which may not read bucket 'models'" in deployment["message"]
+        called = admin.post("/api/v1/modules/borrower/predict", json={"inputs": {"text": "x"}})
+        assert called.status_code in (404, 503)
