@@ -117,9 +117,8 @@ class Upload:
     def __enter__(self) -> Upload:
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
-        if kind is not None:
-            self.abort()
+    def __exit__(self, *_: object) -> None:
+        self.abort()  # nothing to drop after a commit; everything if the block left without one
 
 
 class Storage:
