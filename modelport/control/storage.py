@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import re
 import secrets
 import threading
 import time
@@ -42,7 +43,7 @@ from modelport.core.errors import (
     QuotaExceeded,
     Unauthorized,
 )
-from modelport.core.manifests import StorageManifest
+from modelport.core.manifests import Cors, StorageManifest
 from modelport.core.settings import Settings
 from modelport.db import Bucket, Database, Role, ServerKey
 from modelport.storage import ObjectInfo, ObjectStore, ObjectWriter, PresignMethod, check_key
@@ -52,6 +53,7 @@ __all__ = ["BucketPolicy", "Presigned", "Storage", "Upload"]
 log = logging.getLogger("modelport.storage")
 
 _PRESIGN_KEY = "presign"
+_BUCKET_PATH = re.compile(r"^/api/v1/storage/([^/]+)(?:/|$)")
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,7 @@ class BucketPolicy:
     read_groups: frozenset[str] = frozenset()
     quota_bytes: int | None = None
     retention_days: float | None = None
+    cors: Cors | None = None
     declared: bool = True
     """False for the request bucket while no `Storage` manifest names it."""
 
@@ -158,6 +161,12 @@ class Storage:
                 return BucketPolicy(name, retention_days=self.settings.request_retention_days, declared=False)
             return None
         return _policy(name, manifest)
+
+    def cors(self, path: str) -> Cors | None:
+        """The CORS rules of the bucket a files-API path is about, if it enables any."""
+        match = _BUCKET_PATH.match(path)
+        policy = self.policy(match.group(1)) if match else None
+        return None if policy is None else policy.cors
 
     def require(self, principal: Principal, bucket: str, *, write: bool) -> BucketPolicy:
         """The bucket's policy if `principal` may read it (and write it, with `write`); else what to say."""
@@ -353,6 +362,7 @@ def _policy(name: str, manifest: dict[str, Any]) -> BucketPolicy:
         read_groups=frozenset(spec.access.read_groups),
         quota_bytes=spec.quota_bytes,
         retention_days=spec.retention_days,
+        cors=spec.cors if spec.cors.enabled else None,
     )
 
 

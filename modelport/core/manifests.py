@@ -313,6 +313,8 @@ class StorageAccess(_Strict):
 
 class StorageSpec(_Strict):
     access: StorageAccess = StorageAccess()
+    cors: Cors = Cors()
+    """Browser access to the bucket's routes (presigned URLs of the gateway included) from other origins."""
     quota: StrictInt | str | None = None
     """Most bytes the bucket may hold: a number of bytes or a size such as `500MB`, `10GiB`."""
     retention_days: float | None = Field(None, gt=0, le=36_500, alias="retentionDays")

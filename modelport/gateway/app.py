@@ -25,6 +25,7 @@ from modelport.control.modules import ModuleRegistry
 from modelport.control.platform import Services
 from modelport.control.request_files import RequestFiles
 from modelport.core.errors import ModelportError, ModuleUnavailable, NotFound, ValidationFailed, field_error
+from modelport.core.manifests import Cors
 from modelport.core.settings import Settings
 from modelport.gateway.access import CallGate
 from modelport.gateway.auth import Authenticate, owner_key
@@ -308,8 +309,12 @@ def create_platform_app(
     _declare_bearer_auth(api)
     gate = CallGate(PredictFastPath(api, predict), policies=services.policies, limiter=limiter)
     authenticated = Authenticate(gate, verify=services.authenticate)
+
+    def cors(path: str) -> Cors | None:
+        return services.storage.cors(path) if path.startswith("/api/v1/storage/") else gate.cors(path)
+
     return BodyLimit(
-        ApiCors(authenticated, policy=gate.cors),
+        ApiCors(authenticated, policy=cors),
         max_bytes=settings.max_body_bytes,
         larger=(
             (_VERSIONS_PATH, settings.max_artifact_bytes),

@@ -1,4 +1,5 @@
-"""Cross-origin access per `Api`, as pure ASGI middleware around the whole gateway.
+"""Cross-origin access per `Api` (and per bucket, from `Storage` manifests), as pure ASGI middleware around
+the whole gateway.
 
 It sits outside authentication because browsers send preflights without credentials. Only requests that
 carry an `Origin` on a path whose `Api` enables CORS are touched: allowed origins get their exact origin
@@ -24,7 +25,8 @@ SAFE_HEADERS = frozenset({"authorization", "content-type", "prefer", "idempotenc
 """Request headers every CORS-enabled `Api` accepts, on top of its manifest's `allowHeaders`."""
 EXPOSED_HEADERS = (
     "X-Request-Id, X-Model-Version, Retry-After, "
-    "RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset, RateLimit-Policy"
+    "RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset, RateLimit-Policy, "
+    "ETag, Content-Range, X-Checksum-Sha256"
 )
 _PREFLIGHT_VARY = ("Origin", "Access-Control-Request-Method", "Access-Control-Request-Headers")
 

@@ -172,7 +172,8 @@ async def test_actual_request_from_an_allowed_origin_gets_cors_headers(client: h
         "access-control-allow-credentials": "true",
         "access-control-expose-headers": (
             "X-Request-Id, X-Model-Version, Retry-After, "
-            "RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset, RateLimit-Policy"
+            "RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset, RateLimit-Policy, "
+            "ETag, Content-Range, X-Checksum-Sha256"
         ),
     }
     assert response.headers["vary"] == "Origin"
