@@ -13,6 +13,7 @@ One server per backend holds the world:
 from __future__ import annotations
 
 import io
+import json
 import random
 import shutil
 import socket
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+import boto3
 import httpx
 import pytest
 from drive import deploy, push, wait_built, wait_deployment
@@ -484,3 +486,58 @@ def test_a_module_loads_weights_only_from_a_bucket_its_owner_group_may_read(
         assert "/team-b, which may not read bucket 'models'" in deployment["message"]
         called = admin.post("/api/v1/modules/borrower/predict", json={"inputs": {"text": "x"}})
         assert called.status_code in (404, 503)
+
+
+def test_a_version_whose_weights_fail_their_checksum_never_takes_traffic(
+    world: World, tmp_path: Path
+) -> None:
+    with world.client("admin") as admin:
+        for path, text in [("served/a", "good weights"), ("broken/a", "good weights, soon flipped")]:
+            assert admin.put(obj("models", f"{path}/weights.txt"), content=text.encode()).status_code == 201
+        flip_a_byte(world, "models", "broken/a/weights.txt")
+        directory = tmp_path / "checked"
+        shutil.copytree(FIXTURES / "weights", directory, ignore=shutil.ignore_patterns("__pycache__"))
+        manifest = (directory / "modelport.yaml").read_text().replace("{name: weights}", "{name: checked}")
+        for version, path in [("v1", "served"), ("v2", "broken")]:
+            (directory / "modelport.yaml").write_text(manifest.replace("path: digits", f"path: {path}"))
+            assert push(admin, directory, version=version).status_code == 201
+            assert wait_built(admin, "checked", version)["build_status"] == "ready"
+        assert (
+            wait_deployment(admin, "checked", deploy(admin, "checked", "v1")["generation"])["status"]
+            == "ready"
+        )
+        deployment = wait_deployment(admin, "checked", deploy(admin, "checked", "v2")["generation"])
+        assert deployment["status"] == "failed"
+        assert "does not match" in deployment["message"] or "checksum" in deployment["message"], deployment
+        assert deployment["version"] == "v1"
+        called = admin.post("/api/v1/modules/checked/predict", json={"inputs": {"text": "x"}})
+        assert called.status_code == 200
+        assert called.headers["x-model-version"] == "v1"
+        assert called.json()["outputs"]["weights"] == "good weights"
+        with pytest.raises(httpx.RemoteProtocolError):  # and a download of it is cut short
+            admin.get(obj("models", "broken/a/weights.txt"))
+
+
+def flip_a_byte(world: World, bucket: str, key: str) -> None:
+    """Rot one bit of a stored object behind the platform's back, keeping its recorded checksum."""
+    if world.backend == "local":
+        directory = world.server.data_dir / "objects" / bucket
+        pointer = json.loads((directory / "keys" / key / "%00object.json").read_text())
+        data = directory / "data" / pointer["data"]
+        rotten = bytearray(data.read_bytes())
+        rotten[3] ^= 0x01
+        data.write_bytes(bytes(rotten))
+        return
+    env = world.server.env
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=env["MODELPORT_S3_ENDPOINT_URL"],
+        aws_access_key_id=env["MODELPORT_S3_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["MODELPORT_S3_SECRET_ACCESS_KEY"],
+        region_name=env["MODELPORT_S3_REGION"],
+    )
+    physical = env["MODELPORT_S3_BUCKET_PREFIX"] + bucket
+    stored = s3.get_object(Bucket=physical, Key=key)
+    rotten = bytearray(stored["Body"].read())
+    rotten[3] ^= 0x01
+    s3.put_object(Bucket=physical, Key=key, Body=bytes(rotten), Metadata=stored["Metadata"])
