@@ -66,7 +66,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as data_dir:
         env = {**os.environ, "MODELPORT_BOOTSTRAP_TOKEN": TOKEN}
         command = [sys.executable, "-m", "modelport", "server", "--port", "0", "--data-dir", data_dir]
-        server = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
+        server = subprocess.Popen(
+            command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env
+        )
         try:
             assert server.stderr is not None
             url = ""
