@@ -5,8 +5,9 @@ synchronous calls, and file outputs.
   bucket; otherwise the answer is the same as for an object that does not exist.
 - Files uploaded with a request (multipart parts, `data:` URLs) are kept under
   `uploads/<caller>/<date>/<request id>/` for the request log, as long as the bucket's retention says.
-- File outputs are stored under `outputs/<caller>/<field>-<128 random bits>`; only that caller can fetch
-  them (`/api/v1/outputs/<name>`), and nobody can guess their names.
+- File outputs are stored under `outputs/<caller>/<module>/<field>-<128 random bits>`; only that caller can
+  fetch them (`/api/v1/modules/<module>/outputs/<name>`, where the module's CORS rules apply), and nobody can
+  guess their names.
 """
 
 from __future__ import annotations
@@ -79,18 +80,18 @@ class RequestFiles:
             except (OSError, ModelportError) as exc:
                 log.warning("request %s: keeping upload %s failed: %s", request_id, name, exc)
 
-    def publish_output(self, owner: str, field: str, path: Path, content_type: str) -> str:
+    def publish_output(self, owner: str, module: str, field: str, path: Path, content_type: str) -> str:
         """Store a file a module produced; returns the name its caller fetches it by."""
         name = f"{field}-{secrets.token_hex(16)}{path.suffix}"
         with path.open("rb") as source:
-            self.store.put(self.bucket, f"outputs/{owner}/{name}", source, content_type=content_type)
+            self.store.put(self.bucket, f"outputs/{owner}/{module}/{name}", source, content_type=content_type)
         path.unlink(missing_ok=True)
         return name
 
-    def open_output(self, owner: str, name: str) -> ObjectReader:
-        if "/" in name:
+    def open_output(self, owner: str, module: str, name: str) -> ObjectReader:
+        if "/" in name or "/" in module:
             raise NotFound("no such output file")
         try:
-            return self.store.reader(self.bucket, check_key(f"outputs/{owner}/{name}"))
+            return self.store.reader(self.bucket, check_key(f"outputs/{owner}/{module}/{name}"))
         except ModelportError:
             raise NotFound("no such output file") from None

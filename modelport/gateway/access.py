@@ -22,7 +22,7 @@ from modelport.gateway.ratelimit import Decision, RateLimiter
 
 __all__ = ["CallGate", "module_of"]
 
-_MODULE_PATH = re.compile(r"^/api/v1/modules/([^/]+)/(predict|openapi\.json|try)$")
+_MODULE_PATH = re.compile(r"^/api/v1/modules/([^/]+)/(predict|openapi\.json|try|outputs/[^/]+)$")
 _ANY_MODULE_PATH = re.compile(r"^/api/v1/modules/([^/]+)/")
 
 

@@ -115,7 +115,8 @@ class ModuleRoutes:
         name = request.path_params["name"]
         if not _OUTPUT_NAME.match(name):
             raise NotFound("no such output file")
-        reader = await asyncio.to_thread(self.files.open_output, owner_key(request.scope), name)
+        module = request.path_params["module"]
+        reader = await asyncio.to_thread(self.files.open_output, owner_key(request.scope), module, name)
         info = reader.info
         headers = {
             "Content-Length": str(info.size),
@@ -170,7 +171,7 @@ def create_app(
         Route("/api/v1/modules/{module}/predict", predict.handle, methods=["POST"]),
         Route("/api/v1/modules/{module}/openapi.json", handlers.module_openapi),
         Route("/api/v1/modules/{module}/try", handlers.try_page),
-        Route("/api/v1/outputs/{name}", handlers.output_file),
+        Route("/api/v1/modules/{module}/outputs/{name}", handlers.output_file),
         Route("/openapi.json", openapi_json),
         Route("/docs", handlers.module_docs),
         Route("/", handlers.try_page),
@@ -280,11 +281,12 @@ def create_platform_app(
             {},
         ),
         ("GET", "/api/v1/modules/{module}/try", handlers.try_page, "Try-it page", {}),
-        ("GET", "/api/v1/outputs/{name}", handlers.output_file, "A file output", {}),
+        ("GET", "/api/v1/modules/{module}/outputs/{name}", handlers.output_file, "A file output", {}),
     ]
     for method, path, endpoint, summary, extra in inference:
         # The handlers read the raw request, so the document learns their parameters from here.
-        parameters = _path_parameters(path) + (pinned if path.startswith("/api/v1/modules/") else [])
+        takes_version = path.startswith("/api/v1/modules/") and "/outputs/" not in path
+        parameters = _path_parameters(path) + (pinned if takes_version else [])
         api.add_api_route(
             path,
             endpoint,

@@ -29,7 +29,7 @@ OPEN_PATHS = frozenset({"/healthz", "/readyz", "/docs", "/openapi.json", "/favic
 """Paths anyone may fetch: liveness, readiness and the platform's API documentation (no module data)."""
 _OPEN_PREFIXES = ("/static/",)
 _ANONYMOUS_ALLOWED = re.compile(
-    r"^/api/v1/(modules/[^/]+/(predict|openapi\.json|try)|outputs/[^/]+|auth/token)$"
+    r"^/api/v1/(modules/[^/]+/(predict|openapi\.json|try|outputs/[^/]+)|auth/token)$"
 )
 """Paths where a call without credentials goes on as `ANONYMOUS`, for the route to accept or refuse."""
 _PRESIGNED = re.compile(r"^/api/v1/storage/[^/]+/objects/.")

@@ -167,10 +167,10 @@ class PredictRoute:
                 value = outputs.get(field.name)
                 if field.has_file and isinstance(value, dict) and "path" in value:
                     name = self.files.publish_output(
-                        owner, field.name, Path(value["path"]), value["content_type"]
+                        owner, served.name, field.name, Path(value["path"]), value["content_type"]
                     )
                     outputs[field.name] = {
-                        "url": f"/api/v1/outputs/{name}",
+                        "url": f"/api/v1/modules/{served.name}/outputs/{name}",
                         "content_type": value["content_type"],
                         "size": value["size"],
                     }

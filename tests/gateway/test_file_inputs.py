@@ -96,7 +96,7 @@ async def test_png_upload_reaches_the_module_as_a_checked_file(fixture_module, s
         mirrored = outputs["mirrored"]
         assert set(mirrored) == {"url", "content_type", "size"}
         assert mirrored["content_type"] == "image/png"
-        assert mirrored["url"].startswith("/api/v1/outputs/")
+        assert mirrored["url"].startswith("/api/v1/modules/files/outputs/mirrored-")
 
         served_file = await served.client.get(mirrored["url"])
         assert served_file.status_code == 200

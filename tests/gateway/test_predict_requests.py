@@ -512,6 +512,6 @@ async def test_errors_on_other_routes_use_the_same_error_body(fixture_module, se
         missing = await served.client.get("/api/v1/modules/nope/openapi.json")
         assert missing.status_code == 404
         assert missing.json() == {"error": {"code": "module_not_found", "message": "no module named 'nope'"}}
-        output = await served.client.get("/api/v1/outputs/..%2Fsecret")
+        output = await served.client.get("/api/v1/modules/echo/outputs/..%2Fsecret")
         assert output.status_code == 404
         assert output.json()["error"]["code"] == "not_found"

@@ -271,14 +271,13 @@ def test_every_control_route_refuses_the_user_role_and_callers_without_a_token(w
             assert response.status_code == 403, (method, path, response.status_code, response.text)
             assert nobody.request(method, url).status_code == 401, (method, path)
             checked += 1
-        # Self-service and inference routes need credentials too, but for anonymous APIs (and the password
-        # exchange); file outputs of anonymous calls are fetched without, so a missing one is 404 to them.
+        # Self-service and inference routes (file outputs included) need credentials too, but for anonymous
+        # APIs (and the password exchange).
         for method, path, operation in operations(world):
             inference = "inference" in operation.get("tags", [])
             if (path.startswith(SELF_SERVICE) and path != "/api/v1/auth/token") or inference:
-                expected = 404 if path.startswith("/api/v1/outputs/") else 401
                 response = nobody.request(method, fill(path, world, "user-a"))
-                assert response.status_code == expected, (method, path)
+                assert response.status_code == 401, (method, path)
     assert checked >= 15
 
 
