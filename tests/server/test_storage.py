@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import random
 import shutil
 import socket
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -441,10 +444,23 @@ def test_uploads_of_synchronous_calls_are_kept_in_the_request_bucket(world: Worl
 def test_a_module_serves_two_weight_sets_from_a_bucket_selected_by_model_key(
     world: World, tmp_path: Path
 ) -> None:
+    # The operator ships both weight sets with the command line.
+    weights = tmp_path / "shipped"
+    for key in ("a", "b"):
+        (weights / key).mkdir(parents=True)
+        (weights / key / "weights.txt").write_text(f"weights of {key}")
+    env = {**os.environ, "MODELPORT_URL": world.url, "MODELPORT_TOKEN": ADMIN_TOKEN}
+    env["MODELPORT_CONFIG_DIR"] = str(tmp_path / "config")
+    shipped = subprocess.run(
+        [sys.executable, "-m", "modelport", "storage", "cp", "-r", str(weights), "models/digits/"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert shipped.returncode == 0, shipped.stderr
+    assert "models/digits/b/weights.txt" in shipped.stdout
     with world.client("admin") as admin:
-        for key, text in [("a", "weights of a"), ("b", "weights of b")]:
-            stored = admin.put(obj("models", f"digits/{key}/weights.txt"), content=text.encode())
-            assert stored.status_code == 201, stored.text
         directory = tmp_path / "weights"
         shutil.copytree(FIXTURES / "weights", directory, ignore=shutil.ignore_patterns("__pycache__"))
         assert push(admin, directory, version="v1").status_code == 201
