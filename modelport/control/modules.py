@@ -310,6 +310,10 @@ class ModuleRegistry:
         route = self._routes.get(name)
         return route.active if route else None
 
+    def running(self) -> list[ServedModule]:
+        """Every running version that requests may reach: active, canary, pinned or kept warm."""
+        return [served for versions in self._pinned.values() for served in versions.values()]
+
     def versions(self, name: str) -> dict[str, ServedModule]:
         """Every running version of `name` that requests may pin."""
         return dict(self._pinned.get(name, {}))

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
@@ -52,7 +53,10 @@ class Services:
             readable=self._readable,
         )
         self.weights = ModelWeights(
-            store, cache_dir=settings.data_dir / "model-cache", max_bytes=settings.model_cache_bytes
+            store,
+            cache_dir=settings.data_dir / "model-cache",
+            max_bytes=settings.model_cache_bytes,
+            in_use=self._weights_in_use,
         )
         self.registry = ModuleRegistry()
         self.logs = ModuleLogs(settings.data_dir / "logs")
@@ -124,6 +128,9 @@ class Services:
                 log.exception("sweeping the object store failed; trying again later")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.settings.storage_sweep_seconds)
+
+    def _weights_in_use(self) -> list[Path]:
+        return [path for served in self.registry.running() for path in served.model_dirs.values()]
 
     def _may_load_weights(self, module: str, bucket: str) -> None:
         """A module loads weights only from a bucket its owner group may read (modules without an owner are

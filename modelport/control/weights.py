@@ -7,7 +7,10 @@ object checked against its recorded SHA-256, and publishes the entry with one at
 ever see the local directory, never the store or its credentials.
 
 Layout: `<cache_dir>/<bucket>/<digest>/files/` holds the weights (the path `load` gets) and
-`<cache_dir>/<bucket>/<digest>/complete` records their size; its mtime is the entry's last use.
+`<cache_dir>/<bucket>/<digest>/complete` records their size; its mtime is the entry's last use. Entries that
+running versions use (`in_use`) are never evicted, so a replaced worker finds its weights again. A model key
+found missing stays missing for `MISSING_SECONDS`, so calls naming unknown keys cannot make every request list
+the store.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from modelport.core.errors import (
@@ -34,15 +38,27 @@ __all__ = ["ModelWeights"]
 
 _MARKER = "complete"
 _FILES = "files"
+_LEFTOVERS = (".partial-", ".evicted-")
+MISSING_SECONDS = 5.0
+STALE_SECONDS = 3600.0
 
 
 class ModelWeights:
     """A size-bounded local cache of model weights kept in an object store."""
 
-    def __init__(self, store: ObjectStore, *, cache_dir: Path, max_bytes: int) -> None:
-        self._store, self._dir, self._max_bytes = store, cache_dir, max_bytes
+    def __init__(
+        self,
+        store: ObjectStore,
+        *,
+        cache_dir: Path,
+        max_bytes: int,
+        in_use: Callable[[], Iterable[Path]] = tuple,
+    ) -> None:
+        self._store, self._dir, self._max_bytes, self._in_use = store, cache_dir, max_bytes, in_use
         self._fetching: dict[tuple[str, str, str], asyncio.Future[Path]] = {}
+        self._missing: dict[tuple[str, str, str], tuple[float, ModelNotFound]] = {}
         self._lock = threading.Lock()  # publishing, reusing and evicting entries happen one at a time
+        self._remove_leftovers()
 
     async def fetch(self, bucket: str, prefix: str, model_key: str) -> Path:
         """The local directory holding the weights of `model_key`; concurrent calls share one download.
@@ -51,9 +67,13 @@ class ModelWeights:
         does not match its checksum (nothing is cached then) and `StorageUnavailable` when the store fails.
         """
         ident = (bucket, prefix, model_key)
+        missing = self._missing.get(ident)
+        if missing is not None and time.monotonic() < missing[0]:
+            raise missing[1]
         future = self._fetching.get(ident)
         if future is None:
-            future = asyncio.ensure_future(asyncio.to_thread(self._fetch, bucket, prefix, model_key))
+            keep = frozenset(self._in_use())  # read here, on the event loop that changes it
+            future = asyncio.ensure_future(asyncio.to_thread(self._fetch, bucket, prefix, model_key, keep))
             self._fetching[ident] = future
             future.add_done_callback(lambda done: self._fetched(ident, done))
         # A caller that gives up (a cancelled request) must not cancel the download the others wait for.
@@ -61,12 +81,17 @@ class ModelWeights:
 
     def _fetched(self, ident: tuple[str, str, str], future: asyncio.Future[Path]) -> None:
         del self._fetching[ident]
-        if not future.cancelled():
-            future.exception()  # retrieved here, so an error nobody waited for is not reported as lost
+        if future.cancelled():
+            return
+        error = future.exception()  # retrieved here, so an error nobody waited for is not reported as lost
+        if isinstance(error, ModelNotFound):
+            self._missing[ident] = (time.monotonic() + MISSING_SECONDS, error)
+        else:
+            self._missing.pop(ident, None)
 
     # Everything below runs in a worker thread.
 
-    def _fetch(self, bucket: str, prefix: str, model_key: str) -> Path:
+    def _fetch(self, bucket: str, prefix: str, model_key: str, in_use: frozenset[Path]) -> Path:
         base = "".join(f"{part}/" for part in (prefix.strip("/"), model_key) if part)
         objects = self._list(bucket, base, model_key)
         entry = self._dir / bucket / _digest(objects, base)
@@ -81,7 +106,7 @@ class ModelWeights:
             (partial / _MARKER).write_text(str(sum(info.size for info in objects)))
             with self._lock:
                 self._publish(partial, entry)
-                self._evict(keep=entry)
+                self._evict(keep={entry / _FILES, *in_use})
         finally:
             shutil.rmtree(partial, ignore_errors=True)
         return entry / _FILES
@@ -119,8 +144,19 @@ class ModelWeights:
             partial.rename(entry)
         _touch(entry / _MARKER)
 
-    def _evict(self, *, keep: Path) -> None:
-        """Drop least recently used entries until the cache fits in `max_bytes` again."""
+    def _remove_leftovers(self) -> None:
+        """Remove what interrupted downloads and evictions left, once an hour old (another gateway sharing
+        the directory may be downloading into a younger one)."""
+        if not self._dir.is_dir():
+            return
+        cutoff = time.time() - STALE_SECONDS
+        for path in self._dir.iterdir():
+            if path.name.startswith(_LEFTOVERS) and path.stat().st_mtime < cutoff:
+                shutil.rmtree(path, ignore_errors=True)
+
+    def _evict(self, *, keep: set[Path]) -> None:
+        """Drop least recently used entries until the cache fits in `max_bytes` again, keeping those whose
+        files are in `keep` (just fetched, or in use by a running version)."""
         entries = []
         for bucket in self._dir.iterdir():
             if bucket.name.startswith(".") or not bucket.is_dir():
@@ -133,7 +169,7 @@ class ModelWeights:
         for _, size, entry in sorted(entries):
             if total <= self._max_bytes:
                 break
-            if entry != keep:
+            if entry / _FILES not in keep:
                 # Renamed first so that the entry disappears at once rather than file by file.
                 doomed = Path(tempfile.mkdtemp(prefix=".evicted-", dir=self._dir))
                 entry.rename(doomed / "entry")

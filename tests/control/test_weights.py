@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import time
 from pathlib import Path
 
 import pytest
 
+from modelport.control import weights as weights_module
 from modelport.control.weights import ModelWeights
 from modelport.core.errors import CorruptObject, ModelNotFound
 from modelport.storage.base import ObjectReader
@@ -144,3 +147,57 @@ async def test_weights_larger_than_the_cache_are_still_served(tmp_path, store):
     upload(store, "digits/a", {"weights.bin": b"x" * 500})
     path = await cache(tmp_path, store, max_bytes=100).fetch("models", "digits", "a")
     assert (path / "weights.bin").stat().st_size == 500
+
+
+async def test_weights_a_running_version_uses_are_never_evicted(tmp_path, store):
+    for key in "abc":
+        upload(store, f"digits/{key}", {"weights.bin": key.encode() * 100})
+    running: list[Path] = []
+    weights = ModelWeights(store, cache_dir=tmp_path / "cache", max_bytes=250, in_use=lambda: running)
+
+    a = await weights.fetch("models", "digits", "a")
+    running.append(a)  # a version serves with a's weights; its replaced workers will load them again
+    b = await weights.fetch("models", "digits", "b")
+    c = await weights.fetch("models", "digits", "c")
+
+    assert a.is_dir() and c.is_dir() and not b.exists()
+
+
+async def test_a_missing_model_key_is_remembered_briefly(tmp_path, store, monkeypatch):
+    listed: list[str] = []
+    real_list = store.list
+
+    def counting_list(bucket, **options):
+        listed.append(options.get("prefix", ""))
+        return real_list(bucket, **options)
+
+    monkeypatch.setattr(store, "list", counting_list)
+    monkeypatch.setattr(weights_module, "MISSING_SECONDS", 1.0)
+    weights = cache(tmp_path, store)
+    for _ in range(5):  # a caller naming an unknown key again and again lists the store once
+        with pytest.raises(ModelNotFound):
+            await weights.fetch("models", "digits", "late")
+    assert listed == ["digits/late/"]
+
+    upload(store, "digits/late", {"weights.txt": b"arrived"})
+    with pytest.raises(ModelNotFound):  # still within the remembered second
+        await weights.fetch("models", "digits", "late")
+    await asyncio.sleep(1.1)
+    path = await weights.fetch("models", "digits", "late")
+    assert (path / "weights.txt").read_bytes() == b"arrived"
+    assert listed == ["digits/late/", "digits/late/"]
+
+
+def test_leftovers_of_interrupted_downloads_are_removed_once_an_hour_old(tmp_path, store):
+    cache_dir = tmp_path / "cache"
+    old, young = cache_dir / ".partial-old", cache_dir / ".partial-young"
+    for leftover in (old, young):
+        (leftover / "files").mkdir(parents=True)
+        (leftover / "files" / "weights.bin").write_bytes(b"half")
+    hours_ago = time.time() - 2 * 3600
+    os.utime(old, (hours_ago, hours_ago))
+
+    ModelWeights(store, cache_dir=cache_dir, max_bytes=10**6)
+
+    assert not old.exists()
+    assert young.is_dir()  # perhaps another gateway's download in progress
