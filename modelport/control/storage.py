@@ -86,13 +86,17 @@ class Presigned:
 class Upload:
     """One object being uploaded into a bucket: its quota reservation and its writer.
 
-    `commit` publishes the object and settles the reservation (the bytes of a replaced object are given
-    back); `abort`, or leaving a `with` block by an exception, drops the bytes and the reservation.
+    The reservation is what the bucket grows by: the object's size less that of the object it replaces.
+    `commit` publishes the object and settles the usage (a smaller replacement gives bytes back); `abort`, or
+    leaving a `with` block without a commit, drops the bytes and the reservation.
     """
 
-    def __init__(self, storage: Storage, bucket: str, key: str, size: int, writer: ObjectWriter) -> None:
+    def __init__(
+        self, storage: Storage, bucket: str, key: str, *, size: int, replaced: int, writer: ObjectWriter
+    ) -> None:
         self._storage, self.bucket, self.key, self.size, self.writer = storage, bucket, key, size, writer
-        self._replaced = storage._size_of(bucket, key)
+        self._growth = size - replaced
+        self._reserved = max(0, self._growth)
         self._done = False
 
     def write(self, chunk: bytes) -> None:
@@ -108,14 +112,14 @@ class Upload:
             )
         info = self.writer.commit()
         self._done = True
-        self._storage._release(self.bucket, self._replaced + self.size - info.size)
+        self._storage._release(self.bucket, self._reserved - self._growth)
         return info
 
     def abort(self) -> None:
         if not self._done:
             self._done = True
             self.writer.abort()
-            self._storage._release(self.bucket, self.size)
+            self._storage._release(self.bucket, self._reserved)
 
     def __enter__(self) -> Upload:
         return self
@@ -204,14 +208,19 @@ class Storage:
     # Objects
 
     def upload(self, bucket: str, key: str, *, size: int, content_type: str) -> Upload:
-        """Reserve `size` bytes of the bucket's quota and open a writer; `QuotaExceeded` if they don't fit."""
+        """Reserve what the bucket grows by and open a writer; `QuotaExceeded` if it does not fit.
+
+        Replacing an object needs room only for the difference. (Two uploads replacing the same key at once
+        may settle the usage a little off; the next sweep recounts it.)"""
         check_key(key)
-        self._reserve(bucket, size)
+        replaced = self._size_of(bucket, key)
+        reserved = max(0, size - replaced)
+        self._reserve(bucket, reserved)
         try:
             writer = self.store.writer(bucket, key, content_type=content_type)
-            return Upload(self, bucket, key, size, writer)
+            return Upload(self, bucket, key, size=size, replaced=replaced, writer=writer)
         except BaseException:
-            self._release(bucket, size)
+            self._release(bucket, reserved)
             raise
 
     def delete(self, bucket: str, key: str) -> None:
@@ -228,6 +237,8 @@ class Storage:
             return 0
 
     def _reserve(self, bucket: str, size: int) -> None:
+        if size <= 0:
+            return
         with self.database.session() as session:
             quota = session.scalar(select(Bucket.quota_bytes).where(Bucket.name == bucket))
             statement = update(Bucket).where(Bucket.name == bucket)

@@ -170,6 +170,21 @@ def test_a_quota_holds_and_failed_uploads_give_their_reservation_back(
     assert used(storage, "tiny") == 0
 
 
+def test_a_full_bucket_may_replace_an_object_with_one_no_larger(world: tuple[Storage, Manifests]) -> None:
+    storage, _ = world
+    put(storage, "tiny", "a", b"a" * 524)
+    put(storage, "tiny", "b", b"b" * 500)
+    assert used(storage, "tiny") == 1024  # full
+    put(storage, "tiny", "a", b"A" * 524)  # the same size: no growth
+    put(storage, "tiny", "b", b"B" * 100)  # smaller: gives 400 back
+    assert used(storage, "tiny") == 624
+    with pytest.raises(QuotaExceeded):
+        put(storage, "tiny", "b", b"B" * 501)  # grows by 401 of the 400 left
+    assert storage.store.get("tiny", "b") == b"B" * 100
+    put(storage, "tiny", "b", b"B" * 500)
+    assert used(storage, "tiny") == 1024 == sum(o.size for o in storage.store.walk("tiny"))
+
+
 def test_concurrent_uploads_cannot_overshoot_the_quota(world: tuple[Storage, Manifests]) -> None:
     storage, _ = world
     results: list[str] = []
