@@ -161,9 +161,7 @@ class Storage:
             row = session.get(Bucket, name)
             manifest = row.manifest if row is not None else None
         if manifest is None:
-            if name == self.settings.request_bucket:
-                return BucketPolicy(name, retention_days=self.settings.request_retention_days, declared=False)
-            return None
+            return self._undeclared_request_bucket() if name == self.settings.request_bucket else None
         return _policy(name, manifest)
 
     def cors(self, path: str) -> Cors | None:
@@ -184,26 +182,25 @@ class Storage:
         return policy
 
     def buckets(self, principal: Principal) -> list[dict[str, Any]]:
-        """The buckets `principal` may read, with their limits and usage."""
+        """The buckets `principal` may read, with their limits and usage, by name."""
+        return [
+            _describe(policy, used, principal) for policy, used in self._all() if policy.may_read(principal)
+        ]
+
+    def _all(self) -> list[tuple[BucketPolicy, int | None]]:
+        """Every bucket's policy and counted usage (None for the request bucket while undeclared), by name."""
         with self.database.session() as session:
             rows = [(row.name, row.manifest, row.used_bytes) for row in session.scalars(select(Bucket))]
         found: list[tuple[BucketPolicy, int | None]] = [
             (_policy(name, manifest), used) for name, manifest, used in rows
         ]
-        request = self.policy(self.settings.request_bucket)
-        if request is not None and not request.declared:
-            found.append((request, None))
-        visible = [(p, used) for p, used in found if p.may_read(principal)]
-        return [
-            _describe(policy, used, principal) for policy, used in sorted(visible, key=lambda x: x[0].name)
-        ]
+        if self.settings.request_bucket not in {name for name, _, _ in rows}:
+            found.append((self._undeclared_request_bucket(), None))
+        return sorted(found, key=lambda item: item[0].name)
 
-    def describe(self, principal: Principal, bucket: str) -> dict[str, Any]:
-        policy = self.require(principal, bucket, write=False)
-        with self.database.session() as session:
-            row = session.get(Bucket, bucket)
-            used = row.used_bytes if row is not None else None
-        return _describe(policy, used, principal)
+    def _undeclared_request_bucket(self) -> BucketPolicy:
+        name, days = self.settings.request_bucket, self.settings.request_retention_days
+        return BucketPolicy(name, retention_days=days, declared=False)
 
     # Objects
 
@@ -330,14 +327,8 @@ class Storage:
         """Delete objects past their bucket's retention and recount each bucket's usage; returns the number
         of objects deleted per bucket."""
         deleted: dict[str, int] = {}
-        with self.database.session() as session:
-            rows = [(row.name, row.manifest) for row in session.scalars(select(Bucket))]
-        policies = [_policy(name, manifest) for name, manifest in rows]
-        request = self.policy(self.settings.request_bucket)
-        if request is not None and not request.declared:
-            policies.append(request)
         now = datetime.fromtimestamp(self.clock(), UTC)
-        for policy in policies:
+        for policy, _ in self._all():
             cutoff = now - timedelta(days=policy.retention_days) if policy.retention_days else None
             used, count = 0, 0
             for info in self.store.walk(policy.name):
