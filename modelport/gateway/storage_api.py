@@ -27,6 +27,7 @@ from modelport.core.errors import (
     LengthRequired,
     PayloadTooLarge,
     RangeNotSatisfiable,
+    StorageUnavailable,
 )
 from modelport.gateway.auth import principal_of
 from modelport.gateway.identity_api import actor_of
@@ -37,6 +38,7 @@ __all__ = ["storage_router"]
 log = logging.getLogger("modelport.storage")
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_ATTEMPTS = 3
 
 
 class BucketInfo(BaseModel):
@@ -183,25 +185,27 @@ def storage_router(services: Services) -> APIRouter:
     )
     async def get_object(request: Request, bucket: str, key: str) -> Response:
         check_key(key)
-        info = await asyncio.to_thread(storage.store.head, bucket, key)
-        headers = _headers(info)
-        if request.headers.get("if-none-match") in (f'"{info.etag}"', "*"):
-            return Response(status_code=304, headers=headers)
-        span = _range(request.headers.get("range"), info.size)
-        status = 200
-        start, stop = 0, info.size
-        if span is not None:
-            start, stop = span
-            status = 206
-            headers["Content-Range"] = f"bytes {start}-{stop - 1}/{info.size}"
-        headers["Content-Length"] = str(stop - start)
-        headers["Content-Type"] = info.content_type  # as stored: no charset added
-        if request.method == "HEAD":
-            return Response(status_code=status, headers=headers)
-        reader = await asyncio.to_thread(
-            storage.store.reader, bucket, key, start=start, stop=None if span is None else stop
-        )
-        return StreamingResponse(_stream(reader, bucket, key), status_code=status, headers=headers)
+        for _ in range(_ATTEMPTS):
+            info = await asyncio.to_thread(storage.store.head, bucket, key)
+            headers = _headers(info)
+            if request.headers.get("if-none-match") in (f'"{info.etag}"', "*"):
+                return Response(status_code=304, headers=headers)
+            span = _range(request.headers.get("range"), info.size)
+            start, stop = span or (0, info.size)
+            if span is not None:
+                headers["Content-Range"] = f"bytes {start}-{stop - 1}/{info.size}"
+            headers["Content-Length"] = str(stop - start)
+            headers["Content-Type"] = info.content_type  # as stored: no charset added
+            status = 200 if span is None else 206
+            if request.method == "HEAD":
+                return Response(status_code=status, headers=headers)
+            reader = await asyncio.to_thread(
+                storage.store.reader, bucket, key, start=start, stop=None if span is None else stop
+            )
+            if reader.info.etag == info.etag:
+                return StreamingResponse(_stream(reader, bucket, key), status_code=status, headers=headers)
+            reader.close()  # replaced between the two reads: these headers would describe another object
+        raise StorageUnavailable("the object keeps changing while it is read; try again", retry_after=1)
 
     @router.head(
         "/{bucket}/objects/{key:path}",

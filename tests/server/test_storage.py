@@ -20,6 +20,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -557,3 +558,36 @@ def flip_a_byte(world: World, bucket: str, key: str) -> None:
     rotten = bytearray(stored["Body"].read())
     rotten[3] ^= 0x01
     s3.put_object(Bucket=physical, Key=key, Body=bytes(rotten), Metadata=stored["Metadata"])
+
+
+def test_a_download_racing_an_overwrite_gets_one_whole_object(world: World) -> None:
+    key = f"race-{uuid.uuid4().hex[:6]}.bin"
+    payloads = [b"a" * 3000, b"b" * 70_000]
+    stop = threading.Event()
+
+    def overwrite() -> None:
+        with world.client("user-a") as writer:
+            turn = 0
+            while not stop.is_set():
+                writer.put(obj("receipts", key), content=payloads[turn % 2])
+                turn += 1
+
+    with world.client("user-a") as a:
+        assert a.put(obj("receipts", key), content=payloads[0]).status_code == 201
+        thread = threading.Thread(target=overwrite)
+        thread.start()
+        try:
+            outcomes = []
+            for _ in range(150):
+                response = a.get(obj("receipts", key))
+                if response.status_code == 503:  # it kept changing under three attempts
+                    outcomes.append("retry")
+                    continue
+                assert response.status_code == 200
+                assert response.content in payloads
+                assert int(response.headers["content-length"]) == len(response.content)
+                outcomes.append("whole")
+        finally:
+            stop.set()
+            thread.join(30)
+        assert outcomes.count("whole") > 100
