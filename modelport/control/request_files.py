@@ -57,13 +57,14 @@ class RequestFiles:
         check_key(key)
         try:
             self.readable(principal, bucket)
-            info = self.store.head(bucket, key)
+            reader = self.store.reader(bucket, key)
         except (NotFound, Unauthorized):
             raise missing from None
-        if info.size > max_bytes:
-            raise PayloadTooLarge(f"{info.size} bytes; the limit is {max_bytes} bytes")
         target = directory / f"object-{secrets.token_hex(8)}"
-        with self.store.reader(bucket, key) as reader, target.open("wb") as out:
+        with reader, target.open("wb") as out:
+            info = reader.info
+            if info.size > max_bytes:
+                raise PayloadTooLarge(f"{info.size} bytes; the limit is {max_bytes} bytes")
             for chunk in reader:
                 out.write(chunk)
         return UploadedFile(str(target), key.rsplit("/", 1)[-1], info.content_type, info.size)

@@ -418,6 +418,26 @@ def test_a_module_reads_a_stored_object_the_caller_may_read(world: World) -> Non
         ]
 
 
+def test_a_stored_object_is_held_to_the_field_limits_before_any_worker_sees_it(world: World) -> None:
+    key = f"big/{uuid.uuid4().hex}.png"
+    big = png() + b"\0" * (1024 * 1024 + 1)  # past the field's `max size 1 MB`
+    with world.client("user-a") as a:
+        assert a.put(obj("receipts", key), content=big).status_code == 201
+        refused = a.post(
+            "/api/v1/modules/mirror/predict", json={"inputs": {"image": {"object": f"receipts/{key}"}}}
+        )
+        assert refused.status_code == 413
+        (problem,) = refused.json()["error"]["details"]
+        assert (problem["field"], problem["code"]) == ("inputs.image", "file_too_large")
+        text = f"text/{uuid.uuid4().hex}.png"
+        assert a.put(obj("receipts", text), content=b"not an image at all").status_code == 201
+        wrong = a.post(
+            "/api/v1/modules/mirror/predict", json={"inputs": {"image": {"object": f"receipts/{text}"}}}
+        )
+        assert wrong.status_code == 422
+        assert wrong.json()["error"]["details"][0]["code"] == "content_type"
+
+
 def test_uploads_of_synchronous_calls_are_kept_in_the_request_bucket(world: World) -> None:
     image = png(3, 3)
     with world.client("user-b") as b:
