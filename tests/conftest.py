@@ -143,6 +143,32 @@ def oidc_provider() -> Iterator[OidcProvider]:
         yield provider
 
 
+STORAGE_MANIFESTS = [
+    {
+        "apiVersion": "modelport/v1",
+        "kind": "Storage",
+        "metadata": {"name": "models"},
+        "spec": {"access": {"groups": ["/team"]}, "quota": "1GiB", "retentionDays": 30},
+    },
+    {"apiVersion": "modelport/v1", "kind": "Storage", "metadata": {"name": "tiny"}, "spec": {"quota": 100}},
+]
+
+
+@pytest.fixture(scope="session")
+def storage_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One `modelport server` (local store) with buckets `models` (1 GiB, `/team`) and `tiny` (100 bytes),
+    shared by the client and command tests; each test keeps to a fresh key prefix of its own."""
+    server = ServerProcess(tmp_path_factory.mktemp("storage") / "server", token=ADMIN_TOKEN)
+    server.start()
+    try:
+        with server.client() as admin:
+            applied = admin.post("/api/v1/apply", json={"documents": STORAGE_MANIFESTS})
+            assert applied.status_code == 200, applied.text
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[S3Server]:
     """One S3 service (moto, in its own process, checking presigned URLs) on 127.0.0.1 for the session.

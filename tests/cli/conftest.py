@@ -1,14 +1,19 @@
-"""Fixtures of the command tests: no saved login, a server URL nothing listens on, or no server at all."""
+"""Fixtures of the command tests: no saved login, a server URL nothing listens on, no server at all, or a
+scripted one."""
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
+from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pytest
 
 from modelport.cli import platform as platform_cli
+from modelport.client import Client
 
 
 def _unused_port() -> int:
@@ -40,3 +45,27 @@ def no_server(monkeypatch: pytest.MonkeyPatch) -> None:
         raise AssertionError("the command tried to contact a server")
 
     monkeypatch.setattr(platform_cli, "Client", refuse)
+
+
+Handler = Callable[[httpx.Request], httpx.Response]
+
+
+@pytest.fixture
+def answer(monkeypatch: pytest.MonkeyPatch, server_url: str) -> Callable[[Handler], list[httpx.Request]]:
+    """Log the commands in to `server_url` and make their client answer with `handler`; returns the list of
+    requests it receives."""
+
+    def install(handler: Handler) -> list[httpx.Request]:
+        seen: list[httpx.Request] = []
+
+        def record(request: httpx.Request) -> httpx.Response:
+            request.read()
+            seen.append(request)
+            return handler(request)
+
+        monkeypatch.setattr(
+            platform_cli, "Client", functools.partial(Client, transport=httpx.MockTransport(record))
+        )
+        return seen
+
+    return install

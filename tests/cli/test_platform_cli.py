@@ -3,12 +3,10 @@ and how answers and errors (from a scripted transport) reach stdout, stderr and 
 
 from __future__ import annotations
 
-import functools
 import io
 import json
 import shutil
 import subprocess
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +15,9 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from modelport.cli import platform as platform_cli
 from modelport.cli.main import app
 from modelport.cli.platform import DocumentError, read_documents
-from modelport.client import Client, load_saved
+from modelport.client import load_saved
 
 ECHO = Path(__file__).parents[1] / "fixtures" / "modules" / "echo"
 
@@ -28,28 +25,6 @@ runner = CliRunner()
 
 
 pytestmark = pytest.mark.usefixtures("server_url")
-
-
-@pytest.fixture
-def answer(
-    monkeypatch: pytest.MonkeyPatch,
-) -> Callable[[Callable[[httpx.Request], httpx.Response]], list[Any]]:
-    """Make the commands' client answer with `handler`; returns the list of requests it receives."""
-
-    def install(handler: Callable[[httpx.Request], httpx.Response]) -> list[httpx.Request]:
-        seen: list[httpx.Request] = []
-
-        def record(request: httpx.Request) -> httpx.Response:
-            request.read()
-            seen.append(request)
-            return handler(request)
-
-        monkeypatch.setattr(
-            platform_cli, "Client", functools.partial(Client, transport=httpx.MockTransport(record))
-        )
-        return seen
-
-    return install
 
 
 def git(cwd: Path, *args: str) -> None:

@@ -5,35 +5,24 @@ and the errors a user sees)."""
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import yaml
-from platform_server import ADMIN_TOKEN, ServerProcess
+from platform_server import ServerProcess
 from rich.progress import Progress
 from typer.testing import CliRunner
 
-from modelport.cli import platform as platform_cli
 from modelport.cli.main import app
 from modelport.cli.storage import Bars, human_size
-from modelport.client import Client
 
 runner = CliRunner()
-
-MODELS = {
-    "apiVersion": "modelport/v1",
-    "kind": "Storage",
-    "metadata": {"name": "models"},
-    "spec": {"access": {"groups": ["/team"]}, "quota": "1GiB", "retentionDays": 30},
-}
-TINY = {"apiVersion": "modelport/v1", "kind": "Storage", "metadata": {"name": "tiny"}, "spec": {"quota": 100}}
 
 Handler = Callable[[httpx.Request], httpx.Response]
 
@@ -113,26 +102,6 @@ def test_a_directory_needs_r(tmp_path: Path) -> None:
 # Against a scripted server
 
 
-@pytest.fixture
-def answer(monkeypatch: pytest.MonkeyPatch, server_url: str) -> Callable[[Handler], list[httpx.Request]]:
-    """Make the commands' client answer with `handler`; returns the list of requests it receives."""
-
-    def install(handler: Handler) -> list[httpx.Request]:
-        seen: list[httpx.Request] = []
-
-        def record(request: httpx.Request) -> httpx.Response:
-            request.read()
-            seen.append(request)
-            return handler(request)
-
-        monkeypatch.setattr(
-            platform_cli, "Client", functools.partial(Client, transport=httpx.MockTransport(record))
-        )
-        return seen
-
-    return install
-
-
 def listing(*keys: str) -> dict[str, Any]:
     objects = [
         {"key": k, "size": 2, "etag": "e", "content_type": "x", "modified": "", "sha256": None} for k in keys
@@ -178,26 +147,12 @@ def test_a_corrupt_download_fails_and_leaves_nothing(answer: Any, tmp_path: Path
 # Against a real server
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """One `modelport server` with buckets `models` (1 GiB) and `tiny` (100 bytes)."""
-    server = ServerProcess(tmp_path_factory.mktemp("storage-cli") / "server", token=ADMIN_TOKEN)
-    server.start()
-    try:
-        with server.client() as admin:
-            applied = admin.post("/api/v1/apply", json={"documents": [MODELS, TINY]})
-            assert applied.status_code == 200, applied.text
-        yield server
-    finally:
-        server.stop()
-
-
 @pytest.fixture
-def remote(server: ServerProcess, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
+def remote(storage_server: ServerProcess, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
     """Log the commands in to the server; returns a fresh prefix of bucket `models` (`models/t-.../`)."""
     monkeypatch.setenv("MODELPORT_CONFIG_DIR", str(tmp_path / "config"))
-    monkeypatch.setenv("MODELPORT_URL", server.url)
-    monkeypatch.setenv("MODELPORT_TOKEN", server.token)
+    monkeypatch.setenv("MODELPORT_URL", storage_server.url)
+    monkeypatch.setenv("MODELPORT_TOKEN", storage_server.token)
     return f"models/t-{uuid.uuid4().hex[:8]}/"
 
 

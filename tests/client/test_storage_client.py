@@ -14,25 +14,11 @@ from typing import Any
 
 import httpx
 import pytest
-from platform_server import ADMIN_TOKEN, ServerProcess
+from platform_server import ServerProcess
 
 from modelport.client import ApiError, Client, TransferFailed
 
 BUCKET = "models"
-MANIFESTS = [
-    {
-        "apiVersion": "modelport/v1",
-        "kind": "Storage",
-        "metadata": {"name": BUCKET},
-        "spec": {"access": {"groups": ["/team"]}, "quota": "1GiB", "retentionDays": 30},
-    },
-    {
-        "apiVersion": "modelport/v1",
-        "kind": "Storage",
-        "metadata": {"name": "tiny"},
-        "spec": {"quota": 1000},
-    },
-]
 ODD_KEYS = ["with space.txt", "what?.txt", "hash#tag.txt", "100% sure.txt", "ünïcødé/日本語.txt", "a+b=c&d"]
 
 
@@ -228,23 +214,9 @@ def test_presign_asks_for_a_method_and_lifetime(client_for: Any) -> None:
 # Against a real server
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """One `modelport server` with buckets `models` (1 GiB) and `tiny` (1000 bytes)."""
-    server = ServerProcess(tmp_path_factory.mktemp("storage-client") / "server", token=ADMIN_TOKEN)
-    server.start()
-    try:
-        with server.client() as admin:
-            applied = admin.post("/api/v1/apply", json={"documents": MANIFESTS})
-            assert applied.status_code == 200, applied.text
-        yield server
-    finally:
-        server.stop()
-
-
 @pytest.fixture
-def client(server: ServerProcess) -> Iterator[Client]:
-    with Client(server.url, server.token) as client:
+def client(storage_server: ServerProcess) -> Iterator[Client]:
+    with Client(storage_server.url, storage_server.token) as client:
         yield client
 
 
@@ -389,15 +361,16 @@ def test_missing_objects_and_buckets(client: Client, tmp_path: Path, prefix: str
 
 @pytest.mark.slow
 def test_a_corrupted_object_is_not_saved(
-    client: Client, server: ServerProcess, tmp_path: Path, prefix: str
+    client: Client, storage_server: ServerProcess, tmp_path: Path, prefix: str
 ) -> None:
-    """The server cuts the download of bytes that do not match their recorded SHA-256 (after the last chunk,
-    so the client may have them all): whichever notices first, nothing is saved."""
+    """The server cuts the download of bytes that do not match their recorded SHA-256 (holding back the last
+    chunk), and the client checks the checksum too: whichever notices first, nothing is saved."""
     source = tmp_path / "f.bin"
     data = os.urandom(3 * 1024 * 1024)
     source.write_bytes(data)
     client.upload(BUCKET, prefix + "f.bin", source)
-    stored = [path for path in server.data_dir.rglob("*") if path.is_file() and path.read_bytes() == data]
+    files = storage_server.data_dir.rglob("*")
+    stored = [path for path in files if path.is_file() and path.read_bytes() == data]
     assert len(stored) == 1, "the local store keeps each object's bytes in one file"
     stored[0].write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))
     with pytest.raises(TransferFailed) as caught:
