@@ -11,19 +11,17 @@ from __future__ import annotations
 import json
 import shutil
 import sys
-import threading
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 from oidc_provider import OidcProvider
+from pages import CHROMIUM, WAIT_MS, PageServer, console_line, failure_line
 from platform_server import ADMIN_TOKEN, ServerProcess
-from playwright.sync_api import Browser, ConsoleMessage, Page, Request, sync_playwright
+from playwright.sync_api import Browser, Page, sync_playwright
 
 # The helpers that drive a platform server live in tests/server, which pytest puts on sys.path for its own
 # tests only.
@@ -32,43 +30,9 @@ from drive import deploy, push, wait_built, wait_deployment
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
 
-CHROMIUM = Path("/usr/bin/chromium")
 PAGE = Path(__file__).with_name("page.html")
 ECHO = Path(__file__).parents[1] / "fixtures" / "modules" / "echo"
 MODULE = "mod-web"
-WAIT_MS = 20_000
-
-
-class PageServer:
-    """`page.html`, its configuration filled in, on `/` and `/callback` of a loopback origin of its own."""
-
-    def __init__(self, config: dict[str, str]) -> None:
-        page = PAGE.read_text().replace("__CONFIG__", json.dumps(config)).encode()
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                if self.path.split("?")[0] not in ("/", "/callback"):
-                    self.send_error(404)
-                    return
-                self.send_response(200)
-                self.send_header("Content-Type", "text/html; charset=utf-8")
-                self.send_header("Content-Length", str(len(page)))
-                self.send_header("Cache-Control", "no-store")
-                self.end_headers()
-                self.wfile.write(page)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.origin = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(10)
 
 
 @dataclass
@@ -132,9 +96,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         stack.callback(server.stop)
         server.start()
         config = {"issuer": provider.issuer, "modelport": server.url, "module": MODULE}
-        allowed = PageServer(config)
+        allowed = PageServer(PAGE, config, paths=("/", "/callback"))
         stack.callback(allowed.close)
-        unlisted = PageServer(config)
+        unlisted = PageServer(PAGE, config, paths=("/", "/callback"))
         stack.callback(unlisted.close)
         deploy_echo(server, root, allowed.origin)
         playwright = stack.enter_context(sync_playwright())
@@ -151,8 +115,8 @@ def visit(browser: Browser, origin: str, *, user: str = "alice") -> Visit:
         page = context.new_page()
         console: list[str] = []
         failed: list[str] = []
-        page.on("console", lambda message: console.append(_console_line(message)))
-        page.on("requestfailed", lambda request: failed.append(_failure_line(request)))
+        page.on("console", lambda message: console.append(console_line(message)))
+        page.on("requestfailed", lambda request: failed.append(failure_line(request)))
         page.goto(f"{origin}/")
         page.fill("#username", user)  # the provider's login page, reached by the page's redirect
         page.fill("#password", f"password-{user}")
@@ -169,14 +133,6 @@ def visit(browser: Browser, origin: str, *, user: str = "alice") -> Visit:
         )
     finally:
         context.close()
-
-
-def _console_line(message: ConsoleMessage) -> str:
-    return f"{message.type}: {message.text}"
-
-
-def _failure_line(request: Request) -> str:
-    return f"{request.method} {request.url}: {request.failure}"
 
 
 def _access_token(page: Page) -> str:

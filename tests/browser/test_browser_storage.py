@@ -14,19 +14,18 @@ import hashlib
 import json
 import shutil
 import sys
-import threading
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 import pytest
+from pages import CHROMIUM, WAIT_MS, PageServer, console_line, failure_line
 from platform_server import ADMIN_TOKEN, ServerProcess
-from playwright.sync_api import Browser, ConsoleMessage, Request, sync_playwright
+from playwright.sync_api import Browser, sync_playwright
 
 # The helpers that drive a platform server live in tests/server, which pytest puts on sys.path for its own
 # tests only.
@@ -35,45 +34,11 @@ from drive import deploy, push, wait_built, wait_deployment
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
 
-CHROMIUM = Path("/usr/bin/chromium")
 PAGE = Path(__file__).with_name("upload.html")
 FILES = Path(__file__).parents[1] / "fixtures" / "modules" / "files"
 BUCKET = "receipts"
 MODULE = "mirror"
 GROUP = "/web"
-WAIT_MS = 20_000
-
-
-class PageServer:
-    """`upload.html` on `/` of a loopback origin of its own, with `config` as it is when the page is asked
-    for (the token is filled in after the origins are known)."""
-
-    def __init__(self, config: dict[str, str]) -> None:
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                if self.path.split("?")[0] != "/":
-                    self.send_error(404)
-                    return
-                page = PAGE.read_text().replace("__CONFIG__", json.dumps(config)).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/html; charset=utf-8")
-                self.send_header("Content-Length", str(len(page)))
-                self.send_header("Cache-Control", "no-store")
-                self.end_headers()
-                self.wfile.write(page)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.origin = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(10)
 
 
 @dataclass
@@ -158,9 +123,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         server.start()
         config: dict[str, str] = {"modelport": server.url, "bucket": BUCKET, "module": MODULE, "token": ""}
         # The origins are known only once the page servers listen, the token only once the world is built.
-        allowed = PageServer(config)
+        allowed = PageServer(PAGE, config)
         stack.callback(allowed.close)
-        unlisted = PageServer(config)
+        unlisted = PageServer(PAGE, config)
         stack.callback(unlisted.close)
         token = build_world(server, root, allowed.origin)
         config["token"] = token
@@ -178,8 +143,8 @@ def click(browser: Browser, origin: str, button: str) -> Run:
         page = context.new_page()
         console: list[str] = []
         failed: list[str] = []
-        page.on("console", lambda message: console.append(_console_line(message)))
-        page.on("requestfailed", lambda request: failed.append(_failure_line(request)))
+        page.on("console", lambda message: console.append(console_line(message)))
+        page.on("requestfailed", lambda request: failed.append(failure_line(request)))
         page.goto(f"{origin}/")
         page.wait_for_function("document.body.dataset.ready === 'true'", timeout=WAIT_MS)
         page.click(f"#{button}")
@@ -201,14 +166,6 @@ def click(browser: Browser, origin: str, button: str) -> Run:
         )
     finally:
         context.close()
-
-
-def _console_line(message: ConsoleMessage) -> str:
-    return f"{message.type}: {message.text}"
-
-
-def _failure_line(request: Request) -> str:
-    return f"{request.method} {request.url}: {request.failure}"
 
 
 def obj(key: str) -> str:
