@@ -25,7 +25,6 @@ from modelport.core.errors import (
     BadRequest,
     CorruptObject,
     LengthRequired,
-    PayloadTooLarge,
     RangeNotSatisfiable,
     StorageUnavailable,
 )
@@ -154,11 +153,7 @@ def storage_router(services: Services) -> APIRouter:
         length = request.headers.get("content-length")
         if length is None or not length.isdigit():
             raise LengthRequired("send the object's size in Content-Length")
-        size = int(length)
-        if size > services.settings.max_object_bytes:
-            raise PayloadTooLarge(
-                f"the object ({size} bytes) exceeds the limit of {services.settings.max_object_bytes} bytes"
-            )
+        size = int(length)  # at most `max_object_bytes`: `BodyLimit` refused larger ones already
         content_type = request.headers.get("content-type") or "application/octet-stream"
         upload = await asyncio.to_thread(storage.upload, bucket, key, size=size, content_type=content_type)
         with upload:
@@ -173,7 +168,7 @@ def storage_router(services: Services) -> APIRouter:
             info = await asyncio.to_thread(upload.commit)
         if not principal_of(request.scope).is_anonymous:
             services.audit.record(actor_of(request), "object.put", f"bucket/{bucket}", key=key, size=size)
-        return _json(_entry(info), 201, info)
+        return JSONResponse(_entry(info), status_code=201, headers={"ETag": f'"{info.etag}"'})
 
     @router.get(
         "/{bucket}/objects/{key:path}",
@@ -268,10 +263,6 @@ def _headers(info: ObjectInfo) -> dict[str, str]:
     if info.sha256:
         headers["X-Checksum-Sha256"] = info.sha256
     return headers
-
-
-def _json(body: dict[str, Any], status: int, info: ObjectInfo) -> Response:
-    return JSONResponse(body, status_code=status, headers={"ETag": f'"{info.etag}"'})
 
 
 def _range(header: str | None, size: int) -> tuple[int, int] | None:

@@ -426,3 +426,32 @@ def test_bucket_names_have_three_characters_at_least() -> None:
     document = {"apiVersion": "modelport/v1", "kind": "Storage", "metadata": {"name": "ab"}}
     with pytest.raises(ManifestError, match="3 to 63"):
         parse_document(document, source="test")
+
+
+@pytest.mark.parametrize("path", ["../x", "/abs", "a/../b", "a//b", "./a", "a\\b", ""])
+def test_a_model_path_stays_inside_its_tree_or_bucket(path: str) -> None:
+    document = {
+        "apiVersion": "modelport/v1",
+        "kind": "Module",
+        "metadata": {"name": "m"},
+        "spec": {"model": {"bucket": "models", "path": path}},
+    }
+    with pytest.raises(ManifestError) as caught:
+        parse_document(document, source="test")
+    assert caught.value.problems[0]["field"] == "spec.model.path"
+
+
+def test_a_model_path_is_kept_without_its_trailing_slash() -> None:
+    document = {
+        "apiVersion": "modelport/v1",
+        "kind": "Module",
+        "metadata": {"name": "m"},
+        "spec": {"model": {"bucket": "models", "path": "digits/v2/", "key": "a", "cacheSize": 3}},
+    }
+    manifest = parse_document(document, source="test")
+    assert isinstance(manifest, ModuleManifest)
+    assert (manifest.spec.model.path, manifest.spec.model.key, manifest.spec.model.bucket) == (
+        "digits/v2",
+        "a",
+        "models",
+    )

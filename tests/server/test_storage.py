@@ -39,6 +39,7 @@ from platform_server import ADMIN_TOKEN, ServerProcess
 pytestmark = pytest.mark.slow
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "modules"
+MAX_OBJECT_BYTES = 8_000_000
 
 
 @dataclass
@@ -74,6 +75,7 @@ def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
             "MODELPORT_S3_REGION": s3.region,
             "MODELPORT_S3_BUCKET_PREFIX": f"t{uuid.uuid4().hex[:8]}-",
         }
+    env["MODELPORT_MAX_OBJECT_BYTES"] = str(MAX_OBJECT_BYTES)
     server = ServerProcess(root / "server", token=ADMIN_TOKEN, env=env)
     server.start()
     try:
@@ -310,6 +312,21 @@ def test_quota_refuses_what_does_not_fit_and_changes_nothing(world: World) -> No
         assert a.delete(obj("tiny", f"{key}-2")).status_code == 204
         tiny = next(b for b in a.get("/api/v1/storage").json()["buckets"] if b["name"] == "tiny")
         assert tiny["used_bytes"] == 0
+
+
+def test_an_object_over_the_size_limit_is_refused_before_its_body_is_read(world: World) -> None:
+    host, port = urlsplit(world.url).hostname, urlsplit(world.url).port
+    with socket.create_connection((host, port), timeout=10) as raw:
+        raw.sendall(
+            f"PUT {obj('receipts', 'huge.bin')} HTTP/1.1\r\nHost: x\r\n"
+            f"Content-Length: {MAX_OBJECT_BYTES + 1}\r\n"
+            f"Authorization: Bearer {world.tokens['user-a']}\r\n\r\n".encode()
+        )
+        answer = raw.recv(65536).decode("latin-1")  # no body was sent: the answer comes from the header
+    assert answer.startswith("HTTP/1.1 413"), answer
+    assert '"payload_too_large"' in answer
+    with world.client("user-a") as a:
+        assert a.head(obj("receipts", "huge.bin")).status_code == 404
 
 
 def test_an_upload_must_say_its_length(world: World) -> None:
