@@ -18,7 +18,7 @@ from postgres import Cluster
 from repos import git
 from s3_server import S3Server
 
-from modelport.app import DevServer
+from modelport.app import DevServer, PlatformServer
 from modelport.control.modules import ServedModule
 from modelport.core.settings import Settings
 
@@ -90,6 +90,31 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path / 'modelport.db'}"
     cluster: Cluster = request.getfixturevalue("postgres")
     return cluster.create_database(f"t{uuid.uuid4().hex[:12]}")
+
+
+@dataclass
+class InProcessPlatform:
+    """The platform's composition root in this process; `client(token)` talks to it without sockets."""
+
+    server: PlatformServer
+    token: str
+
+    def client(self, token: str | None = None) -> httpx.AsyncClient:
+        """A client of the app; `token` defaults to the admin's, and `""` sends no credentials."""
+        token = self.token if token is None else token
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        transport = httpx.ASGITransport(app=self.server.app, client=("127.0.0.1", 50000))
+        return httpx.AsyncClient(transport=transport, base_url="http://testserver", headers=headers)
+
+
+@pytest.fixture
+async def platform_app(tmp_path: Path) -> AsyncIterator[InProcessPlatform]:
+    """The real platform application (settings → database → services → app) on SQLite in `tmp_path`, its
+    lifespan running, reached in-process through an ASGI transport."""
+    settings = Settings(data_dir=tmp_path / "platform", bootstrap_token=ADMIN_TOKEN)
+    server = PlatformServer(settings, announce=lambda line: None)
+    async with server.running():
+        yield InProcessPlatform(server, ADMIN_TOKEN)
 
 
 @pytest.fixture

@@ -1,14 +1,13 @@
 """Who may call a module, and how often: the checks in front of the inference routes.
 
-The principal comes from `Authenticate`. A caller the module's `Api` manifests do not let in is told the
-module does not exist (404; 401 when it sent no credentials). Calls to predict count against each `Api` rate
+The principal comes from `Authenticate`; which routes are module routes, and which of them are metered, their
+rules say (`gateway/routes.py`). A caller the module's `Api` manifests do not let in is told the
+module does not exist (404; 401 when it sent no credentials). Metered calls count against each `Api` rate
 limit that applies to the caller (`rateLimit.perCaller`), keyed by the `Api` and the caller; the tightest
 decision's `RateLimit-*` headers go on the answer, and a call over a limit gets 429 with `Retry-After`.
 """
 
 from __future__ import annotations
-
-import re
 
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -19,35 +18,29 @@ from modelport.core.manifests import Cors
 from modelport.gateway.auth import caller_key, principal_of
 from modelport.gateway.errors import error_response
 from modelport.gateway.ratelimit import Decision, RateLimiter
+from modelport.gateway.routes import RouteTable
 
-__all__ = ["CallGate", "module_of"]
-
-_MODULE_PATH = re.compile(r"^/api/v1/modules/([^/]+)/(predict|openapi\.json|try|outputs/[^/]+)$")
-_ANY_MODULE_PATH = re.compile(r"^/api/v1/modules/([^/]+)/")
-
-
-def module_of(path: str) -> str | None:
-    """The module an inference path is about."""
-    match = _ANY_MODULE_PATH.match(path)
-    return match.group(1) if match else None
+__all__ = ["CallGate"]
 
 
 class CallGate:
     """Refuses calls to modules the caller may not call, and calls over the caller's rate limits."""
 
-    def __init__(self, app: ASGIApp, *, policies: AccessPolicies, limiter: RateLimiter) -> None:
-        self.app, self.policies, self.limiter = app, policies, limiter
+    def __init__(
+        self, app: ASGIApp, *, policies: AccessPolicies, limiter: RateLimiter, routes: RouteTable
+    ) -> None:
+        self.app, self.policies, self.limiter, self.routes = app, policies, limiter, routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        match = _MODULE_PATH.match(scope["path"]) if scope["type"] == "http" else None
-        if match is None:
+        match = self.routes.match(scope) if scope["type"] == "http" else None
+        if match is None or not match.rule.module:
             await self.app(scope, receive, send)
             return
         principal = principal_of(scope)
         try:
-            policy = self.policies.require_call(principal, match.group(1))
+            policy = self.policies.require_call(principal, match.params["module"])
             decision: Decision | None = None
-            if match.group(2) == "predict":
+            if match.rule.metered:
                 for api, rate in policy.rates(principal):
                     outcome = await self.limiter.hit(f"{api}:{caller_key(scope)}", rate)
                     if decision is None or outcome.remaining < decision.remaining or not outcome.allowed:
@@ -76,10 +69,7 @@ class CallGate:
 
         await self.app(scope, receive, send_with_limits)
 
-    def cors(self, path: str) -> Cors | None:
-        """The CORS rules for a path: those of the `Api`s of the module it is about."""
-        module = module_of(path)
-        if module is None:
-            return None
+    def cors(self, module: str) -> Cors | None:
+        """The CORS rules of a module: those of its `Api`s."""
         policy = self.policies.policy(module)
         return None if policy is None else policy.cors()

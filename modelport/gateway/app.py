@@ -12,11 +12,12 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
+from fastapi.routing import RouteContext
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
-from starlette.routing import Mount, Route
+from starlette.routing import BaseRoute, Match, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -37,6 +38,7 @@ from modelport.gateway.middleware import BodyLimit
 from modelport.gateway.pages import render_swagger_ui, render_try_page
 from modelport.gateway.predict import PredictRoute
 from modelport.gateway.ratelimit import RateLimiter
+from modelport.gateway.routes import ANYONE, MODULE, PREDICT, RouteTable, Rule, allow
 from modelport.gateway.storage_api import storage_router
 from modelport.sdk.openapi import module_openapi
 from modelport.storage import ObjectReader
@@ -45,24 +47,25 @@ __all__ = ["STATIC_DIR", "ModuleRoutes", "PredictFastPath", "create_app", "creat
 
 STATIC_DIR = Path(__file__).parent / "static"
 _OUTPUT_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
-_PREDICT_PATH = re.compile(r"^/api/v1/modules/([^/]+)/predict$")
+PREDICT_PATH = "/api/v1/modules/{module}/predict"
 
 
 class PredictFastPath:
-    """Sends POSTs to a predict path straight to their handler; everything else goes to the full app.
+    """Sends POSTs to the predict route straight to its handler; everything else goes to the full app.
 
     The predict handler answers every error itself, so the router and the exception layers around it only
-    cost time on the one path whose overhead users pay on every call.
+    cost time on the one path whose overhead users pay on every call. `route` is the app's own predict
+    route, so the path is matched exactly as the router would match it.
     """
 
-    def __init__(self, app: Starlette, predict: PredictRoute) -> None:
-        self.app, self.predict = app, predict
+    def __init__(self, app: ASGIApp, predict: PredictRoute, route: BaseRoute | RouteContext) -> None:
+        self.app, self.predict, self.route = app, predict, route
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
-            match = _PREDICT_PATH.match(scope["path"])
-            if match is not None:
-                scope["path_params"] = {"module": match.group(1)}
+            found, child = self.route.matches(scope)
+            if found is Match.FULL:
+                scope["path_params"] = child["path_params"]
                 response = await self.predict.handle(Request(scope, receive))
                 await response(scope, receive, send)
                 return
@@ -164,11 +167,12 @@ def create_app(
             }
         )
 
+    predict_route = Route(PREDICT_PATH, predict.handle, methods=["POST"])
     routes = [
         Route("/healthz", handlers.healthz),
         Route("/readyz", handlers.readyz),
         Route("/api/v1/modules", list_modules),
-        Route("/api/v1/modules/{module}/predict", predict.handle, methods=["POST"]),
+        predict_route,
         Route("/api/v1/modules/{module}/openapi.json", handlers.module_openapi),
         Route("/api/v1/modules/{module}/try", handlers.try_page),
         Route("/api/v1/modules/{module}/outputs/{name}", handlers.output_file),
@@ -183,7 +187,7 @@ def create_app(
         exception_handlers={ModelportError: on_error, HTTPException: on_error, Exception: on_error},
         lifespan=lifespan,
     )
-    return BodyLimit(PredictFastPath(app, predict), max_bytes=settings.max_body_bytes)
+    return BodyLimit(PredictFastPath(app, predict, predict_route), max_bytes=settings.max_body_bytes)
 
 
 def _module_state(registry: ModuleRegistry, name: str) -> str:
@@ -259,33 +263,32 @@ def create_platform_app(
             Exception: on_error,
         },
     )
-    api.add_api_route("/healthz", handlers.healthz, methods=["GET"], tags=["health"], summary="Liveness")
-    api.add_api_route("/readyz", handlers.readyz, methods=["GET"], tags=["health"], summary="Readiness")
+    public = [allow(ANYONE)]
+    for probe, check, title in (
+        ("/healthz", handlers.healthz, "Liveness"),
+        ("/readyz", handlers.readyz, "Readiness"),
+    ):
+        api.add_api_route(probe, check, methods=["GET"], tags=["health"], summary=title, dependencies=public)
     api.include_router(control_router(services))
     api.include_router(identity_router(services))
     api.include_router(storage_router(services))
     pinned = [_VERSION_PARAMETER]
-    inference: list[tuple[str, str, Callable[[Request], Awaitable[Response]], str, dict[str, Any]]] = [
-        (
-            "POST",
-            "/api/v1/modules/{module}/predict",
-            predict.handle,
-            "Call a module",
-            {"requestBody": _PREDICT_BODY},
-        ),
+    inference: list[tuple[str, str, Callable[[Request], Awaitable[Response]], Rule, str, dict[str, Any]]] = [
+        ("POST", PREDICT_PATH, predict.handle, PREDICT, "Call a module", {"requestBody": _PREDICT_BODY}),
         (
             "GET",
             "/api/v1/modules/{module}/openapi.json",
             handlers.module_openapi,
+            MODULE,
             "A module's OpenAPI document",
             {},
         ),
-        ("GET", "/api/v1/modules/{module}/try", handlers.try_page, "Try-it page", {}),
-        ("GET", "/api/v1/modules/{module}/outputs/{name}", handlers.output_file, "A file output", {}),
+        ("GET", "/api/v1/modules/{module}/try", handlers.try_page, MODULE, "Try-it page", {}),
+        ("GET", "/api/v1/modules/{module}/outputs/{name}", handlers.output_file, MODULE, "A file output", {}),
     ]
-    for method, path, endpoint, summary, extra in inference:
+    for method, path, endpoint, rule, summary, extra in inference:
         # The handlers read the raw request, so the document learns their parameters from here.
-        takes_version = path.startswith("/api/v1/modules/") and "/outputs/" not in path
+        takes_version = "/outputs/" not in path
         parameters = _path_parameters(path) + (pinned if takes_version else [])
         api.add_api_route(
             path,
@@ -293,6 +296,7 @@ def create_platform_app(
             methods=[method],
             tags=["inference"],
             summary=summary,
+            dependencies=[allow(rule)],
             openapi_extra={"parameters": parameters, **extra},
         )
 
@@ -304,33 +308,37 @@ def create_platform_app(
     async def root(request: Request) -> Response:
         return RedirectResponse("/docs")
 
-    api.add_api_route("/docs", docs, methods=["GET"], include_in_schema=False)
-    api.add_api_route("/", root, methods=["GET"], include_in_schema=False)
-    api.add_api_route("/favicon.ico", handlers.favicon, methods=["GET"], include_in_schema=False)
+    hidden: dict[str, Any] = {"methods": ["GET"], "include_in_schema": False, "dependencies": public}
+    api.add_api_route("/docs", docs, **hidden)
+    api.add_api_route("/", root, **hidden)
+    api.add_api_route("/favicon.ico", handlers.favicon, **hidden)
     api.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    _declare_bearer_auth(api)
-    gate = CallGate(PredictFastPath(api, predict), policies=services.policies, limiter=limiter)
-    authenticated = Authenticate(gate, verify=services.authenticate)
+    # The document and the static files are routes without dependencies: their rules are given here.
+    routes = RouteTable(api.routes, others={"/openapi.json": ANYONE, "/static": ANYONE})
+    _declare_security(api, routes)
+    fast = PredictFastPath(api, predict, routes.route(PREDICT_PATH))
+    gate = CallGate(fast, policies=services.policies, limiter=limiter, routes=routes)
+    authenticated = Authenticate(gate, verify=services.authenticate, routes=routes)
 
-    def cors(path: str) -> Cors | None:
-        return services.storage.cors(path) if path.startswith("/api/v1/storage/") else gate.cors(path)
+    def cors(scope: Scope) -> Cors | None:
+        match = routes.match(scope)
+        if match.rule.module:
+            return gate.cors(match.params["module"])
+        bucket = match.params.get("bucket")
+        return None if bucket is None else services.storage.cors(bucket)
 
-    return BodyLimit(
-        ApiCors(authenticated, policy=cors),
-        max_bytes=settings.max_body_bytes,
-        larger=(
-            (_VERSIONS_PATH, settings.max_artifact_bytes),
-            (_OBJECTS_PATH, settings.max_object_bytes),
-        ),
-    )
+    larger = {"push_version": settings.max_artifact_bytes, "put_object": settings.max_object_bytes}
+
+    def body_limit(scope: Scope) -> int:
+        route = routes.match(scope).route
+        return larger.get(getattr(route, "name", ""), settings.max_body_bytes)
+
+    return BodyLimit(ApiCors(authenticated, policy=cors), max_bytes=body_limit)
 
 
-_VERSIONS_PATH = re.compile(r"^/api/v1/modules/[^/]+/versions$")
-_OBJECTS_PATH = re.compile(r"^/api/v1/storage/[^/]+/objects/")
-
-
-def _declare_bearer_auth(api: FastAPI) -> None:
-    """Say in the OpenAPI document that every operation takes a bearer token (Swagger UI's Authorize)."""
+def _declare_security(api: FastAPI, routes: RouteTable) -> None:
+    """Say in the OpenAPI document what each operation needs: a bearer token (Swagger UI's Authorize), a
+    token or nothing, or nothing at all, as its route's rule says."""
 
     def openapi() -> dict[str, Any]:
         if api.openapi_schema is None:
@@ -345,6 +353,12 @@ def _declare_bearer_auth(api: FastAPI) -> None:
                 }
             }
             document["security"] = [{"bearer": []}]
+            for (method, path), rule in routes.rules().items():
+                operation = document["paths"].get(path, {}).get(method.lower())
+                if operation is not None:
+                    operation["x-access"] = rule.name
+                    if rule.anonymous:
+                        operation["security"] = [] if not rule.module else [{}, {"bearer": []}]
             api.openapi_schema = document
         return api.openapi_schema
 

@@ -2,17 +2,16 @@
 
 A bearer token is either a modelport token (`mp_…`, looked up by digest) or, when an OIDC issuer is
 configured, a JWT access token from that issuer. A request without credentials is anonymous, which only the
-open paths (health, the platform's docs), the password exchange, the inference paths and presigned object
-URLs accept; whether an anonymous call reaches a module is for its `Api` manifests to say, and a presigned
-URL is checked by the storage routes. Credentials that are present but invalid
-are refused everywhere, even where anonymous calls would pass.
+routes whose rule says so accept (`gateway/routes.py`: health, the platform's docs, the password exchange,
+module routes, and presigned object URLs); whether an anonymous call reaches a module is for its `Api`
+manifests to say, and a presigned URL is checked by the storage routes. Credentials that are present but
+invalid are refused everywhere, even where anonymous calls would pass.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import re
 from collections.abc import Awaitable, Callable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -20,19 +19,12 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from modelport.control.identity import ANONYMOUS, Principal
 from modelport.core.errors import InvalidToken, ModelportError, Unauthorized
 from modelport.gateway.errors import error_response
+from modelport.gateway.routes import RouteTable
 
-__all__ = ["OPEN_PATHS", "Authenticate", "caller_key", "client_address", "owner_key", "principal_of"]
+__all__ = ["Authenticate", "caller_key", "client_address", "owner_key", "principal_of"]
 
 log = logging.getLogger("modelport.auth")
 
-OPEN_PATHS = frozenset({"/healthz", "/readyz", "/docs", "/openapi.json", "/favicon.ico", "/"})
-"""Paths anyone may fetch: liveness, readiness and the platform's API documentation (no module data)."""
-_OPEN_PREFIXES = ("/static/",)
-_ANONYMOUS_ALLOWED = re.compile(
-    r"^/api/v1/(modules/[^/]+/(predict|openapi\.json|try|outputs/[^/]+)|auth/token)$"
-)
-"""Paths where a call without credentials goes on as `ANONYMOUS`, for the route to accept or refuse."""
-_PRESIGNED = re.compile(r"^/api/v1/storage/[^/]+/objects/.")
 
 Verify = Callable[[str], Awaitable[Principal | None]]
 
@@ -62,20 +54,19 @@ def owner_key(scope: Scope) -> str:
 class Authenticate:
     """Puts the request's principal in `scope["state"]["principal"]`, or answers 401."""
 
-    def __init__(self, app: ASGIApp, *, verify: Verify) -> None:
-        self.app, self.verify = app, verify
+    def __init__(self, app: ASGIApp, *, verify: Verify, routes: RouteTable) -> None:
+        self.app, self.verify, self.routes = app, verify, routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        path = scope["path"]
         try:
             principal = await self._authenticate(scope)
         except ModelportError as exc:
             await _refuse(exc, scope, receive, send)
             return
-        if principal is None and not _anonymous_allowed(path, scope.get("query_string", b"")):
+        if principal is None and not self._anonymous_allowed(scope):
             await _refuse(
                 Unauthorized("send a token as `Authorization: Bearer <token>`"), scope, receive, send
             )
@@ -99,11 +90,9 @@ class Authenticate:
             raise InvalidToken("the token is unknown, revoked or expired")
         return principal
 
-
-def _anonymous_allowed(path: str, query: bytes) -> bool:
-    if path in OPEN_PATHS or path.startswith(_OPEN_PREFIXES) or _ANONYMOUS_ALLOWED.match(path) is not None:
-        return True
-    return b"signature=" in query and _PRESIGNED.match(path) is not None
+    def _anonymous_allowed(self, scope: Scope) -> bool:
+        rule = self.routes.match(scope).rule
+        return rule.anonymous or (rule.presigned and b"signature=" in scope.get("query_string", b""))
 
 
 async def _refuse(exc: ModelportError, scope: Scope, receive: Receive, send: Send) -> None:

@@ -5,17 +5,26 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from modelport.control.access import Permit
 from modelport.control.identity import Principal
-from modelport.control.manifests import Change
 from modelport.control.platform import Services
 from modelport.core.errors import BadRequest, Forbidden
-from modelport.db import Role
+from modelport.core.records import (
+    ApplyResultList,
+    DeploymentInfo,
+    ModuleInfo,
+    ModuleList,
+    VersionDetail,
+    VersionInfo,
+    VersionList,
+)
+from modelport.core.roles import Role
 from modelport.gateway.auth import principal_of
 from modelport.gateway.identity_api import actor_of
+from modelport.gateway.routes import SIGNED_IN, allow
 
 __all__ = ["control_router"]
 
@@ -35,75 +44,6 @@ class DeployRequest(_Strict):
 class ManifestRequest(_Strict):
     documents: list[dict[str, Any]] = Field(description="Manifests: Module and Api documents.")
     dry_run: bool = Field(False, description="Compute the changes without making them.")
-
-
-class ManifestChange(BaseModel):
-    kind: str
-    name: str
-    action: str
-    diff: str
-
-
-class ManifestResult(BaseModel):
-    results: list[ManifestChange]
-
-
-class ServingInfo(BaseModel):
-    version: str
-    role: str
-    workers: int
-    ready: bool
-
-
-class DeploymentInfo(BaseModel):
-    module: str
-    version: str | None
-    target_version: str | None
-    previous_version: str | None
-    canary_version: str | None
-    canary_percent: int
-    replicas: int
-    generation: int
-    observed_generation: int
-    status: str
-    message: str
-    updated_at: str | None
-    serving: list[ServingInfo]
-
-
-class ModuleInfo(BaseModel):
-    name: str
-    owner: str | None
-    created_at: str
-    versions: int
-    deployment: DeploymentInfo | None
-
-
-class ModuleList(BaseModel):
-    modules: list[ModuleInfo]
-
-
-class VersionInfo(BaseModel):
-    module: str
-    name: str
-    digest: str
-    size: int
-    commit: str | None
-    tag: str | None
-    pushed_by: str | None
-    pushed_at: str
-    build_status: str
-    build_error: str | None
-    environment: str | None
-
-
-class VersionDetail(VersionInfo):
-    spec: dict[str, Any]
-    manifest: dict[str, Any]
-
-
-class VersionList(BaseModel):
-    versions: list[VersionInfo]
 
 
 def _developer(request: Request) -> Principal:
@@ -126,26 +66,25 @@ def control_router(services: Services) -> APIRouter:
             policies.require_manage(principal_of(request.scope), module)
         _developer(request)
 
-    router = APIRouter(prefix="/api/v1", tags=["modules"], dependencies=[Depends(guard)])
+    router = APIRouter(prefix="/api/v1", tags=["modules"], dependencies=[allow(SIGNED_IN), Depends(guard)])
 
     @router.get("/modules", response_model=ModuleList, summary="List the modules you manage")
-    def list_modules(request: Request) -> dict[str, Any]:
-        return {"modules": services.modules(principal_of(request.scope))}
+    def list_modules(request: Request) -> ModuleList:
+        return ModuleList(modules=services.modules(principal_of(request.scope)))
 
     @router.get("/modules/{module}", response_model=ModuleInfo, summary="Get a module and its deployment")
-    def get_module(request: Request, module: str) -> dict[str, Any]:
+    def get_module(request: Request, module: str) -> ModuleInfo:
         return services.module(module)
 
     @router.delete("/modules/{module}", status_code=204, summary="Stop serving and delete a module")
     async def delete_module(request: Request, module: str) -> Response:
-        await services.deployments.delete(module)
+        await services.deployments.delete(module, actor=actor_of(request))
         policies.invalidate()
-        services.audit.record(actor_of(request), "module.delete", f"module/{module}")
         return Response(status_code=204)
 
     @router.get("/modules/{module}/versions", response_model=VersionList, summary="List a module's versions")
-    def list_versions(request: Request, module: str) -> dict[str, Any]:
-        return {"versions": services.versions.list(module)}
+    def list_versions(request: Request, module: str) -> VersionList:
+        return VersionList(versions=services.versions.list(module))
 
     @router.post(
         "/modules/{module}/versions",
@@ -164,12 +103,13 @@ def control_router(services: Services) -> APIRouter:
     )
     async def push_version(
         request: Request,
+        response: Response,
         module: str,
         version: Annotated[str, Query(min_length=1, max_length=64, description="The version's name.")],
         commit: Annotated[str | None, Query(max_length=64)] = None,
         tag: Annotated[str | None, Query(max_length=255)] = None,
         x_content_digest: Annotated[str | None, Header()] = None,
-    ) -> Response:
+    ) -> VersionInfo:
         principal = principal_of(request.scope)
         data = await request.body()
         if not data:
@@ -179,6 +119,7 @@ def control_router(services: Services) -> APIRouter:
             version,
             data,
             pushed_by=principal.name,
+            actor=actor_of(request),
             permit=Permit(principal, policies),
             commit=commit,
             tag=tag,
@@ -186,14 +127,12 @@ def control_router(services: Services) -> APIRouter:
         )
         if created:
             policies.invalidate()
-            services.audit.record(
-                actor_of(request), "version.push", f"module/{module}", version=version, digest=info["digest"]
-            )
-        return JSONResponse(info, status_code=201 if created else 200)
+        response.status_code = 201 if created else 200
+        return info
 
     @router.get("/modules/{module}/versions/{version}", response_model=VersionDetail, summary="Get a version")
-    def get_version(request: Request, module: str, version: str) -> dict[str, Any]:
-        return services.versions.get(module, version, with_spec=True)
+    def get_version(request: Request, module: str, version: str) -> VersionDetail:
+        return services.versions.detail(module, version)
 
     @router.post(
         "/modules/{module}/deploy",
@@ -203,14 +142,14 @@ def control_router(services: Services) -> APIRouter:
         description="Records the desired state and returns at once; poll the module until "
         "`deployment.observed_generation` reaches the returned `generation`.",
     )
-    async def deploy(request: Request, module: str, body: DeployRequest) -> dict[str, Any]:
-        deployment = services.deployments.deploy(
-            module, body.version, replicas=body.replicas, canary_percent=body.canary_percent
+    async def deploy(request: Request, module: str, body: DeployRequest) -> DeploymentInfo:
+        return services.deployments.deploy(
+            module,
+            body.version,
+            replicas=body.replicas,
+            canary_percent=body.canary_percent,
+            actor=actor_of(request),
         )
-        services.audit.record(
-            actor_of(request), "module.deploy", f"module/{module}", **body.model_dump(exclude_none=True)
-        )
-        return deployment
 
     @router.post(
         "/modules/{module}/rollback",
@@ -218,12 +157,8 @@ def control_router(services: Services) -> APIRouter:
         status_code=202,
         summary="Roll back to the previous version",
     )
-    async def rollback(request: Request, module: str) -> dict[str, Any]:
-        deployment = services.deployments.rollback(module)
-        services.audit.record(
-            actor_of(request), "module.rollback", f"module/{module}", version=deployment["version"]
-        )
-        return deployment
+    async def rollback(request: Request, module: str) -> DeploymentInfo:
+        return services.deployments.rollback(module, actor=actor_of(request))
 
     @router.get(
         "/modules/{module}/logs",
@@ -245,39 +180,26 @@ def control_router(services: Services) -> APIRouter:
 
     @manifests.post(
         "/apply",
-        response_model=ManifestResult,
+        response_model=ApplyResultList,
         summary="Apply manifests",
         description="Validates every document first (422 `invalid_manifest` lists each problem and changes "
         "nothing), then creates or configures them all in one transaction. With `dry_run` nothing is "
         "written; each result's `diff` shows what would change.",
     )
-    async def apply(request: Request, body: ManifestRequest) -> dict[str, Any]:
+    async def apply(request: Request, body: ManifestRequest) -> ApplyResultList:
         principal = principal_of(request.scope)
         changes = services.manifests.apply(
-            body.documents, dry_run=body.dry_run, actor=principal.name, permit=Permit(principal, policies)
+            body.documents, dry_run=body.dry_run, actor=actor_of(request), permit=Permit(principal, policies)
         )
-        _audit_changes(request, changes, dry_run=body.dry_run)
-        return {"results": [c.to_dict() for c in changes]}
+        return ApplyResultList(results=changes)
 
-    @manifests.post("/delete", response_model=ManifestResult, summary="Delete the objects manifests name")
-    async def delete(request: Request, body: ManifestRequest) -> dict[str, Any]:
+    @manifests.post("/delete", response_model=ApplyResultList, summary="Delete the objects manifests name")
+    async def delete(request: Request, body: ManifestRequest) -> ApplyResultList:
         principal = principal_of(request.scope)
         changes = services.manifests.delete(
-            body.documents, dry_run=body.dry_run, actor=principal.name, permit=Permit(principal, policies)
+            body.documents, dry_run=body.dry_run, actor=actor_of(request), permit=Permit(principal, policies)
         )
-        _audit_changes(request, changes, dry_run=body.dry_run)
-        return {"results": [c.to_dict() for c in changes]}
-
-    def _audit_changes(request: Request, changes: list[Change], *, dry_run: bool) -> None:
-        if dry_run:
-            return
-        for change in changes:
-            if change.action != "unchanged":
-                services.audit.record(
-                    actor_of(request),
-                    f"{change.kind.lower()}.{change.action}",
-                    f"{change.kind.lower()}/{change.name}",
-                )
+        return ApplyResultList(results=changes)
 
     router.include_router(manifests)
     return router

@@ -32,12 +32,13 @@ _PREFLIGHT_VARY = ("Origin", "Access-Control-Request-Method", "Access-Control-Re
 
 
 class ApiCors:
-    """Answers preflights and adds CORS headers following `policy(path)`, the `Cors` of the path's `Api`.
+    """Answers preflights and adds CORS headers following `policy(scope)`, the `Cors` of the request's route
+    (its module's `Api`s, or its bucket's `Storage` manifest).
 
-    A path without a policy, or with a disabled one, passes through untouched. Bodies are never buffered.
+    A request without a policy, or with a disabled one, passes through untouched. Bodies are never buffered.
     """
 
-    def __init__(self, app: ASGIApp, *, policy: Callable[[str], Cors | None]) -> None:
+    def __init__(self, app: ASGIApp, *, policy: Callable[[Scope], Cors | None]) -> None:
         self.app, self.policy = app, policy
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -46,7 +47,7 @@ class ApiCors:
             return
         headers = Headers(scope=scope)
         origin = headers.get("origin")
-        cors = self.policy(scope["path"]) if origin is not None else None
+        cors = self.policy(scope) if origin is not None else None
         if origin is None or cors is None or not cors.enabled:
             await self.app(scope, receive, send)
             return

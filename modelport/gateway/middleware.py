@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import re
+from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -15,19 +15,18 @@ __all__ = ["BodyLimit"]
 class BodyLimit:
     """Answers 413 when a body is declared or turns out to be larger than `max_bytes`.
 
-    `larger` gives paths (by pattern) a limit of their own, such as version uploads.
+    `max_bytes` is a number, or a function of the request's scope where routes have limits of their own
+    (version artifacts, objects).
     """
 
-    def __init__(
-        self, app: ASGIApp, *, max_bytes: int, larger: tuple[tuple[re.Pattern[str], int], ...] = ()
-    ) -> None:
-        self.app, self.max_bytes, self.larger = app, max_bytes, larger
+    def __init__(self, app: ASGIApp, *, max_bytes: int | Callable[[Scope], int]) -> None:
+        self.app, self.max_bytes = app, max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD"):
             await self.app(scope, receive, send)
             return
-        limit = next((size for pattern, size in self.larger if pattern.match(scope["path"])), self.max_bytes)
+        limit = self.max_bytes if isinstance(self.max_bytes, int) else self.max_bytes(scope)
         for name, value in scope["headers"]:
             if name == b"content-length" and value.isdigit():
                 if int(value) > limit:

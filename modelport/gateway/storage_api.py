@@ -14,10 +14,10 @@ import asyncio
 import logging
 import re
 from collections.abc import Iterator
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from modelport.control.platform import Services
@@ -28,9 +28,12 @@ from modelport.core.errors import (
     RangeNotSatisfiable,
     StorageUnavailable,
 )
+from modelport.core.records import BucketList, ObjectInfo, ObjectListing, PresignedUrl, PresignMethod
 from modelport.gateway.auth import principal_of
 from modelport.gateway.identity_api import actor_of
-from modelport.storage import CHUNK, ObjectInfo, ObjectReader, check_key, check_prefix
+from modelport.gateway.routes import PRESIGNED, SIGNED_IN, allow
+from modelport.storage import CHUNK, ObjectReader, check_key
+from modelport.storage import ObjectInfo as StoredObject
 
 __all__ = ["storage_router"]
 
@@ -40,49 +43,12 @@ _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 _ATTEMPTS = 3
 
 
-class BucketInfo(BaseModel):
-    name: str
-    quota_bytes: int | None
-    used_bytes: int | None
-    retention_days: float | None
-    access: Literal["read", "write"]
-    groups: list[str]
-    read_groups: list[str]
-
-
-class BucketList(BaseModel):
-    buckets: list[BucketInfo]
-
-
-class ObjectEntry(BaseModel):
-    key: str
-    size: int
-    etag: str
-    content_type: str
-    modified: str
-    sha256: str | None
-
-
-class ObjectListing(BaseModel):
-    bucket: str
-    prefix: str
-    objects: list[ObjectEntry]
-    prefixes: list[str]
-    next_cursor: str | None
-
-
 class PresignRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     key: str = Field(min_length=1, max_length=1024, description="The object the URL is for.")
-    method: Literal["GET", "PUT"] = Field("GET", description="What the URL may do: download or upload.")
+    method: PresignMethod = Field("GET", description="What the URL may do: download or upload.")
     expires_in: int = Field(3600, ge=1, description="Seconds the URL stays valid.")
-
-
-class PresignResponse(BaseModel):
-    url: str
-    method: Literal["GET", "PUT"]
-    expires_at: str
 
 
 def storage_router(services: Services) -> APIRouter:
@@ -107,11 +73,18 @@ def storage_router(services: Services) -> APIRouter:
 
     router = APIRouter(prefix="/api/v1/storage", tags=["storage"], dependencies=[Depends(guard)])
 
-    @router.get("", response_model=BucketList, summary="List the buckets you may use")
-    def list_buckets(request: Request) -> dict[str, Any]:
-        return {"buckets": storage.buckets(principal_of(request.scope))}
+    @router.get(
+        "", dependencies=[allow(SIGNED_IN)], response_model=BucketList, summary="List the buckets you may use"
+    )
+    def list_buckets(request: Request) -> BucketList:
+        return BucketList(buckets=storage.buckets(principal_of(request.scope)))
 
-    @router.get("/{bucket}", response_model=ObjectListing, summary="List a bucket's objects")
+    @router.get(
+        "/{bucket}",
+        dependencies=[allow(SIGNED_IN)],
+        response_model=ObjectListing,
+        summary="List a bucket's objects",
+    )
     def list_objects(
         request: Request,
         bucket: str,
@@ -123,21 +96,13 @@ def storage_router(services: Services) -> APIRouter:
             str | None, Query(max_length=1024, description="`next_cursor` of the page before.")
         ] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
-    ) -> dict[str, Any]:
-        page = storage.store.list(
-            bucket, prefix=check_prefix(prefix), delimiter=delimiter, cursor=cursor, limit=limit
-        )
-        return {
-            "bucket": bucket,
-            "prefix": prefix,
-            "objects": [_entry(info) for info in page.objects],
-            "prefixes": page.prefixes,
-            "next_cursor": page.next_cursor,
-        }
+    ) -> ObjectListing:
+        return storage.objects(bucket, prefix=prefix, delimiter=delimiter, cursor=cursor, limit=limit)
 
     @router.put(
         "/{bucket}/objects/{key:path}",
-        response_model=ObjectEntry,
+        dependencies=[allow(PRESIGNED)],
+        response_model=ObjectInfo,
         status_code=201,
         summary="Upload an object",
         description="The body is the object, streamed; `Content-Length` is required and `Content-Type` is "
@@ -149,13 +114,17 @@ def storage_router(services: Services) -> APIRouter:
             }
         },
     )
-    async def put_object(request: Request, bucket: str, key: str) -> Response:
+    async def put_object(request: Request, response: Response, bucket: str, key: str) -> ObjectInfo:
         length = request.headers.get("content-length")
         if length is None or not length.isdigit():
             raise LengthRequired("send the object's size in Content-Length")
         size = int(length)  # at most `max_object_bytes`: `BodyLimit` refused larger ones already
         content_type = request.headers.get("content-type") or "application/octet-stream"
-        upload = await asyncio.to_thread(storage.upload, bucket, key, size=size, content_type=content_type)
+        # Whoever holds a presigned URL is nobody the audit trail could name.
+        actor = None if principal_of(request.scope).is_anonymous else actor_of(request)
+        upload = await asyncio.to_thread(
+            storage.upload, bucket, key, size=size, content_type=content_type, actor=actor
+        )
         with upload:
             buffer = bytearray()
             async for chunk in request.stream():
@@ -166,12 +135,12 @@ def storage_router(services: Services) -> APIRouter:
             if buffer:
                 await asyncio.to_thread(upload.write, bytes(buffer))
             info = await asyncio.to_thread(upload.commit)
-        if not principal_of(request.scope).is_anonymous:
-            services.audit.record(actor_of(request), "object.put", f"bucket/{bucket}", key=key, size=size)
-        return JSONResponse(_entry(info), status_code=201, headers={"ETag": f'"{info.etag}"'})
+        response.headers["ETag"] = f'"{info.etag}"'
+        return info
 
     @router.get(
         "/{bucket}/objects/{key:path}",
+        dependencies=[allow(PRESIGNED)],
         summary="Download an object",
         description="Streams the object. `Range: bytes=a-b` gets part of it (206). `If-None-Match` with its "
         "ETag gets 304. A whole object is checked against the SHA-256 recorded when it was written; if the "
@@ -204,6 +173,7 @@ def storage_router(services: Services) -> APIRouter:
 
     @router.head(
         "/{bucket}/objects/{key:path}",
+        dependencies=[allow(PRESIGNED)],
         summary="An object's size, type and checksum",
         description="The headers `GET` would send, without the body.",
         response_class=Response,
@@ -211,49 +181,40 @@ def storage_router(services: Services) -> APIRouter:
     async def head_object(request: Request, bucket: str, key: str) -> Response:
         return await get_object(request, bucket, key)
 
-    @router.delete("/{bucket}/objects/{key:path}", status_code=204, summary="Delete an object")
+    @router.delete(
+        "/{bucket}/objects/{key:path}",
+        dependencies=[allow(PRESIGNED)],
+        status_code=204,
+        summary="Delete an object",
+    )
     async def delete_object(request: Request, bucket: str, key: str) -> Response:
-        await asyncio.to_thread(storage.delete, bucket, key)
-        services.audit.record(actor_of(request), "object.delete", f"bucket/{bucket}", key=key)
+        await asyncio.to_thread(storage.delete, bucket, key, actor=actor_of(request))
         return Response(status_code=204)
 
     @router.post(
         "/{bucket}/presign",
-        response_model=PresignResponse,
+        dependencies=[allow(SIGNED_IN)],
+        response_model=PresignedUrl,
         summary="Make a presigned URL",
         description="A URL that lets whoever holds it GET or PUT one object without a token until it "
         "expires. On S3 it is S3's own presigned URL; on the local store, a URL of this server.",
     )
-    def presign(request: Request, bucket: str, body: PresignRequest) -> dict[str, Any]:
+    def presign(request: Request, bucket: str, body: PresignRequest) -> PresignedUrl:
         if body.method == "PUT":
             storage.require(principal_of(request.scope), bucket, write=True)
-        presigned = storage.presign(
-            bucket, body.key, method=body.method, expires_in=body.expires_in, base_url=str(request.base_url)
+        return storage.presign(
+            bucket,
+            body.key,
+            method=body.method,
+            expires_in=body.expires_in,
+            base_url=str(request.base_url),
+            actor=actor_of(request),
         )
-        services.audit.record(
-            actor_of(request), "object.presign", f"bucket/{bucket}", key=body.key, method=body.method
-        )
-        return {
-            "url": presigned.url,
-            "method": presigned.method,
-            "expires_at": presigned.expires_at.isoformat(),
-        }
 
     return router
 
 
-def _entry(info: ObjectInfo) -> dict[str, Any]:
-    return {
-        "key": info.key,
-        "size": info.size,
-        "etag": info.etag,
-        "content_type": info.content_type,
-        "modified": info.modified.isoformat(),
-        "sha256": info.sha256,
-    }
-
-
-def _headers(info: ObjectInfo) -> dict[str, str]:
+def _headers(info: StoredObject) -> dict[str, str]:
     headers = {
         "ETag": f'"{info.etag}"',
         "Last-Modified": info.modified.strftime("%a, %d %b %Y %H:%M:%S GMT"),

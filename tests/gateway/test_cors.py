@@ -42,8 +42,8 @@ async def varies(request: Request) -> Response:
     return Response("ok", headers={"Vary": request.query_params.get("vary", "Accept-Encoding")})
 
 
-def policy(path: str) -> Cors | None:
-    return POLICIES.get("/" + path.split("/")[1])
+def policy(scope: Scope) -> Cors | None:
+    return POLICIES.get("/" + scope["path"].split("/")[1])
 
 
 @pytest.fixture
