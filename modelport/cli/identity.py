@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, TypeVar
+from typing import Annotated
 
 import typer
 from rich.markup import escape
@@ -36,11 +36,9 @@ from modelport.cli.platform import (
     read_password,
     when,
 )
-from modelport.client import AuditEvent, CallerInfo, Client, GroupInfo, TokenInfo, UserInfo
+from modelport.client import AuditEvent, CallerInfo, Client, GroupInfo, Role, TokenInfo, UserInfo
 
 __all__ = ["register"]
-
-_Named = TypeVar("_Named", bound=Mapping[str, object])
 
 users_app = typer.Typer(help="List and manage accounts (admins only).", no_args_is_help=True)
 groups_app = typer.Typer(help="List and manage groups (admins only).", no_args_is_help=True)
@@ -129,9 +127,9 @@ def users_create(
     password = read_password() if password_stdin else _new_password()
     with connect(url, token) as client:
         user = client.create_user(
-            name, role=role.value if role else None, groups=groups or None, password=password
+            name, role=Role(role) if role else None, groups=groups or None, password=password
         )
-    err.print(f"created user {escape(user['name'])}")
+    err.print(f"created user {escape(user.name)}")
     _show(user, output, _USER_COLUMNS, [_user_row(user)])
 
 
@@ -162,15 +160,15 @@ def users_update(
         )
     password = read_password() if password_stdin else None
     with connect(url, token) as client:
-        user_id = _user(client, name)["id"]
+        user_id = _user(client, name).id
         user = client.update_user(
             user_id,
-            role=role.value if role else None,
+            role=Role(role) if role else None,
             groups=new_groups,
             password=password,
             disabled=disabled,
         )
-    err.print(f"updated user {escape(user['name'])}")
+    err.print(f"updated user {escape(user.name)}")
     _show(user, output, _USER_COLUMNS, [_user_row(user)])
 
 
@@ -178,7 +176,7 @@ def users_update(
 def users_delete(name: UserName, url: Url = None, token: Token = None) -> None:
     """Delete an account and revoke its tokens."""
     with connect(url, token) as client:
-        client.delete_user(_user(client, name)["id"])
+        client.delete_user(_user(client, name).id)
     err.print(f"deleted user {escape(name)}")
 
 
@@ -210,7 +208,7 @@ def groups_create(
     """Create a group."""
     with connect(url, token) as client:
         group = client.create_group(path)
-    err.print(f"created group {escape(group['path'])}")
+    err.print(f"created group {escape(group.path)}")
     _show(group, output, _GROUP_COLUMNS, [_group_row(group)])
 
 
@@ -218,7 +216,7 @@ def groups_create(
 def groups_delete(path: GroupPath, url: Url = None, token: Token = None) -> None:
     """Delete a group."""
     with connect(url, token) as client:
-        client.delete_group(_group(client, path)["id"])
+        client.delete_group(_group(client, path).id)
     err.print(f"deleted group {escape(path)}")
 
 
@@ -237,7 +235,7 @@ def tokens_list(
 ) -> None:
     """List your API tokens and sign-in sessions, or another user's."""
     with connect(url, token) as client:
-        tokens = client.tokens(user=_user(client, user)["id"] if user is not None else None)
+        tokens = client.tokens(user=_user(client, user).id if user is not None else None)
     now = datetime.now(UTC)
     _show(tokens, output, _TOKEN_COLUMNS, (_token_row(t, now) for t in tokens))
 
@@ -262,15 +260,15 @@ def tokens_create(
 ) -> None:
     """Make an API token and print its secret, which is shown only this once."""
     with connect(url, token) as client:
-        user_id = _user(client, user)["id"] if user is not None else None
+        user_id = _user(client, user).id if user is not None else None
         created = client.create_token(name, expires_in_days=expires_days, user=user_id)
-    expires = f"expires {when(created['expires_at'])}" if created["expires_at"] else "never expires"
+    expires = f"expires {when(created.expires_at)}" if created.expires_at else "never expires"
     err.print(
-        f"created token {escape(created['name'])} (id {created['id']}) for {escape(created['user'])}; "
+        f"created token {escape(created.name)} (id {created.id}) for {escape(created.user)}; "
         f"it {expires}. Keep the secret now: it is not shown again."
     )
     if output is Output.table:
-        print(created["token"])
+        print(created.token)
     else:
         dump(created, output)
 
@@ -321,18 +319,17 @@ def audit(
 
 
 def _user(client: Client, name: str) -> UserInfo:
-    return _named(client.users(), "name", name, f"no user named {name}")
+    for user in client.users():
+        if user.name == name:
+            return user
+    fail(f"no user named {name}", 1)
 
 
 def _group(client: Client, path: str) -> GroupInfo:
-    return _named(client.groups(), "path", path, f"no group {path}")
-
-
-def _named(items: Iterable[_Named], key: str, value: str, missing: str) -> _Named:
-    for item in items:
-        if item[key] == value:
-            return item
-    fail(missing, 1)
+    for group in client.groups():
+        if group.path == path:
+            return group
+    fail(f"no group {path}", 1)
 
 
 def _new_password() -> str | None:
@@ -365,41 +362,41 @@ def _listed(values: list[str]) -> str:
 
 
 def _caller_row(caller: CallerInfo) -> tuple[str, ...]:
-    return caller["name"], caller["role"], _listed(caller["groups"]), caller["source"]
+    return caller.name, caller.role, _listed(caller.groups), caller.source
 
 
 def _user_row(user: UserInfo) -> tuple[str, ...]:
     return (
-        user["name"],
-        user["role"],
-        _listed(user["groups"]),
-        user["source"],
-        "disabled" if user["disabled"] else "active",
-        when(user["last_login_at"]) if user["last_login_at"] else "never",
+        user.name,
+        user.role,
+        _listed(user.groups),
+        user.source,
+        "disabled" if user.disabled else "active",
+        when(user.last_login_at) if user.last_login_at else "never",
     )
 
 
 def _group_row(group: GroupInfo) -> tuple[str, ...]:
-    return group["path"], _listed(group["members"]), when(group["created_at"])
+    return group.path, _listed(group.members), when(group.created_at)
 
 
 def _token_row(token: TokenInfo, now: datetime) -> tuple[str, ...]:
     return (
-        str(token["id"]),
-        token["name"],
-        token["user"],
-        token["prefix"],
-        token["kind"],
+        str(token.id),
+        token.name,
+        token.user,
+        token.prefix,
+        token.kind,
         _token_status(token, now),
-        when(token["expires_at"]) if token["expires_at"] else "never",
-        when(token["created_at"]),
+        when(token.expires_at) if token.expires_at else "never",
+        when(token.created_at),
     )
 
 
 def _token_status(token: TokenInfo, now: datetime) -> str:
-    if token["revoked_at"]:
+    if token.revoked_at:
         return "revoked"
-    expires = _instant(token["expires_at"])
+    expires = _instant(token.expires_at)
     return "expired" if expires is not None and expires <= now else "active"
 
 
@@ -413,15 +410,13 @@ def _instant(stamp: str | None) -> datetime | None:
 
 
 def _audit_row(event: AuditEvent) -> tuple[str, ...]:
-    details = (
-        json.dumps(event["details"], ensure_ascii=False, separators=(", ", ": ")) if event["details"] else ""
-    )
+    details = json.dumps(event.details, ensure_ascii=False, separators=(", ", ": ")) if event.details else ""
     return (
-        str(event["id"]),
-        when(event["at"]),
-        event["actor"],
-        event["action"],
-        event["target"],
-        event["client"] or "-",
+        str(event.id),
+        when(event.at),
+        event.actor,
+        event.action,
+        event.target,
+        event.client or "-",
         details,
     )

@@ -116,18 +116,18 @@ def ls(
     if output is not Output.table:
         dump(listing, output)
         return
-    if not listing["objects"] and not listing["prefixes"]:
+    if not listing.objects and not listing.prefixes:
         err.print(f"nothing under {escape(str(where))}")
         return
     table = new_table(*_OBJECT_COLUMNS)
-    for prefix in listing["prefixes"]:
+    for prefix in listing.prefixes:
         table.add_row(Text(f"{where.bucket}/{prefix}"), "-", "", "directory")
-    for info in listing["objects"]:
+    for info in listing.objects:
         table.add_row(
-            Text(f"{where.bucket}/{info['key']}"),
-            human_size(info["size"]),
-            when(info["modified"]),
-            Text(info["content_type"]),
+            Text(f"{where.bucket}/{info.key}"),
+            human_size(info.size),
+            when(info.modified),
+            Text(info.content_type),
         )
     out.print(table)
 
@@ -152,8 +152,8 @@ def _listing(client: Client, where: Remote, *, recursive: bool) -> ObjectListing
     if (
         not recursive
         and not where.is_prefix
-        and not listing["objects"]
-        and listing["prefixes"] == [where.key + "/"]
+        and not listing.objects
+        and listing.prefixes == [where.key + "/"]
     ):
         listing = _all_pages(client, where.under(), recursive=False)
     return listing
@@ -163,22 +163,18 @@ def _all_pages(client: Client, where: Remote, *, recursive: bool) -> ObjectListi
     objects: list[ObjectInfo] = []
     prefixes: dict[str, None] = {}
     for page in client.object_pages(where.bucket, prefix=where.key, delimiter=None if recursive else "/"):
-        objects.extend(page["objects"])
-        prefixes.update(dict.fromkeys(page["prefixes"]))
-    return {
-        "bucket": where.bucket,
-        "prefix": where.key,
-        "objects": objects,
-        "prefixes": list(prefixes),
-        "next_cursor": None,
-    }
+        objects.extend(page.objects)
+        prefixes.update(dict.fromkeys(page.prefixes))
+    return ObjectListing(
+        bucket=where.bucket, prefix=where.key, objects=objects, prefixes=list(prefixes), next_cursor=None
+    )
 
 
 def _bucket_row(bucket: BucketInfo) -> tuple[str, ...]:
-    used, quota, days = bucket["used_bytes"], bucket["quota_bytes"], bucket["retention_days"]
+    used, quota, days = bucket.used_bytes, bucket.quota_bytes, bucket.retention_days
     return (
-        bucket["name"],
-        bucket["access"],
+        bucket.name,
+        bucket.access,
         human_size(used) if used is not None else "-",
         human_size(quota) if quota is not None else "-",
         f"{days:g} days" if days is not None else "-",
@@ -250,7 +246,7 @@ def _upload(client: Client, plan: list[tuple[Path, Remote]], *, bars: Bars) -> N
     for (path, remote), size in zip(plan, sizes, strict=True):
         with bars.file(f"uploading {remote}", size) as progress:
             info = client.upload(remote.bucket, remote.key, path, progress=progress)
-        print(f"uploaded {remote} ({human_size(info['size'])})")
+        print(f"uploaded {remote} ({human_size(info.size)})")
 
 
 def _download(
@@ -267,7 +263,7 @@ def _download(
     local.parent.mkdir(parents=True, exist_ok=True)
     with bars.file(f"downloading {source}", None) as progress:
         info = client.download(source.bucket, source.key, local, progress=progress)
-    print(f"downloaded {source} ({human_size(info['size'])}) to {local}")
+    print(f"downloaded {source} ({human_size(info.size)}) to {local}")
 
 
 def _download_tree(
@@ -278,21 +274,21 @@ def _download_tree(
     plan: list[tuple[Remote, Path, int]] = []
     refused = 0
     for info in objects:
-        local = _inside(root, target, info["key"][len(source.key) :])
+        local = _inside(root, target, info.key[len(source.key) :])
         if local is None:
             err.print(
-                f"[red]refused[/]: {escape(source.bucket)}/{escape(info['key'])} would be written "
+                f"[red]refused[/]: {escape(source.bucket)}/{escape(info.key)} would be written "
                 f"outside {escape(str(target))}"
             )
             refused += 1
         else:
-            plan.append((Remote(source.bucket, info["key"]), local, info["size"]))
+            plan.append((Remote(source.bucket, info.key), local, info.size))
     bars.expect(sum(size for _, _, size in plan), len(plan))
     for remote, local, size in plan:
         local.parent.mkdir(parents=True, exist_ok=True)
         with bars.file(f"downloading {remote}", size) as progress:
             info = client.download(remote.bucket, remote.key, local, progress=progress)
-        print(f"downloaded {remote} ({human_size(info['size'])}) to {local}")
+        print(f"downloaded {remote} ({human_size(info.size)}) to {local}")
     if refused:
         fail(f"{refused} of the {len(objects)} objects were not copied: their keys lead outside {target}", 1)
 
@@ -410,7 +406,7 @@ def rm(target: RemotePath, recursive: Recursive = False, url: Url = None, token:
     with connect(url, token) as client:
         keys = [where.key]
         if recursive:
-            keys = [info["key"] for info in client.walk_objects(where.bucket, where.under().key)]
+            keys = [info.key for info in client.walk_objects(where.bucket, where.under().key)]
             if not keys and where.is_prefix:
                 fail(f"no objects under {where}", 1)
             keys = keys or [where.key]  # `rm -r bucket/key` of a single object deletes it
@@ -435,8 +431,8 @@ def presign(
         fail(f"{target} names no object", 2)
     with connect(url, token) as client:
         signed = client.presign(where.bucket, where.key, method="PUT" if put else "GET", expires_in=expires)
-    err.print(f"{signed['method']} URL for {escape(str(where))}, valid until {when(signed['expires_at'])}")
-    print(signed["url"])
+    err.print(f"{signed.method} URL for {escape(str(where))}, valid until {when(signed.expires_at)}")
+    print(signed.url)
 
 
 # Paths and sizes

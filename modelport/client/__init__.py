@@ -1,11 +1,13 @@
 """The typed Python client for the platform's HTTP API, and the saved login it starts from.
 
+Answers are the records of `modelport.core.records`, re-exported here.
+
 from modelport.client import Client, resolve_login
 
 login = resolve_login()
 with Client(login.url, login.token) as client:
     for module in client.modules():
-        print(module["name"], module["deployment"])
+        print(module.name, module.deployment)
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from modelport.client.errors import (
     TransferFailed,
     WaitTimeout,
 )
-from modelport.client.schema import (
+from modelport.core.records import (
     AccessToken,
     ApplyResult,
     AuditEvent,
@@ -34,9 +36,11 @@ from modelport.client.schema import (
     ObjectInfo,
     ObjectListing,
     PresignedUrl,
+    Role,
     ServingInfo,
     TokenInfo,
     UserInfo,
+    VersionDetail,
     VersionInfo,
 )
 
@@ -63,10 +67,12 @@ __all__ = [
     "PresignedUrl",
     "Progress",
     "Pushed",
+    "Role",
     "ServingInfo",
     "TokenInfo",
     "TransferFailed",
     "UserInfo",
+    "VersionDetail",
     "VersionInfo",
     "WaitTimeout",
     "config_path",

@@ -19,31 +19,42 @@ from datetime import datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, BinaryIO, Literal, Self, cast
+from typing import Any, BinaryIO, Literal, Self, TypeVar
 from urllib.parse import quote
 
 import httpx
+from pydantic import ValidationError
 
 from modelport.client.errors import ApiError, ConnectionFailed, TransferFailed, WaitTimeout
-from modelport.client.schema import (
+from modelport.core.records import (
     AccessToken,
     ApplyResult,
+    ApplyResultList,
     AuditEvent,
+    AuditList,
     BucketInfo,
+    BucketList,
     CallerInfo,
     DeploymentInfo,
     GroupInfo,
+    GroupList,
     ModuleInfo,
+    ModuleList,
     NewToken,
     ObjectInfo,
     ObjectListing,
     PresignedUrl,
     PresignMethod,
-    Role,
+    Record,
     TokenInfo,
+    TokenList,
     UserInfo,
+    UserList,
+    VersionDetail,
     VersionInfo,
+    VersionList,
 )
+from modelport.core.roles import Role
 
 __all__ = ["DEFAULT_TIMEOUT", "Client", "Progress", "Pushed"]
 
@@ -63,6 +74,8 @@ _ENCODED_TYPES = {"gzip": "application/gzip", "bzip2": "application/x-bzip2", "x
 _SHOWN_BODY = 200
 _SETTLED_BUILD = ("ready", "failed")
 _SETTLED_ROLLOUT = ("ready", "failed")
+
+_R = TypeVar("_R", bound=Record)
 
 
 @dataclass(frozen=True)
@@ -116,18 +129,18 @@ class Client:
 
     def modules(self) -> list[ModuleInfo]:
         """Every module the token may see."""
-        return cast(list[ModuleInfo], self._json("GET", "/api/v1/modules")["modules"])
+        return self._record(ModuleList, "GET", "/api/v1/modules").modules
 
     def module(self, module: str) -> ModuleInfo:
-        return cast(ModuleInfo, self._json("GET", _path(module)))
+        return self._record(ModuleInfo, "GET", _path(module))
 
     def versions(self, module: str) -> list[VersionInfo]:
         """The module's versions, newest first."""
-        return cast(list[VersionInfo], self._json("GET", _path(module, "versions"))["versions"])
+        return self._record(VersionList, "GET", _path(module, "versions")).versions
 
-    def version(self, module: str, version: str) -> VersionInfo:
-        """One version, with its `spec` once built."""
-        return cast(VersionInfo, self._json("GET", _path(module, "versions", version)))
+    def version(self, module: str, version: str) -> VersionDetail:
+        """One version, with its parsed API (`spec`) and its manifest."""
+        return self._record(VersionDetail, "GET", _path(module, "versions", version))
 
     def push(
         self,
@@ -157,7 +170,7 @@ class Client:
             headers=headers,
             content=_chunks(artifact, progress),
         )
-        return Pushed(version=cast(VersionInfo, response.json()), created=response.status_code == 201)
+        return Pushed(version=_parse(VersionInfo, response), created=response.status_code == 201)
 
     def delete_module(self, module: str) -> None:
         """Delete the module, its versions and its deployment."""
@@ -173,11 +186,11 @@ class Client:
         Returns at once with the new `generation`; `wait_deployment` follows the rollout.
         """
         body = _present(version=version, replicas=replicas, canary_percent=canary)
-        return cast(DeploymentInfo, self._json("POST", _path(module, "deploy"), json=body))
+        return self._record(DeploymentInfo, "POST", _path(module, "deploy"), json=body)
 
     def rollback(self, module: str) -> DeploymentInfo:
         """Roll back to the previous version (`ApiError` code `no_previous_version` when there is none)."""
-        return cast(DeploymentInfo, self._json("POST", _path(module, "rollback")))
+        return self._record(DeploymentInfo, "POST", _path(module, "rollback"))
 
     def logs(self, module: str, *, build: str | None = None, tail: int = 200) -> str:
         """The build log of version `build`, or else the last `tail` lines of the workers' logs."""
@@ -205,9 +218,9 @@ class Client:
         deadline = time.monotonic() + timeout
         while True:
             info = self.version(module, version)
-            if info["build_status"] in _SETTLED_BUILD:
+            if info.build_status in _SETTLED_BUILD:
                 return info
-            status = info["build_status"]
+            status = info.build_status
             message = f"the build of {module} {version} did not finish within {timeout:g} s (it is {status})"
             _pause(deadline, poll, WaitTimeout(message, info))
 
@@ -220,16 +233,16 @@ class Client:
         """
         deadline = time.monotonic() + timeout
         while True:
-            deployment = self.module(module)["deployment"]
+            deployment = self.module(module).deployment
             if (
                 deployment is not None
-                and deployment["observed_generation"] >= generation
-                and deployment["status"] in _SETTLED_ROLLOUT
+                and deployment.observed_generation >= generation
+                and deployment.status in _SETTLED_ROLLOUT
             ):
                 return deployment
             message = f"the rollout of {module} did not finish within {timeout:g} s"
-            if deployment is not None and deployment["message"]:
-                message += f": {deployment['message']}"
+            if deployment is not None and deployment.message:
+                message += f": {deployment.message}"
             _pause(deadline, poll, WaitTimeout(message, deployment))
 
     # Identity
@@ -251,18 +264,18 @@ class Client:
         """
         body = {"username": username, "password": password}
         with cls(url, "", timeout=timeout, transport=transport) as anonymous:
-            return cast(AccessToken, anonymous._json("POST", "/api/v1/auth/token", json=body))
+            return anonymous._record(AccessToken, "POST", "/api/v1/auth/token", json=body)
 
     def me(self) -> CallerInfo:
         """Who the token belongs to: name, role, groups, and the token's own id."""
-        return cast(CallerInfo, self._json("GET", "/api/v1/auth/me"))
+        return self._record(CallerInfo, "GET", "/api/v1/auth/me")
 
     def users(self) -> list[UserInfo]:
         """Every account (admins only)."""
-        return cast(list[UserInfo], self._json("GET", "/api/v1/users")["users"])
+        return self._record(UserList, "GET", "/api/v1/users").users
 
     def user(self, user_id: int) -> UserInfo:
-        return cast(UserInfo, self._json("GET", f"/api/v1/users/{user_id:d}"))
+        return self._record(UserInfo, "GET", f"/api/v1/users/{user_id:d}")
 
     def create_user(
         self,
@@ -276,7 +289,7 @@ class Client:
         only through OIDC or with tokens an admin makes for it. A name already taken is `ApiError` `conflict`.
         """
         body = _present(name=name, role=role, groups=groups, password=password)
-        return cast(UserInfo, self._json("POST", "/api/v1/users", json=body))
+        return self._record(UserInfo, "POST", "/api/v1/users", json=body)
 
     def update_user(
         self,
@@ -289,7 +302,7 @@ class Client:
     ) -> UserInfo:
         """Change what is given: `groups` replaces the groups; `disabled` stops (or allows) sign-ins."""
         body = _present(role=role, groups=groups, password=password, disabled=disabled)
-        return cast(UserInfo, self._json("PATCH", f"/api/v1/users/{user_id:d}", json=body))
+        return self._record(UserInfo, "PATCH", f"/api/v1/users/{user_id:d}", json=body)
 
     def delete_user(self, user_id: int) -> None:
         """Delete the account and revoke its tokens."""
@@ -297,14 +310,14 @@ class Client:
 
     def groups(self) -> list[GroupInfo]:
         """Every group (admins only)."""
-        return cast(list[GroupInfo], self._json("GET", "/api/v1/groups")["groups"])
+        return self._record(GroupList, "GET", "/api/v1/groups").groups
 
     def group(self, group_id: int) -> GroupInfo:
-        return cast(GroupInfo, self._json("GET", f"/api/v1/groups/{group_id:d}"))
+        return self._record(GroupInfo, "GET", f"/api/v1/groups/{group_id:d}")
 
     def create_group(self, path: str) -> GroupInfo:
         """Create a group named by its full path, such as `/team/users`."""
-        return cast(GroupInfo, self._json("POST", "/api/v1/groups", json={"path": path}))
+        return self._record(GroupInfo, "POST", "/api/v1/groups", json={"path": path})
 
     def delete_group(self, group_id: int) -> None:
         self._send("DELETE", f"/api/v1/groups/{group_id:d}")
@@ -312,7 +325,7 @@ class Client:
     def tokens(self, *, user: int | None = None) -> list[TokenInfo]:
         """The caller's tokens, or (admins only) those of the user with id `user`."""
         params = _present(user=user)
-        return cast(list[TokenInfo], self._json("GET", "/api/v1/tokens", params=params)["tokens"])
+        return self._record(TokenList, "GET", "/api/v1/tokens", params=params).tokens
 
     def create_token(
         self, name: str, *, expires_in_days: int | None = None, user: int | None = None
@@ -320,7 +333,7 @@ class Client:
         """Make an API token for the caller, or (admins only) for the user with id `user`; it never expires
         unless `expires_in_days` (1 to 3650) is given. The answer's `token` is the secret, shown only now."""
         body = _present(name=name, expires_in_days=expires_in_days, user=user)
-        return cast(NewToken, self._json("POST", "/api/v1/tokens", json=body))
+        return self._record(NewToken, "POST", "/api/v1/tokens", json=body)
 
     def revoke_token(self, token_id: int) -> None:
         """Revoke a token at once; it is refused from the next request on."""
@@ -341,13 +354,13 @@ class Client:
         is 100)."""
         when = since.isoformat() if isinstance(since, datetime) else since
         params = _present(actor=actor, action=action, target=target, since=when, before=before, limit=limit)
-        return cast(list[AuditEvent], self._json("GET", "/api/v1/audit", params=params)["events"])
+        return self._record(AuditList, "GET", "/api/v1/audit", params=params).events
 
     # Storage
 
     def buckets(self) -> list[BucketInfo]:
         """The buckets the token may use, with their quotas, usage and retention."""
-        return cast(list[BucketInfo], self._json("GET", "/api/v1/storage")["buckets"])
+        return self._record(BucketList, "GET", "/api/v1/storage").buckets
 
     def objects(
         self,
@@ -362,7 +375,7 @@ class Client:
         (1 to 1000). With `delimiter="/"` the keys holding a further `/` after the prefix are folded into
         `prefixes` (the "directories"). Pass the page's `next_cursor` as `cursor` to get the next one."""
         params = _present(prefix=prefix or None, delimiter=delimiter, cursor=cursor, limit=limit)
-        return cast(ObjectListing, self._json("GET", _bucket_path(bucket), params=params))
+        return self._record(ObjectListing, "GET", _bucket_path(bucket), params=params)
 
     def object_pages(
         self, bucket: str, *, prefix: str = "", delimiter: Literal["/"] | None = None, limit: int = 1000
@@ -372,16 +385,16 @@ class Client:
         while True:
             page = self.objects(bucket, prefix=prefix, delimiter=delimiter, cursor=cursor, limit=limit)
             yield page
-            if page["next_cursor"] is None:
+            if page.next_cursor is None:
                 return
-            if page["next_cursor"] == cursor:
+            if page.next_cursor == cursor:
                 raise ApiError(200, "invalid_response", f"the listing of bucket {bucket!r} does not advance")
-            cursor = page["next_cursor"]
+            cursor = page.next_cursor
 
     def walk_objects(self, bucket: str, prefix: str = "") -> Iterator[ObjectInfo]:
         """Every object whose key starts with `prefix`, in key order, over as many pages as it takes."""
         for page in self.object_pages(bucket, prefix=prefix):
-            yield from page["objects"]
+            yield from page.objects
 
     def upload(
         self,
@@ -410,7 +423,7 @@ class Client:
                 content=_file_chunks(file, size, progress, source),
                 timeout=self._transfer_timeout,
             )
-        return cast(ObjectInfo, response.json())
+        return _parse(ObjectInfo, response)
 
     def download(
         self, bucket: str, key: str, target: Path, *, progress: Progress | None = None
@@ -466,24 +479,24 @@ class Client:
         """A URL that lets whoever holds it download (`GET`) or upload (`PUT`) one object without a token,
         for `expires_in` seconds."""
         body = {"key": key, "method": method, "expires_in": expires_in}
-        return cast(PresignedUrl, self._json("POST", _bucket_path(bucket, "presign"), json=body))
+        return self._record(PresignedUrl, "POST", _bucket_path(bucket, "presign"), json=body)
 
     # HTTP
 
     def _documents(self, path: str, documents: list[dict[str, Any]], *, dry_run: bool) -> list[ApplyResult]:
         body = {"documents": documents, "dry_run": dry_run}
-        return cast(list[ApplyResult], self._json("POST", path, json=body)["results"])
+        return self._record(ApplyResultList, "POST", path, json=body).results
 
-    def _json(
-        self, method: str, path: str, *, json: Any = None, params: Mapping[str, str | int] | None = None
-    ) -> Any:
-        response = self._send(method, path, json=json, params=params)
-        try:
-            return response.json()
-        except ValueError:
-            raise ApiError(
-                response.status_code, "invalid_response", f"the server's answer to {path} is not JSON"
-            ) from None
+    def _record(
+        self,
+        kind: type[_R],
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, str | int] | None = None,
+    ) -> _R:
+        return _parse(kind, self._send(method, path, json=json, params=params))
 
     def _send(
         self,
@@ -602,16 +615,34 @@ def _length(headers: httpx.Headers) -> int | None:
     return int(length) if length.isdigit() and not encoded else None
 
 
+def _parse(kind: type[_R], response: httpx.Response) -> _R:
+    """The answer as a `kind` record; `ApiError` code `invalid_response` when it is not one."""
+    path = response.request.url.path
+    try:
+        answer = response.json()
+    except ValueError:
+        raise ApiError(
+            response.status_code, "invalid_response", f"the server's answer to {path} is not JSON"
+        ) from None
+    try:
+        return kind.model_validate(answer)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        message = f"the server's answer to {path} is not a {kind.__name__} ({where}: {first['msg']})"
+        raise ApiError(response.status_code, "invalid_response", message) from None
+
+
 def _object_info(key: str, headers: httpx.Headers, size: int) -> ObjectInfo:
     """An object as the headers of a `GET` or `HEAD` describe it."""
-    return {
-        "key": key,
-        "size": size,
-        "etag": headers.get("ETag", "").removeprefix("W/").strip('"'),
-        "content_type": headers.get("Content-Type", "application/octet-stream"),
-        "modified": _http_date(headers.get("Last-Modified")),
-        "sha256": headers.get("X-Checksum-Sha256"),
-    }
+    return ObjectInfo(
+        key=key,
+        size=size,
+        etag=headers.get("ETag", "").removeprefix("W/").strip('"'),
+        content_type=headers.get("Content-Type", "application/octet-stream"),
+        modified=_http_date(headers.get("Last-Modified")),
+        sha256=headers.get("X-Checksum-Sha256"),
+    )
 
 
 def _http_date(value: str | None) -> str:

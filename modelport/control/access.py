@@ -24,7 +24,8 @@ from sqlalchemy import select
 from modelport.control.identity import Principal
 from modelport.core.errors import Forbidden, ModuleNotFound, Unauthorized
 from modelport.core.manifests import ApiManifest, Cors
-from modelport.db import ApiDefinition, Database, Module, Role
+from modelport.core.roles import Role
+from modelport.db import ApiDefinition, Database, Module
 
 __all__ = ["ALLOW_ALL", "AccessPolicies", "ApiAccess", "ModulePolicy", "Permit", "may_call", "may_manage"]
 

@@ -13,7 +13,9 @@ from typing import Any
 
 from sqlalchemy import select
 
-from modelport.db import AuditEvent, Database
+from modelport.core.records import AuditEvent
+from modelport.db import AuditEvent as EventRow
+from modelport.db import Database
 
 __all__ = ["SYSTEM", "Actor", "AuditTrail"]
 
@@ -42,7 +44,7 @@ class AuditTrail:
         safe = {k: v for k, v in details.items() if not any(word in k.lower() for word in _SECRET_WORDS)}
         with self.database.session() as session:
             session.add(
-                AuditEvent(
+                EventRow(
                     actor=actor.name[:255],
                     action=action[:64],
                     target=target[:255],
@@ -62,30 +64,31 @@ class AuditTrail:
         since: datetime | None = None,
         before: int | None = None,
         limit: int = 100,
-    ) -> list[dict[str, Any]]:
+    ) -> list[AuditEvent]:
         """Events newest first; `before` (an event id) pages back through older ones."""
-        query = select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit)
+        query = select(EventRow).order_by(EventRow.id.desc()).limit(limit)
         if actor is not None:
-            query = query.where(AuditEvent.actor == actor)
+            query = query.where(EventRow.actor == actor)
         if action is not None:
-            query = query.where(AuditEvent.action == action)
+            query = query.where(EventRow.action == action)
         if target is not None:
-            query = query.where(AuditEvent.target == target)
+            query = query.where(EventRow.target == target)
         if since is not None:
-            query = query.where(AuditEvent.at >= since)
+            query = query.where(EventRow.at >= since)
         if before is not None:
-            query = query.where(AuditEvent.id < before)
+            query = query.where(EventRow.id < before)
         with self.database.session() as session:
-            return [
-                {
-                    "id": event.id,
-                    "at": event.at.isoformat(),
-                    "actor": event.actor,
-                    "action": event.action,
-                    "target": event.target,
-                    "client": event.client,
-                    "request_id": event.request_id,
-                    "details": event.details,
-                }
-                for event in session.scalars(query)
-            ]
+            return [_event(row) for row in session.scalars(query)]
+
+
+def _event(row: EventRow) -> AuditEvent:
+    return AuditEvent(
+        id=row.id,
+        at=row.at.isoformat(),
+        actor=row.actor,
+        action=row.action,
+        target=row.target,
+        client=row.client,
+        request_id=row.request_id,
+        details=row.details,
+    )

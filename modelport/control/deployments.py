@@ -23,6 +23,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from modelport.control.audit import Actor, AuditTrail
 from modelport.control.modules import ModuleRegistry, ServedModule, start_module
 from modelport.control.versions import Versions
 from modelport.control.weights import ModelWeights
@@ -35,6 +36,7 @@ from modelport.core.errors import (
     VersionFailed,
     VersionNotFound,
 )
+from modelport.core.records import DeploymentInfo, ServingInfo, ServingRole
 from modelport.core.settings import Settings
 from modelport.db import BuildStatus, Database, Deployment, Module, Version
 from modelport.db.models import utcnow
@@ -70,6 +72,7 @@ class Deployments:
         self,
         database: Database,
         *,
+        audit: AuditTrail,
         versions: Versions,
         registry: ModuleRegistry,
         settings: Settings,
@@ -78,6 +81,7 @@ class Deployments:
         check_weights: Callable[[str, str], None] | None = None,
     ) -> None:
         self.database = database
+        self.audit = audit
         self.versions = versions
         self.registry = registry
         self.settings = settings
@@ -96,9 +100,19 @@ class Deployments:
     # the API
 
     def deploy(
-        self, module: str, version: str, *, replicas: int | None = None, canary_percent: int | None = None
-    ) -> dict[str, Any]:
-        """Record a new desired state; the reconciler carries it out. Returns the deployment's info."""
+        self,
+        module: str,
+        version: str,
+        *,
+        replicas: int | None = None,
+        canary_percent: int | None = None,
+        actor: Actor | None = None,
+    ) -> DeploymentInfo:
+        """Record a new desired state; the reconciler carries it out. Returns the deployment's info.
+
+        The change is recorded in the audit trail as `actor`'s; the platform's own deploys, which record
+        themselves with their reason (or not at all, for the demo), pass no actor.
+        """
         if replicas is not None and not 1 <= replicas <= 64:
             raise BadRequest("replicas must be between 1 and 64")
         if canary_percent is not None and not 0 <= canary_percent <= 100:
@@ -122,9 +136,13 @@ class Deployments:
             session.flush()
             info = self._info(row)
         self.wake()
+        if actor is not None:
+            asked = {"replicas": replicas, "canary_percent": canary_percent}
+            given = {key: value for key, value in asked.items() if value is not None}
+            self.audit.record(actor, "module.deploy", f"module/{module}", version=version, **given)
         return info
 
-    def rollback(self, module: str) -> dict[str, Any]:
+    def rollback(self, module: str, *, actor: Actor) -> DeploymentInfo:
         """Switch back to the version that served before the active one."""
         with self.database.session() as session:
             row = self._row(session, module, create=False)
@@ -136,15 +154,17 @@ class Deployments:
             self._bump(row)
             info = self._info(row)
         self.wake()
+        self.audit.record(actor, "module.rollback", f"module/{module}", version=info.version)
         return info
 
-    async def delete(self, module: str) -> None:
+    async def delete(self, module: str, *, actor: Actor) -> None:
         """Stop serving `module` and forget it, its versions and its deployment."""
         with self.database.session() as session:
             row = session.get(Module, module)
             if row is None:
                 raise ModuleNotFound(f"no module named {module!r}")
             session.delete(row)
+        self.audit.record(actor, "module.delete", f"module/{module}")
         await self.forget(module)
 
     async def forget(self, module: str) -> None:
@@ -160,7 +180,7 @@ class Deployments:
             running.append(warm[0])
         await asyncio.gather(*(s.drain(self.settings.drain_seconds) for s in set(running)))
 
-    def info(self, module: str) -> dict[str, Any] | None:
+    def info(self, module: str) -> DeploymentInfo | None:
         with self.database.session() as session:
             row = session.get(Deployment, module)
             return self._info(row) if row is not None else None
@@ -500,7 +520,7 @@ class Deployments:
     def _active(self, module: str) -> ServedModule | None:
         return self.registry.active(module)
 
-    def _info(self, row: Deployment) -> dict[str, Any]:
+    def _info(self, row: Deployment) -> DeploymentInfo:
         serving = []
         active = self._active(row.module_name)
         if active is not None:
@@ -511,27 +531,24 @@ class Deployments:
         warm = self._warm.get(row.module_name)
         if warm is not None:
             serving.append(_serving(warm[0], "previous"))
-        return {
-            "module": row.module_name,
-            "version": row.active_version,
-            "target_version": row.target_version,
-            "previous_version": row.previous_version,
-            "canary_version": row.canary_version,
-            "canary_percent": row.canary_percent,
-            "replicas": row.replicas,
-            "generation": row.generation,
-            "observed_generation": row.observed_generation,
-            "status": row.status,
-            "message": row.message,
-            "updated_at": row.updated_at.isoformat() if row.updated_at else None,
-            "serving": serving,
-        }
+        return DeploymentInfo(
+            module=row.module_name,
+            version=row.active_version,
+            target_version=row.target_version,
+            previous_version=row.previous_version,
+            canary_version=row.canary_version,
+            canary_percent=row.canary_percent,
+            replicas=row.replicas,
+            generation=row.generation,
+            observed_generation=row.observed_generation,
+            status=row.status,
+            message=row.message,
+            updated_at=row.updated_at.isoformat() if row.updated_at else None,
+            serving=serving,
+        )
 
 
-def _serving(served: ServedModule, role: str) -> dict[str, Any]:
-    return {
-        "version": served.version,
-        "role": role,
-        "workers": len(served.pool.pids),
-        "ready": served.pool.ready,
-    }
+def _serving(served: ServedModule, role: ServingRole) -> ServingInfo:
+    return ServingInfo(
+        version=served.version, role=role, workers=len(served.pool.pids), ready=served.pool.ready
+    )

@@ -36,6 +36,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
+from modelport.control.audit import Actor, AuditTrail
 from modelport.core import manifests
 from modelport.core.errors import (
     BadRequest,
@@ -44,7 +45,10 @@ from modelport.core.errors import (
     NotFound,
     TooManyLoginAttempts,
 )
-from modelport.db import ApiToken, Database, Group, IdentityRevision, Role, User
+from modelport.core.names import TOKEN_PREFIX
+from modelport.core.records import AccessToken, CallerInfo, GroupInfo, NewToken, TokenInfo, UserInfo
+from modelport.core.roles import Role
+from modelport.db import ApiToken, Database, Group, IdentityRevision, User
 from modelport.db.models import utcnow
 
 if TYPE_CHECKING:
@@ -56,12 +60,12 @@ __all__ = [
     "Identity",
     "LoginSession",
     "Principal",
+    "caller_info",
     "check_group_path",
     "digest",
     "new_secret",
 ]
 
-TOKEN_PREFIX = "mp_"  # noqa: S105 - a public marker, not a secret
 _SHOWN_PREFIX = 10  # characters of a secret kept to recognise it in lists: the marker and 7 random ones
 _USER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,254}$")
 
@@ -91,11 +95,21 @@ ANONYMOUS = Principal(user_id=None, name="anonymous", role=Role.USER, source="an
 
 @dataclass(frozen=True)
 class LoginSession:
-    """A short-lived bearer token handed out for a password."""
+    """A short-lived bearer token handed out for a password, good for `seconds`."""
 
     token: str
     expires_at: datetime
+    seconds: int
     principal: Principal
+
+    def access_token(self) -> AccessToken:
+        """The session as the API hands it out."""
+        return AccessToken(
+            access_token=self.token,
+            token_type="bearer",  # noqa: S106 - the scheme, not a secret
+            expires_in=self.seconds,
+            expires_at=self.expires_at.isoformat(),
+        )
 
 
 def new_secret() -> str:
@@ -146,10 +160,12 @@ class Identity:
         self,
         database: Database,
         *,
+        audit: AuditTrail,
         session_seconds: int = 3600,
         login_attempts: str = "5/minute",
     ) -> None:
         self.database = database
+        self.audit = audit
         self.session_seconds = session_seconds
         self.hasher = PasswordHasher()  # Argon2id with the RFC 9106 low-memory parameters
         self._dummy_hash = self.hasher.hash(secrets.token_urlsafe(16))
@@ -170,7 +186,7 @@ class Identity:
         kind: str = "api",
         expires_at: datetime | None = None,
         secret: str | None = None,
-    ) -> tuple[str, dict[str, Any]]:
+    ) -> tuple[str, TokenInfo]:
         """Store a new token of `user_id`; return its secret (never stored or shown again) and its info."""
         secret = secret or new_secret()
         with self.database.session() as session:
@@ -188,6 +204,14 @@ class Identity:
             session.add(token)
             session.flush()
             return secret, token_info(token, user.name)
+
+    def create_token(self, user_id: int, *, name: str, expires_at: datetime | None, actor: Actor) -> NewToken:
+        """An API token made on purpose (by `actor`, for `user_id`), with its secret, shown only now."""
+        secret, info = self.issue(user_id, name=name, expires_at=expires_at)
+        self.audit.record(
+            actor, "token.create", f"token/{info.id}", name=name, user=info.user, expires_at=info.expires_at
+        )
+        return NewToken(**info.model_dump(), token=secret)
 
     def verify(self, secret: str) -> Principal | None:
         """The principal a token stands for; None if it is unknown, revoked, expired or its user disabled."""
@@ -246,21 +270,21 @@ class Identity:
         """Give back the connection held for reading the identity revision."""
         self._close_reader()
 
-    def tokens(self, *, user_id: int | None = None) -> list[dict[str, Any]]:
+    def tokens(self, *, user_id: int | None = None) -> list[TokenInfo]:
         with self.database.session() as session:
             query = select(ApiToken).options(selectinload(ApiToken.user)).order_by(ApiToken.id)
             if user_id is not None:
                 query = query.where(ApiToken.user_id == user_id)
             return [token_info(token, token.user.name) for token in session.scalars(query)]
 
-    def token(self, token_id: int) -> dict[str, Any]:
+    def token(self, token_id: int) -> TokenInfo:
         with self.database.session() as session:
             token = session.get(ApiToken, token_id)
             if token is None:
                 raise NotFound(f"no token with id {token_id}")
             return token_info(token, token.user.name)
 
-    def revoke(self, token_id: int) -> dict[str, Any]:
+    def revoke(self, token_id: int, *, actor: Actor) -> TokenInfo:
         """Revoke a token at once (idempotent: revoking twice keeps the first time)."""
         with self.database.session() as session:
             token = session.get(ApiToken, token_id)
@@ -269,7 +293,9 @@ class Identity:
             if token.revoked_at is None:
                 token.revoked_at = utcnow()
                 _changed(session)
-            return token_info(token, token.user.name)
+            info = token_info(token, token.user.name)
+        self.audit.record(actor, "token.revoke", f"token/{token_id}", name=info.name, user=info.user)
+        return info
 
     def ensure_bootstrap(self, secret: str | None) -> str | None:
         """Make sure an admin can sign in; return a newly made secret to show once, else None.
@@ -306,26 +332,38 @@ class Identity:
 
     def login(self, name: str, password: str, *, client: str | None) -> LoginSession:
         """A session token for a correct password; `InvalidCredentials` otherwise, and
-        `TooManyLoginAttempts` once the account or the address has failed too often."""
+        `TooManyLoginAttempts` once the account or the address has failed too often. Successes and
+        failures are recorded in the audit trail, from `client`."""
         keys = [f"user:{name.lower()}"] + ([f"client:{client}"] if client else [])
         self._throttle.check(keys)
+        principal, known = self._check_password(name, password)
+        if principal is None:
+            self._throttle.failed(keys)
+            # A name that is no user's may be a password typed into the wrong field: it is not recorded.
+            shown = name if known else "(unknown user)"
+            self.audit.record(Actor(shown, client=client), "auth.login_failed", f"user/{shown}")
+            raise InvalidCredentials("wrong user name or password")
+        assert principal.user_id is not None
+        expires_at = utcnow() + timedelta(seconds=self.session_seconds)
+        secret, info = self.issue(principal.user_id, name="session", kind="session", expires_at=expires_at)
+        self.audit.record(Actor(name, client=client), "auth.login", f"user/{name}")
+        return LoginSession(secret, expires_at, self.session_seconds, replace(principal, token_id=info.id))
+
+    def _check_password(self, name: str, password: str) -> tuple[Principal | None, bool]:
+        """The principal of the user `name` if `password` is theirs (None otherwise), and whether `name` is
+        a user's at all."""
         with self.database.session() as session:
             user = session.scalars(
                 select(User).where(User.name == name).options(selectinload(User.groups))
             ).one_or_none()
             stored = user.password_hash if user is not None and not user.disabled else None
             if not self._password_matches(stored, password):
-                self._throttle.failed(keys)
-                raise InvalidCredentials("wrong user name or password")
+                return None, user is not None
             assert user is not None
             if stored is not None and self.hasher.check_needs_rehash(stored):
                 user.password_hash = self.hasher.hash(password)
             user.last_login_at = utcnow()
-            user_id = user.id
-            principal = _principal(user, token_id=None)
-        expires_at = utcnow() + timedelta(seconds=self.session_seconds)
-        secret, info = self.issue(user_id, name="session", kind="session", expires_at=expires_at)
-        return LoginSession(secret, expires_at, replace(principal, token_id=info["id"]))
+            return _principal(user, token_id=None), True
 
     def _password_matches(self, stored: str | None, password: str) -> bool:
         try:
@@ -336,18 +374,24 @@ class Identity:
 
     # Users
 
-    def users(self) -> list[dict[str, Any]]:
+    def users(self) -> list[UserInfo]:
         with self.database.session() as session:
             rows = session.scalars(select(User).options(selectinload(User.groups)).order_by(User.id))
             return [user_info(user) for user in rows]
 
-    def user(self, user_id: int) -> dict[str, Any]:
+    def user(self, user_id: int) -> UserInfo:
         with self.database.session() as session:
             return user_info(_user(session, user_id))
 
     def create_user(
-        self, name: str, *, role: Role, groups: Iterable[str] = (), password: str | None = None
-    ) -> dict[str, Any]:
+        self,
+        name: str,
+        *,
+        role: Role,
+        groups: Sequence[str] = (),
+        password: str | None = None,
+        actor: Actor,
+    ) -> UserInfo:
         if not _USER_NAME.match(name):
             raise BadRequest(f"{name!r} is not a user name: letters, digits and . _ @ + - (up to 255)")
         password_hash = self.hasher.hash(password) if password else None
@@ -358,19 +402,23 @@ class Identity:
                 )
                 session.add(user)
                 session.flush()
-                return user_info(user)
+                info = user_info(user)
         except IntegrityError:
             raise Conflict(f"a user named {name!r} exists already") from None
+        self.audit.record(actor, "user.create", f"user/{name}", role=role, groups=list(groups))
+        return info
 
     def update_user(
         self,
         user_id: int,
         *,
         role: Role | None = None,
-        groups: Iterable[str] | None = None,
+        groups: Sequence[str] | None = None,
         password: str | None = None,
         disabled: bool | None = None,
-    ) -> dict[str, Any]:
+        actor: Actor,
+    ) -> UserInfo:
+        """Change what is given, and record in the audit trail what changed."""
         with self.database.session() as session:
             user = _user(session, user_id)
             if role is not None:
@@ -382,53 +430,59 @@ class Identity:
             if disabled is not None:
                 user.disabled = disabled
             _changed(session)
-            return user_info(user)
+            info = user_info(user)
+        asked = {"role": role, "groups": groups, "disabled": disabled}
+        changed = {key: value for key, value in asked.items() if value is not None}
+        if password is not None:
+            changed["password_changed"] = True
+        self.audit.record(actor, "user.update", f"user/{info.name}", **changed)
+        return info
 
-    def delete_user(self, user_id: int) -> None:
+    def delete_user(self, user_id: int, *, actor: Actor) -> None:
         """Delete a user and with it every token it holds."""
         with self.database.session() as session:
-            session.delete(_user(session, user_id))
+            user = _user(session, user_id)
+            name = user.name
+            session.delete(user)
             _changed(session)
-
-    def find_user(self, name: str) -> dict[str, Any] | None:
-        with self.database.session() as session:
-            user = session.scalars(
-                select(User).where(User.name == name).options(selectinload(User.groups))
-            ).one_or_none()
-            return None if user is None else user_info(user)
+        self.audit.record(actor, "user.delete", f"user/{name}")
 
     # Groups
 
-    def groups(self) -> list[dict[str, Any]]:
+    def groups(self) -> list[GroupInfo]:
         with self.database.session() as session:
             rows = session.scalars(select(Group).options(selectinload(Group.members)).order_by(Group.path))
             return [group_info(group) for group in rows]
 
-    def group(self, group_id: int) -> dict[str, Any]:
+    def group(self, group_id: int) -> GroupInfo:
         with self.database.session() as session:
             group = session.get(Group, group_id)
             if group is None:
                 raise NotFound(f"no group with id {group_id}")
             return group_info(group)
 
-    def create_group(self, path: str) -> dict[str, Any]:
+    def create_group(self, path: str, *, actor: Actor) -> GroupInfo:
         check_group_path(path)
         try:
             with self.database.session() as session:
                 group = Group(path=path)
                 session.add(group)
                 session.flush()
-                return group_info(group)
+                info = group_info(group)
         except IntegrityError:
             raise Conflict(f"the group {path!r} exists already") from None
+        self.audit.record(actor, "group.create", f"group{path}")
+        return info
 
-    def delete_group(self, group_id: int) -> None:
+    def delete_group(self, group_id: int, *, actor: Actor) -> None:
         with self.database.session() as session:
             group = session.get(Group, group_id)
             if group is None:
                 raise NotFound(f"no group with id {group_id}")
+            path = group.path
             session.delete(group)
             _changed(session)
+        self.audit.record(actor, "group.delete", f"group{path}")
 
     # OIDC
 
@@ -539,37 +593,49 @@ def _free_name(session: Session, wanted: str) -> str:
     return f"{name}-{number}"
 
 
-def user_info(user: User) -> dict[str, Any]:
-    return {
-        "id": user.id,
-        "name": user.name,
-        "role": str(user.role),
-        "groups": sorted(group.path for group in user.groups),
-        "source": "local" if user.issuer is None else "oidc",
-        "disabled": user.disabled,
-        "created_at": user.created_at.isoformat(),
-        "last_login_at": user.last_login_at.isoformat() if user.last_login_at else None,
-    }
+def caller_info(principal: Principal) -> CallerInfo:
+    """Who a signed-in principal is, as the API tells it."""
+    return CallerInfo(
+        id=principal.user_id,
+        name=principal.name,
+        role=principal.role,
+        groups=sorted(principal.groups),
+        source=principal.source,
+        token_id=principal.token_id,
+    )
 
 
-def group_info(group: Group) -> dict[str, Any]:
-    return {
-        "id": group.id,
-        "path": group.path,
-        "members": sorted(user.name for user in group.members),
-        "created_at": group.created_at.isoformat(),
-    }
+def user_info(user: User) -> UserInfo:
+    return UserInfo(
+        id=user.id,
+        name=user.name,
+        role=user.role,
+        groups=sorted(group.path for group in user.groups),
+        source="local" if user.issuer is None else "oidc",
+        disabled=user.disabled,
+        created_at=user.created_at.isoformat(),
+        last_login_at=user.last_login_at.isoformat() if user.last_login_at else None,
+    )
 
 
-def token_info(token: ApiToken, user_name: str) -> dict[str, Any]:
-    return {
-        "id": token.id,
-        "name": token.name,
-        "user": user_name,
-        "user_id": token.user_id,
-        "prefix": token.prefix,
-        "kind": token.kind,
-        "created_at": token.created_at.isoformat(),
-        "expires_at": token.expires_at.isoformat() if token.expires_at else None,
-        "revoked_at": token.revoked_at.isoformat() if token.revoked_at else None,
-    }
+def group_info(group: Group) -> GroupInfo:
+    return GroupInfo(
+        id=group.id,
+        path=group.path,
+        members=sorted(user.name for user in group.members),
+        created_at=group.created_at.isoformat(),
+    )
+
+
+def token_info(token: ApiToken, user_name: str) -> TokenInfo:
+    return TokenInfo(
+        id=token.id,
+        name=token.name,
+        user=user_name,
+        user_id=token.user_id,
+        prefix=token.prefix,
+        kind=token.kind,
+        created_at=token.created_at.isoformat(),
+        expires_at=token.expires_at.isoformat() if token.expires_at else None,
+        revoked_at=token.revoked_at.isoformat() if token.revoked_at else None,
+    )

@@ -18,8 +18,7 @@ from __future__ import annotations
 import difflib
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from pydantic import ValidationError
@@ -28,6 +27,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from modelport.control.access import ALLOW_ALL, Permit
+from modelport.control.audit import Actor, AuditTrail
 from modelport.core.errors import BadRequest, BucketNotFound, Conflict, Forbidden, ModelportError, NotFound
 from modelport.core.manifests import (
     KINDS,
@@ -41,28 +41,16 @@ from modelport.core.manifests import (
     parse_document,
     to_document,
 )
-from modelport.db import ApiDefinition, Bucket, Database, Module, Role
+from modelport.core.records import ApplyResult
+from modelport.core.roles import Role
+from modelport.db import ApiDefinition, Bucket, Database, Module
 from modelport.storage import ObjectStore
 
-__all__ = ["Action", "BucketNotEmpty", "Change", "ManifestInvalid", "Manifests"]
+__all__ = ["BucketNotEmpty", "ManifestInvalid", "Manifests"]
 
 log = logging.getLogger("modelport.manifests")
 
-Action = Literal["created", "configured", "unchanged", "deleted"]
 _SOURCE = "request"
-
-
-@dataclass(frozen=True)
-class Change:
-    """What applying or deleting one object did, or would do on a dry run; `diff` is empty when unchanged."""
-
-    kind: str
-    name: str
-    action: Action
-    diff: str = ""
-
-    def to_dict(self) -> dict[str, str]:
-        return {"kind": self.kind, "name": self.name, "action": self.action, "diff": self.diff}
 
 
 class ManifestInvalid(ModelportError):
@@ -104,10 +92,12 @@ class Manifests:
         self,
         database: Database,
         *,
+        audit: AuditTrail,
         store: ObjectStore | None = None,
-        on_change: Callable[[list[Change]], None] | None = None,
+        on_change: Callable[[list[ApplyResult]], None] | None = None,
     ) -> None:
         self.database = database
+        self.audit = audit
         self.store = store
         self._on_change = on_change
 
@@ -116,15 +106,16 @@ class Manifests:
         documents: list[dict[str, Any]],
         *,
         dry_run: bool = False,
-        actor: str,
+        actor: Actor,
         permit: Permit | None = ALLOW_ALL,
-    ) -> list[Change]:
+    ) -> list[ApplyResult]:
         """Create or configure every object the documents describe, all or nothing.
 
         Every document is validated before anything is written: any problem raises `ManifestInvalid` listing
         all of them. An `Api` must name a module that exists or that a `Module` document of the same request
         creates. `permit` decides which modules the actor may change and which group owns a new module (its
-        `spec.owner`, or the developer's only group). On a dry run the changes are computed, nothing written.
+        `spec.owner`, or the developer's only group). On a dry run the changes are computed, nothing written;
+        otherwise each change is recorded in the audit trail as `actor`'s.
         """
         manifests = _validate(documents)
         try:
@@ -133,7 +124,7 @@ class Manifests:
                 created = {m.metadata.name for m in manifests if isinstance(m, ModuleManifest)}
                 # Modules first, so that the APIs' foreign keys find them; results in document order.
                 order = sorted(range(len(manifests)), key=lambda i: manifests[i].kind != "Module")
-                changes: dict[int, Change] = {}
+                changes: dict[int, ApplyResult] = {}
                 for index in order:
                     changes[index] = _apply_one(
                         session, manifests[index], write=not dry_run, permit=permit, created=created
@@ -158,10 +149,10 @@ class Manifests:
         documents: list[dict[str, Any]],
         *,
         dry_run: bool = False,
-        actor: str,
+        actor: Actor,
         permit: Permit | None = ALLOW_ALL,
         ignore_missing: bool = False,
-    ) -> list[Change]:
+    ) -> list[ApplyResult]:
         """Delete the objects the documents name (only `kind` and `metadata.name` are read), all or nothing.
 
         A missing object is `NotFound`, listing all of them, unless `ignore_missing`.
@@ -184,8 +175,11 @@ class Manifests:
             self._check_empty([name for kind, name, _ in rows if kind == "Storage"])
             rows += _cascaded_apis(session, rows)
             changes = [
-                Change(
-                    kind, name, "deleted", _diff(kind, name, _stored(kind, name, manifest), None, "deleted")
+                ApplyResult(
+                    kind=kind,
+                    name=name,
+                    action="deleted",
+                    diff=_diff(kind, name, _stored(kind, name, manifest), None, "deleted"),
                 )
                 for kind, name, manifest in rows
             ]
@@ -212,12 +206,13 @@ class Manifests:
                 raise NotFound(f"no {kind} named {name!r}")
             return _stored(kind, name, row.manifest)
 
-    def _committed(self, changes: list[Change], *, dry_run: bool, actor: str) -> None:
+    def _committed(self, changes: list[ApplyResult], *, dry_run: bool, actor: Actor) -> None:
         changed = [c for c in changes if c.action != "unchanged"]
         if dry_run or not changed:
             return
         for change in changed:
-            log.info("%s %s %s/%s", actor, change.action, change.kind, change.name)
+            kind = change.kind.lower()
+            self.audit.record(actor, f"{kind}.{change.action}", f"{kind}/{change.name}")
         if self._on_change is not None:
             try:
                 self._on_change(changed)
@@ -312,16 +307,19 @@ def _known(kind: str) -> None:
 
 def _apply_one(
     session: Session, manifest: Manifest, *, write: bool, permit: Permit | None, created: set[str]
-) -> Change:
+) -> ApplyResult:
     kind, name = manifest.kind, manifest.metadata.name
     new = to_document(manifest)
     row = _row(session, kind, name)
     owner = _owner(row, manifest, permit, created)
     old = None if row is None else _stored(kind, name, row.manifest)
     if old == new:
-        return Change(kind, name, "unchanged")
-    change = Change(
-        kind, name, "created" if row is None else "configured", _diff(kind, name, old, new, "applied")
+        return ApplyResult(kind=kind, name=name, action="unchanged", diff="")
+    change = ApplyResult(
+        kind=kind,
+        name=name,
+        action="created" if row is None else "configured",
+        diff=_diff(kind, name, old, new, "applied"),
     )
     if not write:
         return change

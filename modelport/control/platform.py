@@ -8,16 +8,15 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy import func, select
 
+from modelport.artifacts import Artifact
 from modelport.control.access import AccessPolicies
-from modelport.control.artifacts import Artifact
 from modelport.control.audit import SYSTEM, AuditTrail
 from modelport.control.deployments import Deployments
 from modelport.control.identity import TOKEN_PREFIX, Identity, Principal
-from modelport.control.manifests import Change, Manifests
+from modelport.control.manifests import Manifests
 from modelport.control.modules import ModuleRegistry
 from modelport.control.oidc import OidcVerifier
 from modelport.control.request_files import RequestFiles
@@ -26,6 +25,7 @@ from modelport.control.storage import Storage
 from modelport.control.versions import Versions
 from modelport.control.weights import ModelWeights
 from modelport.core.errors import ModuleNotFound, SetupFailed
+from modelport.core.records import ApplyResult, ModuleInfo
 from modelport.core.settings import Settings
 from modelport.db import Database, Module, Version
 from modelport.obs.logs import ModuleLogs
@@ -46,7 +46,6 @@ class Services:
         self.settings = settings
         self.database = database
         self.store = store
-        self.storage = Storage(database, store, settings=settings)
         self.request_files = RequestFiles(
             store,
             bucket=settings.request_bucket,
@@ -60,22 +59,26 @@ class Services:
         )
         self.registry = ModuleRegistry()
         self.logs = ModuleLogs(settings.data_dir / "logs")
+        self.audit = AuditTrail(database)
+        self.storage = Storage(database, store, audit=self.audit, settings=settings)
         self.identity = Identity(
             database,
+            audit=self.audit,
             session_seconds=settings.session_seconds,
             login_attempts=settings.login_attempts,
         )
         self.oidc = OidcVerifier.from_settings(settings)
         self.policies = AccessPolicies(database)
-        self.audit = AuditTrail(database)
         self.versions = Versions(
             database,
+            audit=self.audit,
             data_dir=settings.data_dir,
             environments=environments,
             on_built=lambda module, version: self.deployments.wake(),
         )
         self.deployments = Deployments(
             database,
+            audit=self.audit,
             versions=self.versions,
             registry=self.registry,
             settings=settings,
@@ -83,7 +86,7 @@ class Services:
             weights=self.weights,
             check_weights=self._may_load_weights,
         )
-        self.manifests = Manifests(database, store=store, on_change=self._manifests_changed)
+        self.manifests = Manifests(database, audit=self.audit, store=store, on_change=self._manifests_changed)
         self.sources = GitSources(
             database,
             work_dir=settings.data_dir / "sources",
@@ -163,7 +166,7 @@ class Services:
 
     # modules
 
-    def modules(self, principal: Principal) -> list[dict[str, Any]]:
+    def modules(self, principal: Principal) -> list[ModuleInfo]:
         """The modules `principal` may manage."""
         with self.database.session() as session:
             counts = dict(
@@ -173,7 +176,7 @@ class Services:
         visible = set(self.policies.visible(principal, [row.name for row in rows]))
         return [self._module_info(row, counts.get(row.name, 0)) for row in rows if row.name in visible]
 
-    def module(self, name: str) -> dict[str, Any]:
+    def module(self, name: str) -> ModuleInfo:
         with self.database.session() as session:
             row = session.get(Module, name)
             if row is None:
@@ -181,18 +184,18 @@ class Services:
             count = session.scalar(select(func.count()).where(Version.module_name == name)) or 0
             return self._module_info(row, count)
 
-    def _module_info(self, row: Module, versions: int) -> dict[str, Any]:
-        return {
-            "name": row.name,
-            "owner": row.owner,
-            "created_at": row.created_at.isoformat(),
-            "versions": versions,
-            "deployment": self.deployments.info(row.name),
-        }
+    def _module_info(self, row: Module, versions: int) -> ModuleInfo:
+        return ModuleInfo(
+            name=row.name,
+            owner=row.owner,
+            created_at=row.created_at.isoformat(),
+            deployment=self.deployments.info(row.name),
+            versions=versions,
+        )
 
     # reactions
 
-    def _manifests_changed(self, changes: list[Change]) -> None:
+    def _manifests_changed(self, changes: list[ApplyResult]) -> None:
         self.policies.invalidate()
         for change in changes:
             if change.kind == "Module" and change.action == "deleted":
@@ -210,7 +213,7 @@ class Services:
             tag=artifact.tag,
             digest=artifact.digest,
         )
-        return str(info["name"])
+        return info.name
 
     async def _deploy_release(self, module: str, version: str) -> None:
         self.deployments.deploy(module, version)

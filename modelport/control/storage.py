@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import re
 import secrets
 import threading
 import time
@@ -34,6 +33,7 @@ from pydantic import ValidationError
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
+from modelport.control.audit import Actor, AuditTrail
 from modelport.control.identity import Principal
 from modelport.core.errors import (
     BadRequest,
@@ -44,16 +44,18 @@ from modelport.core.errors import (
     Unauthorized,
 )
 from modelport.core.manifests import Cors, StorageManifest
+from modelport.core.records import BucketInfo, ObjectInfo, ObjectListing, PresignedUrl, PresignMethod
+from modelport.core.roles import Role
 from modelport.core.settings import Settings
-from modelport.db import Bucket, Database, Role, ServerKey
-from modelport.storage import ObjectInfo, ObjectStore, ObjectWriter, PresignMethod, check_key
+from modelport.db import Bucket, Database, ServerKey
+from modelport.storage import ObjectInfo as StoredObject
+from modelport.storage import ObjectStore, ObjectWriter, check_key, check_prefix
 
-__all__ = ["BucketPolicy", "Presigned", "Storage", "Upload"]
+__all__ = ["BucketPolicy", "Storage", "Upload", "object_info"]
 
 log = logging.getLogger("modelport.storage")
 
 _PRESIGN_KEY = "presign"
-_BUCKET_PATH = re.compile(r"^/api/v1/storage/([^/]+)(?:/|$)")
 
 
 @dataclass(frozen=True)
@@ -76,25 +78,28 @@ class BucketPolicy:
         return principal.role == Role.ADMIN or bool(self.groups & principal.groups)
 
 
-@dataclass(frozen=True)
-class Presigned:
-    url: str
-    method: PresignMethod
-    expires_at: datetime
-
-
 class Upload:
     """One object being uploaded into a bucket: its quota reservation and its writer.
 
     The reservation is what the bucket grows by: the object's size less that of the object it replaces.
-    `commit` publishes the object and settles the usage (a smaller replacement gives bytes back); `abort`, or
-    leaving a `with` block without a commit, drops the bytes and the reservation.
+    `commit` publishes the object, settles the usage (a smaller replacement gives bytes back) and records the
+    upload in the audit trail as `actor`'s; `abort`, or leaving a `with` block without a commit, drops the
+    bytes and the reservation.
     """
 
     def __init__(
-        self, storage: Storage, bucket: str, key: str, *, size: int, replaced: int, writer: ObjectWriter
+        self,
+        storage: Storage,
+        bucket: str,
+        key: str,
+        *,
+        size: int,
+        replaced: int,
+        writer: ObjectWriter,
+        actor: Actor | None,
     ) -> None:
         self._storage, self.bucket, self.key, self.size, self.writer = storage, bucket, key, size, writer
+        self.actor = actor
         self._growth = size - replaced
         self._reserved = max(0, self._growth)
         self._done = False
@@ -113,7 +118,10 @@ class Upload:
         info = self.writer.commit()
         self._done = True
         self._storage._release(self.bucket, self._reserved - self._growth)
-        return info
+        if self.actor is not None:
+            where = f"bucket/{self.bucket}"
+            self._storage.audit.record(self.actor, "object.put", where, key=self.key, size=self.size)
+        return object_info(info)
 
     def abort(self) -> None:
         if not self._done:
@@ -136,11 +144,13 @@ class Storage:
         database: Database,
         store: ObjectStore,
         *,
+        audit: AuditTrail,
         settings: Settings,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.database = database
         self.store = store
+        self.audit = audit
         self.settings = settings
         self.clock = clock
         self._presign_key: bytes | None = None
@@ -164,10 +174,9 @@ class Storage:
             return self._undeclared_request_bucket() if name == self.settings.request_bucket else None
         return _policy(name, manifest)
 
-    def cors(self, path: str) -> Cors | None:
-        """The CORS rules of the bucket a files-API path is about, if it enables any."""
-        match = _BUCKET_PATH.match(path)
-        policy = self.policy(match.group(1)) if match else None
+    def cors(self, bucket: str) -> Cors | None:
+        """The CORS rules of a bucket, if it has any."""
+        policy = self.policy(bucket)
         return None if policy is None else policy.cors
 
     def require(self, principal: Principal, bucket: str, *, write: bool) -> BucketPolicy:
@@ -181,7 +190,7 @@ class Storage:
             raise Forbidden(f"you may read bucket {bucket!r} but not change it")
         return policy
 
-    def buckets(self, principal: Principal) -> list[dict[str, Any]]:
+    def buckets(self, principal: Principal) -> list[BucketInfo]:
         """The buckets `principal` may read, with their limits and usage, by name."""
         return [
             _describe(policy, used, principal) for policy, used in self._all() if policy.may_read(principal)
@@ -204,28 +213,45 @@ class Storage:
 
     # Objects
 
-    def upload(self, bucket: str, key: str, *, size: int, content_type: str) -> Upload:
+    def objects(
+        self, bucket: str, *, prefix: str, delimiter: str | None, cursor: str | None, limit: int
+    ) -> ObjectListing:
+        """One page of the objects whose keys start with `prefix`, in key order."""
+        page = self.store.list(
+            bucket, prefix=check_prefix(prefix), delimiter=delimiter, cursor=cursor, limit=limit
+        )
+        return ObjectListing(
+            bucket=bucket,
+            prefix=prefix,
+            objects=[object_info(info) for info in page.objects],
+            prefixes=page.prefixes,
+            next_cursor=page.next_cursor,
+        )
+
+    def upload(self, bucket: str, key: str, *, size: int, content_type: str, actor: Actor | None) -> Upload:
         """Reserve what the bucket grows by and open a writer; `QuotaExceeded` if it does not fit.
 
         Replacing an object needs room only for the difference. (Two uploads replacing the same key at once
-        may settle the usage a little off; the next sweep recounts it.)"""
+        may settle the usage a little off; the next sweep recounts it.) `actor` is who the audit trail
+        records; None for an upload through a presigned URL, whose holder is nobody known."""
         check_key(key)
         replaced = self._size_of(bucket, key)
         reserved = max(0, size - replaced)
         self._reserve(bucket, reserved)
         try:
             writer = self.store.writer(bucket, key, content_type=content_type)
-            return Upload(self, bucket, key, size=size, replaced=replaced, writer=writer)
+            return Upload(self, bucket, key, size=size, replaced=replaced, writer=writer, actor=actor)
         except BaseException:
             self._release(bucket, reserved)
             raise
 
-    def delete(self, bucket: str, key: str) -> None:
+    def delete(self, bucket: str, key: str, *, actor: Actor) -> None:
         check_key(key)
         size = self._size_of(bucket, key)
         if not self.store.delete(bucket, key):
             raise ObjectNotFound(f"no object {key!r} in bucket {bucket!r}")
         self._release(bucket, size)
+        self.audit.record(actor, "object.delete", f"bucket/{bucket}", key=key)
 
     def _size_of(self, bucket: str, key: str) -> int:
         try:
@@ -259,9 +285,10 @@ class Storage:
     # Presigned URLs
 
     def presign(
-        self, bucket: str, key: str, *, method: PresignMethod, expires_in: int, base_url: str
-    ) -> Presigned:
-        """A URL for `method` on one object, good for `expires_in` seconds; `base_url` is this gateway's."""
+        self, bucket: str, key: str, *, method: PresignMethod, expires_in: int, base_url: str, actor: Actor
+    ) -> PresignedUrl:
+        """A URL for `method` on one object, good for `expires_in` seconds; `base_url` is this gateway's.
+        Handing one out is recorded in the audit trail as `actor`'s."""
         check_key(key)
         if not 1 <= expires_in <= self.settings.presign_max_seconds:
             raise BadRequest(f"expires_in must be between 1 and {self.settings.presign_max_seconds} seconds")
@@ -273,7 +300,9 @@ class Storage:
             signature = self._signature(method, bucket, key, expires)
             path = f"/api/v1/storage/{bucket}/objects/{quote(key, safe='/')}"
             url = f"{base_url.rstrip('/')}{path}?expires={expires}&signature={signature}"
-        return Presigned(url, method, datetime.fromtimestamp(expires, UTC))
+        self.audit.record(actor, "object.presign", f"bucket/{bucket}", key=key, method=method)
+        expires_at = datetime.fromtimestamp(expires, UTC).isoformat()
+        return PresignedUrl(url=url, method=method, expires_at=expires_at)
 
     def check_signature(self, method: str, bucket: str, key: str, expires: str, signature: str) -> None:
         """Accept a request made with a presigned URL of this gateway, or raise what to answer."""
@@ -368,13 +397,25 @@ def _policy(name: str, manifest: dict[str, Any]) -> BucketPolicy:
     )
 
 
-def _describe(policy: BucketPolicy, used: int | None, principal: Principal) -> dict[str, Any]:
-    return {
-        "name": policy.name,
-        "quota_bytes": policy.quota_bytes,
-        "used_bytes": used,
-        "retention_days": policy.retention_days,
-        "access": "write" if policy.may_write(principal) else "read",
-        "groups": sorted(policy.groups),
-        "read_groups": sorted(policy.read_groups),
-    }
+def _describe(policy: BucketPolicy, used: int | None, principal: Principal) -> BucketInfo:
+    return BucketInfo(
+        name=policy.name,
+        quota_bytes=policy.quota_bytes,
+        used_bytes=used,
+        retention_days=policy.retention_days,
+        access="write" if policy.may_write(principal) else "read",
+        groups=sorted(policy.groups),
+        read_groups=sorted(policy.read_groups),
+    )
+
+
+def object_info(info: StoredObject) -> ObjectInfo:
+    """An object of the store as the API describes it."""
+    return ObjectInfo(
+        key=info.key,
+        size=info.size,
+        etag=info.etag,
+        content_type=info.content_type,
+        modified=info.modified.isoformat(),
+        sha256=info.sha256,
+    )

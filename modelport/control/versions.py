@@ -23,9 +23,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from modelport.artifacts import ModuleDefinition, PackError, check_version_name, read_module, unpack
 from modelport.control.access import ALLOW_ALL, Permit
-from modelport.control.artifacts import PackError, check_version_name, unpack
-from modelport.control.modules import ModuleDefinition, read_module
+from modelport.control.audit import Actor, AuditTrail
 from modelport.core.errors import (
     BadRequest,
     InvalidModule,
@@ -35,6 +35,7 @@ from modelport.core.errors import (
     VersionNotFound,
 )
 from modelport.core.manifests import ManifestError, Metadata
+from modelport.core.records import VersionDetail, VersionInfo
 from modelport.db import BuildStatus, Database, Module, Version
 from modelport.obs.redact import redact
 from modelport.runtime.environments import BuildFailed, Environment, Environments
@@ -54,20 +55,20 @@ class BuiltVersion:
     environment: Environment
 
 
-def version_info(version: Version) -> dict[str, Any]:
-    return {
-        "module": version.module_name,
-        "name": version.name,
-        "digest": version.digest,
-        "size": version.size,
-        "commit": version.commit,
-        "tag": version.tag,
-        "pushed_by": version.pushed_by,
-        "pushed_at": version.pushed_at.isoformat(),
-        "build_status": version.build_status.value,
-        "build_error": version.build_error,
-        "environment": version.environment,
-    }
+def version_info(version: Version) -> VersionInfo:
+    return VersionInfo(
+        module=version.module_name,
+        name=version.name,
+        digest=version.digest,
+        size=version.size,
+        commit=version.commit,
+        tag=version.tag,
+        pushed_by=version.pushed_by,
+        pushed_at=version.pushed_at.isoformat(),
+        build_status=version.build_status.value,
+        build_error=version.build_error,
+        environment=version.environment,
+    )
 
 
 class Versions:
@@ -77,12 +78,14 @@ class Versions:
         self,
         database: Database,
         *,
+        audit: AuditTrail,
         data_dir: Path,
         environments: Environments,
         on_built: Callable[[str, str], None] | None = None,
         max_builds: int = 2,
     ) -> None:
         self.database = database
+        self.audit = audit
         self.environments = environments
         self.artifacts = data_dir / "artifacts"
         self.sources = data_dir / "versions"
@@ -100,16 +103,18 @@ class Versions:
         data: bytes,
         *,
         pushed_by: str,
+        actor: Actor | None = None,
         permit: Permit | None = ALLOW_ALL,
         commit: str | None = None,
         tag: str | None = None,
         digest: str | None = None,
-    ) -> tuple[dict[str, Any], bool]:
+    ) -> tuple[VersionInfo, bool]:
         """Store a version and start its build; returns its info and whether it is new.
 
         Pushing identical content under an existing name is a no-op; different content is `VersionExists`.
         `permit` checks that the pusher may manage the module, or create it: a new module is owned by its
-        manifest's `spec.owner` (or the developer's only group).
+        manifest's `spec.owner` (or the developer's only group). A new version is recorded in the audit trail
+        as `actor`'s push; the platform's own pushes (git sources, the demo) pass no actor and are not.
         """
         _check_names(module, name)
         with self.database.session() as session:
@@ -150,9 +155,11 @@ class Versions:
                 raise
             return existing, False
         self.start_build(module, name)
+        if actor is not None:
+            self.audit.record(actor, "version.push", f"module/{module}", version=name, digest=actual)
         return info, True
 
-    def _find(self, module: str, name: str, digest: str) -> dict[str, Any] | None:
+    def _find(self, module: str, name: str, digest: str) -> VersionInfo | None:
         with self.database.session() as session:
             row = session.scalars(
                 select(Version).where(Version.module_name == module, Version.name == name)
@@ -204,7 +211,7 @@ class Versions:
 
     # reading
 
-    def list(self, module: str) -> list[dict[str, Any]]:
+    def list(self, module: str) -> list[VersionInfo]:
         with self.database.session() as session:
             if session.get(Module, module) is None:
                 raise ModuleNotFound(f"no module named {module!r}")
@@ -215,14 +222,15 @@ class Versions:
             )
             return [version_info(row) for row in rows]
 
-    def get(self, module: str, name: str, *, with_spec: bool = False) -> dict[str, Any]:
+    def get(self, module: str, name: str) -> VersionInfo:
+        with self.database.session() as session:
+            return version_info(self._row(session, module, name))
+
+    def detail(self, module: str, name: str) -> VersionDetail:
+        """The version with its parsed API and its manifest."""
         with self.database.session() as session:
             row = self._row(session, module, name)
-            info = version_info(row)
-            if with_spec:
-                info["spec"] = row.spec
-                info["manifest"] = row.manifest
-            return info
+            return VersionDetail(**version_info(row).model_dump(), spec=row.spec, manifest=row.manifest)
 
     def build_log(self, module: str, name: str) -> str:
         live = self._live_logs.get((module, name))
@@ -264,12 +272,12 @@ class Versions:
         task = self._builds.get((module, name))
         if task is not None:
             await asyncio.shield(task)
-        info = self.get(module, name, with_spec=True)
-        if info["build_status"] != BuildStatus.READY:
-            if info["build_status"] != BuildStatus.FAILED:
+        info = self.get(module, name)
+        if info.build_status != "ready":
+            if info.build_status != "failed":
                 self.start_build(module, name)
                 return await self.built(module, name)
-            raise BuildFailed(f"version {name} failed to build: {info['build_error']}")
+            raise BuildFailed(f"version {name} failed to build: {info.build_error}")
         definition = read_module(self.source_dir(module, name), name=module)
         requirements = _requirements(definition)
         environment = await self.environments.ensure(requirements, log=lambda line: None)

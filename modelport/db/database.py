@@ -14,6 +14,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
+from modelport.core.names import database_url
+
 __all__ = ["Database"]
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
@@ -23,7 +25,7 @@ class Database:
     """A SQLAlchemy engine for `url` (SQLite or PostgreSQL) and the sessions that use it."""
 
     def __init__(self, url: str) -> None:
-        self.url = _normalise(url)
+        self.url = database_url(url)
         self.engine: Engine = create_engine(self.url, pool_pre_ping=True, **_engine_options(self.url))
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
@@ -62,13 +64,6 @@ def _alembic_config() -> Config:
     config = Config()
     config.set_main_option("script_location", str(_MIGRATIONS))
     return config
-
-
-def _normalise(url: str) -> str:
-    """Plain `postgresql://` URLs use psycopg 3, the driver modelport ships with."""
-    if url.startswith(("postgresql://", "postgres://")):
-        return "postgresql+psycopg://" + url.split("://", 1)[1]
-    return url
 
 
 def _engine_options(url: str) -> dict[str, Any]:

@@ -25,6 +25,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
+from modelport.core.roles import Role
+
 __all__ = [
     "ApiDefinition",
     "ApiToken",
@@ -36,7 +38,6 @@ __all__ = [
     "Group",
     "IdentityRevision",
     "Module",
-    "Role",
     "ServerKey",
     "User",
     "Version",
@@ -153,15 +154,6 @@ class ApiDefinition(Base):
     manifest: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
-
-
-class Role(StrEnum):
-    """What a user may do: `admin` everything, `developer` manage the modules its groups own, `user` call
-    the modules its groups may call."""
-
-    ADMIN = "admin"
-    DEVELOPER = "developer"
-    USER = "user"
 
 
 memberships = Table(

@@ -27,6 +27,30 @@ runner = CliRunner()
 pytestmark = pytest.mark.usefixtures("server_url")
 
 
+def version(name: str = "v1.0.0", **fields: Any) -> dict[str, Any]:
+    """A version as the server describes it."""
+    base = {
+        "module": "echo",
+        "name": name,
+        "digest": "sha256:00",
+        "size": 10,
+        "commit": "0123456789abcdef",
+        "tag": None,
+        "pushed_by": "ann",
+        "pushed_at": "2024-05-01T10:20:30+00:00",
+        "build_status": "ready",
+        "build_error": None,
+        "environment": None,
+    }
+    return base | fields
+
+
+def module(name: str, deployment: dict[str, Any] | None) -> dict[str, Any]:
+    """A module as the server describes it."""
+    created = "2024-05-01T10:00:00+00:00"
+    return {"name": name, "owner": None, "created_at": created, "deployment": deployment, "versions": 1}
+
+
 def git(cwd: Path, *args: str) -> None:
     subprocess.run(["git", "-c", "init.defaultBranch=main", *args], cwd=cwd, capture_output=True, check=True)
 
@@ -94,7 +118,7 @@ def test_push_of_a_good_module_reaches_for_the_server(tmp_path: Path, server_url
 
 
 def test_push_uploads_and_prints_the_version(tmp_path: Path, answer: Any) -> None:
-    seen = answer(lambda r: httpx.Response(201, json={"module": "echo", "name": "v1.0.0"}))
+    seen = answer(lambda r: httpx.Response(201, json=version()))
     result = runner.invoke(app, ["push", str(repository(tmp_path / "echo"))])
     assert result.exit_code == 0, result.output
     assert result.stdout == "v1.0.0\n"
@@ -105,7 +129,7 @@ def test_push_uploads_and_prints_the_version(tmp_path: Path, answer: Any) -> Non
 
 
 def test_push_wait_reports_a_failed_build(tmp_path: Path, answer: Any) -> None:
-    failed = {"module": "echo", "name": "v1.0.0", "build_status": "failed", "build_error": "no such package"}
+    failed = version(build_status="failed", build_error="no such package", spec={}, manifest={})
 
     def handle(request: httpx.Request) -> httpx.Response:
         return httpx.Response(201 if request.method == "POST" else 200, json=failed)
@@ -211,7 +235,7 @@ def deployment(**fields: Any) -> dict[str, Any]:
         "target_version": "v2",
         "previous_version": "v0",
         "canary_version": None,
-        "canary_percent": None,
+        "canary_percent": 0,
         "replicas": 2,
         "generation": 3,
         "observed_generation": 2,
@@ -237,7 +261,7 @@ def test_deploy_wait_fails_with_the_deployment_message(answer: Any) -> None:
     def handle(request: httpx.Request) -> httpx.Response:
         if request.method == "POST":
             return httpx.Response(202, json=deployment())
-        return httpx.Response(200, json={"name": "echo", "deployment": failed})
+        return httpx.Response(200, json=module("echo", failed))
 
     answer(handle)
     result = runner.invoke(app, ["deploy", "echo", "v2", "--wait"])
@@ -249,7 +273,7 @@ def test_deploy_wait_times_out_with_the_deployment_message(answer: Any) -> None:
     def handle(request: httpx.Request) -> httpx.Response:
         if request.method == "POST":
             return httpx.Response(202, json=deployment())
-        return httpx.Response(200, json={"name": "echo", "deployment": deployment()})
+        return httpx.Response(200, json=module("echo", deployment()))
 
     answer(handle)
     result = runner.invoke(app, ["rollback", "echo", "--wait", "--timeout", "0.1"])
@@ -269,8 +293,8 @@ def test_api_errors_exit_by_status(answer: Any, status: int, code: int) -> None:
 
 def test_get_modules_in_every_format(answer: Any) -> None:
     modules = [
-        {"name": "echo", "deployment": deployment(canary_version="v3", canary_percent=10)},
-        {"name": "idle", "deployment": None},
+        module("echo", deployment(canary_version="v3", canary_percent=10)),
+        module("idle", None),
     ]
     answer(lambda r: httpx.Response(200, json={"modules": modules}))
     table = runner.invoke(app, ["get", "modules"], env={"COLUMNS": "200"})
@@ -285,21 +309,12 @@ def test_get_modules_in_every_format(answer: Any) -> None:
 
 
 def test_get_versions_marks_the_deployed_ones(answer: Any) -> None:
-    versions = [
-        {
-            "name": name,
-            "build_status": "ready",
-            "commit": "0123456789abcdef",
-            "pushed_by": "ann",
-            "pushed_at": "2024-05-01T10:20:30+00:00",
-        }
-        for name in ("v3", "v2", "v1", "v0")
-    ]
+    versions = [version(name) for name in ("v3", "v2", "v1", "v0")]
 
     def handle(request: httpx.Request) -> httpx.Response:
         if request.url.path.endswith("/versions"):
             return httpx.Response(200, json={"versions": versions})
-        return httpx.Response(200, json={"name": "echo", "deployment": deployment(canary_version="v3")})
+        return httpx.Response(200, json=module("echo", deployment(canary_version="v3")))
 
     answer(handle)
     result = runner.invoke(app, ["get", "versions", "echo"], env={"COLUMNS": "200"})

@@ -12,7 +12,16 @@ import pytest
 from recording import Handler
 
 import modelport.client
-from modelport.client import ApiError, Client, ConnectionFailed, WaitTimeout
+from modelport.client import (
+    ApiError,
+    ApplyResult,
+    Client,
+    ConnectionFailed,
+    DeploymentInfo,
+    ModuleInfo,
+    VersionInfo,
+    WaitTimeout,
+)
 
 
 def deployment(**fields: Any) -> dict[str, Any]:
@@ -22,16 +31,37 @@ def deployment(**fields: Any) -> dict[str, Any]:
         "target_version": "v1",
         "previous_version": None,
         "canary_version": None,
-        "canary_percent": None,
+        "canary_percent": 0,
         "replicas": 1,
         "generation": 1,
         "observed_generation": 1,
         "status": "ready",
-        "message": None,
+        "message": "",
         "updated_at": "2024-01-01T00:00:00Z",
         "serving": [],
     }
     return base | fields
+
+
+def version(**fields: Any) -> dict[str, Any]:
+    base = {
+        "module": "echo",
+        "name": "v1",
+        "digest": "sha256:00",
+        "size": 10,
+        "commit": None,
+        "tag": None,
+        "pushed_by": "ana",
+        "pushed_at": "2024-01-01T00:00:00Z",
+        "build_status": "ready",
+        "build_error": None,
+        "environment": None,
+    }
+    return base | fields
+
+
+def module(deployment: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"name": "echo", "owner": None, "created_at": "", "deployment": deployment, "versions": 1}
 
 
 def test_the_exports_are_pinned() -> None:
@@ -59,10 +89,12 @@ def test_the_exports_are_pinned() -> None:
             "PresignedUrl",
             "Progress",
             "Pushed",
+            "Role",
             "ServingInfo",
             "TokenInfo",
             "TransferFailed",
             "UserInfo",
+            "VersionDetail",
             "VersionInfo",
             "WaitTimeout",
             "config_path",
@@ -76,8 +108,8 @@ def test_the_exports_are_pinned() -> None:
 
 
 def test_reads_send_the_token_under_the_base_path(client_for: Any) -> None:
-    client, seen = client_for(lambda r: httpx.Response(200, json={"modules": [{"name": "echo"}]}))
-    assert client.modules() == [{"name": "echo"}]
+    client, seen = client_for(lambda r: httpx.Response(200, json={"modules": [module()]}))
+    assert client.modules() == [ModuleInfo.model_validate(module())]
     request = seen.requests[0]
     assert request.method == "GET"
     assert str(request.url) == "http://platform.test/base/api/v1/modules"
@@ -85,14 +117,15 @@ def test_reads_send_the_token_under_the_base_path(client_for: Any) -> None:
 
 
 def test_names_are_quoted_into_the_path(client_for: Any) -> None:
-    client, seen = client_for(lambda r: httpx.Response(200, json={"name": "x"}))
-    client.version("a/b", "v1+build")
+    detail = version(spec={}, manifest={})
+    client, seen = client_for(lambda r: httpx.Response(200, json=detail))
+    assert client.version("a/b", "v1+build").spec == {}
     assert seen.requests[0].url.raw_path == b"/base/api/v1/modules/a%2Fb/versions/v1%2Bbuild"
 
 
 def test_push_streams_the_artifact_with_its_digest(client_for: Any) -> None:
     data = bytes(range(256)) * 1000
-    info = {"module": "echo", "name": "v1"}
+    info = version()
     client, seen = client_for(lambda r: httpx.Response(201, json=info))
     reported: list[tuple[int, int]] = []
     pushed = client.push(
@@ -103,7 +136,7 @@ def test_push_streams_the_artifact_with_its_digest(client_for: Any) -> None:
         progress=lambda sent, total: reported.append((sent, total)),
     )
     assert pushed.created
-    assert pushed.version == info
+    assert pushed.version == VersionInfo.model_validate(info)
     request = seen.requests[0]
     assert request.method == "POST"
     assert request.url.path == "/base/api/v1/modules/echo/versions"
@@ -118,7 +151,7 @@ def test_push_streams_the_artifact_with_its_digest(client_for: Any) -> None:
 
 
 def test_pushing_the_same_content_again_is_not_a_creation(client_for: Any) -> None:
-    client, _ = client_for(lambda r: httpx.Response(200, json={"name": "v1"}))
+    client, _ = client_for(lambda r: httpx.Response(200, json=version()))
     assert not client.push(b"x", module="echo", version="v1").created
 
 
@@ -142,7 +175,7 @@ def test_apply_diff_and_delete_send_documents(client_for: Any) -> None:
     results = [{"kind": "Module", "name": "echo", "action": "created", "diff": ""}]
     client, seen = client_for(lambda r: httpx.Response(200, json={"results": results}))
     documents = [{"kind": "Module", "metadata": {"name": "echo"}}]
-    assert client.apply(documents) == results
+    assert client.apply(documents) == [ApplyResult.model_validate(r) for r in results]
     client.diff(documents)
     client.delete(documents, dry_run=True)
     sent = [(r.url.path, json.loads(r.content)) for r in seen.requests]
@@ -196,6 +229,26 @@ def test_a_success_that_is_not_json_is_an_error(client_for: Any) -> None:
         client.modules()
 
 
+def test_an_answer_that_is_not_the_record_is_an_error(client_for: Any) -> None:
+    client, _ = client_for(lambda r: httpx.Response(200, json=deployment(status="sleeping")))
+    with pytest.raises(ApiError, match=r"not a DeploymentInfo \(status: ") as caught:
+        client.rollback("echo")
+    assert (caught.value.status, caught.value.code) == (200, "invalid_response")
+
+
+def test_fields_a_newer_server_adds_are_ignored(client_for: Any) -> None:
+    newer = module(
+        deployment(
+            region="eu",
+            serving=[{"version": "v1", "role": "active", "workers": 1, "ready": True, "gpu": "a100"}],
+        )
+    )
+    client, _ = client_for(lambda r: httpx.Response(200, json=newer | {"labels": {"team": "a"}}))
+    found = client.module("echo")
+    assert found.deployment is not None and found.deployment.serving[0].ready
+    assert "labels" not in found.model_dump() and "region" not in found.deployment.model_dump()
+
+
 def test_an_unreachable_server_names_its_url() -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -219,10 +272,6 @@ def scripted(answers: list[dict[str, Any]]) -> Handler:
     return handle
 
 
-def module(deployment: dict[str, Any] | None) -> dict[str, Any]:
-    return {"name": "echo", "owner": None, "created_at": "", "deployment": deployment, "versions": 1}
-
-
 def test_wait_deployment_waits_for_the_generation_to_settle(client_for: Any) -> None:
     answers = [
         module(None),
@@ -232,14 +281,14 @@ def test_wait_deployment_waits_for_the_generation_to_settle(client_for: Any) -> 
     ]
     client, seen = client_for(scripted(answers))
     settled = client.wait_deployment("echo", 2, timeout=10, poll=0)
-    assert settled["version"] == "v2"
+    assert settled.version == "v2"
     assert len(seen.requests) == 4
 
 
 def test_wait_deployment_returns_a_failure(client_for: Any) -> None:
     failed = deployment(generation=2, observed_generation=2, status="failed", message="setup failed")
     client, _ = client_for(scripted([module(failed)]))
-    assert client.wait_deployment("echo", 2, timeout=10, poll=0)["message"] == "setup failed"
+    assert client.wait_deployment("echo", 2, timeout=10, poll=0).message == "setup failed"
 
 
 def test_wait_deployment_times_out_with_the_last_state(client_for: Any) -> None:
@@ -249,14 +298,14 @@ def test_wait_deployment_times_out_with_the_last_state(client_for: Any) -> None:
     client, _ = client_for(scripted([module(going)]))
     with pytest.raises(WaitTimeout, match="1 of 2 workers ready") as caught:
         client.wait_deployment("echo", 2, timeout=0.05, poll=0.01)
-    assert caught.value.last == going
+    assert caught.value.last == DeploymentInfo.model_validate(going)
 
 
 def test_wait_build_polls_until_settled(client_for: Any) -> None:
-    answers = [{"build_status": s} for s in ("pending", "building", "failed")]
+    answers = [version(build_status=s, spec={}, manifest={}) for s in ("pending", "building", "failed")]
     client, seen = client_for(scripted(answers))
-    assert client.wait_build("echo", "v1", timeout=10, poll=0)["build_status"] == "failed"
+    assert client.wait_build("echo", "v1", timeout=10, poll=0).build_status == "failed"
     assert len(seen.requests) == 3
-    client, _ = client_for(scripted([{"build_status": "building"}]))
+    client, _ = client_for(scripted([version(build_status="building", spec={}, manifest={})]))
     with pytest.raises(WaitTimeout, match="did not finish within"):
         client.wait_build("echo", "v1", timeout=0.05, poll=0.01)

@@ -82,7 +82,7 @@ def test_walk_follows_the_cursor_to_the_last_page(client_for: Any) -> None:
         return httpx.Response(200, json=body)
 
     client, seen = client_for(handler)
-    assert [info["key"] for info in client.walk_objects("m")] == ["a", "b", "c"]
+    assert [info.key for info in client.walk_objects("m")] == ["a", "b", "c"]
     assert len(seen.requests) == 3
 
 
@@ -100,7 +100,7 @@ def test_upload_streams_the_file_with_its_size_and_type(client_for: Any, tmp_pat
     client, seen = client_for(lambda r: httpx.Response(201, json=entry("x", size=len(data))))
     reported: list[tuple[int, int]] = []
     info = client.upload("models", "x", source, progress=lambda done, total: reported.append((done, total)))
-    assert info["size"] == len(data)
+    assert info.size == len(data)
     request = seen.requests[0]
     assert request.method == "PUT"
     assert request.headers["Content-Length"] == str(len(data))
@@ -141,10 +141,10 @@ def test_download_renames_the_whole_file_into_place(client_for: Any, tmp_path: P
     info = client.download("models", "a/b.bin", target, progress=lambda d, t: reported.append((d, t)))
     assert target.read_bytes() == data
     assert leftovers(tmp_path) == ["out.bin"]
-    assert info["key"] == "a/b.bin"
-    assert info["size"] == len(data)
-    assert info["etag"] == "abc"
-    assert info["sha256"] == hashlib.sha256(data).hexdigest()
+    assert info.key == "a/b.bin"
+    assert info.size == len(data)
+    assert info.etag == "abc"
+    assert info.sha256 == hashlib.sha256(data).hexdigest()
     assert reported[0] == (0, len(data))
     assert reported[-1] == (len(data), len(data))
     assert seen.requests[0].url.raw_path == b"/base/api/v1/storage/models/objects/a/b.bin"
@@ -205,7 +205,7 @@ def test_stat_of_a_missing_object_names_it(client_for: Any) -> None:
 def test_presign_asks_for_a_method_and_lifetime(client_for: Any) -> None:
     answer = {"url": "http://x/y", "method": "PUT", "expires_at": "2024-01-01T00:00:00+00:00"}
     client, seen = client_for(lambda r: httpx.Response(200, json=answer))
-    assert client.presign("models", "a b", method="PUT", expires_in=60) == answer
+    assert client.presign("models", "a b", method="PUT", expires_in=60).model_dump() == answer
     assert seen.sent() == [
         ("POST", "/base/api/v1/storage/models/presign", {"key": "a b", "method": "PUT", "expires_in": 60})
     ]
@@ -232,15 +232,15 @@ def test_a_file_goes_up_and_comes_back(client: Client, tmp_path: Path, prefix: s
     data = os.urandom(100_000)
     source.write_bytes(data)
     stored = client.upload(BUCKET, prefix + "weights.bin", source)
-    assert stored["key"] == prefix + "weights.bin"
-    assert stored["size"] == len(data)
-    assert stored["sha256"] == hashlib.sha256(data).hexdigest()
+    assert stored.key == prefix + "weights.bin"
+    assert stored.size == len(data)
+    assert stored.sha256 == hashlib.sha256(data).hexdigest()
     stat = client.stat_object(BUCKET, prefix + "weights.bin")
-    assert (stat["size"], stat["etag"], stat["sha256"]) == (len(data), stored["etag"], stored["sha256"])
+    assert (stat.size, stat.etag, stat.sha256) == (len(data), stored.etag, stored.sha256)
     target = tmp_path / "copy.bin"
     info = client.download(BUCKET, prefix + "weights.bin", target)
     assert target.read_bytes() == data
-    assert info["sha256"] == stored["sha256"]
+    assert info.sha256 == stored.sha256
 
 
 @pytest.mark.slow
@@ -248,8 +248,8 @@ def test_odd_keys_round_trip(client: Client, tmp_path: Path, prefix: str) -> Non
     for number, key in enumerate(ODD_KEYS):
         source = tmp_path / f"{number}.txt"
         source.write_text(key)
-        assert client.upload(BUCKET, prefix + key, source)["key"] == prefix + key
-    listed = [info["key"] for info in client.walk_objects(BUCKET, prefix)]
+        assert client.upload(BUCKET, prefix + key, source).key == prefix + key
+    listed = [info.key for info in client.walk_objects(BUCKET, prefix)]
     assert sorted(listed) == sorted(prefix + key for key in ODD_KEYS)
     for key in ODD_KEYS:
         target = tmp_path / "back.txt"
@@ -267,21 +267,21 @@ def test_listings_page_and_fold_directories(client: Client, tmp_path: Path, pref
     for key in keys:
         client.upload(BUCKET, prefix + key, source)
     first = client.objects(BUCKET, prefix=prefix, limit=2)
-    assert [info["key"] for info in first["objects"]] == [prefix + "a.txt", prefix + "b.txt"]
-    assert first["next_cursor"] is not None
+    assert [info.key for info in first.objects] == [prefix + "a.txt", prefix + "b.txt"]
+    assert first.next_cursor is not None
     seen, cursor = [], None
     while True:
         page = client.objects(BUCKET, prefix=prefix, cursor=cursor, limit=2)
-        assert len(page["objects"]) <= 2
-        seen += [info["key"] for info in page["objects"]]
-        cursor = page["next_cursor"]
+        assert len(page.objects) <= 2
+        seen += [info.key for info in page.objects]
+        cursor = page.next_cursor
         if cursor is None:
             break
     assert seen == [prefix + key for key in keys]
     folded = client.objects(BUCKET, prefix=prefix, delimiter="/")
-    assert [info["key"] for info in folded["objects"]] == [prefix + k for k in ["a.txt", "b.txt", "c.txt"]]
-    assert folded["prefixes"] == [prefix + "d/", prefix + "e/"]
-    assert [info["key"] for info in client.walk_objects(BUCKET, prefix + "d/")] == [
+    assert [info.key for info in folded.objects] == [prefix + k for k in ["a.txt", "b.txt", "c.txt"]]
+    assert folded.prefixes == [prefix + "d/", prefix + "e/"]
+    assert [info.key for info in client.walk_objects(BUCKET, prefix + "d/")] == [
         prefix + "d/one",
         prefix + "d/two",
     ]
@@ -289,28 +289,28 @@ def test_listings_page_and_fold_directories(client: Client, tmp_path: Path, pref
 
 @pytest.mark.slow
 def test_buckets_say_access_and_usage(client: Client) -> None:
-    buckets = {bucket["name"]: bucket for bucket in client.buckets()}
+    buckets = {bucket.name: bucket for bucket in client.buckets()}
     models = buckets[BUCKET]
-    assert models["access"] == "write"
-    assert models["quota_bytes"] == 1024**3
-    assert models["retention_days"] == 30
-    assert models["groups"] == ["/team"]
-    assert isinstance(models["used_bytes"], int)
+    assert models.access == "write"
+    assert models.quota_bytes == 1024**3
+    assert models.retention_days == 30
+    assert models.groups == ["/team"]
+    assert isinstance(models.used_bytes, int)
 
 
 @pytest.mark.slow
 def test_presigned_urls_need_no_token(client: Client, tmp_path: Path, prefix: str) -> None:
     data = os.urandom(5000)
     put = client.presign(BUCKET, prefix + "up load.bin", method="PUT", expires_in=60)
-    assert put["method"] == "PUT"
+    assert put.method == "PUT"
     with httpx.Client(timeout=30) as anonymous:
-        response = anonymous.put(put["url"], content=data)
+        response = anonymous.put(put.url, content=data)
         assert response.status_code == 201, response.text
         get = client.presign(BUCKET, prefix + "up load.bin")
-        fetched = anonymous.get(get["url"])
+        fetched = anonymous.get(get.url)
         assert fetched.status_code == 200, fetched.text
         assert fetched.content == data
-        assert anonymous.get(get["url"].replace("up%20load", "other")).status_code in (401, 403)
+        assert anonymous.get(get.url.replace("up%20load", "other")).status_code in (401, 403)
     target = tmp_path / "back.bin"
     client.download(BUCKET, prefix + "up load.bin", target)
     assert target.read_bytes() == data
@@ -329,7 +329,7 @@ def test_twenty_megabytes_with_progress(client: Client, tmp_path: Path, prefix: 
             reported.append((done, total))
 
         if direction == "up":
-            assert client.upload(BUCKET, prefix + "big.bin", source, progress=progress)["size"] == size
+            assert client.upload(BUCKET, prefix + "big.bin", source, progress=progress).size == size
         else:
             client.download(BUCKET, prefix + "big.bin", tmp_path / "back.bin", progress=progress)
         done = [d for d, _ in reported]

@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import text
 
 from modelport.control.access import AccessPolicies, ApiAccess, ModulePolicy, Permit, may_call, may_manage
+from modelport.control.audit import Actor, AuditTrail
 from modelport.control.identity import TOKEN_PREFIX, Identity, Principal
 from modelport.control.oidc import OidcIdentity
 from modelport.core.errors import (
@@ -24,8 +25,11 @@ from modelport.core.errors import (
     Unauthorized,
 )
 from modelport.core.manifests import Cors
-from modelport.db import ApiDefinition, Database, Module, Role
+from modelport.core.roles import Role
+from modelport.db import ApiDefinition, Database, Module
 from modelport.db.models import utcnow
+
+ADMIN = Actor("root", client="10.0.0.7", request_id="req-1")
 
 
 @pytest.fixture
@@ -38,7 +42,7 @@ def database(tmp_path: Path):
 
 @pytest.fixture
 def identity(database: Database) -> Iterator[Identity]:
-    identity = Identity(database, login_attempts="3/minute")
+    identity = Identity(database, audit=AuditTrail(database), login_attempts="3/minute")
     yield identity
     identity.close()
 
@@ -50,7 +54,7 @@ def dump(database: Database) -> str:
 
 
 def test_passwords_are_stored_as_argon2id_hashes_and_log_in(identity, database):
-    identity.create_user("ana", role=Role.DEVELOPER, password="correct horse")
+    identity.create_user("ana", role=Role.DEVELOPER, password="correct horse", actor=ADMIN)
     assert "correct horse" not in dump(database)
     with database.session() as session:
         stored = session.execute(text("SELECT password_hash FROM users")).scalar_one()
@@ -60,12 +64,12 @@ def test_passwords_are_stored_as_argon2id_hashes_and_log_in(identity, database):
     assert session.principal.name == "ana" and session.principal.role == Role.DEVELOPER
     assert identity.verify(session.token) == session.principal
     assert timedelta(minutes=59) < session.expires_at - utcnow() <= timedelta(hours=1)
-    assert identity.user(session.principal.user_id)["last_login_at"] is not None
+    assert identity.user(session.principal.user_id).last_login_at is not None
 
 
 def test_wrong_passwords_and_unknown_users_are_refused_alike_then_throttled(identity):
-    identity.create_user("ana", role=Role.USER, password="correct horse")
-    identity.create_user("tokens-only", role=Role.USER)
+    identity.create_user("ana", role=Role.USER, password="correct horse", actor=ADMIN)
+    identity.create_user("tokens-only", role=Role.USER, actor=ADMIN)
     for name, password in [("ana", "wrong"), ("nobody", "correct horse"), ("tokens-only", "")]:
         with pytest.raises(InvalidCredentials):
             identity.login(name, password or "x", client=None)
@@ -76,7 +80,7 @@ def test_wrong_passwords_and_unknown_users_are_refused_alike_then_throttled(iden
         identity.login("ana", "correct horse", client="10.0.0.3")  # even the right password, for now
     assert refused.value.retry_after is not None and 1 <= refused.value.retry_after <= 60
     # An address that keeps failing is throttled whatever account it tries next.
-    identity.create_user("bo", role=Role.USER, password="bo's password")
+    identity.create_user("bo", role=Role.USER, password="bo's password", actor=ADMIN)
     for name in ["x1", "x2", "x3"]:
         with pytest.raises(InvalidCredentials):
             identity.login(name, "guess", client="10.0.0.9")
@@ -85,9 +89,33 @@ def test_wrong_passwords_and_unknown_users_are_refused_alike_then_throttled(iden
     assert identity.login("bo", "bo's password", client="10.0.0.4").principal.name == "bo"
 
 
+def test_logins_and_changes_are_recorded_in_the_audit_trail(identity):
+    ana = identity.create_user("ana", role=Role.USER, password="correct horse", actor=ADMIN)
+    identity.login("ana", "correct horse", client="10.0.0.1")
+    for name in ["ana", "correct horse"]:  # the second is a password typed into the name field
+        with pytest.raises(InvalidCredentials):
+            identity.login(name, "wrong", client="10.0.0.2")
+    identity.update_user(ana.id, role=Role.DEVELOPER, actor=ADMIN)
+    made = identity.create_token(ana.id, name="ci", expires_at=None, actor=ADMIN)
+    assert identity.verify(made.token).token_id == made.id
+    identity.revoke(made.id, actor=ADMIN)
+    events = list(reversed(identity.audit.events()))
+    assert [(e.actor, e.action, e.target, e.details) for e in events] == [
+        ("root", "user.create", "user/ana", {"role": "user", "groups": []}),
+        ("ana", "auth.login", "user/ana", {}),
+        ("ana", "auth.login_failed", "user/ana", {}),
+        ("(unknown user)", "auth.login_failed", "user/(unknown user)", {}),
+        ("root", "user.update", "user/ana", {"role": "developer"}),
+        ("root", "token.create", f"token/{made.id}", {"name": "ci", "user": "ana", "expires_at": None}),
+        ("root", "token.revoke", f"token/{made.id}", {"name": "ci", "user": "ana"}),
+    ]
+    assert [e.client for e in events[:4]] == ["10.0.0.7", "10.0.0.1", "10.0.0.2", "10.0.0.2"]
+    assert {e.request_id for e in events if e.actor == "root"} == {"req-1"}
+
+
 def test_tokens_are_stored_as_digests_only(identity, database):
-    user = identity.create_user("ana", role=Role.USER)
-    secrets = [identity.issue(user["id"], name=f"t{i}")[0] for i in range(100)]
+    user = identity.create_user("ana", role=Role.USER, actor=ADMIN)
+    secrets = [identity.issue(user.id, name=f"t{i}")[0] for i in range(100)]
     text_dump = dump(database)
     assert not [s for s in secrets if s in text_dump or s[_PREFIX:] in text_dump]
     assert len(set(secrets)) == 100 and all(identity.verify(s) is not None for s in secrets)
@@ -97,75 +125,79 @@ _PREFIX = 10
 
 
 def test_revoked_expired_and_disabled_tokens_stop_working_on_the_next_request(identity):
-    user = identity.create_user("ana", role=Role.USER, groups=[])
-    secret, info = identity.issue(user["id"], name="ci")
-    assert identity.verify(secret).token_id == info["id"]
-    identity.revoke(info["id"])
+    user = identity.create_user("ana", role=Role.USER, groups=[], actor=ADMIN)
+    secret, info = identity.issue(user.id, name="ci")
+    assert identity.verify(secret).token_id == info.id
+    identity.revoke(info.id, actor=ADMIN)
     assert identity.verify(secret) is None
-    assert identity.token(info["id"])["revoked_at"] is not None
+    assert identity.token(info.id).revoked_at is not None
 
-    expired, _ = identity.issue(user["id"], name="old", expires_at=utcnow() - timedelta(seconds=1))
+    expired, _ = identity.issue(user.id, name="old", expires_at=utcnow() - timedelta(seconds=1))
     assert identity.verify(expired) is None
 
-    live, _ = identity.issue(user["id"], name="live")
-    identity.update_user(user["id"], disabled=True)
+    live, _ = identity.issue(user.id, name="live")
+    identity.update_user(user.id, disabled=True, actor=ADMIN)
     assert identity.verify(live) is None
-    identity.update_user(user["id"], disabled=False)
+    identity.update_user(user.id, disabled=False, actor=ADMIN)
     assert identity.verify(live) is not None
-    identity.delete_user(user["id"])
+    identity.delete_user(user.id, actor=ADMIN)
     assert identity.verify(live) is None and identity.tokens() == []
 
 
 def test_a_token_remembered_by_one_gateway_is_dropped_when_another_revokes_it(database, request):
-    here, there = Identity(database), Identity(database)  # two gateway processes, one database
+    # two gateway processes, one database
+    here, there = (
+        Identity(database, audit=AuditTrail(database)),
+        Identity(database, audit=AuditTrail(database)),
+    )
     request.addfinalizer(here.close)
     request.addfinalizer(there.close)
-    user = here.create_user("ana", role=Role.USER, groups=[])
-    secret, info = here.issue(user["id"], name="ci")
-    other, _ = here.issue(user["id"], name="other")
+    user = here.create_user("ana", role=Role.USER, groups=[], actor=ADMIN)
+    secret, info = here.issue(user.id, name="ci")
+    other, _ = here.issue(user.id, name="other")
     assert here.verify(secret) is not None and here.verify(other) is not None
-    there.create_group("/team")
-    there.update_user(user["id"], groups=["/team"])
+    there.create_group("/team", actor=ADMIN)
+    there.update_user(user.id, groups=["/team"], actor=ADMIN)
     assert here.verify(secret).groups == frozenset({"/team"})
-    there.revoke(info["id"])
+    there.revoke(info.id, actor=ADMIN)
     assert here.verify(secret) is None
     assert here.verify(other) is not None
-    there.update_user(user["id"], disabled=True)
+    there.update_user(user.id, disabled=True, actor=ADMIN)
     assert here.verify(other) is None
 
 
 def test_a_remembered_token_still_expires(identity):
-    user = identity.create_user("ana", role=Role.USER)
-    secret, _ = identity.issue(user["id"], name="short", expires_at=utcnow() + timedelta(seconds=0.3))
+    user = identity.create_user("ana", role=Role.USER, actor=ADMIN)
+    secret, _ = identity.issue(user.id, name="short", expires_at=utcnow() + timedelta(seconds=0.3))
     assert identity.verify(secret) is not None
     time.sleep(0.4)
     assert identity.verify(secret) is None
 
 
 def test_users_and_groups(identity):
-    identity.create_group("/team-a")
-    identity.create_group("/team-a/admins")
+    identity.create_group("/team-a", actor=ADMIN)
+    identity.create_group("/team-a/admins", actor=ADMIN)
     with pytest.raises(Conflict):
-        identity.create_group("/team-a")
+        identity.create_group("/team-a", actor=ADMIN)
     for bad in ["team-a", "/", "/a/", "/a//b", "/a\nb"]:
         with pytest.raises(BadRequest):
-            identity.create_group(bad)
+            identity.create_group(bad, actor=ADMIN)
     with pytest.raises(BadRequest, match="no such group"):
-        identity.create_user("ana", role=Role.USER, groups=["/team-b"])
-    ana = identity.create_user("ana", role=Role.USER, groups=["/team-a", "/team-a/admins"])
-    assert ana["groups"] == ["/team-a", "/team-a/admins"] and ana["source"] == "local"
+        identity.create_user("ana", role=Role.USER, groups=["/team-b"], actor=ADMIN)
+    ana = identity.create_user("ana", role=Role.USER, groups=["/team-a", "/team-a/admins"], actor=ADMIN)
+    assert ana.groups == ["/team-a", "/team-a/admins"] and ana.source == "local"
     with pytest.raises(Conflict):
-        identity.create_user("ana", role=Role.USER)
+        identity.create_user("ana", role=Role.USER, actor=ADMIN)
     with pytest.raises(BadRequest):
-        identity.create_user("../ana", role=Role.USER)
-    secret, _ = identity.issue(ana["id"], name="t")
+        identity.create_user("../ana", role=Role.USER, actor=ADMIN)
+    secret, _ = identity.issue(ana.id, name="t")
     assert identity.verify(secret).groups == frozenset({"/team-a", "/team-a/admins"})
-    identity.update_user(ana["id"], groups=["/team-a"], role=Role.DEVELOPER)
+    identity.update_user(ana.id, groups=["/team-a"], role=Role.DEVELOPER, actor=ADMIN)
     principal = identity.verify(secret)
     assert (principal.groups, principal.role) == (frozenset({"/team-a"}), Role.DEVELOPER)
-    group = next(g for g in identity.groups() if g["path"] == "/team-a")
-    assert group["members"] == ["ana"]
-    identity.delete_group(group["id"])
+    group = next(g for g in identity.groups() if g.path == "/team-a")
+    assert group.members == ["ana"]
+    identity.delete_group(group.id, actor=ADMIN)
     assert identity.verify(secret).groups == frozenset()
 
 
@@ -193,17 +225,17 @@ def oidc(subject: str, username: str, groups=(), roles=()) -> OidcIdentity:
 
 
 def test_oidc_users_are_recorded_on_first_use_and_follow_their_tokens(identity):
-    identity.create_user("ana", role=Role.ADMIN)  # a local user with the same name
+    identity.create_user("ana", role=Role.ADMIN, actor=ADMIN)  # a local user with the same name
     first = identity.oidc_principal(oidc("s-1", "ana", ["/team-a"], ["developer", "offline_access"]))
     assert first.role == Role.DEVELOPER and first.groups == frozenset({"/team-a"}) and first.source == "oidc"
     again = identity.oidc_principal(oidc("s-1", "ana", ["/team-a"], ["developer"]))
     assert again.user_id == first.user_id and again.name == first.name == "ana-2"
-    listed = {u["name"]: u for u in identity.users()}
-    assert listed["ana-2"]["source"] == "oidc" and listed["ana-2"]["groups"] == ["/team-a"]
-    assert listed["ana"]["role"] == "admin"  # the local user is untouched
+    listed = {u.name: u for u in identity.users()}
+    assert listed["ana-2"].source == "oidc" and listed["ana-2"].groups == ["/team-a"]
+    assert listed["ana"].role == "admin"  # the local user is untouched
     changed = identity.oidc_principal(oidc("s-1", "ana", ["/team-b"], []))
     assert changed.role == Role.USER and changed.user_id == first.user_id
-    assert identity.user(first.user_id)["groups"] == ["/team-b"]
+    assert identity.user(first.user_id).groups == ["/team-b"]
     assert identity.oidc_principal(oidc("s-2", "root", [], ["admin"])).is_admin
 
 
@@ -281,8 +313,8 @@ def test_owners_of_new_modules(database):
 
 
 def test_a_broken_revision_connection_is_replaced(identity):
-    user = identity.create_user("ana", role=Role.USER)
-    secret, _ = identity.issue(user["id"], name="t")
+    user = identity.create_user("ana", role=Role.USER, actor=ADMIN)
+    secret, _ = identity.issue(user.id, name="t")
     assert identity.verify(secret) is not None
     identity._reader.driver_connection.close()  # as if the database had dropped it
     assert identity.verify(secret) is not None  # answered through the pool instead

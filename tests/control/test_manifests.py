@@ -8,9 +8,13 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from modelport.control.manifests import Change, ManifestInvalid, Manifests
+from modelport.control.audit import Actor, AuditTrail
+from modelport.control.manifests import ManifestInvalid, Manifests
 from modelport.core.errors import NotFound
+from modelport.core.records import ApplyResult
 from modelport.db import ApiDefinition, Database, Deployment, Module, Version
+
+ALICE = Actor("alice")
 
 
 @pytest.fixture
@@ -24,13 +28,13 @@ def database(database_url: str) -> Iterator[Database]:
 
 
 @pytest.fixture
-def notified() -> list[list[Change]]:
+def notified() -> list[list[ApplyResult]]:
     return []
 
 
 @pytest.fixture
-def manifests(database: Database, notified: list[list[Change]]) -> Manifests:
-    return Manifests(database, on_change=notified.append)
+def manifests(database: Database, notified: list[list[ApplyResult]]) -> Manifests:
+    return Manifests(database, audit=AuditTrail(database), on_change=notified.append)
 
 
 def module(name: str = "echo", **spec: Any) -> dict[str, Any]:
@@ -49,7 +53,7 @@ def api(name: str = "echo-api", module: str = "echo", **spec: Any) -> dict[str, 
     }
 
 
-def actions(changes: list[Change]) -> list[tuple[str, str, str]]:
+def actions(changes: list[ApplyResult]) -> list[tuple[str, str, str]]:
     return [(c.kind, c.name, c.action) for c in changes]
 
 
@@ -63,7 +67,7 @@ def counts(database: Database) -> dict[str, int]:
 
 def invalid(manifests: Manifests, documents: list[dict[str, Any]]) -> list[dict[str, Any]]:
     with pytest.raises(ManifestInvalid) as caught:
-        manifests.apply(documents, dry_run=False, actor="alice")
+        manifests.apply(documents, dry_run=False, actor=ALICE)
     assert (caught.value.status, caught.value.code) == (422, "invalid_manifest")
     return list(caught.value.details)
 
@@ -72,9 +76,9 @@ def invalid(manifests: Manifests, documents: list[dict[str, Any]]) -> list[dict[
 
 
 def test_create_configure_unchanged(manifests: Manifests, database: Database) -> None:
-    created = manifests.apply([module(resources={"replicas": 2}, owner="/ml")], actor="alice")
-    configured = manifests.apply([module(resources={"replicas": 3})], actor="bob")
-    unchanged = manifests.apply([module(resources={"replicas": 3, "maxBatchSize": 8})], actor="bob")
+    created = manifests.apply([module(resources={"replicas": 2}, owner="/ml")], actor=ALICE)
+    configured = manifests.apply([module(resources={"replicas": 3})], actor=Actor("bob"))
+    unchanged = manifests.apply([module(resources={"replicas": 3, "maxBatchSize": 8})], actor=Actor("bob"))
 
     assert actions(created + configured + unchanged) == [
         ("Module", "echo", "created"),
@@ -95,8 +99,8 @@ def test_create_configure_unchanged(manifests: Manifests, database: Database) ->
 
 
 def test_the_diff_is_unified_yaml(manifests: Manifests) -> None:
-    created = manifests.apply([module(resources={"replicas": 2})], actor="alice")[0]
-    configured = manifests.apply([module(resources={"replicas": 3}, env={"MODE": "fast"})], actor="alice")[0]
+    created = manifests.apply([module(resources={"replicas": 2})], actor=ALICE)[0]
+    configured = manifests.apply([module(resources={"replicas": 3}, env={"MODE": "fast"})], actor=ALICE)[0]
 
     assert created.diff == (
         "--- Module/echo (stored)\n"
@@ -122,7 +126,7 @@ def test_the_diff_is_unified_yaml(manifests: Manifests) -> None:
         "+  env:\n"
         "+    MODE: fast\n"
     )
-    assert configured.to_dict() == {
+    assert configured.model_dump() == {
         "kind": "Module",
         "name": "echo",
         "action": "configured",
@@ -131,43 +135,52 @@ def test_the_diff_is_unified_yaml(manifests: Manifests) -> None:
 
 
 def test_dry_run_writes_nothing(
-    manifests: Manifests, database: Database, notified: list[list[Change]]
+    manifests: Manifests, database: Database, notified: list[list[ApplyResult]]
 ) -> None:
-    planned = manifests.apply([module(), api()], dry_run=True, actor="alice")
+    planned = manifests.apply([module(), api()], dry_run=True, actor=ALICE)
     assert actions(planned) == [("Module", "echo", "created"), ("Api", "echo-api", "created")]
     assert planned[0].diff.startswith("--- Module/echo (stored)")
     assert counts(database)["modules"] == counts(database)["apis"] == 0
 
-    manifests.apply([module(), api()], actor="alice")
-    planned = manifests.apply([module(resources={"replicas": 0})], dry_run=True, actor="alice")
+    manifests.apply([module(), api()], actor=ALICE)
+    planned = manifests.apply([module(resources={"replicas": 0})], dry_run=True, actor=ALICE)
     assert actions(planned) == [("Module", "echo", "configured")]
     assert manifests.get("Module", "echo") == module()
     assert len(notified) == 1
+    assert len(manifests.audit.events()) == 2  # the module and the API, applied once
 
 
-def test_on_change_hears_only_committed_changes(manifests: Manifests, notified: list[list[Change]]) -> None:
-    manifests.apply([module("a"), module("b")], actor="alice")
-    manifests.apply([module("a"), module("b", resources={"replicas": 2})], actor="alice")
-    manifests.apply([module("a")], actor="alice")
+def test_only_committed_changes_are_heard_and_recorded(
+    manifests: Manifests, notified: list[list[ApplyResult]]
+) -> None:
+    manifests.apply([module("a"), module("b")], actor=ALICE)
+    manifests.apply([module("a"), module("b", resources={"replicas": 2})], actor=ALICE)
+    manifests.apply([module("a")], actor=ALICE)
 
     assert [actions(n) for n in notified] == [
         [("Module", "a", "created"), ("Module", "b", "created")],
         [("Module", "b", "configured")],
     ]
+    recorded = [(e.actor, e.action, e.target) for e in reversed(manifests.audit.events())]
+    assert recorded == [
+        ("alice", "module.created", "module/a"),
+        ("alice", "module.created", "module/b"),
+        ("alice", "module.configured", "module/b"),
+    ]
 
 
 def test_a_failing_listener_does_not_undo_the_change(database: Database) -> None:
-    def listener(changes: list[Change]) -> None:
+    def listener(changes: list[ApplyResult]) -> None:
         raise RuntimeError("listener broke")
 
-    Manifests(database, on_change=listener).apply([module()], actor="alice")
-    assert Manifests(database).get("Module", "echo") == module()
+    Manifests(database, audit=AuditTrail(database), on_change=listener).apply([module()], actor=ALICE)
+    assert Manifests(database, audit=AuditTrail(database)).get("Module", "echo") == module()
 
 
 def test_an_api_may_come_with_its_module_in_the_same_request(
     manifests: Manifests, database: Database
 ) -> None:
-    changes = manifests.apply([api(), module()], actor="alice")
+    changes = manifests.apply([api(), module()], actor=ALICE)
 
     assert actions(changes) == [("Api", "echo-api", "created"), ("Module", "echo", "created")]
     with database.session() as session:
@@ -178,8 +191,8 @@ def test_an_api_may_come_with_its_module_in_the_same_request(
 
 
 def test_an_api_may_name_a_module_already_stored(manifests: Manifests) -> None:
-    manifests.apply([module()], actor="alice")
-    assert actions(manifests.apply([api(cache={"ttlSeconds": 60})], actor="alice")) == [
+    manifests.apply([module()], actor=ALICE)
+    assert actions(manifests.apply([api(cache={"ttlSeconds": 60})], actor=ALICE)) == [
         ("Api", "echo-api", "created")
     ]
     assert manifests.get("Api", "echo-api")["spec"] == {"module": "echo", "cache": {"ttlSeconds": 60}}
@@ -199,8 +212,8 @@ def test_an_api_naming_an_unknown_module_is_refused(manifests: Manifests, databa
 
 
 def test_an_api_may_move_to_another_module(manifests: Manifests, database: Database) -> None:
-    manifests.apply([module("a"), module("b"), api(module="a")], actor="alice")
-    changes = manifests.apply([api(module="b")], actor="alice")
+    manifests.apply([module("a"), module("b"), api(module="a")], actor=ALICE)
+    changes = manifests.apply([api(module="b")], actor=ALICE)
 
     assert actions(changes) == [("Api", "echo-api", "configured")]
     assert "-  module: a\n+  module: b\n" in changes[0].diff
@@ -217,8 +230,8 @@ def test_a_module_pushed_without_a_manifest_reads_as_the_default(
         session.add(Module(name="pushed", owner="carol"))
 
     assert manifests.get("Module", "pushed") == module("pushed")
-    assert actions(manifests.apply([module("pushed")], actor="alice")) == [("Module", "pushed", "unchanged")]
-    manifests.apply([module("pushed", resources={"replicas": 2})], actor="alice")
+    assert actions(manifests.apply([module("pushed")], actor=ALICE)) == [("Module", "pushed", "unchanged")]
+    manifests.apply([module("pushed", resources={"replicas": 2})], actor=ALICE)
     with database.session() as session:
         row = session.get(Module, "pushed")
         assert row is not None
@@ -290,7 +303,7 @@ def test_the_same_object_twice_in_one_request_is_refused(manifests: Manifests) -
 
 def test_the_error_message_points_at_the_first_problem(manifests: Manifests) -> None:
     with pytest.raises(ManifestInvalid) as caught:
-        manifests.apply([module(resources={"replicas": -1}), {"kind": "Nope"}], actor="alice")
+        manifests.apply([module(resources={"replicas": -1}), {"kind": "Nope"}], actor=ALICE)
     assert caught.value.message == (
         "Module/echo spec.resources.replicas: Input should be greater than or equal to 0 (got -1) "
         "(and 1 more problem)"
@@ -301,15 +314,15 @@ def test_the_error_message_points_at_the_first_problem(manifests: Manifests) -> 
 
 
 def test_deleting_a_module_cascades(
-    manifests: Manifests, database: Database, notified: list[list[Change]]
+    manifests: Manifests, database: Database, notified: list[list[ApplyResult]]
 ) -> None:
-    manifests.apply([module(), api(), api("echo-public")], actor="alice")
+    manifests.apply([module(), api(), api("echo-public")], actor=ALICE)
     with database.session() as session:
         session.add(Version(module_name="echo", name="v1.0.0", digest="sha256:" + "0" * 64, size=1))
         session.add(Deployment(module_name="echo", active_version="v1.0.0"))
     notified.clear()
 
-    changes = manifests.delete([module()], dry_run=False, actor="alice")
+    changes = manifests.delete([module()], dry_run=False, actor=ALICE)
 
     assert actions(changes) == [
         ("Module", "echo", "deleted"),
@@ -330,25 +343,25 @@ def test_deleting_a_module_cascades(
 
 
 def test_deleting_an_api_keeps_its_module(manifests: Manifests, database: Database) -> None:
-    manifests.apply([module(), api()], actor="alice")
+    manifests.apply([module(), api()], actor=ALICE)
 
-    assert actions(manifests.delete([api()], actor="alice")) == [("Api", "echo-api", "deleted")]
+    assert actions(manifests.delete([api()], actor=ALICE)) == [("Api", "echo-api", "deleted")]
     assert counts(database)["modules"] == 1
     assert manifests.list("Api") == []
 
 
 def test_delete_reads_only_kind_and_name(manifests: Manifests, database: Database) -> None:
-    manifests.apply([module()], actor="alice")
+    manifests.apply([module()], actor=ALICE)
     stale = module(resources={"replicas": "no longer valid", "gone": True})
 
-    assert actions(manifests.delete([stale], actor="alice")) == [("Module", "echo", "deleted")]
+    assert actions(manifests.delete([stale], actor=ALICE)) == [("Module", "echo", "deleted")]
 
 
 def test_deleting_what_does_not_exist_deletes_nothing(manifests: Manifests, database: Database) -> None:
-    manifests.apply([module()], actor="alice")
+    manifests.apply([module()], actor=ALICE)
 
     with pytest.raises(NotFound) as caught:
-        manifests.delete([module(), api("ghost"), module("phantom")], actor="alice")
+        manifests.delete([module(), api("ghost"), module("phantom")], actor=ALICE)
 
     assert (caught.value.status, caught.value.code) == (404, "not_found")
     assert caught.value.details == [
@@ -360,18 +373,18 @@ def test_deleting_what_does_not_exist_deletes_nothing(manifests: Manifests, data
 
 
 def test_missing_objects_may_be_ignored(manifests: Manifests, database: Database) -> None:
-    manifests.apply([module()], actor="alice")
+    manifests.apply([module()], actor=ALICE)
 
-    changes = manifests.delete([module(), api("ghost")], actor="alice", ignore_missing=True)
+    changes = manifests.delete([module(), api("ghost")], actor=ALICE, ignore_missing=True)
 
     assert actions(changes) == [("Module", "echo", "deleted")]
     assert counts(database)["modules"] == 0
 
 
 def test_delete_dry_run_deletes_nothing(manifests: Manifests, database: Database) -> None:
-    manifests.apply([module(), api()], actor="alice")
+    manifests.apply([module(), api()], actor=ALICE)
 
-    changes = manifests.delete([module()], dry_run=True, actor="alice")
+    changes = manifests.delete([module()], dry_run=True, actor=ALICE)
 
     assert actions(changes) == [("Module", "echo", "deleted"), ("Api", "echo-api", "deleted")]
     assert counts(database)["modules"] == counts(database)["apis"] == 1
@@ -379,7 +392,7 @@ def test_delete_dry_run_deletes_nothing(manifests: Manifests, database: Database
 
 def test_delete_needs_a_known_kind_and_a_name(manifests: Manifests) -> None:
     with pytest.raises(ManifestInvalid) as caught:
-        manifests.delete([{"kind": "Pod", "metadata": {"name": "x"}}, {"kind": "Module"}], actor="alice")
+        manifests.delete([{"kind": "Pod", "metadata": {"name": "x"}}, {"kind": "Module"}], actor=ALICE)
     assert [(p["document"], p["field"]) for p in caught.value.details] == [(0, "kind"), (1, "metadata.name")]
 
 
@@ -387,7 +400,7 @@ def test_delete_needs_a_known_kind_and_a_name(manifests: Manifests) -> None:
 
 
 def test_get_and_list(manifests: Manifests) -> None:
-    manifests.apply([module("b"), module("a"), api(module="a")], actor="alice")
+    manifests.apply([module("b"), module("a"), api(module="a")], actor=ALICE)
 
     assert [m["metadata"]["name"] for m in manifests.list("Module")] == ["a", "b"]
     assert manifests.list("Api") == [api(module="a")]

@@ -3,6 +3,7 @@ clock, and the gateway's own presigned URLs."""
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from modelport.control.access import AccessPolicies, Permit
+from modelport.control.audit import Actor, AuditTrail
 from modelport.control.identity import ANONYMOUS, Principal
 from modelport.control.manifests import BucketNotEmpty, Manifests
 from modelport.control.storage import Storage
@@ -22,8 +24,9 @@ from modelport.core.errors import (
     QuotaExceeded,
     Unauthorized,
 )
+from modelport.core.roles import Role
 from modelport.core.settings import Settings
-from modelport.db import Database, Role
+from modelport.db import Database
 from modelport.storage import LocalStore
 
 ADMIN = Principal(1, "admin", Role.ADMIN)
@@ -32,6 +35,7 @@ BOB = Principal(3, "bob", Role.USER, frozenset({"/team-b"}))
 AUDITOR = Principal(4, "audi", Role.USER, frozenset({"/auditors"}))
 DEVELOPER = Principal(5, "dev", Role.DEVELOPER, frozenset({"/team-a"}))
 STRANGER = Principal(6, "dev-x", Role.DEVELOPER, frozenset({"/x/team-a"}))
+ANA_HERE = Actor("ana", client="10.0.0.5", request_id="req-9")
 
 
 class Clock:
@@ -59,13 +63,14 @@ def clock() -> Clock:
 def world(database: Database, tmp_path: Path, clock: Clock) -> tuple[Storage, Manifests]:
     store = LocalStore(tmp_path / "objects")
     settings = Settings(data_dir=tmp_path, request_retention_days=1)
-    manifests = Manifests(database, store=store)
+    audit = AuditTrail(database)
+    manifests = Manifests(database, audit=audit, store=store)
     documents = [
         bucket("receipts", access={"groups": ["/team-a"], "readGroups": ["/auditors"]}, retentionDays=30),
         bucket("tiny", access={"groups": ["/team-a"]}, quota="1KiB"),
     ]
-    manifests.apply(documents, actor="admin")
-    storage = Storage(database, store, settings=settings, clock=clock)
+    manifests.apply(documents, actor=Actor("admin"))
+    storage = Storage(database, store, audit=audit, settings=settings, clock=clock)
     storage.start()
     return storage, manifests
 
@@ -74,14 +79,16 @@ def bucket(name: str, **spec: object) -> dict[str, object]:
     return {"apiVersion": "modelport/v1", "kind": "Storage", "metadata": {"name": name}, "spec": spec}
 
 
-def put(storage: Storage, bucket: str, key: str, data: bytes) -> None:
-    with storage.upload(bucket, key, size=len(data), content_type="application/octet-stream") as upload:
+def put(storage: Storage, bucket: str, key: str, data: bytes, actor: Actor | None = ANA_HERE) -> None:
+    with storage.upload(
+        bucket, key, size=len(data), content_type="application/octet-stream", actor=actor
+    ) as upload:
         upload.write(data)
         upload.commit()
 
 
 def used(storage: Storage, name: str) -> int | None:
-    return next(b["used_bytes"] for b in storage.buckets(ADMIN) if b["name"] == name)
+    return next(b.used_bytes for b in storage.buckets(ADMIN) if b.name == name)
 
 
 # Policies
@@ -102,10 +109,10 @@ def test_groups_read_and_write_read_groups_only_read_and_others_see_nothing(
         storage.require(ANONYMOUS, "receipts", write=False)
     with pytest.raises(BucketNotFound):
         storage.require(ANA, "no-such-bucket", write=False)
-    assert [b["name"] for b in storage.buckets(ANA)] == ["receipts", "tiny"]
-    assert [b["name"] for b in storage.buckets(AUDITOR)] == ["receipts"]
+    assert [b.name for b in storage.buckets(ANA)] == ["receipts", "tiny"]
+    assert [b.name for b in storage.buckets(AUDITOR)] == ["receipts"]
     assert storage.buckets(BOB) == []
-    assert [b["name"] for b in storage.buckets(ADMIN)] == ["receipts", "requests", "tiny"]
+    assert [b.name for b in storage.buckets(ADMIN)] == ["receipts", "requests", "tiny"]
     with pytest.raises(BucketNotFound):  # the request bucket is the admins' alone
         storage.require(ANA, "requests", write=False)
 
@@ -116,15 +123,15 @@ def test_only_admins_declare_buckets_and_a_bucket_holding_objects_is_not_deleted
     storage, manifests = world
     policies = AccessPolicies(database)
     with pytest.raises(Forbidden):
-        manifests.apply([bucket("mine")], actor="dev", permit=Permit(DEVELOPER, policies))
+        manifests.apply([bucket("mine")], actor=Actor("dev"), permit=Permit(DEVELOPER, policies))
     with pytest.raises(Forbidden):
-        manifests.delete([bucket("tiny")], actor="dev", permit=Permit(DEVELOPER, policies))
+        manifests.delete([bucket("tiny")], actor=Actor("dev"), permit=Permit(DEVELOPER, policies))
     assert storage.policy("mine") is None
     put(storage, "receipts", "kept", b"data")
     with pytest.raises(BucketNotEmpty):
-        manifests.delete([bucket("receipts")], actor="admin")
+        manifests.delete([bucket("receipts")], actor=Actor("admin"))
     assert storage.policy("receipts") is not None
-    changes = manifests.delete([bucket("tiny")], actor="admin")
+    changes = manifests.delete([bucket("tiny")], actor=Actor("admin"))
     assert [(c.kind, c.name, c.action) for c in changes] == [("Storage", "tiny", "deleted")]
     assert storage.policy("tiny") is None
 
@@ -138,21 +145,21 @@ def test_a_quota_holds_and_failed_uploads_give_their_reservation_back(
     storage, _ = world
     put(storage, "tiny", "a", b"x" * 600)
     with pytest.raises(QuotaExceeded):
-        storage.upload("tiny", "b", size=600, content_type="text/plain")
+        storage.upload("tiny", "b", size=600, content_type="text/plain", actor=ANA_HERE)
     assert used(storage, "tiny") == 600
 
     def interrupted() -> None:
-        with storage.upload("tiny", "c", size=400, content_type="text/plain") as upload:
+        with storage.upload("tiny", "c", size=400, content_type="text/plain", actor=ANA_HERE) as upload:
             upload.write(b"y" * 100)
             raise RuntimeError("the client went away")
 
     def short() -> None:
-        with storage.upload("tiny", "c", size=400, content_type="text/plain") as upload:
+        with storage.upload("tiny", "c", size=400, content_type="text/plain", actor=ANA_HERE) as upload:
             upload.write(b"y" * 100)
             upload.commit()
 
     def long() -> None:
-        with storage.upload("tiny", "c", size=4, content_type="text/plain") as upload:
+        with storage.upload("tiny", "c", size=4, content_type="text/plain", actor=ANA_HERE) as upload:
             upload.write(b"y" * 5)
 
     with pytest.raises(RuntimeError):
@@ -166,7 +173,7 @@ def test_a_quota_holds_and_failed_uploads_give_their_reservation_back(
     assert [o.key for o in storage.store.walk("tiny")] == ["a"]
     put(storage, "tiny", "a", b"z" * 100)  # replacing gives the old bytes back
     assert used(storage, "tiny") == 100
-    storage.delete("tiny", "a")
+    storage.delete("tiny", "a", actor=ANA_HERE)
     assert used(storage, "tiny") == 0
 
 
@@ -236,9 +243,11 @@ def test_gateway_presigned_urls_cover_one_object_one_method_until_expiry(
     world: tuple[Storage, Manifests], clock: Clock
 ) -> None:
     storage, _ = world
-    made = storage.presign("receipts", "a b/c.png", method="PUT", expires_in=60, base_url="http://gw:1/")
+    made = storage.presign(
+        "receipts", "a b/c.png", method="PUT", expires_in=60, base_url="http://gw:1/", actor=ANA_HERE
+    )
     assert made.url.startswith("http://gw:1/api/v1/storage/receipts/objects/a%20b/c.png?expires=")
-    assert made.expires_at == datetime.fromtimestamp(clock.now + 60, UTC)
+    assert made.expires_at == datetime.fromtimestamp(clock.now + 60, UTC).isoformat()
     query = dict(part.split("=") for part in made.url.split("?")[1].split("&"))
     storage.check_signature("PUT", "receipts", "a b/c.png", query["expires"], query["signature"])
     for method, bucket_name, key in [
@@ -257,13 +266,17 @@ def test_gateway_presigned_urls_cover_one_object_one_method_until_expiry(
     with pytest.raises(Forbidden, match="expired"):
         storage.check_signature("PUT", "receipts", "a b/c.png", query["expires"], query["signature"])
     with pytest.raises(BadRequest):
-        storage.presign("receipts", "k", method="GET", expires_in=10**9, base_url="http://gw/")
+        storage.presign(
+            "receipts", "k", method="GET", expires_in=10**9, base_url="http://gw/", actor=ANA_HERE
+        )
 
 
 def test_every_gateway_signs_with_the_same_key(world: tuple[Storage, Manifests], database: Database) -> None:
     storage, _ = world
-    other = Storage(database, storage.store, settings=storage.settings, clock=storage.clock)
-    made = storage.presign("receipts", "k", method="GET", expires_in=60, base_url="http://a/")
+    other = Storage(
+        database, storage.store, audit=storage.audit, settings=storage.settings, clock=storage.clock
+    )
+    made = storage.presign("receipts", "k", method="GET", expires_in=60, base_url="http://a/", actor=ANA_HERE)
     query = dict(part.split("=") for part in made.url.split("?")[1].split("&"))
     other.check_signature("GET", "receipts", "k", query["expires"], query["signature"])
     other.check_signature("HEAD", "receipts", "k", query["expires"], query["signature"])
@@ -273,5 +286,41 @@ def test_a_full_bucket_hands_out_no_upload_urls(world: tuple[Storage, Manifests]
     storage, _ = world
     put(storage, "tiny", "full", b"f" * 1024)
     with pytest.raises(QuotaExceeded):
-        storage.presign("tiny", "more", method="PUT", expires_in=60, base_url="http://gw/")
-    assert storage.presign("tiny", "full", method="GET", expires_in=60, base_url="http://gw/").url
+        storage.presign("tiny", "more", method="PUT", expires_in=60, base_url="http://gw/", actor=ANA_HERE)
+    assert storage.presign(
+        "tiny", "full", method="GET", expires_in=60, base_url="http://gw/", actor=ANA_HERE
+    ).url
+
+
+# What the API sees
+
+
+def test_a_listing_describes_objects_as_the_api_does(world: tuple[Storage, Manifests]) -> None:
+    storage, _ = world
+    for key in ["a/1", "a/2", "b"]:
+        put(storage, "receipts", key, b"data")
+    listing = storage.objects("receipts", prefix="", delimiter="/", cursor=None, limit=1000)
+    assert (listing.bucket, listing.prefix, listing.prefixes, listing.next_cursor) == (
+        "receipts",
+        "",
+        ["a/"],
+        None,
+    )
+    (only,) = listing.objects
+    assert (only.key, only.size, only.content_type) == ("b", 4, "application/octet-stream")
+    assert only.sha256 == hashlib.sha256(b"data").hexdigest()
+    assert datetime.fromisoformat(only.modified).tzinfo is not None
+
+
+def test_uploads_deletions_and_urls_are_recorded_as_their_actors(world: tuple[Storage, Manifests]) -> None:
+    storage, _ = world
+    put(storage, "receipts", "by-ana", b"data")
+    put(storage, "receipts", "by-url", b"data", actor=None)  # through a presigned URL: nobody to name
+    storage.delete("receipts", "by-ana", actor=ANA_HERE)
+    storage.presign("receipts", "k", method="GET", expires_in=60, base_url="http://gw/", actor=ANA_HERE)
+    events = reversed(storage.audit.events(target="bucket/receipts"))
+    assert [(e.actor, e.action, e.details, e.client, e.request_id) for e in events] == [
+        ("ana", "object.put", {"key": "by-ana", "size": 4}, "10.0.0.5", "req-9"),
+        ("ana", "object.delete", {"key": "by-ana"}, "10.0.0.5", "req-9"),
+        ("ana", "object.presign", {"key": "k", "method": "GET"}, "10.0.0.5", "req-9"),
+    ]

@@ -9,7 +9,8 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, select, text
 from sqlalchemy.exc import IntegrityError
 
-from modelport.db import ApiToken, Base, BuildStatus, Database, Deployment, Group, Module, Role, User, Version
+from modelport.core.roles import Role
+from modelport.db import ApiToken, Base, BuildStatus, Database, Deployment, Group, Module, User, Version
 from modelport.db.database import _alembic_config
 
 

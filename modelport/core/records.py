@@ -1,56 +1,85 @@
-"""The shapes of the platform API's JSON answers, as typed dictionaries (what the client returns)."""
+"""The platform API's answers, each described once: control returns these records, the gateway declares and
+sends them (so the OpenAPI document derives from them), and the client parses the JSON back into them.
+
+Records are frozen and ignore fields they do not know, so that an older client still reads a newer server's
+answers. Times are ISO 8601 strings, as they travel.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Literal, NotRequired, TypedDict
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from modelport.core.roles import Role
 
 __all__ = [
     "AccessToken",
     "ApplyAction",
     "ApplyResult",
+    "ApplyResultList",
     "AuditEvent",
+    "AuditList",
     "BucketAccess",
     "BucketInfo",
+    "BucketList",
     "BuildStatus",
     "CallerInfo",
     "DeploymentInfo",
     "DeploymentStatus",
     "GroupInfo",
+    "GroupList",
     "IdentitySource",
     "ModuleInfo",
+    "ModuleList",
     "NewToken",
     "ObjectInfo",
     "ObjectListing",
     "PresignMethod",
     "PresignedUrl",
+    "Record",
     "Role",
     "ServingInfo",
+    "ServingRole",
     "TokenInfo",
     "TokenKind",
+    "TokenList",
     "UserInfo",
+    "UserList",
+    "VersionDetail",
     "VersionInfo",
+    "VersionList",
 ]
 
 BuildStatus = Literal["pending", "building", "ready", "failed"]
 DeploymentStatus = Literal["pending", "progressing", "ready", "failed"]
+ServingRole = Literal["active", "canary", "previous"]
 ApplyAction = Literal["created", "configured", "unchanged", "deleted"]
-Role = Literal["admin", "developer", "user"]
 IdentitySource = Literal["local", "oidc"]
 TokenKind = Literal["api", "session"]
 BucketAccess = Literal["read", "write"]
 PresignMethod = Literal["GET", "PUT"]
 
 
-class ServingInfo(TypedDict):
+class Record(BaseModel):
+    """The base of every record: immutable, and blind to fields added after it was written."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+# Modules, versions and deployments
+
+
+class ServingInfo(Record):
     """Workers serving one version of a module."""
 
     version: str
-    role: Literal["active", "canary", "previous"]
+    role: ServingRole
     workers: int
     ready: bool
 
 
-class DeploymentInfo(TypedDict):
+class DeploymentInfo(Record):
     """What a module should serve (`target_version`, `generation`) and what it does (`version`, `serving`)."""
 
     module: str
@@ -58,17 +87,17 @@ class DeploymentInfo(TypedDict):
     target_version: str | None
     previous_version: str | None
     canary_version: str | None
-    canary_percent: int | None
+    canary_percent: int
     replicas: int
     generation: int
     observed_generation: int
     status: DeploymentStatus
-    message: str | None
+    message: str
     updated_at: str | None
     serving: list[ServingInfo]
 
 
-class ModuleInfo(TypedDict):
+class ModuleInfo(Record):
     """A module, its deployment (None before the first deploy) and how many versions it has."""
 
     name: str
@@ -78,8 +107,14 @@ class ModuleInfo(TypedDict):
     versions: int
 
 
-class VersionInfo(TypedDict):
-    """A pushed version and the state of its build; `spec` and `manifest` only when one version is asked."""
+class ModuleList(Record):
+    """The modules the caller may manage, by name."""
+
+    modules: list[ModuleInfo]
+
+
+class VersionInfo(Record):
+    """A pushed version and the state of its build."""
 
     module: str
     name: str
@@ -92,11 +127,22 @@ class VersionInfo(TypedDict):
     build_status: BuildStatus
     build_error: str | None
     environment: str | None
-    spec: NotRequired[dict[str, Any]]
-    manifest: NotRequired[dict[str, Any]]
 
 
-class ApplyResult(TypedDict):
+class VersionDetail(VersionInfo):
+    """One version asked for by name: its info, its parsed API (`spec`) and its manifest."""
+
+    spec: dict[str, Any]
+    manifest: dict[str, Any]
+
+
+class VersionList(Record):
+    """A module's versions, newest first."""
+
+    versions: list[VersionInfo]
+
+
+class ApplyResult(Record):
     """What applying (or deleting) one manifest document did, or would do on a dry run."""
 
     kind: str
@@ -105,19 +151,25 @@ class ApplyResult(TypedDict):
     diff: str
 
 
+class ApplyResultList(Record):
+    """One result per object the documents name, in document order."""
+
+    results: list[ApplyResult]
+
+
 # Identity
 
 
-class AccessToken(TypedDict):
+class AccessToken(Record):
     """A short-lived bearer token, given for a user name and password."""
 
     access_token: str
-    token_type: str
+    token_type: Literal["bearer"]
     expires_in: int
     expires_at: str
 
 
-class CallerInfo(TypedDict):
+class CallerInfo(Record):
     """Who the token belongs to; `token_id` is None for a caller not signed in with a stored token."""
 
     id: int
@@ -128,7 +180,7 @@ class CallerInfo(TypedDict):
     token_id: int | None
 
 
-class UserInfo(TypedDict):
+class UserInfo(Record):
     """An account: a local one (with or without a password) or one recorded at its first OIDC sign-in."""
 
     id: int
@@ -141,7 +193,13 @@ class UserInfo(TypedDict):
     last_login_at: str | None
 
 
-class GroupInfo(TypedDict):
+class UserList(Record):
+    """Every account, by id."""
+
+    users: list[UserInfo]
+
+
+class GroupInfo(Record):
     """A group, named by its full path (`/team/users`), and the names of its members."""
 
     id: int
@@ -150,7 +208,13 @@ class GroupInfo(TypedDict):
     created_at: str
 
 
-class TokenInfo(TypedDict):
+class GroupList(Record):
+    """Every group, by path."""
+
+    groups: list[GroupInfo]
+
+
+class TokenInfo(Record):
     """A stored token, known by its `prefix`; the secret itself is shown only once, by `NewToken`."""
 
     id: int
@@ -167,10 +231,16 @@ class TokenInfo(TypedDict):
 class NewToken(TokenInfo):
     """A token just created, with its secret (`token`), which the server never shows again."""
 
-    token: str
+    token: str = Field(description="The token's secret: shown this once, never again.")
 
 
-class AuditEvent(TypedDict):
+class TokenList(Record):
+    """Tokens, by id."""
+
+    tokens: list[TokenInfo]
+
+
+class AuditEvent(Record):
     """One recorded change: who (`actor`) did what (`action`) to what (`target`), from where, and when."""
 
     id: int
@@ -183,10 +253,16 @@ class AuditEvent(TypedDict):
     details: dict[str, Any]
 
 
+class AuditList(Record):
+    """Audit events, newest first."""
+
+    events: list[AuditEvent]
+
+
 # Storage
 
 
-class BucketInfo(TypedDict):
+class BucketInfo(Record):
     """A bucket the caller may use: its limits (None: none), what it holds, and who else may use it.
 
     `used_bytes` is None for the request bucket while no `Storage` manifest declares it.
@@ -201,7 +277,13 @@ class BucketInfo(TypedDict):
     read_groups: list[str]
 
 
-class ObjectInfo(TypedDict):
+class BucketList(Record):
+    """The buckets the caller may use, by name."""
+
+    buckets: list[BucketInfo]
+
+
+class ObjectInfo(Record):
     """A stored object; `sha256` (hex) is None for objects written around modelport, `modified` ISO 8601."""
 
     key: str
@@ -212,7 +294,7 @@ class ObjectInfo(TypedDict):
     sha256: str | None
 
 
-class ObjectListing(TypedDict):
+class ObjectListing(Record):
     """One page of a bucket's objects in key order; with a delimiter, `prefixes` holds the "directories".
 
     `next_cursor` is passed back as `cursor` for the next page; None on the last one.
@@ -225,7 +307,7 @@ class ObjectListing(TypedDict):
     next_cursor: str | None
 
 
-class PresignedUrl(TypedDict):
+class PresignedUrl(Record):
     """A URL that lets whoever holds it `method` one object, without a token, until `expires_at`."""
 
     url: str
