@@ -50,7 +50,7 @@ def serve(base_url: str, timeout: float, *, module: Path, admin_token: str) -> d
 
 def _push_and_build(base_url: str, admin: dict[str, str], module: Path, deadline: float) -> str:
     """Push `module` as VERSION and wait for its build; the module's name."""
-    from modelport.control.artifacts import pack  # the harness runs in the project's environment
+    from modelport.artifacts import pack  # the harness runs in the project's environment
 
     artifact = pack(module, version=VERSION, use_git=False)
     url = f"{base_url}/api/v1/modules/{artifact.name}/versions"

@@ -25,7 +25,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from modelport.control.modules import ModuleDefinition, read_module
+from modelport.artifacts.definition import ModuleDefinition, read_module
 from modelport.core.errors import ModelportError
 
 __all__ = [

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TextIO
 
 import typer
 import yaml
+from pydantic_core import to_jsonable_python
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
@@ -46,7 +47,7 @@ from modelport.client import (
 from modelport.core.manifests import ManifestError, load_documents
 
 if TYPE_CHECKING:
-    from modelport.control.artifacts import Artifact
+    from modelport.artifacts import Artifact
 
 __all__ = ["DocumentError", "read_documents", "register"]
 
@@ -174,7 +175,7 @@ def login(
                     fail("the server refused the token", 1)
                 raise
         path = save_login(found)
-    err.print(f"Logged in to {escape(found.url)} as {escape(caller['name'])} ({escape(caller['role'])})")
+    err.print(f"Logged in to {escape(found.url)} as {escape(caller.name)} ({escape(caller.role)})")
     err.print(f"saved in {escape(str(path))}")
 
 
@@ -191,11 +192,11 @@ def _sign_in(url: str, username: str | None, *, password_stdin: bool) -> Login:
             if exc.status == 401:
                 fail("the server refused the user name or password", 1)
             raise
-        with Client(url, session["access_token"]) as client:
+        with Client(url, session.access_token) as client:
             created = client.create_token(
                 f"modelport-cli@{socket.gethostname()}", expires_in_days=_CLI_TOKEN_DAYS
             )
-    return Login(url, created["token"])
+    return Login(url, created.token)
 
 
 def read_password() -> str:
@@ -255,7 +256,7 @@ def deploy(
     with connect(url, token) as client:
         deployment = client.deploy(module, version, replicas=replicas, canary=canary)
         if wait:
-            deployment = _await_rollout(client, module, deployment["generation"], timeout)
+            deployment = _await_rollout(client, module, deployment.generation, timeout)
     print(_describe(deployment))
 
 
@@ -270,7 +271,7 @@ def rollback(
     with connect(url, token) as client:
         deployment = client.rollback(module)
         if wait:
-            deployment = _await_rollout(client, module, deployment["generation"], timeout)
+            deployment = _await_rollout(client, module, deployment.generation, timeout)
     print(_describe(deployment))
 
 
@@ -337,7 +338,7 @@ def get_versions(
     """List a module's versions, newest first."""
     with connect(url, token) as client:
         versions = client.versions(module)
-        roles = _roles(client.module(module)["deployment"]) if output is Output.table else {}
+        roles = _roles(client.module(module).deployment) if output is Output.table else {}
     if output is not Output.table:
         dump(versions, output)
         return
@@ -352,7 +353,7 @@ def get_versions(
 
 def _pack(directory: Path, version: str | None) -> Artifact:
     """The module packed into a version; problems with the directory exit 2 before any server is asked."""
-    from modelport.control.artifacts import PackError, pack
+    from modelport.artifacts import PackError, pack
     from modelport.sdk.source import SourceError
 
     try:
@@ -380,28 +381,28 @@ def _upload(client: Client, artifact: Artifact) -> Pushed:
 def _await_build(client: Client, module: str, version: str, timeout: float) -> None:
     with err.status(f"building {escape(module)} {escape(version)}"):
         info = client.wait_build(module, version, timeout=timeout)
-    if info["build_status"] == "failed":
-        fail(f"the build of {module} {version} failed: {info['build_error'] or 'no reason given'}", 1)
+    if info.build_status == "failed":
+        fail(f"the build of {module} {version} failed: {info.build_error or 'no reason given'}", 1)
     err.print(f"built {escape(module)} {escape(version)}")
 
 
 def _await_rollout(client: Client, module: str, generation: int, timeout: float) -> DeploymentInfo:
     with err.status(f"rolling out {escape(module)}"):
         deployment = client.wait_deployment(module, generation, timeout=timeout)
-    if deployment["status"] == "failed":
-        fail(f"the rollout of {module} failed: {deployment['message'] or 'no reason given'}", 1)
+    if deployment.status == "failed":
+        fail(f"the rollout of {module} failed: {deployment.message or 'no reason given'}", 1)
     return deployment
 
 
 def _describe(deployment: DeploymentInfo) -> str:
     """One line: the version served (or being rolled out), its replicas or generation, and the canary."""
-    module, status = deployment["module"], deployment["status"]
+    module, status = deployment.module, deployment.status
     if status == "ready":
-        line = f"{module}: {deployment['version']} ready, {deployment['replicas']} replicas"
+        line = f"{module}: {deployment.version} ready, {deployment.replicas} replicas"
     else:
-        line = f"{module}: {deployment['target_version']} {status}, generation {deployment['generation']}"
-    if deployment["canary_version"]:
-        line += f", canary {deployment['canary_version']} at {deployment['canary_percent']}%"
+        line = f"{module}: {deployment.target_version} {status}, generation {deployment.generation}"
+    if deployment.canary_version:
+        line += f", canary {deployment.canary_version} at {deployment.canary_percent}%"
     return line
 
 
@@ -460,19 +461,21 @@ def _parse(name: str, text: str) -> list[dict[str, Any]]:
 
 def _print_results(results: list[ApplyResult], *, dry_run: bool, diffs: bool = False) -> None:
     for result in results:
-        print(f"{result['kind']}/{result['name']} {result['action']}" + (" (dry run)" if dry_run else ""))
-        if diffs and result["diff"]:
-            sys.stdout.write(result["diff"] if result["diff"].endswith("\n") else result["diff"] + "\n")
+        print(f"{result.kind}/{result.name} {result.action}" + (" (dry run)" if dry_run else ""))
+        if diffs and result.diff:
+            sys.stdout.write(result.diff if result.diff.endswith("\n") else result.diff + "\n")
 
 
 # Output
 
 
 def dump(value: object, output: Output) -> None:
+    """Print records (or lists of them) as the server sent them, in JSON or YAML."""
+    plain = to_jsonable_python(value)
     if output is Output.yaml:
-        sys.stdout.write(yaml.safe_dump(value, sort_keys=False, allow_unicode=True))
+        sys.stdout.write(yaml.safe_dump(plain, sort_keys=False, allow_unicode=True))
     else:
-        sys.stdout.write(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
+        sys.stdout.write(json.dumps(plain, indent=2, ensure_ascii=False) + "\n")
 
 
 def new_table(*columns: str) -> Table:
@@ -483,17 +486,17 @@ def new_table(*columns: str) -> Table:
 
 
 def _module_row(module: ModuleInfo) -> tuple[str, ...]:
-    deployment = module["deployment"]
+    deployment = module.deployment
     if deployment is None:
-        return module["name"], "-", "-", "-", "not deployed", ""
-    canary = deployment["canary_version"]
+        return module.name, "-", "-", "-", "not deployed", ""
+    canary = deployment.canary_version
     return (
-        module["name"],
-        deployment["version"] or "-",
-        f"{canary} ({deployment['canary_percent']}%)" if canary else "-",
-        str(deployment["replicas"]),
-        deployment["status"],
-        deployment["message"] or "",
+        module.name,
+        deployment.version or "-",
+        f"{canary} ({deployment.canary_percent}%)" if canary else "-",
+        str(deployment.replicas),
+        deployment.status,
+        deployment.message,
     )
 
 
@@ -501,21 +504,21 @@ def _roles(deployment: DeploymentInfo | None) -> dict[str, str]:
     if deployment is None:
         return {}
     named = (
-        ("previous", deployment["previous_version"]),
-        ("canary", deployment["canary_version"]),
-        ("active", deployment["version"]),
+        ("previous", deployment.previous_version),
+        ("canary", deployment.canary_version),
+        ("active", deployment.version),
     )
     return {version: role for role, version in named if version}
 
 
 def _version_row(info: VersionInfo, roles: dict[str, str]) -> tuple[str, ...]:
     return (
-        info["name"],
-        info["build_status"],
-        roles.get(info["name"], ""),
-        (info["commit"] or "-")[:12],
-        info["pushed_by"] or "-",
-        when(info["pushed_at"]),
+        info.name,
+        info.build_status,
+        roles.get(info.name, ""),
+        (info.commit or "-")[:12],
+        info.pushed_by or "-",
+        when(info.pushed_at),
     )
 
 

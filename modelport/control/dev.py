@@ -16,7 +16,8 @@ from pathlib import Path
 
 from watchfiles import DefaultFilter, awatch
 
-from modelport.control.modules import ModuleRegistry, read_module, start_module
+from modelport.artifacts import read_module
+from modelport.control.modules import ModuleRegistry, start_module
 from modelport.core.errors import SetupFailed
 from modelport.core.manifests import ManifestError
 from modelport.core.settings import Settings

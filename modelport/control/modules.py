@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import asyncio
 import base64
 import shutil
@@ -13,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from modelport.artifacts import ModuleDefinition
 from modelport.control.weights import ModelWeights
 from modelport.core.errors import (
     ModelportError,
@@ -21,35 +21,21 @@ from modelport.core.errors import (
     SetupFailed,
     VersionNotFound,
 )
-from modelport.core.manifests import Metadata, ModelSpec, ModuleManifest, load_module_manifest
+from modelport.core.manifests import ModelSpec
 from modelport.core.settings import Settings
 from modelport.runtime.files import FileChecker, sniff
 from modelport.runtime.pool import PoolConfig, WorkerPool
 from modelport.runtime.process import LogSink, WorkerLaunch
 from modelport.sdk import ApiSpec
-from modelport.sdk.source import read_api_spec
 from modelport.sdk.validation import ParsedRequest, parse_json
 
 __all__ = [
-    "ModuleDefinition",
     "ModuleRegistry",
     "ServedModule",
     "predict",
-    "read_module",
     "start_module",
     "warm_up",
 ]
-
-
-@dataclass(frozen=True)
-class ModuleDefinition:
-    """A module directory, read and checked: its manifest, its API and the functions to call."""
-
-    name: str
-    directory: Path
-    manifest: ModuleManifest
-    spec: ApiSpec
-    load: str | None
 
 
 @dataclass(eq=False)
@@ -97,28 +83,6 @@ class ServedModule:
             path = await self.weights.fetch(model.bucket, model.path, model_key)
             self.model_dirs[model_key] = path
         return str(path)
-
-
-def read_module(directory: Path, *, name: str | None = None) -> ModuleDefinition:
-    """Read `modelport.yaml` and the entrypoint's docstring; raises `ManifestError` or `SourceError`.
-
-    Without a manifest the module is named `name`, else after its directory.
-    """
-    directory = directory.resolve()
-    manifest = load_module_manifest(directory)
-    if name is not None and not (directory / "modelport.yaml").exists():
-        manifest = manifest.model_copy(update={"metadata": Metadata(name=name)})
-    spec = read_api_spec(directory, manifest.spec.entrypoint)
-    load = manifest.spec.load or _implicit_load(directory, manifest.spec.entrypoint)
-    return ModuleDefinition(manifest.metadata.name, directory, manifest, spec, load)
-
-
-def _implicit_load(directory: Path, entrypoint: str) -> str | None:
-    """`file.py:load` when the entrypoint's file defines a top-level `load` function."""
-    file_part = entrypoint.partition(":")[0]
-    tree = ast.parse((directory / file_part).read_text(encoding="utf-8"))
-    defines = any(isinstance(n, ast.FunctionDef) and n.name == "load" for n in tree.body)
-    return f"{file_part}:load" if defines else None
 
 
 async def start_module(

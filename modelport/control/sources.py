@@ -27,7 +27,7 @@ from typing import TypeVar
 from pydantic import ValidationError
 from sqlalchemy import select
 
-from modelport.control.artifacts import Artifact, PackError, check_version_name, pack, semver_key
+from modelport.artifacts import Artifact, PackError, check_version_name, pack, semver_key
 from modelport.core.errors import ModelportError
 from modelport.core.manifests import ModuleManifest, SourceSpec
 from modelport.db import Database, Module, Version

@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from uv import find_uv_bin
+
 import modelport
 from modelport.core.errors import ModelportError
 
@@ -89,10 +91,10 @@ def normalise_requirements(text: str) -> str:
 class Environments:
     """The cache of built environments under `root`.
 
-    `uv` is the uv command (default: the `uv` next to this interpreter, else the one on `PATH`, else
-    `python -m uv`); `python` is the interpreter environments are created from; `lock_timeout` bounds the
-    wait for another process's build of the same environment. uv honours `UV_CACHE_DIR` and its other
-    settings from the environment, so repeated builds reuse downloaded wheels.
+    `uv` is the uv command (default: the one the `uv` dependency installed, else the one on `PATH`);
+    `python` is the interpreter environments are created from; `lock_timeout` bounds the wait for another
+    process's build of the same environment. uv honours `UV_CACHE_DIR` and its other settings from the
+    environment, so repeated builds reuse downloaded wheels.
     """
 
     def __init__(
@@ -256,12 +258,15 @@ class Environments:
 
 
 def _find_uv() -> tuple[str, ...]:
-    beside = Path(sys.executable).parent / "uv"
-    if os.access(beside, os.X_OK):
-        return (str(beside),)
+    """The `uv` binary of the `uv` package modelport depends on: `find_uv_bin` knows where each install scheme
+    (a venv, `--user`, `--prefix`, `--target`) puts it, which need not be next to `sys.executable`."""
+    try:
+        return (find_uv_bin(),)
+    except FileNotFoundError:
+        pass
     if on_path := shutil.which("uv"):
         return (on_path,)
-    return (sys.executable, "-m", "uv")
+    return (sys.executable, "-m", "uv")  # fails the build with uv's own list of the places it looked
 
 
 def _link_modelport(environment: Path) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from modelport.control.artifacts import (
+from modelport.artifacts import (
     DirtyTree,
     PackError,
     UntaggedHead,

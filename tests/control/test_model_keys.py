@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from modelport.control.modules import ServedModule, predict, read_module, start_module
+from modelport.artifacts import read_module
+from modelport.control.modules import ServedModule, predict, start_module
 from modelport.control.weights import ModelWeights
 from modelport.core.errors import CorruptObject, ModelNotFound, ModuleError, SetupFailed
 from modelport.core.settings import Settings

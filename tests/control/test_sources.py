@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from modelport.control.artifacts import Artifact
+from modelport.artifacts import Artifact
+from modelport.control.audit import Actor, AuditTrail
 from modelport.control.manifests import Manifests
 from modelport.control.sources import GitSources, PollOutcome
 from modelport.core.errors import VersionExists
@@ -141,7 +142,7 @@ def apply_source(database: Database, repo: Path | str, *, name: str = "echo", **
         "metadata": {"name": name},
         "spec": {"source": spec},
     }
-    Manifests(database).apply([document], actor="alice")
+    Manifests(database, audit=AuditTrail(database)).apply([document], actor=Actor("alice"))
 
 
 async def poll_later(sources: GitSources, clock: Clock) -> list[PollOutcome]:

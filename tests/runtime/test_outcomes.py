@@ -154,7 +154,8 @@ async def test_prints_go_to_the_log_and_never_corrupt_the_channel(fixture_module
 
 
 async def test_setup_failure_surfaces_through_start_module(fixture_module):
-    from modelport.control.modules import read_module, start_module
+    from modelport.artifacts import read_module
+    from modelport.control.modules import start_module
     from modelport.core.settings import Settings
 
     directory = fixture_module("load_fails")
@@ -203,7 +204,11 @@ async def test_calls_during_a_replacement_wait_for_the_new_worker(fixture_module
     async with serve(fixture_module("dies")) as served:
         (first_pid,) = served.module.pool.pids
         os.kill(first_pid, signal.SIGKILL)
-        await asyncio.sleep(0.1)  # the replacement waits out its backoff (1 s) first
+        deadline = time.monotonic() + 10
+        while first_pid in served.module.pool.pids and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        assert first_pid not in served.module.pool.pids, "the pool did not notice its worker's death"
+        # The call comes while the replacement waits out its backoff (1 s).
         response = await served.predict(inputs={"text": "alive?"})
         assert response.status_code == 200
         assert response.json()["outputs"]["pid"] != first_pid

@@ -10,7 +10,7 @@ from drive import deploy, push, push_and_deploy, tag_release, wait_deployment
 from platform_server import ADMIN_TOKEN, ServerProcess
 from repos import git
 
-from modelport.control.artifacts import pack
+from modelport.artifacts import pack
 
 
 def test_artifacts_have_their_own_body_limit(tmp_path, git_module):

@@ -7,7 +7,7 @@ from drive import push, wait_built
 from platform_server import ADMIN_TOKEN
 from repos import git
 
-from modelport.control.artifacts import pack
+from modelport.artifacts import pack
 
 
 def test_requests_without_a_valid_token_are_refused(platform):
