@@ -17,10 +17,10 @@ import uvicorn
 import uvloop
 from pydantic import SecretStr
 
-from modelport.control.artifacts import pack
+from modelport.artifacts import pack, read_module
 from modelport.control.dev import DevModule
 from modelport.control.identity import new_secret
-from modelport.control.modules import ModuleRegistry, predict, read_module, start_module
+from modelport.control.modules import ModuleRegistry, predict, start_module
 from modelport.control.platform import Services
 from modelport.control.request_files import RequestFiles
 from modelport.core.errors import ModelportError
@@ -91,8 +91,26 @@ class DevServer:
             await self.module.close()
 
 
-GALLERY = Path(__file__).resolve().parent.parent / "gallery"
 DEMO_MODULES = ("digits", "text-classifier")
+
+
+class GalleryMissing(ModelportError):
+    """The demo's gallery of modules is not where an installed wheel or a checkout puts it."""
+
+
+def _gallery() -> Path:
+    """The gallery the demo deploys: `modelport/gallery` in an installed wheel (package data), else the
+    top-level `gallery/` of the checkout that holds this package (an editable install)."""
+    package = Path(__file__).resolve().parent
+    candidates = (package / "gallery", package.parent / "gallery")
+    for directory in candidates:
+        if all((directory / name / "modelport.yaml").is_file() for name in DEMO_MODULES):
+            return directory
+    raise GalleryMissing(
+        f"the demo needs the gallery modules {', '.join(DEMO_MODULES)}, but neither "
+        f"{candidates[0]} (an installed wheel) nor {candidates[1]} (a checkout) holds them; "
+        "reinstall modelport, or run without --demo"
+    )
 
 
 class PlatformServer:
@@ -104,7 +122,7 @@ class PlatformServer:
     def __init__(self, settings: Settings, *, announce: Callable[[str], None], demo: bool = False) -> None:
         self.settings = settings
         self.announce = announce
-        self.demo = demo
+        self.gallery = _gallery() if demo else None
         self.database = Database(settings.database())
         self.services = Services(
             settings=settings,
@@ -131,7 +149,7 @@ class PlatformServer:
         )
         if secret is not None:
             self.announce(f"admin token (shown once, keep it): {secret}")
-        demo = asyncio.create_task(self._deploy_gallery()) if self.demo else None
+        demo = asyncio.create_task(self._deploy_gallery(self.gallery)) if self.gallery else None
         try:
             async with self.services.running():
                 yield
@@ -142,17 +160,17 @@ class PlatformServer:
             await self.limiter.close()
             self.database.close()
 
-    async def _deploy_gallery(self) -> None:
-        """Push the gallery's modules as they are in this tree and deploy them where they changed."""
+    async def _deploy_gallery(self, gallery: Path) -> None:
+        """Push the gallery's modules as they are on disk and deploy them where they changed."""
         for name in DEMO_MODULES:
             try:
-                artifact = await asyncio.to_thread(pack, GALLERY / name, version="demo", use_git=False)
+                artifact = await asyncio.to_thread(pack, gallery / name, version="demo", use_git=False)
                 version = f"demo-{artifact.digest.removeprefix('sha256:')[:12]}"
                 await self.services.versions.push(
                     artifact.name, version, artifact.data, pushed_by="demo", digest=artifact.digest
                 )
                 deployment = self.services.deployments.info(artifact.name)
-                if deployment is None or deployment["version"] != version:
+                if deployment is None or deployment.version != version:
                     self.services.deployments.deploy(artifact.name, version)
                     self.announce(f"demo: deploying {artifact.name} {version}")
             except ModelportError as exc:
@@ -171,15 +189,24 @@ def demo_admin_token(data_dir: Path) -> SecretStr:
 
 
 def run_platform_server(settings: Settings, *, demo: bool, announce: Callable[[str], None]) -> None:
-    server = PlatformServer(settings, announce=announce, demo=demo)
+    try:
+        server = PlatformServer(settings, announce=announce, demo=demo)
+    except GalleryMissing as exc:
+        raise SystemExit(f"error: {exc.message}") from None
     _serve(server.app, settings, on_ready=lambda url: announce(f"serving on {url}"), log_level=logging.INFO)
 
 
 def run_dev_server(
-    directory: Path, *, settings: Settings, workers: int | None, reload: bool, on_ready: Callable[[str], None]
+    directory: Path,
+    *,
+    settings: Settings,
+    workers: int | None,
+    reload: bool,
+    on_ready: Callable[[str, str], None],
 ) -> None:
+    """Serve one module directory; `on_ready(url, module)` names the module as its URLs do."""
     server = DevServer(directory, settings=settings, workers=workers, reload=reload)
-    _serve(server.app, settings, on_ready=on_ready)
+    _serve(server.app, settings, on_ready=lambda url: on_ready(url, server.module.name))
 
 
 def _serve(

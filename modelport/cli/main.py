@@ -9,7 +9,7 @@ import asyncio
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 import yaml
@@ -31,27 +31,30 @@ app = typer.Typer(
 )
 err = Console(stderr=True)
 
+_HOST_HELP = "Address to bind [default: MODELPORT_HOST, else 127.0.0.1]."
+_PORT_HELP = "Port to listen on, 0 picks a free one [default: MODELPORT_PORT, else 8000]."
+
 
 @app.command()
 def dev(
     directory: Annotated[Path, typer.Argument(help="The module directory (holding inference.py).")] = Path(
         "."
     ),
-    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on (0 picks a free one).")] = 8000,
+    host: Annotated[str | None, typer.Option(help=_HOST_HELP, show_default=False)] = None,
+    port: Annotated[int | None, typer.Option(help=_PORT_HELP, show_default=False)] = None,
     workers: Annotated[
         int | None, typer.Option(help="Worker processes (default: the manifest's replicas).")
     ] = None,
     reload: Annotated[bool, typer.Option(help="Reload the module when its files change.")] = True,
 ) -> None:
     """Serve one module with hot reload, Swagger UI and a try-it page."""
-    from modelport.app import run_dev_server
-
     directory = _module_dir(directory)
-    settings = Settings(host=host, port=port, data_dir=directory / ".modelport")
+    options = {"host": "--host", "port": "--port"}
+    settings = _settings(options, **_given(host=host, port=port), data_dir=directory / ".modelport")
+    from modelport.app import run_dev_server  # after the settings: refusing them needs none of the server
 
-    def ready(url: str) -> None:
-        err.print(f"[bold green]modelport dev[/] serving [bold]{directory.name}[/] on {url}")
+    def ready(url: str, module: str) -> None:
+        err.print(f"[bold green]modelport dev[/] serving [bold]{module}[/] on {url}")
         err.print(f"  try it:   {url}/")
         err.print(f"  API docs: {url}/docs")
         err.print("  press Ctrl+C to stop")
@@ -76,8 +79,6 @@ def predict(
     output: Annotated[str, typer.Option("--output", "-o", help="json or yaml.")] = "json",
 ) -> None:
     """Run one call of a module from the shell."""
-    from modelport.app import run_local_predict
-
     directory = _module_dir(target)
     form: list[tuple[str, str | Path]] = []
     for group, values in (("inputs", inputs or []), ("parameters", parameters or [])):
@@ -86,7 +87,9 @@ def predict(
     form.extend(("output_fields", name) for name in output_fields or [])
     if model_key:
         form.append(("model_key", model_key))
-    settings = Settings(data_dir=directory / ".modelport")
+    settings = _settings({}, data_dir=directory / ".modelport")
+    from modelport.app import run_local_predict  # after the settings, as in `dev`
+
     try:
         result = asyncio.run(run_local_predict(directory, form=form, settings=settings))
     except InvalidRequest as exc:
@@ -124,11 +127,16 @@ def init(
 
 @app.command()
 def server(
-    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on (0 picks a free one).")] = 8000,
+    host: Annotated[str | None, typer.Option(help=_HOST_HELP, show_default=False)] = None,
+    port: Annotated[int | None, typer.Option(help=_PORT_HELP, show_default=False)] = None,
     data_dir: Annotated[
-        Path, typer.Option(help="Where the database, versions, environments and logs live.")
-    ] = Path(".modelport"),
+        Path | None,
+        typer.Option(
+            help="Where the database, versions, environments and logs live "
+            "[default: MODELPORT_DATA_DIR, else .modelport].",
+            show_default=False,
+        ),
+    ] = None,
     database_url: Annotated[
         str | None,
         typer.Option(
@@ -138,18 +146,13 @@ def server(
     demo: Annotated[bool, typer.Option(help="Push and deploy the gallery's modules.")] = False,
 ) -> None:
     """Run the platform: versions, builds, deployments and every deployed module behind one API."""
-    from modelport.app import demo_admin_token, run_platform_server
+    overrides = _given(
+        host=host, port=port, data_dir=data_dir.resolve() if data_dir else None, database_url=database_url
+    )
+    options = {"host": "--host", "port": "--port", "data_dir": "--data-dir", "database_url": "--database-url"}
+    settings = _settings(options, **overrides)
+    from modelport.app import demo_admin_token, run_platform_server  # after the settings, as in `dev`
 
-    overrides: dict[str, object] = {"host": host, "port": port, "data_dir": data_dir.resolve()}
-    if database_url:
-        overrides["database_url"] = database_url
-    try:
-        settings = Settings(**overrides)  # type: ignore[arg-type]
-    except ValidationError as exc:
-        for error in exc.errors(include_url=False):
-            setting = "MODELPORT_" + "_".join(str(part) for part in error["loc"]).upper()
-            err.print(f"[red]error[/]: {setting}: {error['msg']}")
-        raise typer.Exit(2) from None
     if demo and settings.bootstrap_token is None:
         settings = settings.model_copy(update={"bootstrap_token": demo_admin_token(settings.data_dir)})
 
@@ -172,6 +175,34 @@ def server(
             err.print("  press Ctrl+C to stop")
 
     run_platform_server(settings, demo=demo, announce=announce)
+
+
+def _given(**options: Any) -> dict[str, Any]:
+    """The options given on the command line; the others come from `MODELPORT_*` or their defaults."""
+    return {name: value for name, value in options.items() if value is not None}
+
+
+def _settings(options: dict[str, str], **values: Any) -> Settings:
+    """The settings of `values` and the `MODELPORT_*` environment, checked against this machine; exit 2 with
+    one line per setting that can never work. `options` names the command-line option of each field that
+    `values` may hold."""
+    try:
+        settings = Settings(**values)
+        settings.check()
+    except ValidationError as exc:
+        for error in exc.errors(include_url=False):
+            field = str(error["loc"][0]) if error["loc"] else ""
+            given = field in options and field in values
+            name = f"MODELPORT_{field.upper()}" + (f" ({options[field]})" if given else "")
+            # Only the message: the value may be a secret, and `Settings` messages never repeat one.
+            err.print(
+                f"modelport: invalid setting {name}: {error['msg']}",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
+        raise typer.Exit(2) from None
+    return settings
 
 
 def _module_dir(path: Path) -> Path:

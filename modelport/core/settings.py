@@ -1,21 +1,41 @@
-"""The one settings object, read once in the composition root from `MODELPORT_*` variables and flags."""
+"""The one settings object, read once in the composition root from `MODELPORT_*` variables and flags.
+
+A value that can never work is refused when the object is made: a `ValidationError` whose entries name the
+field (`loc`) and say what is wrong (`msg`), never repeating a secret. Each value is checked on its own by a
+field validator, combinations by the model validator; `Settings.check()` looks at the machine (the data
+directory) without changing anything, for the commands to call at start.
+"""
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from modelport.core.names import BUCKET_NAME, RATE_STORAGE_SCHEMES, TOKEN, database_url
+
 __all__ = ["Settings"]
+
+_BUCKET_PREFIX = re.compile(r"^([a-z0-9][a-z0-9.-]*)?$")
+# What botocore accepts as a region name (`botocore.utils.validate_region_name`), but not the empty name.
+_REGION = re.compile(r"^(?![0-9]+$)(?!-)[a-zA-Z0-9-]{1,63}(?<!-)$")
+_RATE_STORAGE_SCHEMES = frozenset({"memory", *RATE_STORAGE_SCHEMES})
+_DATABASE_BACKENDS = frozenset({"sqlite", "postgresql"})
 
 
 class Settings(BaseSettings):
     """Server settings. Every field can be set with an environment variable `MODELPORT_<NAME>`."""
 
-    model_config = SettingsConfigDict(env_prefix="MODELPORT_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="MODELPORT_", extra="ignore", frozen=True, hide_input_in_errors=True
+    )
 
     host: str = "127.0.0.1"
     """Address the HTTP server binds to."""
@@ -45,7 +65,8 @@ class Settings(BaseSettings):
     """SQLAlchemy URL of the metadata database (`postgresql://...` works); default: SQLite in `data_dir`."""
 
     bootstrap_token: SecretStr | None = None
-    """The first admin's API token; without it, the server makes one on first start and prints it once."""
+    """The first admin's API token (`mp_` and printable ASCII, like the tokens modelport makes); without it,
+    the server makes one on first start and prints it once."""
 
     session_seconds: int = Field(3600, ge=60, le=30 * 86_400)
     """Lifetime of the bearer tokens that `POST /api/v1/auth/token` hands out for a password."""
@@ -146,6 +167,112 @@ class Settings(BaseSettings):
     worker_threads: int | None = Field(None, ge=1)
     """Threads each worker's numeric libraries may use; default: the cores divided among the workers."""
 
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        if not value.strip():
+            raise _invalid("must not be empty; 0.0.0.0 or :: listens on every interface")
+        if any(char.isspace() for char in value) or "/" in value:
+            raise _invalid("must be a host name or an IP address, without spaces, slashes or a scheme")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str | None) -> str | None:
+        if value:
+            problem = _database_problem(value)
+            if problem:
+                raise _invalid(problem)
+        return value
+
+    @field_validator("bootstrap_token")
+    @classmethod
+    def _bootstrap_token(cls, value: SecretStr | None) -> SecretStr | None:
+        # Never repeat the value: it is an admin's credential.
+        if value is not None and not TOKEN.match(value.get_secret_value()):
+            raise _invalid(
+                "must be mp_ followed by printable ASCII without spaces, as only such tokens are looked up "
+                "(unset it to have the server make one)"
+            )
+        return value
+
+    @field_validator("login_attempts")
+    @classmethod
+    def _login_attempts(cls, value: str) -> str:
+        import limits  # here, not at the top: every command imports the settings
+
+        try:
+            items = limits.parse_many(value)
+        except ValueError:
+            raise _invalid(f"{value!r} is not a rate such as 5/minute") from None
+        if len(items) != 1:
+            raise _invalid(f"{value!r} holds {len(items)} rates; give exactly one, such as 5/minute")
+        if items[0].amount < 1:
+            raise _invalid(f"{value!r} allows no attempt at all, so nobody could sign in with a password")
+        return value
+
+    @field_validator("oidc_issuer")
+    @classmethod
+    def _oidc_issuer(cls, value: str | None) -> str | None:
+        if value:
+            problem = _http_url_problem(value)
+            if problem is None and (urlsplit(value).query or urlsplit(value).fragment):
+                problem = "must have no query or fragment (OpenID Connect issuers never do)"
+            if problem:
+                raise _invalid(problem)
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        # Never repeat the URL: it may hold a password.
+        if value:
+            scheme, separator, _ = value.partition("://")
+            if not separator or scheme.lower().removeprefix("async+") not in _RATE_STORAGE_SCHEMES:
+                raise _invalid("must be a redis://, rediss:// or unix:// URL (or memory://)")
+            if not _has_valid_port(value):
+                raise _invalid("has a port that is not a number from 0 to 65535")
+        return value
+
+    @field_validator("s3_endpoint_url")
+    @classmethod
+    def _s3_endpoint_url(cls, value: str | None) -> str | None:
+        if value is not None and (problem := _http_url_problem(value)):
+            raise _invalid(problem)
+        return value
+
+    @field_validator("s3_region")
+    @classmethod
+    def _s3_region(cls, value: str) -> str:
+        if not _REGION.match(value):
+            raise _invalid(f"{value!r} is not a region name such as us-east-1")
+        return value
+
+    @field_validator("s3_access_key_id", "s3_secret_access_key")
+    @classmethod
+    def _not_empty(cls, value: str | SecretStr | None) -> str | SecretStr | None:
+        secret = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if secret is not None and not secret.strip():
+            raise _invalid("must not be empty; unset it to use boto3's own credentials")
+        return value
+
+    @field_validator("s3_bucket_prefix")
+    @classmethod
+    def _s3_bucket_prefix(cls, value: str) -> str:
+        if not _BUCKET_PREFIX.match(value) or any(pair in value for pair in ("..", ".-", "-.")):
+            raise _invalid(
+                f"{value!r} cannot begin an S3 bucket name: use lowercase letters, digits, hyphens and "
+                "single dots, starting with a letter or a digit"
+            )
+        return value
+
+    @field_validator("request_bucket")
+    @classmethod
+    def _request_bucket(cls, value: str) -> str:
+        if not BUCKET_NAME.match(value):
+            raise _invalid(f"{value!r} is not a bucket name: expected 3-63 of a-z, 0-9 and -")
+        return value
+
     @field_validator("oidc_audience", "oidc_algorithms", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
@@ -159,8 +286,44 @@ class Settings(BaseSettings):
         allowed = {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
         refused = [alg for alg in value if alg not in allowed]
         if refused:
-            raise ValueError(f"not an accepted signature algorithm: {', '.join(refused)}")
+            raise _invalid(f"not an accepted signature algorithm: {', '.join(refused)}")
+        if not value:
+            raise _invalid("must name at least one signature algorithm, such as RS256")
         return value
+
+    @model_validator(mode="after")
+    def _combinations(self) -> Settings:
+        problems: list[tuple[str, str]] = []
+        if self.oidc_audience and not self.oidc_issuer:
+            problems.append(
+                ("oidc_audience", "is set but MODELPORT_OIDC_ISSUER is not, so no token is checked")
+            )
+        if self.s3_access_key_id is not None and self.s3_secret_access_key is None:
+            problems.append(
+                ("s3_access_key_id", "is set without MODELPORT_S3_SECRET_ACCESS_KEY; set both or neither")
+            )
+        if self.s3_secret_access_key is not None and self.s3_access_key_id is None:
+            problems.append(
+                ("s3_secret_access_key", "is set without MODELPORT_S3_ACCESS_KEY_ID; set both or neither")
+            )
+        if self.storage_backend == "s3":
+            physical = self.s3_bucket_prefix + self.request_bucket
+            if len(physical) > 63:
+                problems.append(
+                    ("request_bucket", f"makes the S3 bucket name {physical!r}, longer than 63 characters")
+                )
+            elif _is_ip_address(physical):
+                problems.append(("request_bucket", f"makes the S3 bucket name {physical!r}, an IP address"))
+        if problems:
+            raise _refusal([(field, getattr(self, field), problem) for field, problem in problems])
+        return self
+
+    def check(self) -> None:
+        """Check what these settings ask of this machine, changing nothing: `data_dir` must be a directory
+        this process may write in, or one it can create. `ValidationError` naming the field otherwise."""
+        problem = _directory_problem(self.data_dir)
+        if problem:
+            raise _refusal([("data_dir", str(self.data_dir), problem)])
 
     def database(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'modelport.db').resolve()}"
@@ -172,3 +335,92 @@ class Settings(BaseSettings):
         if self.worker_threads is not None:
             return self.worker_threads
         return max(1, (os.cpu_count() or 1) // max(1, workers))
+
+
+def _invalid(problem: str) -> PydanticCustomError:
+    """The error a validator raises: its message is `problem` alone, without pydantic's `Value error, `."""
+    return PydanticCustomError("invalid_setting", "{problem}", {"problem": problem})
+
+
+def _refusal(problems: list[tuple[str, object, str]]) -> ValidationError:
+    """A `ValidationError` with one entry per (field, value, problem)."""
+    errors = [
+        InitErrorDetails(type=_invalid(problem), loc=(field,), input=value)
+        for field, value, problem in problems
+    ]
+    return ValidationError.from_exception_data(Settings.__name__, errors)
+
+
+def _has_valid_port(url: str) -> bool:
+    try:
+        urlsplit(url).port  # noqa: B018 - reading it parses it
+    except ValueError:
+        return False
+    return True
+
+
+def _http_url_problem(value: str) -> str | None:
+    if any(char.isspace() for char in value):
+        return "must be an absolute http:// or https:// URL without spaces"
+    if not _has_valid_port(value):
+        return "must be an absolute http:// or https:// URL with a port from 0 to 65535"
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "must be an absolute http:// or https:// URL, such as https://host.example.com"
+    return None
+
+
+def _database_problem(value: str) -> str | None:
+    """What keeps `value` from being a database URL that `modelport.db.Database` can open; None if nothing.
+    Never repeats the URL: it may hold a password."""
+    from sqlalchemy.engine import make_url  # here, not at the top: every command imports the settings
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        url = make_url(database_url(value))
+        port = url.port
+    except (ArgumentError, ValueError):
+        return "is not a database URL such as postgresql://user@host/db or sqlite:///path/modelport.db"
+    backend = url.get_backend_name()
+    if backend not in _DATABASE_BACKENDS:
+        return f"uses the database {backend!r}; modelport works with sqlite and postgresql"
+    if port is not None and not 1 <= port <= 65535:
+        return "has a port that is not a number from 1 to 65535"
+    try:
+        dialect = url.get_dialect()
+    except NoSuchModuleError:
+        return f"names the driver {url.get_driver_name()!r}, which SQLAlchemy does not know"
+    if dialect.is_async:
+        return f"names the asyncio driver {url.get_driver_name()!r}; use a synchronous one such as psycopg"
+    try:
+        dialect.import_dbapi()
+    except ImportError:
+        return f"needs the driver {url.get_driver_name()!r}, which is not installed"
+    return None
+
+
+def _is_ip_address(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def _directory_problem(path: Path) -> str | None:
+    """Why `path` cannot be used as a directory that this process writes in; None if it can."""
+    path = path.absolute()
+    existing = path
+    while not os.path.lexists(existing):
+        existing = existing.parent
+    if existing == path:
+        if not path.is_dir():
+            return f"{path} exists and is not a directory"
+        if not os.access(path, os.W_OK | os.X_OK):
+            return f"{path} is not writable by this user"
+        return None
+    if not existing.is_dir():
+        return f"{path} cannot be created: {existing} is not a directory"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{path} cannot be created: {existing} is not writable by this user"
+    return None

@@ -30,14 +30,14 @@ from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.errors import StorageError
 
+from modelport.core.names import RATE_STORAGE_SCHEMES
+
 __all__ = ["Decision", "RateLimiter"]
 
 log = logging.getLogger("modelport.ratelimit")
 
 _WARN_EVERY_SECONDS = 60.0
 _RETRY_AFTER_FAILURE_SECONDS = 2.0
-_REDIS_SCHEMES = {"redis": "redis", "rediss": "rediss", "unix": "redis+unix", "redis+unix": "redis+unix"}
-"""The schemes a Redis storage URL may use, and the name `limits` gives each after its `async+` prefix."""
 
 
 @dataclass(frozen=True)
@@ -151,7 +151,7 @@ def _open_storage(url: str, *, timeout: float) -> tuple[Storage, coredis.Connect
     scheme = scheme.lower().removeprefix("async+")
     if scheme == "memory":
         return MemoryStorage(), None
-    if scheme not in _REDIS_SCHEMES:
+    if scheme not in RATE_STORAGE_SCHEMES:
         # The URL itself may hold a password: name only its scheme.
         raise ValueError(f"unsupported rate-limit storage scheme {scheme!r}: use memory:// or a Redis URL")
     client_scheme = "unix" if scheme.endswith("unix") else scheme
@@ -160,7 +160,7 @@ def _open_storage(url: str, *, timeout: float) -> tuple[Storage, coredis.Connect
         f"{client_scheme}://{rest}", connect_timeout=timeout, stream_timeout=timeout
     )
     storage = RedisStorage(
-        f"async+{_REDIS_SCHEMES[scheme]}://{rest}",
+        f"async+{RATE_STORAGE_SCHEMES[scheme]}://{rest}",
         wrap_exceptions=True,
         connection_pool=pool,  # type: ignore[arg-type]  # documented option, typed as a scalar by `limits`
     )

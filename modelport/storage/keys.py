@@ -14,12 +14,12 @@ import re
 import unicodedata
 
 from modelport.core.errors import InvalidKey
+from modelport.core.names import BUCKET_NAME
 
 __all__ = ["MAX_KEY_BYTES", "MAX_SEGMENT_BYTES", "check_bucket_name", "check_key", "check_prefix"]
 
 MAX_KEY_BYTES = 1024
 MAX_SEGMENT_BYTES = 255
-_BUCKET = re.compile(r"^[a-z0-9]([a-z0-9-]{1,61}[a-z0-9])$")
 _ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
 
 
@@ -44,7 +44,7 @@ def check_prefix(prefix: str) -> str:
 
 
 def check_bucket_name(name: str) -> str:
-    if not _BUCKET.match(name):
+    if not BUCKET_NAME.match(name):
         raise InvalidKey(f"invalid bucket name {_shown(name)}: expected 3-63 of a-z, 0-9 and -")
     return name
 

@@ -106,6 +106,16 @@ def test_dev_serves_health_openapi_docs_and_predictions(fixture_module, dev_proc
         ]
 
 
+def test_dev_names_the_module_as_its_urls_do(fixture_module, dev_process):
+    echo = fixture_module("echo")
+    directory = echo.rename(echo.parent / "seed_image")
+    dev = dev_process(directory)
+    assert any(re.search(r"serving seed-image on http://", line) for line in dev.seen), dev.seen
+    with httpx.Client(base_url=dev.url, timeout=10) as client:
+        response = client.post("/api/v1/modules/seed-image/predict", json={"inputs": {"text": "hi"}})
+    assert response.json()["outputs"]["text"] == "hi"
+
+
 def test_dev_reloads_on_change_and_keeps_serving_through_a_broken_docstring(fixture_module, dev_process):
     directory = fixture_module("echo")
     source = directory / "inference.py"

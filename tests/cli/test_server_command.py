@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
+import signal
 import subprocess
 import sys
+
+import httpx
 
 
 def test_a_bad_setting_is_named_and_exits_2(tmp_path):
@@ -29,3 +33,44 @@ def test_the_demo_token_is_made_once_private_and_reused(tmp_path):
     assert first.get_secret_value().startswith("mp_") and len(first.get_secret_value()) > 40
     assert path.stat().st_mode & 0o777 == 0o600
     assert demo_admin_token(tmp_path / "data") == first
+
+
+def test_host_port_and_data_dir_come_from_the_environment_when_no_option_says(tmp_path):
+    data_dir = tmp_path / "from-env"
+    env = {
+        **os.environ,
+        "MODELPORT_DATA_DIR": str(data_dir),
+        "MODELPORT_HOST": "127.0.0.1",
+        "MODELPORT_PORT": "0",
+        "MODELPORT_BOOTSTRAP_TOKEN": "mp_test-environment-token",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "modelport", "server"],
+        cwd=tmp_path,
+        env=env,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert process.stderr is not None
+        url = None
+        for line in process.stderr:  # the server prints its address once it listens
+            match = re.search(r"serving on (http://127\.0\.0\.1:\d+)", line)
+            if match:
+                url = match.group(1)
+                break
+        assert url is not None and not url.endswith(":8000")
+        assert httpx.get(f"{url}/healthz", timeout=10).status_code == 200
+        assert (data_dir / "modelport.db").is_file()
+        assert not (tmp_path / ".modelport").exists()
+    finally:
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        if process.stderr is not None:
+            process.stderr.close()
