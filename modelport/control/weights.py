@@ -53,8 +53,10 @@ class ModelWeights:
         cache_dir: Path,
         max_bytes: int,
         in_use: Callable[[], Iterable[Path]] = tuple,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store, self._dir, self._max_bytes, self._in_use = store, cache_dir, max_bytes, in_use
+        self._clock = clock  # times how long a missing model key is remembered
         self._fetching: dict[tuple[str, str, str], asyncio.Future[Path]] = {}
         self._missing: dict[tuple[str, str, str], tuple[float, ModelNotFound]] = {}
         self._lock = threading.Lock()  # publishing, reusing and evicting entries happen one at a time
@@ -68,7 +70,7 @@ class ModelWeights:
         """
         ident = (bucket, prefix, model_key)
         missing = self._missing.get(ident)
-        if missing is not None and time.monotonic() < missing[0]:
+        if missing is not None and self._clock() < missing[0]:
             raise missing[1]
         future = self._fetching.get(ident)
         if future is None:
@@ -85,7 +87,7 @@ class ModelWeights:
             return
         error = future.exception()  # retrieved here, so an error nobody waited for is not reported as lost
         if isinstance(error, ModelNotFound):
-            self._missing[ident] = (time.monotonic() + MISSING_SECONDS, error)
+            self._missing[ident] = (self._clock() + MISSING_SECONDS, error)
         else:
             self._missing.pop(ident, None)
 

@@ -50,6 +50,16 @@ def files_under(directory: Path) -> dict[str, bytes]:
     return {p.relative_to(directory).as_posix(): p.read_bytes() for p in directory.rglob("*") if p.is_file()}
 
 
+class Clock:
+    """A monotonic clock that moves only when a test moves it."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def cache(tmp_path: Path, store: LocalStore, max_bytes: int = 10**6) -> ModelWeights:
     return ModelWeights(store, cache_dir=tmp_path / "cache", max_bytes=max_bytes)
 
@@ -172,17 +182,18 @@ async def test_a_missing_model_key_is_remembered_briefly(tmp_path, store, monkey
         return real_list(bucket, **options)
 
     monkeypatch.setattr(store, "list", counting_list)
-    monkeypatch.setattr(weights_module, "MISSING_SECONDS", 1.0)
-    weights = cache(tmp_path, store)
+    clock = Clock()
+    weights = ModelWeights(store, cache_dir=tmp_path / "cache", max_bytes=10**6, clock=clock)
     for _ in range(5):  # a caller naming an unknown key again and again lists the store once
         with pytest.raises(ModelNotFound):
             await weights.fetch("models", "digits", "late")
     assert listed == ["digits/late/"]
 
     upload(store, "digits/late", {"weights.txt": b"arrived"})
-    with pytest.raises(ModelNotFound):  # still within the remembered second
+    clock.now += weights_module.MISSING_SECONDS - 0.1
+    with pytest.raises(ModelNotFound):  # still within the remembered seconds
         await weights.fetch("models", "digits", "late")
-    await asyncio.sleep(1.1)
+    clock.now += 0.2
     path = await weights.fetch("models", "digits", "late")
     assert (path / "weights.txt").read_bytes() == b"arrived"
     assert listed == ["digits/late/", "digits/late/"]

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 from repos import git
 
-from modelport.control.artifacts import pack
+from modelport.artifacts import pack
 
 
 def push(client: httpx.Client, directory: Path, *, version: str | None = None) -> httpx.Response:
@@ -110,6 +110,13 @@ class Load:
         self._stop.set()
         for thread in self._threads:
             thread.join(30)
+
+    def wait_for_answers(self, count: int, *, sent_after: float = 0.0, timeout: float = 30) -> None:
+        """Until `count` calls sent after `sent_after` (a `time.time()`) have been answered."""
+        deadline = time.monotonic() + timeout
+        while sum(c.sent > sent_after for c in list(self.calls)) < count:
+            assert time.monotonic() < deadline, f"fewer than {count} calls answered within {timeout} s"
+            time.sleep(0.02)
 
     def _run(self) -> None:
         headers = {"Authorization": f"Bearer {self.token}"}

@@ -18,7 +18,7 @@ def test_a_worker_killed_under_load_is_replaced_and_only_its_calls_fail(platform
     ]["pid"]
 
     with Load(platform.url, platform.token, "versioned", clients=8) as load:
-        time.sleep(0.5)
+        load.wait_for_answers(2 * load.clients)  # the load running when the worker dies
         killed = time.time()
         os.kill(victim, signal.SIGKILL)
         deadline = time.monotonic() + 10
@@ -26,7 +26,7 @@ def test_a_worker_killed_under_load_is_replaced_and_only_its_calls_fail(platform
             if any(c.status == 200 and c.pid not in (None, victim) for c in list(load.calls)):
                 break
             time.sleep(0.05)
-        time.sleep(0.5)
+        load.wait_for_answers(2 * load.clients, sent_after=time.time())  # and served after the recovery
 
     recovered = min(c.received for c in load.calls if c.status == 200 and c.pid != victim)
     assert recovered - killed < 5, f"recovery took {recovered - killed:.1f} s"

@@ -18,11 +18,11 @@ def test_a_rolling_deploy_under_load_fails_no_request(platform, client, git_modu
     assert wait_built(client, "versioned", "v2")["build_status"] == "ready"
 
     with Load(platform.url, platform.token, "versioned", clients=8) as load:
-        time.sleep(0.5)
+        load.wait_for_answers(2 * load.clients)  # the old version under load before the deploy
         started = time.time()
         deployment = wait_deployment(client, "versioned", deploy(client, "versioned", "v2")["generation"])
         switched = time.time()
-        time.sleep(1.0)
+        load.wait_for_answers(2 * load.clients, sent_after=switched)
 
     assert deployment["status"] == "ready" and deployment["version"] == "v2", deployment
     assert deployment["previous_version"] == "v1"
@@ -61,7 +61,7 @@ def test_a_broken_version_never_takes_traffic(platform, client, git_module, brea
     assert push(client, repository).status_code == 201
 
     with Load(platform.url, platform.token, "versioned", clients=4) as load:
-        time.sleep(0.3)
+        load.wait_for_answers(2 * load.clients)
         response = client.post("/api/v1/modules/versioned/deploy", json={"version": "v2"})
         if response.status_code == 409:  # the build had already failed
             reason = response.json()["error"]["message"]
@@ -70,7 +70,7 @@ def test_a_broken_version_never_takes_traffic(platform, client, git_module, brea
             assert deployment["status"] == "failed"
             assert deployment["version"] == "v1" and deployment["target_version"] is None
             reason = deployment["message"]
-        time.sleep(0.3)
+        load.wait_for_answers(2 * load.clients, sent_after=time.time())  # still served after the failure
 
     expected = {
         "import_error": "nonexistent_package_xyz",
@@ -91,11 +91,11 @@ def test_rollback_restores_the_previous_version(platform, client, git_module):
     tag_release(repository, "v2", release="two")
     push_and_deploy(client, repository, "versioned", "v2")
     with Load(platform.url, platform.token, "versioned", clients=4) as load:
-        time.sleep(0.3)
+        load.wait_for_answers(2 * load.clients)
         response = client.post("/api/v1/modules/versioned/rollback")
         assert response.status_code == 202
         deployment = wait_deployment(client, "versioned", response.json()["generation"])
-        time.sleep(0.3)
+        load.wait_for_answers(2 * load.clients, sent_after=time.time())
     assert deployment["status"] == "ready"
     assert (deployment["version"], deployment["previous_version"]) == ("v1", "v2")
     assert load.failures() == []
