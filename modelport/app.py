@@ -18,6 +18,7 @@ import uvloop
 from pydantic import SecretStr
 
 from modelport.artifacts import pack, read_module
+from modelport.control.audit import Actor
 from modelport.control.dev import DevModule
 from modelport.control.identity import new_secret
 from modelport.control.modules import ModuleRegistry, predict, start_module
@@ -92,6 +93,8 @@ class DevServer:
 
 
 DEMO_MODULES = ("digits", "text-classifier")
+DEMO = Actor("demo")
+"""Who the audit trail says pushed and deployed the demo's modules."""
 
 
 class GalleryMissing(ModelportError):
@@ -167,11 +170,16 @@ class PlatformServer:
                 artifact = await asyncio.to_thread(pack, gallery / name, version="demo", use_git=False)
                 version = f"demo-{artifact.digest.removeprefix('sha256:')[:12]}"
                 await self.services.versions.push(
-                    artifact.name, version, artifact.data, pushed_by="demo", digest=artifact.digest
+                    artifact.name,
+                    version,
+                    artifact.data,
+                    pushed_by="demo",
+                    actor=DEMO,
+                    digest=artifact.digest,
                 )
                 deployment = self.services.deployments.info(artifact.name)
                 if deployment is None or deployment.version != version:
-                    self.services.deployments.deploy(artifact.name, version)
+                    self.services.deployments.deploy(artifact.name, version, actor=DEMO)
                     self.announce(f"demo: deploying {artifact.name} {version}")
             except ModelportError as exc:
                 self.announce(f"demo: {name} could not be deployed: {exc.message}")

@@ -18,7 +18,6 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import select
@@ -38,20 +37,14 @@ from modelport.core.errors import (
 )
 from modelport.core.records import DeploymentInfo, ServingInfo, ServingRole
 from modelport.core.settings import Settings
-from modelport.db import BuildStatus, Database, Deployment, Module, Version
+from modelport.core.states import BuildStatus, DeploymentStatus
+from modelport.db import Database, Deployment, Module, Version
 from modelport.db.models import utcnow
 from modelport.obs.logs import ModuleLogs
 
-__all__ = ["DeploymentStatus", "Deployments"]
+__all__ = ["Deployments"]
 
 log = logging.getLogger("modelport.deployments")
-
-
-class DeploymentStatus(StrEnum):
-    PENDING = "pending"
-    PROGRESSING = "progressing"
-    READY = "ready"
-    FAILED = "failed"
 
 
 @dataclass(frozen=True)
@@ -106,12 +99,13 @@ class Deployments:
         *,
         replicas: int | None = None,
         canary_percent: int | None = None,
-        actor: Actor | None = None,
+        actor: Actor,
+        reason: str | None = None,
     ) -> DeploymentInfo:
         """Record a new desired state; the reconciler carries it out. Returns the deployment's info.
 
-        The change is recorded in the audit trail as `actor`'s; the platform's own deploys, which record
-        themselves with their reason (or not at all, for the demo), pass no actor.
+        The change is recorded in the audit trail as `actor`'s, with `reason` when the platform deploys by
+        itself (a new git tag).
         """
         if replicas is not None and not 1 <= replicas <= 64:
             raise BadRequest("replicas must be between 1 and 64")
@@ -136,10 +130,9 @@ class Deployments:
             session.flush()
             info = self._info(row)
         self.wake()
-        if actor is not None:
-            asked = {"replicas": replicas, "canary_percent": canary_percent}
-            given = {key: value for key, value in asked.items() if value is not None}
-            self.audit.record(actor, "module.deploy", f"module/{module}", version=version, **given)
+        asked = {"replicas": replicas, "canary_percent": canary_percent, "reason": reason}
+        given = {key: value for key, value in asked.items() if value is not None}
+        self.audit.record(actor, "module.deploy", f"module/{module}", version=version, **given)
         return info
 
     def rollback(self, module: str, *, actor: Actor) -> DeploymentInfo:
@@ -149,12 +142,13 @@ class Deployments:
             if row is None or row.previous_version is None:
                 raise NoPreviousVersion(f"{module} has no previous version to roll back to")
             self._deployable(session, module, row.previous_version)
-            row.target_version = row.previous_version
+            target, replaced = row.previous_version, row.active_version
+            row.target_version = target
             row.canary_version, row.canary_percent = None, 0
             self._bump(row)
             info = self._info(row)
         self.wake()
-        self.audit.record(actor, "module.rollback", f"module/{module}", version=info.version)
+        self.audit.record(actor, "module.rollback", f"module/{module}", version=target, replaced=replaced)
         return info
 
     async def delete(self, module: str, *, actor: Actor) -> None:

@@ -22,7 +22,7 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -163,9 +163,11 @@ class Identity:
         audit: AuditTrail,
         session_seconds: int = 3600,
         login_attempts: str = "5/minute",
+        now: Callable[[], datetime] = utcnow,
     ) -> None:
         self.database = database
         self.audit = audit
+        self.now = now  # the time tokens expire against
         self.session_seconds = session_seconds
         self.hasher = PasswordHasher()  # Argon2id with the RFC 9106 low-memory parameters
         self._dummy_hash = self.hasher.hash(secrets.token_urlsafe(16))
@@ -220,7 +222,7 @@ class Identity:
         remembered = self._verified.get(key)
         if remembered is not None and remembered[0] == revision:
             _, principal, expires_at = remembered
-            return principal if expires_at is None or expires_at > utcnow() else None
+            return principal if expires_at is None or expires_at > self.now() else None
         with self.database.session() as session:
             token = session.scalars(
                 select(ApiToken)
@@ -229,7 +231,7 @@ class Identity:
             ).one_or_none()
             if token is None or token.revoked_at is not None or token.user.disabled:
                 return None
-            if token.expires_at is not None and token.expires_at <= utcnow():
+            if token.expires_at is not None and token.expires_at <= self.now():
                 return None
             principal = _principal(token.user, token_id=token.id)
             expires_at = token.expires_at
@@ -291,7 +293,7 @@ class Identity:
             if token is None:
                 raise NotFound(f"no token with id {token_id}")
             if token.revoked_at is None:
-                token.revoked_at = utcnow()
+                token.revoked_at = self.now()
                 _changed(session)
             info = token_info(token, token.user.name)
         self.audit.record(actor, "token.revoke", f"token/{token_id}", name=info.name, user=info.user)
@@ -319,7 +321,7 @@ class Identity:
                         select(ApiToken.id)
                         .join(User)
                         .where(User.role == Role.ADMIN, ApiToken.revoked_at.is_(None), ~User.disabled)
-                        .where((ApiToken.expires_at.is_(None)) | (ApiToken.expires_at > utcnow()))
+                        .where((ApiToken.expires_at.is_(None)) | (ApiToken.expires_at > self.now()))
                     ).first()
                     is not None
                 )
@@ -344,7 +346,7 @@ class Identity:
             self.audit.record(Actor(shown, client=client), "auth.login_failed", f"user/{shown}")
             raise InvalidCredentials("wrong user name or password")
         assert principal.user_id is not None
-        expires_at = utcnow() + timedelta(seconds=self.session_seconds)
+        expires_at = self.now() + timedelta(seconds=self.session_seconds)
         secret, info = self.issue(principal.user_id, name="session", kind="session", expires_at=expires_at)
         self.audit.record(Actor(name, client=client), "auth.login", f"user/{name}")
         return LoginSession(secret, expires_at, self.session_seconds, replace(principal, token_id=info.id))
@@ -362,7 +364,7 @@ class Identity:
             assert user is not None
             if stored is not None and self.hasher.check_needs_rehash(stored):
                 user.password_hash = self.hasher.hash(password)
-            user.last_login_at = utcnow()
+            user.last_login_at = self.now()
             return _principal(user, token_id=None), True
 
     def _password_matches(self, stored: str | None, password: str) -> bool:
@@ -434,7 +436,7 @@ class Identity:
         asked = {"role": role, "groups": groups, "disabled": disabled}
         changed = {key: value for key, value in asked.items() if value is not None}
         if password is not None:
-            changed["password_changed"] = True
+            changed["credentials"] = "new password"  # a key naming a password would be dropped as secret
         self.audit.record(actor, "user.update", f"user/{info.name}", **changed)
         return info
 
@@ -527,7 +529,7 @@ class Identity:
                         user.role = role
                         user.groups = _groups(session, sorted(identity.groups), create=True)
                         _changed(session)  # the user's API tokens now stand for the new role and groups
-                    user.last_login_at = utcnow()
+                    user.last_login_at = self.now()
                     session.flush()
                     return user.id, user.name
             except IntegrityError:  # another request recorded the same user or group first

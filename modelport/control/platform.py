@@ -12,8 +12,8 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from modelport.artifacts import Artifact
-from modelport.control.access import AccessPolicies
-from modelport.control.audit import SYSTEM, AuditTrail
+from modelport.control.access import AccessPolicies, Permit
+from modelport.control.audit import SYSTEM, Actor, AuditTrail
 from modelport.control.deployments import Deployments
 from modelport.control.identity import TOKEN_PREFIX, Identity, Principal
 from modelport.control.manifests import Manifests
@@ -25,7 +25,7 @@ from modelport.control.storage import Storage
 from modelport.control.versions import Versions
 from modelport.control.weights import ModelWeights
 from modelport.core.errors import ModuleNotFound, SetupFailed
-from modelport.core.records import ApplyResult, ModuleInfo
+from modelport.core.records import ApplyResult, ModuleInfo, VersionInfo
 from modelport.core.settings import Settings
 from modelport.db import Database, Module, Version
 from modelport.obs.logs import ModuleLogs
@@ -176,6 +176,40 @@ class Services:
         visible = set(self.policies.visible(principal, [row.name for row in rows]))
         return [self._module_info(row, counts.get(row.name, 0)) for row in rows if row.name in visible]
 
+    async def push_version(
+        self,
+        module: str,
+        version: str,
+        data: bytes,
+        *,
+        principal: Principal,
+        actor: Actor,
+        commit: str | None = None,
+        tag: str | None = None,
+        digest: str | None = None,
+    ) -> tuple[VersionInfo, bool]:
+        """Push a version as `principal` (who must manage the module, or may create it); returns its info
+        and whether it is new. A new module is visible to its owners at once."""
+        info, created = await self.versions.push(
+            module,
+            version,
+            data,
+            pushed_by=principal.name,
+            actor=actor,
+            permit=Permit(principal, self.policies),
+            commit=commit,
+            tag=tag,
+            digest=digest,
+        )
+        if created:
+            self.policies.invalidate()
+        return info, created
+
+    async def delete_module(self, module: str, *, actor: Actor) -> None:
+        """Stop serving `module` and forget it; nobody may call it from now on."""
+        await self.deployments.delete(module, actor=actor)
+        self.policies.invalidate()
+
     def module(self, name: str) -> ModuleInfo:
         with self.database.session() as session:
             row = session.get(Module, name)
@@ -209,6 +243,7 @@ class Services:
             artifact.version,
             artifact.data,
             pushed_by=pushed_by,
+            actor=SYSTEM,
             commit=artifact.commit,
             tag=artifact.tag,
             digest=artifact.digest,
@@ -216,5 +251,4 @@ class Services:
         return info.name
 
     async def _deploy_release(self, module: str, version: str) -> None:
-        self.deployments.deploy(module, version)
-        self.audit.record(SYSTEM, "module.deploy", f"module/{module}", version=version, reason="git tag")
+        self.deployments.deploy(module, version, actor=SYSTEM, reason="git tag")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import math
 import secrets
 import threading
 import time
@@ -294,7 +295,7 @@ class Storage:
             raise BadRequest(f"expires_in must be between 1 and {self.settings.presign_max_seconds} seconds")
         if method == "PUT":
             self._check_room(bucket)
-        expires = int(self.clock()) + expires_in
+        expires = math.ceil(self.clock()) + expires_in  # never shorter than asked
         url = self.store.presign(bucket, key, method=method, expires_in=expires_in)
         if url is None:
             signature = self._signature(method, bucket, key, expires)

@@ -36,7 +36,8 @@ from modelport.core.errors import (
 )
 from modelport.core.manifests import ManifestError, Metadata
 from modelport.core.records import VersionDetail, VersionInfo
-from modelport.db import BuildStatus, Database, Module, Version
+from modelport.core.states import BuildStatus
+from modelport.db import Database, Module, Version
 from modelport.obs.redact import redact
 from modelport.runtime.environments import BuildFailed, Environment, Environments
 from modelport.sdk.source import SourceError
@@ -103,7 +104,7 @@ class Versions:
         data: bytes,
         *,
         pushed_by: str,
-        actor: Actor | None = None,
+        actor: Actor,
         permit: Permit | None = ALLOW_ALL,
         commit: str | None = None,
         tag: str | None = None,
@@ -114,7 +115,7 @@ class Versions:
         Pushing identical content under an existing name is a no-op; different content is `VersionExists`.
         `permit` checks that the pusher may manage the module, or create it: a new module is owned by its
         manifest's `spec.owner` (or the developer's only group). A new version is recorded in the audit trail
-        as `actor`'s push; the platform's own pushes (git sources, the demo) pass no actor and are not.
+        as `actor`'s push (`SYSTEM` for the platform's own, from git sources).
         """
         _check_names(module, name)
         with self.database.session() as session:
@@ -155,8 +156,7 @@ class Versions:
                 raise
             return existing, False
         self.start_build(module, name)
-        if actor is not None:
-            self.audit.record(actor, "version.push", f"module/{module}", version=name, digest=actual)
+        self.audit.record(actor, "version.push", f"module/{module}", version=name, digest=actual)
         return info, True
 
     def _find(self, module: str, name: str, digest: str) -> VersionInfo | None:

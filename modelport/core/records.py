@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from modelport.core.roles import Role
+from modelport.core.states import BuildStatus, DeploymentStatus
 
 __all__ = [
     "AccessToken",
@@ -51,8 +52,6 @@ __all__ = [
     "VersionList",
 ]
 
-BuildStatus = Literal["pending", "building", "ready", "failed"]
-DeploymentStatus = Literal["pending", "progressing", "ready", "failed"]
 ServingRole = Literal["active", "canary", "previous"]
 ApplyAction = Literal["created", "configured", "unchanged", "deleted"]
 IdentitySource = Literal["local", "oidc"]

@@ -4,7 +4,6 @@ groups, API tokens, the audit trail) and storage buckets."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Any, ClassVar
 
 from sqlalchemy import (
@@ -26,6 +25,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
 from modelport.core.roles import Role
+from modelport.core.states import BuildStatus
 
 __all__ = [
     "ApiDefinition",
@@ -33,7 +33,6 @@ __all__ = [
     "AuditEvent",
     "Base",
     "Bucket",
-    "BuildStatus",
     "Deployment",
     "Group",
     "IdentityRevision",
@@ -70,13 +69,6 @@ class UtcDateTime(TypeDecorator[datetime]):
 
 class Base(DeclarativeBase):
     type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSON, datetime: UtcDateTime}
-
-
-class BuildStatus(StrEnum):
-    PENDING = "pending"
-    BUILDING = "building"
-    READY = "ready"
-    FAILED = "failed"
 
 
 class Module(Base):

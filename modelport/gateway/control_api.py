@@ -78,8 +78,7 @@ def control_router(services: Services) -> APIRouter:
 
     @router.delete("/modules/{module}", status_code=204, summary="Stop serving and delete a module")
     async def delete_module(request: Request, module: str) -> Response:
-        await services.deployments.delete(module, actor=actor_of(request))
-        policies.invalidate()
+        await services.delete_module(module, actor=actor_of(request))
         return Response(status_code=204)
 
     @router.get("/modules/{module}/versions", response_model=VersionList, summary="List a module's versions")
@@ -110,23 +109,19 @@ def control_router(services: Services) -> APIRouter:
         tag: Annotated[str | None, Query(max_length=255)] = None,
         x_content_digest: Annotated[str | None, Header()] = None,
     ) -> VersionInfo:
-        principal = principal_of(request.scope)
         data = await request.body()
         if not data:
             raise BadRequest("the request body is empty: send the version's artifact")
-        info, created = await services.versions.push(
+        info, created = await services.push_version(
             module,
             version,
             data,
-            pushed_by=principal.name,
+            principal=principal_of(request.scope),
             actor=actor_of(request),
-            permit=Permit(principal, policies),
             commit=commit,
             tag=tag,
             digest=x_content_digest,
         )
-        if created:
-            policies.invalidate()
         response.status_code = 201 if created else 200
         return info
 

@@ -17,14 +17,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
-from typing import BinaryIO, Literal
+from typing import BinaryIO
+
+from modelport.core.records import PresignMethod
 
 __all__ = ["CHUNK", "Listing", "ObjectInfo", "ObjectReader", "ObjectStore", "ObjectWriter", "PresignMethod"]
 
 CHUNK = 1 << 20
 """Bytes moved per read or write step: memory stays flat whatever the object's size."""
-
-PresignMethod = Literal["GET", "PUT"]
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,6 @@ OIDC users recorded on first use, and who may call or manage a module."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -95,7 +94,7 @@ def test_logins_and_changes_are_recorded_in_the_audit_trail(identity):
     for name in ["ana", "correct horse"]:  # the second is a password typed into the name field
         with pytest.raises(InvalidCredentials):
             identity.login(name, "wrong", client="10.0.0.2")
-    identity.update_user(ana.id, role=Role.DEVELOPER, actor=ADMIN)
+    identity.update_user(ana.id, role=Role.DEVELOPER, password="battery staple", actor=ADMIN)
     made = identity.create_token(ana.id, name="ci", expires_at=None, actor=ADMIN)
     assert identity.verify(made.token).token_id == made.id
     identity.revoke(made.id, actor=ADMIN)
@@ -105,7 +104,7 @@ def test_logins_and_changes_are_recorded_in_the_audit_trail(identity):
         ("ana", "auth.login", "user/ana", {}),
         ("ana", "auth.login_failed", "user/ana", {}),
         ("(unknown user)", "auth.login_failed", "user/(unknown user)", {}),
-        ("root", "user.update", "user/ana", {"role": "developer"}),
+        ("root", "user.update", "user/ana", {"role": "developer", "credentials": "new password"}),
         ("root", "token.create", f"token/{made.id}", {"name": "ci", "user": "ana", "expires_at": None}),
         ("root", "token.revoke", f"token/{made.id}", {"name": "ci", "user": "ana"}),
     ]
@@ -166,12 +165,17 @@ def test_a_token_remembered_by_one_gateway_is_dropped_when_another_revokes_it(da
     assert here.verify(other) is None
 
 
-def test_a_remembered_token_still_expires(identity):
+def test_a_remembered_token_still_expires(database):
+    clock = [utcnow()]
+    identity = Identity(database, audit=AuditTrail(database), now=lambda: clock[0])
     user = identity.create_user("ana", role=Role.USER, actor=ADMIN)
-    secret, _ = identity.issue(user.id, name="short", expires_at=utcnow() + timedelta(seconds=0.3))
+    secret, _ = identity.issue(user.id, name="short", expires_at=clock[0] + timedelta(minutes=5))
+    assert identity.verify(secret) is not None  # and now remembered
+    clock[0] += timedelta(minutes=5) - timedelta(milliseconds=1)
     assert identity.verify(secret) is not None
-    time.sleep(0.4)
+    clock[0] += timedelta(milliseconds=2)
     assert identity.verify(secret) is None
+    identity.close()
 
 
 def test_users_and_groups(identity):

@@ -10,7 +10,8 @@ from sqlalchemy import inspect, select, text
 from sqlalchemy.exc import IntegrityError
 
 from modelport.core.roles import Role
-from modelport.db import ApiToken, Base, BuildStatus, Database, Deployment, Group, Module, User, Version
+from modelport.core.states import BuildStatus
+from modelport.db import ApiToken, Base, Database, Deployment, Group, Module, User, Version
 from modelport.db.database import _alembic_config
 
 

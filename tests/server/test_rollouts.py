@@ -101,6 +101,8 @@ def test_rollback_restores_the_previous_version(platform, client, git_module):
     assert load.failures() == []
     call = client.post("/api/v1/modules/versioned/predict", json={"inputs": {"text": "x"}})
     assert call.headers["x-model-version"] == "v1" and call.json()["outputs"]["release"] == "one"
+    [event] = client.get("/api/v1/audit", params={"action": "module.rollback"}).json()["events"]
+    assert event["details"] == {"version": "v1", "replaced": "v2"}
 
 
 def test_a_canary_takes_its_share_of_calls(platform, client, git_module):
