@@ -107,14 +107,31 @@ class InProcessPlatform:
         return httpx.AsyncClient(transport=transport, base_url="http://testserver", headers=headers)
 
 
+@asynccontextmanager
+async def _in_process_platform(data_dir: Path, **settings: object) -> AsyncIterator[InProcessPlatform]:
+    config = Settings(data_dir=data_dir, bootstrap_token=ADMIN_TOKEN, **settings)  # type: ignore[arg-type]
+    server = PlatformServer(config, announce=lambda line: None)
+    async with server.running():
+        yield InProcessPlatform(server, ADMIN_TOKEN)
+
+
+PlatformFactory = Callable[..., AbstractAsyncContextManager[InProcessPlatform]]
+
+
+@pytest.fixture(scope="session")
+def start_platform_app() -> PlatformFactory:
+    """`start_platform_app(data_dir, **settings)`: the platform of `platform_app`, with settings of one's own
+    (a `database_url`, say), as an async context manager. For a world that a module's tests share, enter it
+    in a module-scoped fixture on a module-scoped event loop (`loop_scope="module"`)."""
+    return _in_process_platform
+
+
 @pytest.fixture
 async def platform_app(tmp_path: Path) -> AsyncIterator[InProcessPlatform]:
     """The real platform application (settings → database → services → app) on SQLite in `tmp_path`, its
     lifespan running, reached in-process through an ASGI transport."""
-    settings = Settings(data_dir=tmp_path / "platform", bootstrap_token=ADMIN_TOKEN)
-    server = PlatformServer(settings, announce=lambda line: None)
-    async with server.running():
-        yield InProcessPlatform(server, ADMIN_TOKEN)
+    async with _in_process_platform(tmp_path / "platform") as platform:
+        yield platform
 
 
 @pytest.fixture
