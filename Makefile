@@ -18,9 +18,12 @@ $(STAMP): pyproject.toml
 run: install
 	$(BIN)/modelport server --demo --port 8000
 
+# Test files run in parallel, each whole on one worker (module-scoped servers stay shared within a file).
+TEST_WORKERS ?= 2
+
 test: install tests/oidc/node_modules/.package-lock.json
 	bash scripts/install-system-deps.sh
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 
 # The OpenID Connect provider the tests start (tests/oidc_provider.py).
 tests/oidc/node_modules/.package-lock.json: tests/oidc/package-lock.json

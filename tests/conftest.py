@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import uuid
@@ -19,6 +20,10 @@ from repos import git
 from s3_server import S3Server
 
 from modelport.app import DevServer, PlatformServer
+
+# Rich fixes a console's width when COLUMNS is set as it is made, and the command line makes its consoles at
+# import; the command tests give each call its own width (pytest-xdist's workers set COLUMNS=80).
+os.environ.pop("COLUMNS", None)
 from modelport.control.modules import ServedModule
 from modelport.core.settings import Settings
 

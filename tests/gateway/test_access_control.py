@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import shutil
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -31,12 +30,12 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
+from manifests import api, bucket, module_copy
 
 from modelport.artifacts import pack
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
-FIXTURES = Path(__file__).parents[1] / "fixtures" / "modules"
 ORIGIN = "http://127.0.0.1:5173"
 
 
@@ -50,34 +49,6 @@ class World:
     def client(self, who: str | None) -> httpx.AsyncClient:
         """A client from 127.0.0.1 with `who`'s token, or with no credentials for None."""
         return self.platform.client(self.tokens[who] if who else "")
-
-
-def module_copy(root: Path, fixture: str, name: str, owner: str | None) -> Path:
-    directory = root / name
-    shutil.copytree(FIXTURES / fixture, directory, ignore=shutil.ignore_patterns("__pycache__"))
-    spec = f"spec: {{owner: '{owner}'}}\n" if owner else ""
-    (directory / "modelport.yaml").write_text(
-        f"apiVersion: modelport/v1\nkind: Module\nmetadata: {{name: {name}}}\n{spec}"
-    )
-    return directory
-
-
-def api(name: str, module: str, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "modelport/v1",
-        "kind": "Api",
-        "metadata": {"name": name},
-        "spec": {"module": module, **spec},
-    }
-
-
-def bucket(name: str, group: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "modelport/v1",
-        "kind": "Storage",
-        "metadata": {"name": name},
-        "spec": {"access": {"groups": [group]}},
-    }
 
 
 async def push(client: httpx.AsyncClient, directory: Path, *, version: str) -> httpx.Response:

@@ -9,8 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 from drive import deploy, push, wait_built, wait_deployment
+from manifests import api, module_copy
 from platform_server import ServerProcess
-from test_access import api, module_copy
 
 pytestmark = pytest.mark.slow
 

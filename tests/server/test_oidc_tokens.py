@@ -22,9 +22,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from drive import deploy, push, wait_built, wait_deployment
+from manifests import api, module_copy
 from oidc_provider import OidcProvider
 from platform_server import ADMIN_TOKEN, ServerProcess
-from test_access import api, module_copy
 
 pytestmark = pytest.mark.slow
 
