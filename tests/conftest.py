@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from inprocess import served_platform
 from oidc_provider import OidcProvider
 from platform_server import ADMIN_TOKEN, ServerProcess
 from postgres import Cluster
@@ -137,6 +138,16 @@ async def platform_app(tmp_path: Path) -> AsyncIterator[InProcessPlatform]:
     lifespan running, reached in-process through an ASGI transport."""
     async with _in_process_platform(tmp_path / "platform") as platform:
         yield platform
+
+
+@pytest.fixture
+def platform_client(tmp_path: Path, database_url: str) -> Iterator[httpx.Client]:
+    """An admin's client of the platform served in this process, on each database backend."""
+    with (
+        served_platform(tmp_path / "platform", database_url=database_url) as served,
+        served.client({"Authorization": f"Bearer {ADMIN_TOKEN}"}) as client,
+    ):
+        yield client
 
 
 @pytest.fixture

@@ -1,4 +1,8 @@
-"""The control API's refusals and the routes the rollout tests leave out: limits, bad deploys, logs."""
+"""The control API's refusals and the routes the rollout tests leave out: limits, bad deploys, logs.
+
+The platform is the real composition root served in this process (its modules run in real worker
+processes); the rollout and fault tests in `tests/server/` drive a real server process instead.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,8 @@ import time
 
 import pytest
 from drive import deploy, push, push_and_deploy, tag_release, wait_deployment
-from platform_server import ADMIN_TOKEN, ServerProcess
+from inprocess import served_platform
+from platform_server import ADMIN_TOKEN
 from repos import git
 
 from modelport.artifacts import pack
@@ -19,25 +24,23 @@ def test_artifacts_have_their_own_body_limit(tmp_path, git_module):
     git(repository, "add", "-A")
     git(repository, "commit", "-q", "-m", "weights")
     git(repository, "tag", "-f", "v1")
-    limits = {"MODELPORT_MAX_BODY_BYTES": "4096", "MODELPORT_MAX_ARTIFACT_BYTES": "2000000"}
-    server = ServerProcess(tmp_path / "server", token=ADMIN_TOKEN, env=limits)
-    server.start()
-    try:
-        with server.client() as client:
-            artifact = pack(repository, version=None)
-            assert artifact.size > 4096
-            assert push(client, repository).status_code == 201
-            too_big = client.post(
-                "/api/v1/modules/versioned/versions", params={"version": "v9"}, content=b"x" * 2_000_001
-            )
-            assert too_big.status_code == 413 and too_big.json()["error"]["code"] == "payload_too_large"
-            predict = client.post("/api/v1/modules/versioned/predict", json={"inputs": {"text": "x" * 5000}})
-            assert predict.status_code == 413
-            assert [
-                v["name"] for v in client.get("/api/v1/modules/versioned/versions").json()["versions"]
-            ] == ["v1"]
-    finally:
-        server.stop()
+    limits = {"max_body_bytes": 4096, "max_artifact_bytes": 2_000_000}
+    with (
+        served_platform(tmp_path / "platform", **limits) as served,
+        served.client({"Authorization": f"Bearer {ADMIN_TOKEN}"}) as client,
+    ):
+        artifact = pack(repository, version=None)
+        assert artifact.size > 4096
+        assert push(client, repository).status_code == 201
+        too_big = client.post(
+            "/api/v1/modules/versioned/versions", params={"version": "v9"}, content=b"x" * 2_000_001
+        )
+        assert too_big.status_code == 413 and too_big.json()["error"]["code"] == "payload_too_large"
+        predict = client.post("/api/v1/modules/versioned/predict", json={"inputs": {"text": "x" * 5000}})
+        assert predict.status_code == 413
+        assert [v["name"] for v in client.get("/api/v1/modules/versioned/versions").json()["versions"]] == [
+            "v1"
+        ]
 
 
 @pytest.mark.parametrize(
@@ -50,7 +53,8 @@ def test_artifacts_have_their_own_body_limit(tmp_path, git_module):
         ({}, 422, "validation_failed"),
     ],
 )
-def test_bad_deploys_are_refused_and_change_nothing(platform, client, git_module, body, status, code):
+def test_bad_deploys_are_refused_and_change_nothing(platform_client, git_module, body, status, code):
+    client = platform_client
     repository = git_module("versioned", tag="v1")
     push_and_deploy(client, repository, "versioned", "v1")
     before = client.get("/api/v1/modules/versioned").json()["deployment"]
@@ -62,7 +66,8 @@ def test_bad_deploys_are_refused_and_change_nothing(platform, client, git_module
     assert client.get("/api/v1/modules/versioned").json()["deployment"] == before
 
 
-def test_deploys_to_missing_modules_and_canaries_without_a_version_are_refused(platform, client, git_module):
+def test_deploys_to_missing_modules_and_canaries_without_a_version_are_refused(platform_client, git_module):
+    client = platform_client
     missing = client.post("/api/v1/modules/nothing/deploy", json={"version": "v1"})
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "module_not_found"
     assert client.post("/api/v1/modules/nothing/rollback").status_code == 404
@@ -74,7 +79,8 @@ def test_deploys_to_missing_modules_and_canaries_without_a_version_are_refused(p
     assert pinned.status_code == 404 and pinned.json()["error"]["code"] == "module_not_found"
 
 
-def test_replicas_logs_pins_and_delete(platform, client, git_module):
+def test_replicas_logs_pins_and_delete(platform_client, git_module):
+    client = platform_client
     repository = git_module("versioned", tag="v1")
     push_and_deploy(client, repository, "versioned", "v1")
     scaled = wait_deployment(client, "versioned", deploy(client, "versioned", "v1", replicas=2)["generation"])
