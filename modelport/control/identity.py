@@ -173,7 +173,7 @@ class Identity:
         self._dummy_hash = self.hasher.hash(secrets.token_urlsafe(16))
         self._throttle = _LoginThrottle(login_attempts)
         self._verified: dict[str, tuple[int, Principal, datetime | None]] = {}
-        self._oidc_seen: dict[tuple[str, str], tuple[tuple[Any, ...], int, str]] = {}
+        self._oidc_seen: dict[tuple[str, str], tuple[tuple[Any, ...], int, _OidcUser]] = {}
         self._lock = threading.Lock()
         self._reader: Any = None
         self._reader_thread: int | None = None
@@ -488,27 +488,33 @@ class Identity:
 
     # OIDC
 
-    def oidc_principal(self, identity: OidcIdentity) -> Principal:
-        """The principal of a verified OIDC identity; its user is recorded on first use and its role and
-        groups are copied to the user list when they change."""
+    def oidc_principal(self, identity: OidcIdentity) -> Principal | None:
+        """The principal of a verified OIDC identity; None if an admin disabled its user. The user is
+        recorded on first use and its role and groups are copied to the user list when they change.
+
+        What was read is remembered with the identity revision, like verified tokens: any change to a user
+        (disabling one, say) makes the next request read the user again."""
         role = Role.ADMIN if "admin" in identity.roles else Role.DEVELOPER
         if role != Role.ADMIN and "developer" not in identity.roles:
             role = Role.USER
         key = (identity.issuer, identity.subject)
         shape = (identity.username, role, identity.groups)
+        revision = self._revision()  # before reading: a change made meanwhile is read again next time
         seen = self._oidc_seen.get(key)
-        if seen is None or seen[0] != shape:
-            user_id, name = self._record_oidc_user(identity, role)
+        if seen is None or seen[0] != shape or seen[1] != revision:
+            user = self._record_oidc_user(identity, role)
             with self._lock:
                 if len(self._oidc_seen) > 10_000:
                     self._oidc_seen.clear()
-                self._oidc_seen[key] = (shape, user_id, name)
+                self._oidc_seen[key] = (shape, revision, user)
         else:
-            _, user_id, name = seen
+            user = seen[2]
+        if user.disabled:
+            return None
         # The user list's name: the token's own, unless a local user had it first (then `name-2`).
-        return Principal(user_id=user_id, name=name, role=role, groups=identity.groups, source="oidc")
+        return Principal(user_id=user.id, name=user.name, role=role, groups=identity.groups, source="oidc")
 
-    def _record_oidc_user(self, identity: OidcIdentity, role: Role) -> tuple[int, str]:
+    def _record_oidc_user(self, identity: OidcIdentity, role: Role) -> _OidcUser:
         for attempt in range(3):
             try:
                 with self.database.session() as session:
@@ -529,13 +535,23 @@ class Identity:
                         user.role = role
                         user.groups = _groups(session, sorted(identity.groups), create=True)
                         _changed(session)  # the user's API tokens now stand for the new role and groups
-                    user.last_login_at = self.now()
+                    if not user.disabled:
+                        user.last_login_at = self.now()
                     session.flush()
-                    return user.id, user.name
+                    return _OidcUser(user.id, user.name, user.disabled)
             except IntegrityError:  # another request recorded the same user or group first
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")
+
+
+@dataclass(frozen=True)
+class _OidcUser:
+    """What an OIDC identity's user record says: its id, its name in the user list, whether it is disabled."""
+
+    id: int
+    name: str
+    disabled: bool
 
 
 _REVISION = select(IdentityRevision.revision).where(IdentityRevision.id == 1)

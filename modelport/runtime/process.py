@@ -34,11 +34,14 @@ from modelport.core.protocol import (
 )
 from modelport.core.protocol import SetupFailed as SetupFailedMessage
 
-__all__ = ["LogSink", "ProcessState", "WorkerLaunch", "WorkerProcess"]
+__all__ = ["LOG_LINE_BYTES", "LogSink", "ProcessState", "WorkerLaunch", "WorkerProcess"]
 
 LogSink = Callable[[str, str], None]
 """Receives (stream name, line) for every line a worker prints."""
 
+LOG_LINE_BYTES = 16 * 1024
+"""The longest line of a worker's output that goes to the log whole; longer ones are cut."""
+_READ_BYTES = 64 * 1024
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 
 
@@ -187,8 +190,24 @@ class WorkerProcess:
                 future.set_exception(WorkerDied(f"worker {self.name} died while handling the request"))
 
     async def _pump(self, stream: asyncio.StreamReader, name: str) -> None:
-        while line := await stream.readline():
-            self._log(name, line.decode("utf-8", "replace").rstrip("\n"))
+        """Hand each line of the worker's output to the log, never leaving the pipe unread (a worker whose
+        pipe fills stops): a line longer than `LOG_LINE_BYTES` is cut there and the rest of it dropped."""
+        pending, cutting = b"", False
+        while chunk := await stream.read(_READ_BYTES):
+            *lines, pending = (pending + chunk).split(b"\n")
+            for line in lines:
+                if cutting:  # the end of a line already cut
+                    cutting = False
+                    continue
+                self._log(name, line.decode("utf-8", "replace"))
+            if len(pending) > LOG_LINE_BYTES:
+                if not cutting:
+                    kept = pending[:LOG_LINE_BYTES].decode("utf-8", "replace")
+                    self._log(name, f"{kept} [line cut at {LOG_LINE_BYTES} bytes]")
+                    cutting = True
+                pending = b""
+        if pending and not cutting:
+            self._log(name, pending.decode("utf-8", "replace"))
 
     async def _watch(self) -> None:
         assert self._process is not None

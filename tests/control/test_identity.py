@@ -243,6 +243,18 @@ def test_oidc_users_are_recorded_on_first_use_and_follow_their_tokens(identity):
     assert identity.oidc_principal(oidc("s-2", "root", [], ["admin"])).is_admin
 
 
+def test_a_disabled_user_is_refused_on_the_next_oidc_request(identity):
+    token = oidc("s-1", "ana", ["/team-a"], ["developer"])
+    ana = identity.oidc_principal(token)
+    assert ana is not None and identity.oidc_principal(token) is not None  # now remembered
+    identity.update_user(ana.user_id, disabled=True, actor=ADMIN)
+    assert identity.oidc_principal(token) is None
+    assert identity.oidc_principal(token) is None  # remembered as disabled, not recorded as a sign-in
+    assert identity.user(ana.user_id).disabled
+    identity.update_user(ana.user_id, disabled=False, actor=ADMIN)
+    assert identity.oidc_principal(token) == ana
+
+
 def principal(role: Role, *groups: str) -> Principal:
     return Principal(user_id=1, name="p", role=role, groups=frozenset(groups))
 

@@ -10,6 +10,7 @@ import time
 import pytest
 
 from modelport.core.errors import SetupFailed
+from modelport.runtime.process import LOG_LINE_BYTES
 
 
 async def test_echo_returns_declared_outputs_only(fixture_module, serve):
@@ -151,6 +152,20 @@ async def test_prints_go_to_the_log_and_never_corrupt_the_channel(fixture_module
     assert "printed at import" in captured.err
     assert "stdout line for t2" in captured.err
     assert "stderr line" in captured.err
+
+
+async def test_long_printed_lines_are_cut_and_never_wedge_the_worker(fixture_module, serve, capsys):
+    async with serve(fixture_module("prints")) as served:
+        for _ in range(20):  # 20 MB of output, far more than a pipe holds
+            response = await asyncio.wait_for(served.predict(inputs={"text": "long"}), timeout=30)
+            assert response.status_code == 200
+        answered = await asyncio.wait_for(served.predict(inputs={"text": "short"}), timeout=30)
+        assert answered.json()["outputs"] == {"text": "short"}
+    lines = capsys.readouterr().err.splitlines()
+    cut = [line for line in lines if line.endswith(f"[line cut at {LOG_LINE_BYTES} bytes]")]
+    assert len(cut) >= 20 and all(len(line) < LOG_LINE_BYTES + 100 for line in cut)
+    assert sum("after the long line" in line for line in lines) == 20
+    assert "stdout line for short" in "\n".join(lines)
 
 
 async def test_setup_failure_surfaces_through_start_module(fixture_module):
