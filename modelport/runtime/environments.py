@@ -36,6 +36,7 @@ from uv import find_uv_bin
 
 import modelport
 from modelport.core.errors import ModelportError
+from modelport.runtime.isolation import build_environment, worker_environment
 
 __all__ = ["BuildFailed", "Environment", "Environments", "normalise_requirements"]
 
@@ -150,7 +151,7 @@ class Environments:
         argv = [environment.python, "-c", _IMPORT_CHECK, str(module_dir), entrypoint]
         try:
             code, tail = await _run(
-                argv, log=log, cwd=module_dir, env={**os.environ, **(env or {})}, timeout=timeout
+                argv, log=log, cwd=module_dir, env=worker_environment(env or {}), timeout=timeout
             )
         except TimeoutError:
             raise BuildFailed(f"importing {entrypoint} took longer than {timeout:.0f} s") from None
@@ -252,7 +253,7 @@ class Environments:
     async def _uv_step(self, step: str, arguments: list[str], log: BuildLog) -> None:
         argv = [*self._uv, *arguments, "--no-progress"]
         log(f"$ {' '.join(argv)}")
-        code, tail = await _run(argv, log=log, cwd=self.root)
+        code, tail = await _run(argv, log=log, cwd=self.root, env=build_environment({}))
         if code != 0:
             raise BuildFailed(f"{step} failed (uv exited with {code}):\n" + "\n".join(tail))
 

@@ -33,6 +33,7 @@ from modelport.core.protocol import (
     frame_length,
 )
 from modelport.core.protocol import SetupFailed as SetupFailedMessage
+from modelport.runtime.isolation import worker_environment
 
 __all__ = ["LOG_LINE_BYTES", "LogSink", "ProcessState", "WorkerLaunch", "WorkerProcess"]
 
@@ -118,7 +119,7 @@ class WorkerProcess:
         await self._handshake()
 
     def _environment(self) -> dict[str, str]:
-        env = {**os.environ, **self.launch.env, "PYTHONUNBUFFERED": "1"}
+        env = {**worker_environment(self.launch.env), "PYTHONUNBUFFERED": "1"}
         for variable in _THREAD_VARIABLES:
             env.setdefault(variable, str(self.launch.threads))
         return env
