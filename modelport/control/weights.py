@@ -40,6 +40,8 @@ _MARKER = "complete"
 _FILES = "files"
 _LEFTOVERS = (".partial-", ".evicted-")
 MISSING_SECONDS = 5.0
+MISSING_LIMIT = 10_000
+"""Most missing model keys remembered at once: callers may name any number of keys that do not exist."""
 STALE_SECONDS = 3600.0
 
 
@@ -87,9 +89,20 @@ class ModelWeights:
             return
         error = future.exception()  # retrieved here, so an error nobody waited for is not reported as lost
         if isinstance(error, ModelNotFound):
-            self._missing[ident] = (self._clock() + MISSING_SECONDS, error)
+            self._remember_missing(ident, error)
         else:
             self._missing.pop(ident, None)
+
+    def _remember_missing(self, ident: tuple[str, str, str], error: ModelNotFound) -> None:
+        """Remember a missing key for `MISSING_SECONDS`, first forgetting the expired ones when the memory
+        is full, then the oldest."""
+        now = self._clock()
+        if len(self._missing) >= MISSING_LIMIT:
+            self._missing = {key: seen for key, seen in self._missing.items() if seen[0] > now}
+        while len(self._missing) >= MISSING_LIMIT:
+            del self._missing[next(iter(self._missing))]  # the same lifetime for all: the first ends first
+        self._missing.pop(ident, None)  # so that insertion order stays expiry order
+        self._missing[ident] = (now + MISSING_SECONDS, error)
 
     # Everything below runs in a worker thread.
 

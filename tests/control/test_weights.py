@@ -199,6 +199,25 @@ async def test_a_missing_model_key_is_remembered_briefly(tmp_path, store, monkey
     assert listed == ["digits/late/", "digits/late/"]
 
 
+async def test_missing_model_keys_are_remembered_within_a_bound(tmp_path, store, monkeypatch):
+    monkeypatch.setattr(weights_module, "MISSING_LIMIT", 50)
+    clock = Clock()
+    weights = ModelWeights(store, cache_dir=tmp_path / "cache", max_bytes=10**6, clock=clock)
+
+    async def name_unknown_keys(count: int, tag: str) -> None:
+        for number in range(count):
+            with pytest.raises(ModelNotFound):
+                await weights.fetch("models", "digits", f"{tag}-{number}")
+
+    await name_unknown_keys(200, "first")  # a caller inventing keys
+    assert len(weights._missing) == 50
+    remembered = set(weights._missing)
+    assert remembered == {("models", "digits", f"first-{n}") for n in range(150, 200)}  # the newest
+    clock.now += weights_module.MISSING_SECONDS + 1
+    await name_unknown_keys(1, "later")  # the memory is full: the expired keys go first
+    assert set(weights._missing) == {("models", "digits", "later-0")}
+
+
 def test_leftovers_of_interrupted_downloads_are_removed_once_an_hour_old(tmp_path, store):
     cache_dir = tmp_path / "cache"
     old, young = cache_dir / ".partial-old", cache_dir / ".partial-young"
