@@ -12,9 +12,8 @@ ignored.
 
 A token passes when its `alg` is in the asymmetric allow-list, its `kid` names a signing key of a fitting
 type, the signature verifies, `iss` equals the issuer exactly, `sub` is present, `exp` (required), `nbf` and
-`iat` hold within `leeway`, and its `aud` contains one of `audiences` or its `azp` is one of them. An empty
-`audiences` turns the audience check off (a warning is logged): any client's token of that issuer is then
-accepted.
+`iat` hold within `leeway`, and its `aud` contains one of `audiences` or its `azp` is one of them. There is
+always at least one audience: without the check, a token the issuer gave any of its clients would pass.
 
 ID tokens are refused: a payload `typ` other than `Bearer` (Keycloak's ID tokens say `ID`), a header `typ`
 other than `JWT`, `at+jwt` or `application/at+jwt` (compared case-insensitively), or an OIDC ID-token
@@ -139,6 +138,8 @@ class OidcVerifier:
         refused = [alg for alg in algorithms if alg not in _KEY_TYPES]
         if refused or not algorithms:
             raise ValueError(f"not an accepted signature algorithm list: {', '.join(refused) or 'empty'}")
+        if not audiences:
+            raise ValueError("name at least one audience: the client ids whose access tokens are accepted")
         if refresh_seconds <= 0 or min_refetch_seconds < 0 or leeway < 0:
             raise ValueError("refresh_seconds must be positive; min_refetch_seconds and leeway not negative")
         self.issuer = issuer
@@ -159,11 +160,6 @@ class OidcVerifier:
         self._keys_at = 0.0
         self._tried_at: float | None = None
         self._fetches = 0
-        if not self.audiences:
-            log.warning(
-                "no OIDC audience is configured: access tokens of %s issued to any client are accepted",
-                issuer,
-            )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> OidcVerifier | None:
@@ -229,8 +225,6 @@ class OidcVerifier:
         raise InvalidToken("the token's signature does not verify")
 
     def _check_audience(self, payload: Mapping[str, Any]) -> None:
-        if not self.audiences:
-            return
         aud, azp = payload.get("aud"), payload.get("azp")
         claimed = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
         if any(isinstance(a, str) and a in self.audiences for a in claimed):

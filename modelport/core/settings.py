@@ -298,6 +298,14 @@ class Settings(BaseSettings):
             problems.append(
                 ("oidc_audience", "is set but MODELPORT_OIDC_ISSUER is not, so no token is checked")
             )
+        if self.oidc_issuer and not self.oidc_audience:
+            problems.append(
+                (
+                    "oidc_audience",
+                    "is empty while MODELPORT_OIDC_ISSUER is set: name the client ids (comma-separated) "
+                    "whose access tokens this server accepts, or any client of the issuer could call it",
+                )
+            )
         if self.s3_access_key_id is not None and self.s3_secret_access_key is None:
             problems.append(
                 ("s3_access_key_id", "is set without MODELPORT_S3_SECRET_ACCESS_KEY; set both or neither")

@@ -551,14 +551,10 @@ async def test_times_within_the_leeway_pass(verifier, issuer: Issuer, keys: Keys
         assert (await verifier.verify(keys.rsa.sign(claims(issuer, **changes)))).username == "alice"
 
 
-async def test_an_empty_audience_list_checks_only_issuer_and_signature(
-    issuer: Issuer, http, clock, keys: Keys, caplog: pytest.LogCaptureFixture
-):
-    with caplog.at_level(logging.WARNING, logger="modelport.oidc"):
-        verifier = make_verifier(issuer, http, clock, audiences=[])
-    assert "no OIDC audience" in caplog.text
-    assert (await verifier.verify(keys.rsa.sign(claims(issuer, aud="anyone", azp="any")))).username
-    await refused(verifier, keys.rsa.sign(claims(issuer, iss="https://other.example")))
+def test_a_verifier_without_an_audience_cannot_be_made(issuer: Issuer, http, clock):
+    # Without one, a token the issuer gave any of its clients would pass.
+    with pytest.raises(ValueError, match="at least one audience"):
+        make_verifier(issuer, http, clock, audiences=[])
 
 
 # ID tokens

@@ -91,6 +91,11 @@ BAD: dict[str, tuple[dict[str, str], str, str]] = {
         "oidc_audience",
         "MODELPORT_OIDC_ISSUER is not",
     ),
+    "issuer-without-audience": (
+        {"OIDC_ISSUER": "https://sso.example.com/realms/main"},
+        "oidc_audience",
+        "any client of the issuer",
+    ),
     "audience-empty-issuer": (
         {"OIDC_ISSUER": "", "OIDC_AUDIENCE": "modelport"},
         "oidc_audience",
@@ -215,7 +220,7 @@ GOOD = [
     {"LOGIN_ATTEMPTS": "5 per minute"},
     {"LOGIN_ATTEMPTS": "100/day"},
     {"OIDC_ISSUER": ""},
-    {"OIDC_ISSUER": "https://sso.example.com/realms/main"},
+    {"OIDC_ISSUER": "https://sso.example.com/realms/main", "OIDC_AUDIENCE": "modelport"},
     {"OIDC_ISSUER": "http://127.0.0.1:8080/realms/main/", "OIDC_AUDIENCE": "a, b"},
     {"OIDC_ALGORITHMS": "ES512,EdDSA"},
     {"REDIS_URL": ""},
