@@ -126,7 +126,8 @@ class Resources(_Strict):
     max_batch_size: int = Field(8, ge=1, le=4096, alias="maxBatchSize")
     batch_wait_ms: float = Field(0.0, ge=0, le=10_000, alias="batchWaitMs")
     timeout_seconds: float = Field(60.0, gt=0, le=86_400, alias="timeoutSeconds")
-    max_queue: int = Field(1024, ge=1, alias="maxQueue")
+    max_queue: int = Field(1024, ge=1, le=100_000, alias="maxQueue")
+    """Records waiting for a worker before calls are refused (503); bounded, since each holds its inputs."""
     threads: int | None = Field(None, ge=1, le=256)
 
 

@@ -188,6 +188,14 @@ def test_every_problem_of_a_document_is_listed() -> None:
 # Module
 
 
+@pytest.mark.parametrize("size", [0, 100_001])
+def test_the_queue_of_waiting_records_is_bounded(size: int) -> None:
+    problem = only_problem(
+        {"kind": "Module", "metadata": {"name": "echo"}, "spec": {"resources": {"maxQueue": size}}}
+    )
+    assert problem["field"] == "spec.resources.maxQueue"
+
+
 def test_unknown_fields_are_named_with_the_known_ones() -> None:
     problem = only_problem(
         {"kind": "Module", "metadata": {"name": "echo"}, "spec": {"resources": {"replica": 2}}}
