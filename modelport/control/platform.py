@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from modelport.core.settings import Settings
 from modelport.db import Database, Module, Version
 from modelport.obs.logs import ModuleLogs
 from modelport.runtime.environments import Environments
+from modelport.runtime.files import WORK_FILES_SECONDS, remove_stale
 from modelport.storage import ObjectStore
 
 __all__ = ["Services"]
@@ -123,14 +125,27 @@ class Services:
             self.store.close()
 
     async def _sweep_storage(self, stop: asyncio.Event) -> None:
-        """Delete objects past their retention and recount usage, every `storage_sweep_seconds`."""
+        """Delete objects past their retention and recount usage, every `storage_sweep_seconds`; remove the
+        work files that crashed requests and failed calls left behind."""
         while not stop.is_set():
             try:
                 await asyncio.to_thread(self.storage.sweep)
             except Exception:
                 log.exception("sweeping the object store failed; trying again later")
+            try:
+                await asyncio.to_thread(self.sweep_work_files)
+            except OSError:
+                log.exception("removing stale work files failed; trying again later")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.settings.storage_sweep_seconds)
+
+    def sweep_work_files(self, *, now: float | None = None) -> int:
+        """Remove request uploads and call outputs older than any call may run; returns how many went."""
+        now = time.time() if now is None else now
+        return sum(
+            remove_stale(self.settings.data_dir / folder, older_than=WORK_FILES_SECONDS, now=now)
+            for folder in ("uploads", "outputs")
+        )
 
     def _weights_in_use(self) -> list[Path]:
         return [path for served in self.registry.running() for path in served.model_dirs.values()]

@@ -7,7 +7,9 @@ refused above the pixel cap (which also stops decompression bombs).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +23,11 @@ from modelport.core.protocol import FileRef
 from modelport.sdk import ApiSpec, FieldSpec
 from modelport.sdk.validation import DataFile, ObjectFile, ParsedRequest, UploadedFile
 
-__all__ = ["FileChecker", "sniff"]
+__all__ = ["WORK_FILES_SECONDS", "FileChecker", "remove_stale", "sniff"]
+
+WORK_FILES_SECONDS = 86_400 + 3600
+"""How old a request's work files (its uploads, a call's file outputs) must be before they are taken for what
+a crash or a failed call left behind: longer than any call may run (`timeoutSeconds` is at most a day)."""
 
 _ALIASES = {
     "audio/wave": "audio/wav",
@@ -32,6 +38,25 @@ _ALIASES = {
     "audio/x-flac": "audio/flac",
 }
 _TEXT_TYPES = ("text/", "application/json", "application/x-ndjson", "application/xml")
+
+
+def remove_stale(directory: Path, *, older_than: float, now: float) -> int:
+    """Remove the entries of `directory` last changed more than `older_than` seconds before `now` (a
+    `time.time()`); returns how many went. Entries that vanish meanwhile are skipped."""
+    removed = 0
+    with contextlib.suppress(FileNotFoundError), os.scandir(directory) as entries:
+        for entry in entries:
+            try:
+                if now - entry.stat(follow_symlinks=False).st_mtime <= older_than:
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path)
+                else:
+                    os.unlink(entry.path)
+                removed += 1
+            except FileNotFoundError:
+                continue
+    return removed
 
 
 def sniff(path: Path, declared: str) -> str:
