@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import shutil
 import sys
@@ -42,6 +43,7 @@ __all__ = [
     "run_dev_server",
     "run_local_predict",
     "run_platform_server",
+    "uvicorn_config",
 ]
 
 
@@ -217,10 +219,10 @@ def run_dev_server(
     _serve(server.app, settings, on_ready=lambda url: on_ready(url, server.module.name))
 
 
-def _serve(
-    app: Any, settings: Settings, *, on_ready: Callable[[str], None], log_level: int = logging.WARNING
-) -> None:
-    config = uvicorn.Config(
+def uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
+    """How uvicorn serves `app`: on stopping, requests in flight get `drain_seconds` to finish, as calls in a
+    version being replaced do."""
+    return uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
@@ -228,9 +230,14 @@ def _serve(
         access_log=False,
         loop="uvloop",
         http="httptools",
-        timeout_graceful_shutdown=10,
+        timeout_graceful_shutdown=math.ceil(settings.drain_seconds),
     )
-    uvicorn_server = uvicorn.Server(config)
+
+
+def _serve(
+    app: Any, settings: Settings, *, on_ready: Callable[[str], None], log_level: int = logging.WARNING
+) -> None:
+    uvicorn_server = uvicorn.Server(uvicorn_config(app, settings))
     redaction.install(log_level)  # after uvicorn configured its loggers
 
     async def serve() -> None:

@@ -159,7 +159,7 @@ class Settings(BaseSettings):
     """How often the server checks which git sources are due (each module's `pollSeconds` sets its pace)."""
 
     drain_seconds: float = Field(30.0, ge=0, le=3600)
-    """How long a version being stopped may finish its in-flight calls."""
+    """How long a version being stopped, or the server when it stops, lets in-flight calls finish."""
 
     rollback_grace_seconds: float = Field(300.0, ge=0, le=86_400)
     """How long a replaced version stays running, so that rolling back to it is instant."""

@@ -74,3 +74,12 @@ def test_host_port_and_data_dir_come_from_the_environment_when_no_option_says(tm
             process.wait()
         if process.stderr is not None:
             process.stderr.close()
+
+
+def test_requests_in_flight_get_the_drain_time_when_the_server_stops():
+    from modelport.app import uvicorn_config
+    from modelport.core.settings import Settings
+
+    # uvicorn cuts the connections still open this many seconds after it was told to stop.
+    assert uvicorn_config(object(), Settings(drain_seconds=45)).timeout_graceful_shutdown == 45
+    assert uvicorn_config(object(), Settings(drain_seconds=0.5)).timeout_graceful_shutdown == 1
