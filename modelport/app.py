@@ -175,7 +175,6 @@ class PlatformServer:
                     artifact.name,
                     version,
                     artifact.data,
-                    pushed_by="demo",
                     actor=DEMO,
                     digest=artifact.digest,
                 )

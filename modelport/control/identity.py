@@ -46,7 +46,15 @@ from modelport.core.errors import (
     TooManyLoginAttempts,
 )
 from modelport.core.names import TOKEN_PREFIX
-from modelport.core.records import AccessToken, CallerInfo, GroupInfo, NewToken, TokenInfo, UserInfo
+from modelport.core.records import (
+    AccessToken,
+    CallerInfo,
+    GroupInfo,
+    IdentitySource,
+    NewToken,
+    TokenInfo,
+    UserInfo,
+)
 from modelport.core.roles import Role
 from modelport.db import ApiToken, Database, Group, IdentityRevision, User
 from modelport.db.models import utcnow
@@ -573,9 +581,14 @@ def _principal(user: User, *, token_id: int | None) -> Principal:
         name=user.name,
         role=user.role,
         groups=frozenset(group.path for group in user.groups),
-        source="local" if user.issuer is None else "oidc",
+        source=_source(user),
         token_id=token_id,
     )
+
+
+def _source(user: User) -> IdentitySource:
+    """Where a user comes from: made here, or recorded at its first sign-in through the OIDC issuer."""
+    return "local" if user.issuer is None else "oidc"
 
 
 def _user(session: Session, user_id: int) -> User:
@@ -629,7 +642,7 @@ def user_info(user: User) -> UserInfo:
         name=user.name,
         role=user.role,
         groups=sorted(group.path for group in user.groups),
-        source="local" if user.issuer is None else "oidc",
+        source=_source(user),
         disabled=user.disabled,
         created_at=user.created_at.isoformat(),
         last_login_at=user.last_login_at.isoformat() if user.last_login_at else None,

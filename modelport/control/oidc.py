@@ -40,13 +40,14 @@ import jwt
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 from modelport.core.errors import InvalidToken
+from modelport.core.names import SIGNATURE_ALGORITHMS
 from modelport.core.settings import Settings
 
 __all__ = ["OidcIdentity", "OidcVerifier"]
 
 log = logging.getLogger("modelport.oidc")
 
-# The algorithms a verifier may accept, with the key type (and curves) that each needs.
+# The key type (and curves) that each accepted algorithm needs.
 _KEY_TYPES: dict[str, tuple[str, frozenset[str] | None]] = {
     **{alg: ("RSA", None) for alg in ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512")},
     "ES256": ("EC", frozenset({"P-256"})),
@@ -135,7 +136,7 @@ class OidcVerifier:
     ) -> None:
         if urlsplit(issuer).scheme not in ("https", "http") or not urlsplit(issuer).netloc:
             raise ValueError("the OIDC issuer must be an http(s) URL")
-        refused = [alg for alg in algorithms if alg not in _KEY_TYPES]
+        refused = [alg for alg in algorithms if alg not in SIGNATURE_ALGORITHMS]
         if refused or not algorithms:
             raise ValueError(f"not an accepted signature algorithm list: {', '.join(refused) or 'empty'}")
         if not audiences:

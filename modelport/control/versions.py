@@ -103,7 +103,6 @@ class Versions:
         name: str,
         data: bytes,
         *,
-        pushed_by: str,
         actor: Actor,
         permit: Permit | None = ALLOW_ALL,
         commit: str | None = None,
@@ -114,8 +113,8 @@ class Versions:
 
         Pushing identical content under an existing name is a no-op; different content is `VersionExists`.
         `permit` checks that the pusher may manage the module, or create it: a new module is owned by its
-        manifest's `spec.owner` (or the developer's only group). A new version is recorded in the audit trail
-        as `actor`'s push (`SYSTEM` for the platform's own, from git sources).
+        manifest's `spec.owner` (or the developer's only group). A new version is recorded as pushed by
+        `actor` (`autodeploy` for git sources), and so is its entry in the audit trail.
         """
         _check_names(module, name)
         with self.database.session() as session:
@@ -143,7 +142,7 @@ class Versions:
                     size=len(data),
                     commit=commit,
                     tag=tag,
-                    pushed_by=pushed_by,
+                    pushed_by=actor.name,
                     spec=definition.spec.to_dict(),
                     manifest=definition.manifest.model_dump(mode="json", by_alias=True),
                 )

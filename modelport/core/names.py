@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["BUCKET_NAME", "RATE_STORAGE_SCHEMES", "TOKEN", "TOKEN_PREFIX", "database_url"]
+__all__ = [
+    "BUCKET_NAME",
+    "RATE_STORAGE_SCHEMES",
+    "SIGNATURE_ALGORITHMS",
+    "TOKEN",
+    "TOKEN_PREFIX",
+    "database_url",
+]
 
 TOKEN_PREFIX = "mp_"  # noqa: S105 - a public marker, not a secret
 """What every modelport token starts with; only bearer tokens with it are looked up as modelport tokens."""
@@ -15,6 +22,11 @@ Authorization header intact)."""
 
 BUCKET_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{1,61}[a-z0-9])$")
 """A bucket's name: 3-63 of a-z, 0-9 and -, starting and ending with a letter or digit."""
+
+SIGNATURE_ALGORITHMS = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+)
+"""The JWT signature algorithms an OIDC issuer's tokens may use: asymmetric ones only, never HMAC or none."""
 
 RATE_STORAGE_SCHEMES = {
     "redis": "redis",

@@ -19,7 +19,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_core import InitErrorDetails, PydanticCustomError
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from modelport.core.names import BUCKET_NAME, RATE_STORAGE_SCHEMES, TOKEN, database_url
+from modelport.core.names import BUCKET_NAME, RATE_STORAGE_SCHEMES, SIGNATURE_ALGORITHMS, TOKEN, database_url
 
 __all__ = ["Settings"]
 
@@ -283,8 +283,7 @@ class Settings(BaseSettings):
     @field_validator("oidc_algorithms")
     @classmethod
     def _asymmetric_only(cls, value: list[str]) -> list[str]:
-        allowed = {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
-        refused = [alg for alg in value if alg not in allowed]
+        refused = [alg for alg in value if alg not in SIGNATURE_ALGORITHMS]
         if refused:
             raise _invalid(f"not an accepted signature algorithm: {', '.join(refused)}")
         if not value:

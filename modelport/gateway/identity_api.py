@@ -15,9 +15,9 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from modelport.control.audit import Actor
-from modelport.control.identity import Principal, caller_info
+from modelport.control.identity import caller_info
 from modelport.control.platform import Services
-from modelport.core.errors import Forbidden, NotFound, Unauthorized
+from modelport.core.errors import Forbidden, NotFound
 from modelport.core.records import (
     AccessToken,
     AuditList,
@@ -83,13 +83,6 @@ def actor_of(request: Request) -> Actor:
     )
 
 
-def _signed_in(request: Request) -> Principal:
-    principal = principal_of(request.scope)
-    if principal.user_id is None:
-        raise Unauthorized("send a token as `Authorization: Bearer <token>`")
-    return principal
-
-
 def identity_router(services: Services) -> APIRouter:
     identity, audit = services.identity, services.audit
 
@@ -134,7 +127,7 @@ def identity_router(services: Services) -> APIRouter:
         "/auth/me", response_model=CallerInfo, tags=["identity"], summary="Who the token belongs to"
     )
     def me(request: Request) -> CallerInfo:
-        return caller_info(_signed_in(request))
+        return caller_info(principal_of(request.scope))
 
     # users
 
@@ -192,7 +185,7 @@ def identity_router(services: Services) -> APIRouter:
     # tokens
 
     def own_token(request: Request, token_id: int) -> TokenInfo:
-        principal = _signed_in(request)
+        principal = principal_of(request.scope)
         try:
             info = identity.token(token_id)
         except NotFound:
@@ -206,7 +199,7 @@ def identity_router(services: Services) -> APIRouter:
         request: Request,
         user: Annotated[int | None, Query(description="Only this user's tokens (admins only).")] = None,
     ) -> TokenList:
-        principal = _signed_in(request)
+        principal = principal_of(request.scope)
         if principal.is_admin:
             return TokenList(tokens=identity.tokens(user_id=user))
         if user is not None and user != principal.user_id:
@@ -222,7 +215,7 @@ def identity_router(services: Services) -> APIRouter:
         description="The response carries the token's secret; it is shown this once and never stored.",
     )
     def create_token(request: Request, body: NewTokenRequest) -> NewToken:
-        principal = _signed_in(request)
+        principal = principal_of(request.scope)
         owner = principal.user_id
         if body.user is not None and body.user != owner:
             if not principal.is_admin:

@@ -745,3 +745,10 @@ async def test_from_settings(issuer: Issuer, keys: Keys):
         assert (await verifier.verify(keys.ec.sign(claims(issuer)))).username == "alice"
     finally:
         await verifier.close()
+
+
+def test_every_accepted_algorithm_has_its_key_type():
+    from modelport.control import oidc
+    from modelport.core.names import SIGNATURE_ALGORITHMS
+
+    assert set(oidc._KEY_TYPES) == SIGNATURE_ALGORITHMS
