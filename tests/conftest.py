@@ -13,14 +13,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-from inprocess import served_platform
+from inprocess import InProcessPlatform, served_platform, started_platform
 from oidc_provider import OidcProvider
 from platform_server import ADMIN_TOKEN, ServerProcess
 from postgres import Cluster
 from repos import git
 from s3_server import S3Server
 
-from modelport.app import DevServer, PlatformServer
+from modelport.app import DevServer
 
 # Rich fixes a console's width when COLUMNS is set as it is made, and the command line makes its consoles at
 # import; the command tests give each call its own width (pytest-xdist's workers set COLUMNS=80).
@@ -98,29 +98,6 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return cluster.create_database(f"t{uuid.uuid4().hex[:12]}")
 
 
-@dataclass
-class InProcessPlatform:
-    """The platform's composition root in this process; `client(token)` talks to it without sockets."""
-
-    server: PlatformServer
-    token: str
-
-    def client(self, token: str | None = None) -> httpx.AsyncClient:
-        """A client of the app; `token` defaults to the admin's, and `""` sends no credentials."""
-        token = self.token if token is None else token
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        transport = httpx.ASGITransport(app=self.server.app, client=("127.0.0.1", 50000))
-        return httpx.AsyncClient(transport=transport, base_url="http://testserver", headers=headers)
-
-
-@asynccontextmanager
-async def _in_process_platform(data_dir: Path, **settings: object) -> AsyncIterator[InProcessPlatform]:
-    config = Settings(data_dir=data_dir, bootstrap_token=ADMIN_TOKEN, **settings)  # type: ignore[arg-type]
-    server = PlatformServer(config, announce=lambda line: None)
-    async with server.running():
-        yield InProcessPlatform(server, ADMIN_TOKEN)
-
-
 PlatformFactory = Callable[..., AbstractAsyncContextManager[InProcessPlatform]]
 
 
@@ -129,14 +106,14 @@ def start_platform_app() -> PlatformFactory:
     """`start_platform_app(data_dir, **settings)`: the platform of `platform_app`, with settings of one's own
     (a `database_url`, say), as an async context manager. For a world that a module's tests share, enter it
     in a module-scoped fixture on a module-scoped event loop (`loop_scope="module"`)."""
-    return _in_process_platform
+    return started_platform
 
 
 @pytest.fixture
 async def platform_app(tmp_path: Path) -> AsyncIterator[InProcessPlatform]:
     """The real platform application (settings → database → services → app) on SQLite in `tmp_path`, its
     lifespan running, reached in-process through an ASGI transport."""
-    async with _in_process_platform(tmp_path / "platform") as platform:
+    async with started_platform(tmp_path / "platform") as platform:
         yield platform
 
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Future
-from contextlib import AbstractAsyncContextManager, contextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -86,17 +87,43 @@ class _Bridge(httpx.BaseTransport):
         return response.status_code, response.headers, content
 
 
+def platform_server(data_dir: Path, **settings: object) -> PlatformServer:
+    """The platform's composition root with the settings a `platform` server process gets, and `settings`."""
+    defaults: dict[str, object] = {
+        "data_dir": data_dir,
+        "bootstrap_token": ADMIN_TOKEN,
+        "rollback_grace_seconds": 0,
+        "drain_seconds": 10,
+    }
+    return PlatformServer(Settings(**{**defaults, **settings}), announce=lambda line: None)  # type: ignore[arg-type]
+
+
+@dataclass
+class InProcessPlatform:
+    """The platform running in this process; `client(token)` talks to it without sockets, asynchronously."""
+
+    server: PlatformServer
+    token: str
+
+    def client(self, token: str | None = None) -> httpx.AsyncClient:
+        """A client of the app; `token` defaults to the admin's, and `""` sends no credentials."""
+        token = self.token if token is None else token
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        transport = httpx.ASGITransport(app=self.server.app, client=CLIENT_ADDRESS)
+        return httpx.AsyncClient(transport=transport, base_url="http://testserver", headers=headers)
+
+
+@asynccontextmanager
+async def started_platform(data_dir: Path, **settings: object) -> AsyncIterator[InProcessPlatform]:
+    """The platform of `platform_server`, its lifespan running on the caller's event loop."""
+    server = platform_server(data_dir, **settings)
+    async with server.running():
+        yield InProcessPlatform(server, ADMIN_TOKEN)
+
+
 @contextmanager
 def served_platform(data_dir: Path, **settings: object) -> Iterator[InProcessApp]:
-    """The platform's composition root served in this process for synchronous tests, with the settings a
-    `platform` server process gets (and `settings`); `.client(headers)` gives httpx clients of it."""
-    config = Settings(
-        data_dir=data_dir,
-        bootstrap_token=ADMIN_TOKEN,
-        rollback_grace_seconds=0,
-        drain_seconds=10,
-        **settings,
-    )
-    server = PlatformServer(config, announce=lambda line: None)
+    """The platform of `platform_server` for synchronous tests: `.client(headers)` gives httpx clients."""
+    server = platform_server(data_dir, **settings)
     with InProcessApp(server.app, server.running) as served:
         yield served

@@ -183,7 +183,7 @@ def storage_router(services: Services) -> APIRouter:
 
     @router.delete(
         "/{bucket}/objects/{key:path}",
-        dependencies=[allow(PRESIGNED)],
+        dependencies=[allow(SIGNED_IN)],  # presigned URLs only read or write
         status_code=204,
         summary="Delete an object",
     )

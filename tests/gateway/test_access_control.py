@@ -102,8 +102,7 @@ async def world(
 ) -> AsyncIterator[World]:
     root = tmp_path_factory.mktemp("access")
     # As `tests/platform_server.py` starts `modelport server`: old versions stop at once, drains are short.
-    settings = {"database_url": world_database_url, "rollback_grace_seconds": 0, "drain_seconds": 10}
-    async with start_platform_app(root / "platform", **settings) as platform:
+    async with start_platform_app(root / "platform", database_url=world_database_url) as platform:
         world = World(platform, tokens={"admin": platform.token})
         async with world.client("admin") as admin:
             await make_world(world, admin, root)
