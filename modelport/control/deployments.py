@@ -379,6 +379,7 @@ class Deployments:
             log=self.logs.sink(module, version),
             python=built.environment.python,
             weights=self.weights,
+            confined=True,
         )
 
     def _retire(self, module: str, served: ServedModule) -> None:

@@ -26,6 +26,7 @@ from modelport.core.settings import Settings
 from modelport.runtime.files import FileChecker, sniff
 from modelport.runtime.pool import PoolConfig, WorkerPool
 from modelport.runtime.process import LogSink, WorkerLaunch
+from modelport.runtime.sandbox import Confinement
 from modelport.sdk import ApiSpec
 from modelport.sdk.validation import ParsedRequest, parse_json
 
@@ -52,13 +53,21 @@ class ServedModule:
     """Where the weights of a module whose `model.bucket` is set come from."""
     model_dirs: dict[str, Path] = field(default_factory=dict)
     """The local directory of every model key fetched so far, so a request lists the store only once."""
+    output_dir: Path | None = None
+    """Where its workers write file outputs; the gateway takes files from nowhere else."""
+    home: Path | None = None
+    """The workers' own directory (working directory, `HOME`, `TMPDIR`), removed when they stop."""
 
     async def drain(self, timeout: float) -> None:
         """Wait (up to `timeout` s) for the requests routed here to finish, then stop the workers."""
         deadline = time.monotonic() + timeout
         while self.in_flight and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
-        await self.pool.close(grace=max(1.0, deadline - time.monotonic()))
+        try:
+            await self.pool.close(grace=max(1.0, deadline - time.monotonic()))
+        finally:
+            if self.home is not None:
+                shutil.rmtree(self.home, ignore_errors=True)
 
     @property
     def name(self) -> str:
@@ -94,19 +103,25 @@ async def start_module(
     log: LogSink,
     python: str | None = None,
     weights: ModelWeights | None = None,
+    confined: bool = False,
 ) -> ServedModule:
     """Start the module's workers (with `python`, default this interpreter) and run its warm-up example;
     raises `SetupFailed` if either fails.
 
     A module whose `model.bucket` is set needs `weights`: its default model key's weights are fetched (and
     checked) before any worker starts, so a version with missing or corrupt weights never takes traffic.
+    `confined` workers run in a directory of their own and reach only what they are handed
+    (`runtime/sandbox.py`): the platform confines every module; `modelport dev` runs the developer's code
+    as it is.
     """
     spec = definition.manifest.spec
     resources = spec.resources
     model_dirs = await _fetch_default_model(definition.name, spec.model, weights)
     count = replicas if replicas is not None else max(1, resources.replicas)
-    output_dir = settings.data_dir / "outputs"
+    home = Path(tempfile.mkdtemp(prefix=f"modelport-{definition.name}-")) if confined else None
+    output_dir = (home or settings.data_dir) / "outputs"
     output_dir.mkdir(parents=True, exist_ok=True)
+    models_dir = definition.directory / spec.model.path
     launch = WorkerLaunch(
         config={
             "module_dir": str(definition.directory),
@@ -114,14 +129,16 @@ async def start_module(
             "load": definition.load,
             "spec": definition.spec.to_dict(),
             "default_model_key": spec.model.key,
-            "models_dir": str(definition.directory / spec.model.path),
+            "models_dir": str(models_dir),
             "cache_size": spec.model.cache_size,
             "output_dir": str(output_dir.resolve()),
             "default_model_path": str(model_dirs[spec.model.key]) if model_dirs else None,
+            "confinement": _confinement(definition, settings, weights, home, models_dir) if home else None,
         },
         threads=resources.threads or settings.threads_per_worker(count),
         env=dict(spec.env),
         python=python or sys.executable,
+        home=str(home) if home else None,
     )
     pool = WorkerPool(
         PoolConfig(
@@ -136,15 +153,45 @@ async def start_module(
         ),
         log=log,
     )
-    await pool.start()
-    served = ServedModule(definition, version, pool, weights=weights, model_dirs=model_dirs)
+    try:
+        await pool.start()
+    except BaseException:
+        if home is not None:
+            shutil.rmtree(home, ignore_errors=True)
+        raise
+    served = ServedModule(
+        definition, version, pool, weights=weights, model_dirs=model_dirs, output_dir=output_dir, home=home
+    )
     if spec.example is not None:
         try:
             await warm_up(served, spec.example, settings=settings)
         except BaseException:
-            await pool.close(grace=5)
+            await served.drain(5)
             raise
     return served
+
+
+def _confinement(
+    definition: ModuleDefinition,
+    settings: Settings,
+    weights: ModelWeights | None,
+    home: Path,
+    models_dir: Path,
+) -> Confinement:
+    """What a platform worker may reach: its code and, read only, its own bucket's weights and the files
+    of the calls it gets (by name: it cannot list them); its own directory and `models/` to write; nothing
+    else of the data directory."""
+    models_dir.mkdir(parents=True, exist_ok=True)
+    bucket = definition.manifest.spec.model.bucket
+    read = [str(definition.directory)]
+    if weights is not None and bucket is not None:
+        read.append(str(weights.bucket_dir(bucket)))
+    return Confinement(
+        read=tuple(read),
+        read_files=(str(_uploads(settings).resolve()),),
+        write=(str(home), str(models_dir)),
+        private=(str(settings.data_dir.resolve()),),
+    )
 
 
 async def _fetch_default_model(name: str, model: ModelSpec, weights: ModelWeights | None) -> dict[str, Path]:

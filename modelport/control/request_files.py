@@ -13,13 +13,23 @@ synchronous calls, and file outputs.
 from __future__ import annotations
 
 import logging
+import os
 import secrets
+import stat
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO
 
 from modelport.control.identity import Principal
-from modelport.core.errors import ModelportError, NotFound, ObjectNotFound, PayloadTooLarge, Unauthorized
+from modelport.core.errors import (
+    BadModuleOutput,
+    ModelportError,
+    NotFound,
+    ObjectNotFound,
+    PayloadTooLarge,
+    Unauthorized,
+)
 from modelport.sdk.validation import UploadedFile
 from modelport.storage import ObjectReader, ObjectStore, check_key
 
@@ -81,10 +91,17 @@ class RequestFiles:
             except (OSError, ModelportError) as exc:
                 log.warning("request %s: keeping upload %s failed: %s", request_id, name, exc)
 
-    def publish_output(self, owner: str, module: str, field: str, path: Path, content_type: str) -> str:
-        """Store a file a module produced; returns the name its caller fetches it by."""
+    def publish_output(
+        self, owner: str, module: str, field: str, path: Path, content_type: str, *, directory: Path
+    ) -> str:
+        """Store a file a module produced in `directory` (its workers' output directory); returns the name its
+        caller fetches it by.
+
+        The path comes from the worker, so from module code: only a regular file directly in `directory`, not
+        a link of any kind, is taken, or a module could have the server publish (and then remove) any file the
+        server can read, its database among them."""
         name = f"{field}-{secrets.token_hex(16)}{path.suffix}"
-        with path.open("rb") as source:
+        with _output_file(path, directory) as source:
             self.store.put(self.bucket, f"outputs/{owner}/{module}/{name}", source, content_type=content_type)
         path.unlink(missing_ok=True)
         return name
@@ -96,3 +113,19 @@ class RequestFiles:
             return self.store.reader(self.bucket, check_key(f"outputs/{owner}/{module}/{name}"))
         except ModelportError:
             raise NotFound("no such output file") from None
+
+
+def _output_file(path: Path, directory: Path) -> BinaryIO:
+    """`path` opened for reading if it is a regular file of one name directly in `directory`."""
+    refused = BadModuleOutput(f"the module answered with a file outside its output directory: {path.name!r}")
+    if Path(os.path.abspath(path)).parent != Path(os.path.abspath(directory)):
+        raise refused
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:
+        raise refused from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+        os.close(fd)
+        raise refused
+    return os.fdopen(fd, "rb")

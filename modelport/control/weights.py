@@ -83,6 +83,10 @@ class ModelWeights:
         # A caller that gives up (a cancelled request) must not cancel the download the others wait for.
         return await asyncio.shield(future)
 
+    def bucket_dir(self, bucket: str) -> Path:
+        """Where the weights fetched from `bucket` are kept."""
+        return (self._dir / bucket).resolve()
+
     def _fetched(self, ident: tuple[str, str, str], future: asyncio.Future[Path]) -> None:
         del self._fetching[ident]
         if future.cancelled():

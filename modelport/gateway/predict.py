@@ -167,7 +167,12 @@ class PredictRoute:
                 value = outputs.get(field.name)
                 if field.has_file and isinstance(value, dict) and "path" in value:
                     name = self.files.publish_output(
-                        owner, served.name, field.name, Path(value["path"]), value["content_type"]
+                        owner,
+                        served.name,
+                        field.name,
+                        Path(value["path"]),
+                        value["content_type"],
+                        directory=served.output_dir or self.settings.data_dir / "outputs",
                     )
                     outputs[field.name] = {
                         "url": f"/api/v1/modules/{served.name}/outputs/{name}",

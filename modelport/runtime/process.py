@@ -64,6 +64,8 @@ class WorkerLaunch:
     threads: int = 1
     env: dict[str, str] = field(default_factory=dict)
     startup_timeout: float = 300.0
+    home: str | None = None
+    """The worker's working directory, `HOME` and `TMPDIR`: a directory of its own (None: the server's)."""
 
 
 class WorkerProcess:
@@ -104,6 +106,7 @@ class WorkerProcess:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 env=self._environment(),
+                cwd=self.launch.home,
                 start_new_session=True,
             )
         finally:
@@ -120,6 +123,8 @@ class WorkerProcess:
 
     def _environment(self) -> dict[str, str]:
         env = {**worker_environment(self.launch.env), "PYTHONUNBUFFERED": "1"}
+        if self.launch.home is not None:
+            env.update(HOME=self.launch.home, TMPDIR=self.launch.home)
         for variable in _THREAD_VARIABLES:
             env.setdefault(variable, str(self.launch.threads))
         return env

@@ -42,6 +42,7 @@ from modelport.core.protocol import (
     frame,
     frame_length,
 )
+from modelport.runtime.sandbox import Confinement, confine
 from modelport.sdk import ApiSpec, FieldSpec, File, TypeSpec
 from modelport.sdk.spec import check_value
 
@@ -64,6 +65,8 @@ class WorkerConfig(msgspec.Struct, frozen=True):
     output_dir: str
     default_model_path: str | None = None
     """The fetched weights of the default model key; None: `<models_dir>/<default_model_key>`."""
+    confinement: Confinement | None = None
+    """What the module may reach (`runtime/sandbox.py`); None: whatever the worker's user may."""
 
 
 class State(StrEnum):
@@ -307,6 +310,9 @@ def _die_with_parent() -> None:
 def main(argv: list[str] | None = None) -> int:
     _die_with_parent()
     config = msgspec.json.decode((argv or sys.argv[1:])[0], type=WorkerConfig)
+    if config.confinement is not None:
+        for line in confine(config.confinement):
+            print(f"modelport: {line}", file=sys.stderr)
     channel = _Channel(config.fd)
     worker = Worker(config)
     try:
