@@ -111,10 +111,13 @@ def _presign_refusal(environ: dict[str, Any]) -> str | None:
         return "AccessDenied"  # "Request has expired"
     signed = sorted((name, value) for name, _, value in pairs if unquote(name) != "X-Amz-Signature")
     query = "&".join(f"{name}={value}" for name, value in signed)
-    headers = "".join(
-        f"{name}:{' '.join(str(environ.get('HTTP_' + name.upper().replace('-', '_'), '')).split())}\n"
-        for name in signed_headers
-    )
+    def header(name: str) -> str:  # WSGI keeps these two out of the HTTP_ variables
+        variable = name.upper().replace("-", "_")
+        if variable not in ("CONTENT_LENGTH", "CONTENT_TYPE"):
+            variable = "HTTP_" + variable
+        return " ".join(str(environ.get(variable, "")).split())
+
+    headers = "".join(f"{name}:{header(name)}\n" for name in signed_headers)
     payload = environ.get("HTTP_X_AMZ_CONTENT_SHA256", "UNSIGNED-PAYLOAD")
     canonical = "\n".join(
         [environ["REQUEST_METHOD"], raw.path, query, headers, ";".join(signed_headers), payload]

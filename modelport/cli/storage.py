@@ -421,6 +421,10 @@ def presign(
     put: Annotated[
         bool, typer.Option("--put", help="A URL to upload the object with, instead of downloading it.")
     ] = False,
+    size: Annotated[
+        int | None,
+        typer.Option(min=0, help="With --put: the exact size in bytes of the object the URL uploads."),
+    ] = None,
     expires: Annotated[int, typer.Option(min=1, help="Seconds the URL stays valid.")] = 3600,
     url: Url = None,
     token: Token = None,
@@ -429,9 +433,16 @@ def presign(
     where = _remote(target)
     if where.is_prefix:
         fail(f"{target} names no object", 2)
+    if put and size is None:
+        fail("an upload URL is for one size: give --size BYTES (the size of the file to upload)", 2)
+    if size is not None and not put:
+        fail("--size is for upload URLs (--put)", 2)
     with connect(url, token) as client:
-        signed = client.presign(where.bucket, where.key, method="PUT" if put else "GET", expires_in=expires)
-    err.print(f"{signed.method} URL for {escape(str(where))}, valid until {when(signed.expires_at)}")
+        signed = client.presign(
+            where.bucket, where.key, method="PUT" if put else "GET", expires_in=expires, size=size
+        )
+    sized = "" if signed.size is None else f" of {signed.size} bytes"
+    err.print(f"{signed.method} URL for {escape(str(where))}{sized}, valid until {when(signed.expires_at)}")
     print(signed.url)
 
 

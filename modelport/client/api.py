@@ -474,11 +474,19 @@ class Client:
         self._send("DELETE", _object_path(bucket, key))
 
     def presign(
-        self, bucket: str, key: str, *, method: PresignMethod = "GET", expires_in: int = 3600
+        self,
+        bucket: str,
+        key: str,
+        *,
+        method: PresignMethod = "GET",
+        expires_in: int = 3600,
+        size: int | None = None,
     ) -> PresignedUrl:
-        """A URL that lets whoever holds it download (`GET`) or upload (`PUT`) one object without a token,
-        for `expires_in` seconds."""
-        body = {"key": key, "method": method, "expires_in": expires_in}
+        """A URL that lets whoever holds it download (`GET`) or upload (`PUT`, exactly `size` bytes) one
+        object without a token, for `expires_in` seconds."""
+        body: dict[str, object] = {"key": key, "method": method, "expires_in": expires_in}
+        if size is not None:
+            body["size"] = size
         return self._record(PresignedUrl, "POST", _bucket_path(bucket, "presign"), json=body)
 
     # HTTP

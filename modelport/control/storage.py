@@ -41,6 +41,7 @@ from modelport.core.errors import (
     BucketNotFound,
     Forbidden,
     ObjectNotFound,
+    PayloadTooLarge,
     QuotaExceeded,
     Unauthorized,
 )
@@ -286,39 +287,79 @@ class Storage:
     # Presigned URLs
 
     def presign(
-        self, bucket: str, key: str, *, method: PresignMethod, expires_in: int, base_url: str, actor: Actor
+        self,
+        bucket: str,
+        key: str,
+        *,
+        method: PresignMethod,
+        expires_in: int,
+        base_url: str,
+        actor: Actor,
+        size: int | None = None,
     ) -> PresignedUrl:
         """A URL for `method` on one object, good for `expires_in` seconds; `base_url` is this gateway's.
-        Handing one out is recorded in the audit trail as `actor`'s."""
+        A `PUT` URL uploads exactly `size` bytes, which must fit the object-size limit and the bucket's quota
+        now: whoever holds the URL is held to that size, on S3 as here. Handing one out is recorded in the
+        audit trail as `actor`'s."""
         check_key(key)
         if not 1 <= expires_in <= self.settings.presign_max_seconds:
             raise BadRequest(f"expires_in must be between 1 and {self.settings.presign_max_seconds} seconds")
         if method == "PUT":
-            self._check_room(bucket)
+            if size is None:
+                raise BadRequest("a PUT URL uploads one object of a known size: send `size` in bytes")
+            if size > self.settings.max_object_bytes:
+                raise PayloadTooLarge(
+                    f"an object of {size} bytes exceeds the limit of {self.settings.max_object_bytes} bytes"
+                )
+            self._check_room(bucket, size)
+        elif size is not None:
+            raise BadRequest("`size` is for PUT URLs: a GET URL downloads the object as it is")
         expires = math.ceil(self.clock()) + expires_in  # never shorter than asked
-        url = self.store.presign(bucket, key, method=method, expires_in=expires_in)
+        url = self.store.presign(bucket, key, method=method, expires_in=expires_in, size=size)
         if url is None:
-            signature = self._signature(method, bucket, key, expires)
+            signature = self._signature(method, bucket, key, expires, size)
             path = f"/api/v1/storage/{bucket}/objects/{quote(key, safe='/')}"
-            url = f"{base_url.rstrip('/')}{path}?expires={expires}&signature={signature}"
-        self.audit.record(actor, "object.presign", f"bucket/{bucket}", key=key, method=method)
+            sized = "" if size is None else f"&size={size}"
+            url = f"{base_url.rstrip('/')}{path}?expires={expires}{sized}&signature={signature}"
+        details: dict[str, Any] = {"key": key, "method": method}
+        if size is not None:
+            details["size"] = size
+        self.audit.record(actor, "object.presign", f"bucket/{bucket}", **details)
         expires_at = datetime.fromtimestamp(expires, UTC).isoformat()
-        return PresignedUrl(url=url, method=method, expires_at=expires_at)
+        return PresignedUrl(url=url, method=method, expires_at=expires_at, size=size)
 
-    def check_signature(self, method: str, bucket: str, key: str, expires: str, signature: str) -> None:
-        """Accept a request made with a presigned URL of this gateway, or raise what to answer."""
+    def check_signature(
+        self,
+        method: str,
+        bucket: str,
+        key: str,
+        expires: str,
+        signature: str,
+        *,
+        size: str | None = None,
+        content_length: str | None = None,
+    ) -> None:
+        """Accept a request made with a presigned URL of this gateway, or raise what to answer. A `PUT` must
+        send the `Content-Length` the URL was signed for."""
         signed: PresignMethod = "GET" if method in ("GET", "HEAD") else "PUT"
         if method not in ("GET", "HEAD", "PUT") or not expires.isdigit():
             raise Forbidden(f"a presigned URL does not allow {method}")
-        expected = self._signature(signed, bucket, key, int(expires))
+        if signed == "PUT" and (size is None or not size.isdigit()):
+            raise Forbidden("this presigned URL names no size to upload")
+        bound = int(size) if signed == "PUT" and size is not None else None
+        expected = self._signature(signed, bucket, key, int(expires), bound)
         if not hmac.compare_digest(expected, signature):
             raise Forbidden("the URL's signature does not match this object and method")
         if int(expires) < self.clock():
             raise Forbidden("this presigned URL has expired")
+        if bound is not None and content_length != str(bound):
+            raise Forbidden(f"this presigned URL uploads exactly {bound} bytes (Content-Length: {bound})")
 
-    def _signature(self, method: PresignMethod, bucket: str, key: str, expires: int) -> str:
-        message = f"{method}\n{bucket}\n{key}\n{expires}".encode()
-        return hmac.new(self._secret(), message, hashlib.sha256).hexdigest()
+    def _signature(self, method: PresignMethod, bucket: str, key: str, expires: int, size: int | None) -> str:
+        message = f"{method}\n{bucket}\n{key}\n{expires}"
+        if size is not None:
+            message += f"\n{size}"
+        return hmac.new(self._secret(), message.encode(), hashlib.sha256).hexdigest()
 
     def _secret(self) -> bytes:
         """The signing key every gateway shares, made by whichever asks first."""
@@ -343,12 +384,14 @@ class Storage:
             assert row is not None
             return row.secret
 
-    def _check_room(self, bucket: str) -> None:
+    def _check_room(self, bucket: str, size: int) -> None:
+        """Refuse now an upload of `size` bytes that the bucket's quota has no room for."""
         with self.database.session() as session:
             row = session.get(Bucket, bucket)
-            if row is not None and row.quota_bytes is not None and row.used_bytes >= row.quota_bytes:
+            if row is not None and row.quota_bytes is not None and row.used_bytes + size > row.quota_bytes:
                 raise QuotaExceeded(
-                    f"bucket {bucket!r} is full ({row.used_bytes} of {row.quota_bytes} bytes)"
+                    f"bucket {bucket!r} has no room for {size} bytes "
+                    f"({row.used_bytes} of {row.quota_bytes} bytes used)"
                 )
 
     # Upkeep

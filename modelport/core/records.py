@@ -312,3 +312,5 @@ class PresignedUrl(Record):
     url: str
     method: PresignMethod
     expires_at: str
+    size: int | None = None
+    """The exact size a `PUT` URL uploads (sent as `Content-Length`)."""

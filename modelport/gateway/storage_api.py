@@ -49,6 +49,13 @@ class PresignRequest(BaseModel):
     key: str = Field(min_length=1, max_length=1024, description="The object the URL is for.")
     method: PresignMethod = Field("GET", description="What the URL may do: download or upload.")
     expires_in: int = Field(3600, ge=1, description="Seconds the URL stays valid.")
+    size: int | None = Field(
+        None,
+        ge=0,
+        description="PUT only, and required there: the exact size in bytes of the object the URL uploads. "
+        "The upload must send it as `Content-Length`; it must fit the object-size limit and the bucket's "
+        "quota.",
+    )
 
 
 def storage_router(services: Services) -> APIRouter:
@@ -65,7 +72,13 @@ def storage_router(services: Services) -> APIRouter:
         if key is not None and "signature" in query:  # the URL is the credential, whoever holds it
             check_key(key)
             storage.check_signature(
-                request.method, bucket, key, query.get("expires", ""), query.get("signature", "")
+                request.method,
+                bucket,
+                key,
+                query.get("expires", ""),
+                query.get("signature", ""),
+                size=query.get("size"),
+                content_length=request.headers.get("content-length"),
             )
             return
         write = request.method in ("PUT", "DELETE")
@@ -209,6 +222,7 @@ def storage_router(services: Services) -> APIRouter:
             expires_in=body.expires_in,
             base_url=str(request.base_url),
             actor=actor_of(request),
+            size=body.size,
         )
 
     return router

@@ -155,9 +155,12 @@ class ObjectStore(ABC):
         """Up to `limit` (1 to 1000) objects, and with `delimiter` common prefixes (which count toward
         `limit`), whose keys start with `prefix`, after `cursor`, in key order."""
 
-    def presign(self, bucket: str, key: str, *, method: PresignMethod, expires_in: int) -> str | None:
-        """A URL the store itself serves for one method on one object until `expires_in` seconds from now;
-        None if the store has no such URLs (the gateway signs its own)."""
+    def presign(
+        self, bucket: str, key: str, *, method: PresignMethod, expires_in: int, size: int | None = None
+    ) -> str | None:
+        """A URL the store itself serves for one method on one object until `expires_in` seconds from now (a
+        `PUT` one uploads exactly `size` bytes); None if the store has no such URLs (the gateway signs its
+        own)."""
         return None
 
     def sweep(self, *, older_than: float = 3600.0) -> None:  # noqa: B027 (optional)

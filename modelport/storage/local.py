@@ -361,7 +361,9 @@ class LocalStore(ObjectStore):
             handle.close()
             raise
 
-    def presign(self, bucket: str, key: str, *, method: PresignMethod, expires_in: int) -> str | None:
+    def presign(
+        self, bucket: str, key: str, *, method: PresignMethod, expires_in: int, size: int | None = None
+    ) -> str | None:
         """None: files have no URLs of their own (the gateway signs its own)."""
         check_key(key)
         check_bucket_name(bucket)

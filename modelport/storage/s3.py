@@ -287,19 +287,25 @@ class S3Store(ObjectStore):
             next_cursor=(last.key if isinstance(last, ObjectInfo) else last) if more else None,
         )
 
-    def presign(self, bucket: str, key: str, *, method: PresignMethod, expires_in: int) -> str:
-        """A SigV4 URL for `GET` or `PUT` of this one object. A `PUT` through it records no `sha256`; reads of
-        such an object are checked against its MD5 ETag instead."""
+    def presign(
+        self, bucket: str, key: str, *, method: PresignMethod, expires_in: int, size: int | None = None
+    ) -> str:
+        """A SigV4 URL for `GET` or `PUT` of this one object. A `PUT` URL signs `Content-Length: size`, so S3
+        refuses a body of any other size (a presigned URL never bypasses the object-size limit or a quota).
+        A `PUT` through it records no `sha256`; reads of such an object are checked against its MD5 ETag
+        instead."""
         check_key(key)
         if not 1 <= expires_in <= MAX_PRESIGN_SECONDS:
             raise ValueError(f"expires_in must be between 1 and {MAX_PRESIGN_SECONDS} seconds")
+        params: dict[str, object] = {"Bucket": self.physical(bucket), "Key": key}
+        if method == "PUT":
+            if size is None:
+                raise ValueError("a PUT URL needs the size of the object it uploads")
+            params["ContentLength"] = size
         operation = "get_object" if method == "GET" else "put_object"
         with self.errors(bucket, key):
             return self.client.generate_presigned_url(
-                operation,
-                Params={"Bucket": self.physical(bucket), "Key": key},
-                ExpiresIn=expires_in,
-                HttpMethod=method,
+                operation, Params=params, ExpiresIn=expires_in, HttpMethod=method
             )
 
     def sweep(self, *, older_than: float = STALE_SECONDS) -> None:

@@ -239,7 +239,7 @@ def test_a_page_on_an_unlisted_origin_is_blocked_at_the_presign_and_stores_nothi
     # The token is good: outside a browser, where no origin is enforced, the same call succeeds.
     answer = httpx.post(
         presign_url,
-        json={"key": f"{seen.summary['key']}", "method": "PUT", "expires_in": 300},
+        json={"key": f"{seen.summary['key']}", "method": "PUT", "expires_in": 300, "size": 100},
         headers={"Authorization": f"Bearer {site.token}"},
         timeout=20,
     )

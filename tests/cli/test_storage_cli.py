@@ -279,8 +279,11 @@ def test_presign_prints_a_url_that_needs_no_token(remote: str, tmp_path: Path) -
     got = run("storage", "presign", f"{remote}f.txt", "--expires", "60")
     assert got.exit_code == 0, got.output
     assert "GET URL" in got.stderr
-    put = run("storage", "presign", f"{remote}g.txt", "--put")
+    unsized = run("storage", "presign", f"{remote}g.txt", "--put")
+    assert unsized.exit_code == 2 and "--size" in unsized.stderr
+    put = run("storage", "presign", f"{remote}g.txt", "--put", "--size", str(len(b"put bytes")))
     assert put.exit_code == 0, put.output
+    assert "of 9 bytes" in put.stderr
     with httpx.Client(timeout=30) as anonymous:
         assert anonymous.get(got.stdout.strip()).content == b"presigned bytes"
         assert anonymous.put(put.stdout.strip(), content=b"put bytes").status_code == 201

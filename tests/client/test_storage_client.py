@@ -203,11 +203,15 @@ def test_stat_of_a_missing_object_names_it(client_for: Any) -> None:
 
 
 def test_presign_asks_for_a_method_and_lifetime(client_for: Any) -> None:
-    answer = {"url": "http://x/y", "method": "PUT", "expires_at": "2024-01-01T00:00:00+00:00"}
+    answer = {"url": "http://x/y", "method": "PUT", "expires_at": "2024-01-01T00:00:00+00:00", "size": 3}
     client, seen = client_for(lambda r: httpx.Response(200, json=answer))
-    assert client.presign("models", "a b", method="PUT", expires_in=60).model_dump() == answer
+    assert client.presign("models", "a b", method="PUT", expires_in=60, size=3).model_dump() == answer
     assert seen.sent() == [
-        ("POST", "/base/api/v1/storage/models/presign", {"key": "a b", "method": "PUT", "expires_in": 60})
+        (
+            "POST",
+            "/base/api/v1/storage/models/presign",
+            {"key": "a b", "method": "PUT", "expires_in": 60, "size": 3},
+        )
     ]
 
 
@@ -301,7 +305,7 @@ def test_buckets_say_access_and_usage(client: Client) -> None:
 @pytest.mark.slow
 def test_presigned_urls_need_no_token(client: Client, tmp_path: Path, prefix: str) -> None:
     data = os.urandom(5000)
-    put = client.presign(BUCKET, prefix + "up load.bin", method="PUT", expires_in=60)
+    put = client.presign(BUCKET, prefix + "up load.bin", method="PUT", expires_in=60, size=len(data))
     assert put.method == "PUT"
     with httpx.Client(timeout=30) as anonymous:
         response = anonymous.put(put.url, content=data)

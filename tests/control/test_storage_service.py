@@ -21,9 +21,11 @@ from modelport.core.errors import (
     BadRequest,
     BucketNotFound,
     Forbidden,
+    PayloadTooLarge,
     QuotaExceeded,
     Unauthorized,
 )
+from modelport.core.records import PresignedUrl
 from modelport.core.roles import Role
 from modelport.core.settings import Settings
 from modelport.db import Database
@@ -244,12 +246,18 @@ def test_gateway_presigned_urls_cover_one_object_one_method_until_expiry(
 ) -> None:
     storage, _ = world
     made = storage.presign(
-        "receipts", "a b/c.png", method="PUT", expires_in=60, base_url="http://gw:1/", actor=ANA_HERE
+        "receipts", "a b/c.png", method="PUT", expires_in=60, base_url="http://gw:1/", actor=ANA_HERE, size=10
     )
     assert made.url.startswith("http://gw:1/api/v1/storage/receipts/objects/a%20b/c.png?expires=")
     assert made.expires_at == datetime.fromtimestamp(clock.now + 60, UTC).isoformat()
+    assert made.size == 10
     query = dict(part.split("=") for part in made.url.split("?")[1].split("&"))
-    storage.check_signature("PUT", "receipts", "a b/c.png", query["expires"], query["signature"])
+
+    def check(method: str, bucket_name: str, key: str, expires: str, **sizes: str | None) -> None:
+        sizes = {"size": query["size"], "content_length": "10", **sizes}
+        storage.check_signature(method, bucket_name, key, expires, query["signature"], **sizes)
+
+    check("PUT", "receipts", "a b/c.png", query["expires"])
     for method, bucket_name, key in [
         ("GET", "receipts", "a b/c.png"),
         ("PUT", "receipts", "a b/c.pngx"),
@@ -257,14 +265,18 @@ def test_gateway_presigned_urls_cover_one_object_one_method_until_expiry(
         ("DELETE", "receipts", "a b/c.png"),
     ]:
         with pytest.raises(Forbidden):
-            storage.check_signature(method, bucket_name, key, query["expires"], query["signature"])
+            check(method, bucket_name, key, query["expires"])
     with pytest.raises(Forbidden):  # a later expiry is not covered by the signature
-        storage.check_signature(
-            "PUT", "receipts", "a b/c.png", str(int(query["expires"]) + 1), query["signature"]
-        )
+        check("PUT", "receipts", "a b/c.png", str(int(query["expires"]) + 1))
+    with pytest.raises(Forbidden):  # nor another size
+        check("PUT", "receipts", "a b/c.png", query["expires"], size="11", content_length="11")
+    with pytest.raises(Forbidden, match="exactly 10 bytes"):  # and the body must be that size
+        check("PUT", "receipts", "a b/c.png", query["expires"], content_length="11")
+    with pytest.raises(Forbidden, match="exactly 10 bytes"):
+        check("PUT", "receipts", "a b/c.png", query["expires"], content_length=None)
     clock.now += 61
     with pytest.raises(Forbidden, match="expired"):
-        storage.check_signature("PUT", "receipts", "a b/c.png", query["expires"], query["signature"])
+        check("PUT", "receipts", "a b/c.png", query["expires"])
     with pytest.raises(BadRequest):
         storage.presign(
             "receipts", "k", method="GET", expires_in=10**9, base_url="http://gw/", actor=ANA_HERE
@@ -282,11 +294,33 @@ def test_every_gateway_signs_with_the_same_key(world: tuple[Storage, Manifests],
     other.check_signature("HEAD", "receipts", "k", query["expires"], query["signature"])
 
 
-def test_a_full_bucket_hands_out_no_upload_urls(world: tuple[Storage, Manifests]) -> None:
+def test_upload_urls_are_for_a_size_that_fits_the_limit_and_the_quota(
+    world: tuple[Storage, Manifests],
+) -> None:
     storage, _ = world
-    put(storage, "tiny", "full", b"f" * 1024)
+
+    def presign_put(bucket_name: str, size: int | None) -> PresignedUrl:
+        return storage.presign(
+            bucket_name, "more", method="PUT", expires_in=60, base_url="http://gw/", actor=ANA_HERE, size=size
+        )
+
+    with pytest.raises(BadRequest, match="send `size`"):
+        presign_put("receipts", None)
+    with pytest.raises(PayloadTooLarge):
+        presign_put("receipts", storage.settings.max_object_bytes + 1)
+    with pytest.raises(QuotaExceeded, match="no room for 1025 bytes"):
+        presign_put("tiny", 1025)  # a 1 KiB quota
+    put(storage, "tiny", "half", b"f" * 512)
+    assert presign_put("tiny", 512).size == 512
     with pytest.raises(QuotaExceeded):
-        storage.presign("tiny", "more", method="PUT", expires_in=60, base_url="http://gw/", actor=ANA_HERE)
+        presign_put("tiny", 513)
+    with pytest.raises(BadRequest, match="for PUT URLs"):
+        storage.presign(
+            "tiny", "half", method="GET", expires_in=60, base_url="http://gw/", actor=ANA_HERE, size=1
+        )
+    put(storage, "tiny", "full", b"f" * 512)
+    with pytest.raises(QuotaExceeded):
+        presign_put("tiny", 1)
     assert storage.presign(
         "tiny", "full", method="GET", expires_in=60, base_url="http://gw/", actor=ANA_HERE
     ).url

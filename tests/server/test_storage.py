@@ -371,15 +371,23 @@ def test_presigned_urls_are_good_for_one_object_and_one_method_until_they_expire
     key = f"presigned/{uuid.uuid4().hex}.png"
     image = png()
     with world.client("user-a") as a:
+        unsized = a.post("/api/v1/storage/receipts/presign", json={"key": key, "method": "PUT"})
+        assert unsized.status_code == 400 and "size" in unsized.json()["error"]["message"]
         made = a.post(
-            "/api/v1/storage/receipts/presign", json={"key": key, "method": "PUT", "expires_in": 60}
+            "/api/v1/storage/receipts/presign",
+            json={"key": key, "method": "PUT", "expires_in": 60, "size": len(image)},
         )
         assert made.status_code == 200, made.text
+        assert made.json()["size"] == len(image)
         put_url = made.json()["url"]
         if world.backend == "s3":
             assert put_url.startswith(world.server.env["MODELPORT_S3_ENDPOINT_URL"])
         else:
             assert put_url.startswith(world.url)
+        # Only the size the URL was made for: neither more (past the quota or limit) nor less.
+        assert httpx.put(put_url, content=image + b"more").status_code == 403
+        assert httpx.put(put_url, content=image[:-1]).status_code == 403
+        assert a.get(obj("receipts", key)).status_code == 404
         # A web client uploads with the URL alone, no token.
         assert httpx.put(put_url, content=image).status_code in (200, 201)
         assert a.get(obj("receipts", key)).content == image
@@ -399,7 +407,9 @@ def test_presigned_urls_are_good_for_one_object_and_one_method_until_they_expire
         too_long = a.post("/api/v1/storage/receipts/presign", json={"key": key, "expires_in": 10**8})
         assert too_long.status_code in (400, 422)
     with world.client("auditor") as auditor:  # readers may not hand out upload URLs
-        refused = auditor.post("/api/v1/storage/receipts/presign", json={"key": key, "method": "PUT"})
+        refused = auditor.post(
+            "/api/v1/storage/receipts/presign", json={"key": key, "method": "PUT", "size": 1}
+        )
         assert refused.status_code == 403
 
 
@@ -410,7 +420,9 @@ def test_a_module_reads_a_stored_object_the_caller_may_read(world: World) -> Non
     key = f"receipts/{uuid.uuid4().hex}.png"
     image = png(5, 2)
     with world.client("user-a") as a:
-        url = a.post("/api/v1/storage/receipts/presign", json={"key": key, "method": "PUT"}).json()["url"]
+        url = a.post(
+            "/api/v1/storage/receipts/presign", json={"key": key, "method": "PUT", "size": len(image)}
+        ).json()["url"]
         assert httpx.put(url, content=image).status_code in (200, 201)
         called = a.post(
             "/api/v1/modules/mirror/predict", json={"inputs": {"image": {"object": f"receipts/{key}"}}}

@@ -400,13 +400,20 @@ def test_presigned_urls_serve_one_object_and_method(s3: S3Store) -> None:
     s3.put(BUCKET, "other", b"secret", content_type="application/octet-stream")
 
     get_url = s3.presign(BUCKET, "models/a b?.bin", method="GET", expires_in=60)
-    put_url = s3.presign(BUCKET, "uploaded", method="PUT", expires_in=60)
+    put_url = s3.presign(BUCKET, "uploaded", method="PUT", expires_in=60, size=len(b"new bytes"))
 
     fetched = httpx.get(get_url)
     assert (fetched.status_code, fetched.content) == (200, b"weights")
+    # the URL is signed for its size: S3 refuses a body of any other size, larger or smaller
+    assert httpx.put(put_url, content=b"new bytes and then many more").status_code == 403
+    assert httpx.put(put_url, content=b"new").status_code == 403
+    with pytest.raises(ObjectNotFound):
+        s3.get(BUCKET, "uploaded")
     uploaded = httpx.put(put_url, content=b"new bytes")
     assert uploaded.status_code == 200
     assert s3.get(BUCKET, "uploaded") == b"new bytes"  # no sha256 metadata: checked against the MD5 ETag
+    with pytest.raises(ValueError, match="size"):
+        s3.presign(BUCKET, "uploaded", method="PUT", expires_in=60)
 
     path = f"/{s3.physical(BUCKET)}/models/a%20b%3F.bin?"
     assert path in get_url

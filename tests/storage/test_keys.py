@@ -103,7 +103,7 @@ def every_call(store: ObjectStore, bucket: str, key: str) -> dict[str, Callable[
         "head": lambda: store.head(bucket, key),
         "reader": lambda: store.reader(bucket, key, start=1, stop=2),
         "delete": lambda: store.delete(bucket, key),
-        "presign": lambda: store.presign(bucket, key, method="PUT", expires_in=60),
+        "presign": lambda: store.presign(bucket, key, method="PUT", expires_in=60, size=4),
     }
 
 
