@@ -60,6 +60,8 @@ _SCOPE_SIGNAL = 1 << 1  # ABI 6
 _READ = _EXECUTE | _READ_FILE | _READ_DIR
 _SYSTEM = ("/usr", "/lib", "/lib32", "/lib64", "/bin", "/sbin", "/etc", "/opt", "/proc", "/sys", "/run")
 """Where programs, libraries, configuration and the kernel's views live: readable by every worker."""
+_MOUNTED_SECRETS = ("/run/secrets",)
+"""Where containers get their secrets (Docker, Kubernetes service account tokens): never readable."""
 _DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty", "/dev/shm")  # noqa: S108
 _ACCELERATORS = ("/dev/nvidia", "/dev/dri", "/dev/kfd")
 """Device nodes a worker uses (`/dev/shm` for shared memory, GPUs by name prefix); no other device is
@@ -177,7 +179,7 @@ def _restrict(confinement: Confinement, abi: int) -> None:
     if ruleset < 0:
         raise OSError(ctypes.get_errno(), f"landlock_create_ruleset: {os.strerror(ctypes.get_errno())}")
     try:
-        private = [Path(p) for p in confinement.private] + _owner_only("/etc")
+        private = [Path(p) for p in (*confinement.private, *_MOUNTED_SECRETS)] + _owner_only("/etc")
         readable = [*_SYSTEM, sys.prefix, sys.base_prefix, sys.exec_prefix, *sys.path, *confinement.read]
         rules: list[tuple[str | Path, int]] = [
             (path, _READ & handled) for path in _outside(readable, private)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from modelport.runtime.isolation import build_environment, worker_environment
+from modelport.runtime.sandbox import _outside
 
 SECRETS = {
     "MODELPORT_BOOTSTRAP_TOKEN": "mp_canary-bootstrap",
@@ -55,3 +56,13 @@ def test_builds_also_get_what_reaching_a_package_index_needs():
     environment = build_environment({}, server=server)
     assert environment == {k: v for k, v in server.items() if k not in SECRETS}
     assert worker_environment({}, server=server) == {}
+
+
+def test_a_granted_directory_holding_a_private_one_is_granted_around_it(tmp_path):
+    for name in ["project/src/pkg", "project/.modelport/objects", "project/docs", "elsewhere"]:
+        (tmp_path / name).mkdir(parents=True)
+    (tmp_path / "project" / "README.md").write_text("readme")
+    private = [tmp_path / "project" / ".modelport"]
+    granted = _outside([str(tmp_path / "project"), str(tmp_path / "project/.modelport/objects")], private)
+    assert sorted(granted) == sorted([tmp_path / "project" / name for name in ("src", "docs", "README.md")])
+    assert _outside([str(tmp_path / "elsewhere")], private) == [tmp_path / "elsewhere"]
