@@ -29,6 +29,7 @@ from modelport.core.errors import ModelportError
 from modelport.core.settings import Settings
 from modelport.db import Database
 from modelport.gateway.app import create_app, create_platform_app
+from modelport.gateway.connections import guarded_http_protocol
 from modelport.gateway.ratelimit import RateLimiter
 from modelport.obs import redact as redaction
 from modelport.runtime.environments import Environments
@@ -220,7 +221,8 @@ def run_dev_server(
 
 def uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
     """How uvicorn serves `app`: on stopping, requests in flight get `drain_seconds` to finish, as calls in a
-    version being replaced do."""
+    version being replaced do. Each request head must arrive within `header_timeout_seconds` and one address
+    holds at most `max_connections_per_address` connections, so slow clients cannot hold the server's."""
     return uvicorn.Config(
         app,
         host=settings.host,
@@ -228,7 +230,10 @@ def uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
         log_level="warning",
         access_log=False,
         loop="uvloop",
-        http="httptools",
+        http=guarded_http_protocol(
+            header_timeout=settings.header_timeout_seconds,
+            max_per_address=settings.max_connections_per_address,
+        ),
         timeout_graceful_shutdown=math.ceil(settings.drain_seconds),
     )
 

@@ -224,6 +224,13 @@ class Overloaded(ModuleUnavailable):
     code = "overloaded"
 
 
+class TooManyConnections(ModelportError):
+    """This address holds as many connections as the server allows one address; close one or retry later."""
+
+    status, code, public = 503, "too_many_connections", True
+    retry_after = 1.0
+
+
 class ModuleTimeout(ModelportError):
     """The module did not answer within its time limit."""
 

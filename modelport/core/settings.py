@@ -61,6 +61,14 @@ class Settings(BaseSettings):
     max_form_fields: int = Field(1000, ge=1)
     """Most parts accepted in one multipart or urlencoded form."""
 
+    header_timeout_seconds: float = Field(10.0, gt=0, le=3600)
+    """How long a client has to send a request's line and headers, counted from the moment it connects and,
+    on a kept-alive connection, from the end of the previous response; slower ones are cut off (408)."""
+
+    max_connections_per_address: int = Field(256, ge=0)
+    """Most connections one client IP address may hold open at once; more are answered 503 and closed
+    (0: no limit). Behind a reverse proxy every connection comes from the proxy: raise it, or set 0 there."""
+
     database_url: str | None = None
     """SQLAlchemy URL of the metadata database (`postgresql://...` works); default: SQLite in `data_dir`."""
 

@@ -34,6 +34,13 @@ BAD: dict[str, tuple[dict[str, str], str, str]] = {
     "host-space": ({"HOST": "my host"}, "host", "host name or an IP address"),
     "port-too-big": ({"PORT": "70000"}, "port", "65535"),
     "body-too-small": ({"MAX_BODY_BYTES": "5"}, "max_body_bytes", "1024"),
+    "header-timeout-zero": ({"HEADER_TIMEOUT_SECONDS": "0"}, "header_timeout_seconds", "greater than 0"),
+    "header-timeout-words": ({"HEADER_TIMEOUT_SECONDS": "ten"}, "header_timeout_seconds", "a valid number"),
+    "connections-negative": (
+        {"MAX_CONNECTIONS_PER_ADDRESS": "-1"},
+        "max_connections_per_address",
+        "greater than or equal to 0",
+    ),
     "database-mysql": (
         {"DATABASE_URL": f"mysql://u:{PASSWORD}@h/db"},
         "database_url",
@@ -207,6 +214,9 @@ GOOD = [
     {"HOST": "::"},
     {"HOST": "gateway-1.internal"},
     {"PORT": "0"},
+    {"HEADER_TIMEOUT_SECONDS": "2.5"},
+    {"MAX_CONNECTIONS_PER_ADDRESS": "0"},
+    {"MAX_CONNECTIONS_PER_ADDRESS": "10000"},
     {"DATABASE_URL": ""},
     {"DATABASE_URL": "sqlite:///relative/modelport.db"},
     {"DATABASE_URL": "sqlite:////var/lib/modelport/modelport.db"},
