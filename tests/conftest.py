@@ -131,9 +131,16 @@ def platform_client(tmp_path: Path, database_url: str) -> Iterator[httpx.Client]
 def platform(tmp_path: Path, database_url: str) -> Iterator[ServerProcess]:
     """A real `modelport server` process on 127.0.0.1 (port 0), on each database backend.
 
-    `.url` is its address, `.token` an admin token, `.client()` an authenticated httpx client.
+    `.url` is its address, `.token` an admin token, `.client()` an authenticated httpx client. Its modules
+    may write in `tmp_path / "shared"` (`MODELPORT_WORKER_PATHS`), where tests leave them markers.
     """
-    server = ServerProcess(tmp_path / "server", token=ADMIN_TOKEN, database_url=database_url)
+    (tmp_path / "shared").mkdir()
+    server = ServerProcess(
+        tmp_path / "server",
+        token=ADMIN_TOKEN,
+        database_url=database_url,
+        env={"MODELPORT_WORKER_PATHS": str(tmp_path / "shared")},
+    )
     server.start()
     try:
         yield server

@@ -111,6 +111,7 @@ def _presign_refusal(environ: dict[str, Any]) -> str | None:
         return "AccessDenied"  # "Request has expired"
     signed = sorted((name, value) for name, _, value in pairs if unquote(name) != "X-Amz-Signature")
     query = "&".join(f"{name}={value}" for name, value in signed)
+
     def header(name: str) -> str:  # WSGI keeps these two out of the HTTP_ variables
         variable = name.upper().replace("-", "_")
         if variable not in ("CONTENT_LENGTH", "CONTENT_TYPE"):

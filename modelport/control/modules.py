@@ -190,6 +190,7 @@ def _confinement(
         read=tuple(read),
         read_files=(str(_uploads(settings).resolve()),),
         write=(str(home), str(models_dir)),
+        shared=tuple(str(path) for path in settings.worker_paths),
         private=(str(settings.data_dir.resolve()),),
     )
 

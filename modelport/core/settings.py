@@ -86,6 +86,10 @@ class Settings(BaseSettings):
     """An OpenID Connect issuer (e.g. `https://sso.example.com/realms/main`) whose access tokens are accepted.
     It must match the tokens' `iss` claim exactly."""
 
+    worker_paths: Annotated[list[Path], NoDecode] = []
+    """Directories (comma-separated absolute paths) that every module's workers may read and write besides
+    their own, such as a shared scratch volume; the data directory stays out of reach even beneath one."""
+
     oidc_audience: Annotated[list[str], NoDecode] = []
     """Accepted audiences: a token passes if its `aud` contains one of them or its `azp` is one of them."""
 
@@ -281,7 +285,15 @@ class Settings(BaseSettings):
             raise _invalid(f"{value!r} is not a bucket name: expected 3-63 of a-z, 0-9 and -")
         return value
 
-    @field_validator("oidc_audience", "oidc_algorithms", mode="before")
+    @field_validator("worker_paths")
+    @classmethod
+    def _absolute(cls, value: list[Path]) -> list[Path]:
+        relative = [str(path) for path in value if not path.is_absolute()]
+        if relative:
+            raise _invalid(f"expected absolute paths: {', '.join(relative)}")
+        return value
+
+    @field_validator("oidc_audience", "oidc_algorithms", "worker_paths", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         if isinstance(value, str):

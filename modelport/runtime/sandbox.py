@@ -70,12 +70,13 @@ reachable."""
 
 class Confinement(msgspec.Struct, frozen=True):
     """What a worker may reach, decided by the server: `read` and `write` are granted, `read_files` lets it
-    open the files beneath a directory by name without listing them, and `private` is taken away even where
-    it lies inside a granted or system path (the data directory)."""
+    open the files beneath a directory by name without listing them, `shared` is writable like `write`, and
+    `private` is taken away even where it lies inside a system path or a `shared` one (the data directory)."""
 
     read: tuple[str, ...] = ()
     read_files: tuple[str, ...] = ()
     write: tuple[str, ...] = ()
+    shared: tuple[str, ...] = ()
     private: tuple[str, ...] = ()
 
 
@@ -192,6 +193,7 @@ def _restrict(confinement: Confinement, abi: int) -> None:
         rules += [(p, handled & ~_EXECUTE) for p in _DEVICES]
         rules += [(p, handled) for p in _accelerators()]
         rules += [(p, handled & ~_IOCTL_DEV) for p in confinement.write]
+        rules += [(p, handled & ~_IOCTL_DEV) for p in _outside(confinement.shared, private)]
         for path, rights in rules:
             _allow(libc, add_rule, ruleset, path, rights)
         if libc.syscall(restrict_self, ctypes.c_int(ruleset), ctypes.c_uint32(0)) != 0:

@@ -27,6 +27,7 @@ def test_a_deployed_module_reaches_nothing_of_the_server(platform, client, git_m
         f"list:{data}",
         f"read:{outside}",
         f"write:{tmp_path / 'planted.txt'}",
+        f"write:{tmp_path / 'shared' / 'left.txt'}",  # MODELPORT_WORKER_PATHS
         f"list:{Path.home()}",
         "read:/etc/shadow",
         "environ:",
@@ -43,10 +44,11 @@ def test_a_deployed_module_reaches_nothing_of_the_server(platform, client, git_m
     assert not Path(cwd).is_relative_to(data) and cwd != os.getcwd(), cwd
     allowed = {probe: outcome for probe, outcome in results.items() if not outcome.startswith("refused")}
     # the version's own code, its environment and its models directory are handed to it; nothing else
-    handed = ("versions/prober/", "environments/")
+    handed = ("versions/prober/", "environments/", "/shared/left.txt")
     unexpected = {probe: outcome for probe, outcome in allowed.items() if not any(h in probe for h in handed)}
     assert unexpected == {}
     assert not (tmp_path / "planted.txt").exists()
+    assert results[f"write:{tmp_path / 'shared' / 'left.txt'}"] == "allowed"
     assert results["environ:"].startswith("refused")
     if landlock_abi() >= 6:  # signals are scoped from Linux 6.12
         assert results["signal:"].startswith("refused")

@@ -114,7 +114,7 @@ def test_a_crash_looping_version_is_marked_failed_and_the_previous_one_restored(
 ):
     repository = git_module("versioned", tag="v1")
     push_and_deploy(client, repository, "versioned", "v1")
-    tag_release(repository, "v2", release="two", env={"CRASH_MARKER": str(tmp_path / "crashed")})
+    tag_release(repository, "v2", release="two", env={"CRASH_MARKER": str(tmp_path / "shared" / "crashed")})
     push_and_deploy(client, repository, "versioned", "v2")
 
     deadline = time.monotonic() + 30

@@ -10,7 +10,7 @@ from platform_server import alive
 
 
 def test_a_rolling_deploy_under_load_fails_no_request(platform, client, git_module, tmp_path):
-    marker = tmp_path / "warm-ups"
+    marker = tmp_path / "shared" / "warm-ups"
     repository = git_module("versioned", tag="v1")
     push_and_deploy(client, repository, "versioned", "v1")
     tag_release(repository, "v2", release="two", env={"WARMUP_MARKER": str(marker), "LOAD_SECONDS": "1"})
