@@ -133,7 +133,9 @@ class PlatformServer:
         self.services = Services(
             settings=settings,
             database=self.database,
-            environments=Environments(settings.data_dir / "environments"),
+            environments=Environments(
+                settings.data_dir / "environments", build_timeout=settings.build_timeout_seconds
+            ),
             store=open_store(settings),
         )
         self.limiter = RateLimiter(settings.redis_url)
@@ -172,13 +174,10 @@ class PlatformServer:
             try:
                 artifact = await asyncio.to_thread(pack, gallery / name, version="demo", use_git=False)
                 version = f"demo-{artifact.digest.removeprefix('sha256:')[:12]}"
-                await self.services.versions.push(
-                    artifact.name,
-                    version,
-                    artifact.data,
-                    actor=DEMO,
-                    digest=artifact.digest,
-                )
+                async with self.services.versions.spool(artifact.data) as spooled:
+                    await self.services.versions.push(
+                        artifact.name, version, spooled, actor=DEMO, digest=artifact.digest
+                    )
                 deployment = self.services.deployments.info(artifact.name)
                 if deployment is None or deployment.version != version:
                     self.services.deployments.deploy(artifact.name, version, actor=DEMO)

@@ -499,8 +499,9 @@ def _archive(files: list[_File]) -> bytes:
 # Unpacking
 
 
-def unpack(data: bytes, target: Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
-    """Extract an artifact into `target`, which must not exist or be an empty directory.
+def unpack(data: bytes | Path, target: Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+    """Extract an artifact (its bytes, or the file holding them) into `target`, which must not exist or be an
+    empty directory.
 
     Every entry is checked before anything is written: only regular files and directories, relative paths with
     no `..`, nothing resolving outside `target`, at most `max_bytes` in all. The files land in a sibling
@@ -509,7 +510,8 @@ def unpack(data: bytes, target: Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> 
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise PackError(f"{target} already exists and is not an empty directory")
     try:
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+        source = io.BytesIO(data) if isinstance(data, bytes) else data.open("rb")
+        with source, tarfile.open(fileobj=source, mode="r:gz") as tar:
             members = tar.getmembers()
             _check_members(members, target.resolve(), max_bytes)
             target.parent.mkdir(parents=True, exist_ok=True)

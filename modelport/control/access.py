@@ -7,12 +7,15 @@ in: members of `access.groups` (exact full paths: `/x/team-a` is not `/team-a`) 
 same answer as for a module that really does not exist; one who may call but not manage it gets 403 on the
 management routes.
 
-Policies are read from the database and kept for `refresh_seconds` (changes made through this process are
-seen at once, through `invalidate`).
+Policies are read from the database, kept in memory and read again every `refresh_seconds` (changes made
+through this process are read at once, through `reload`). Requests on the event loop never wait on the
+database for a module in memory, so the modules known keep being served while the database is unavailable.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -22,12 +25,24 @@ from pydantic import ValidationError
 from sqlalchemy import select
 
 from modelport.control.identity import Principal
-from modelport.core.errors import Forbidden, ModuleNotFound, Unauthorized
-from modelport.core.manifests import ApiManifest, Cors
+from modelport.core.errors import DatabaseUnavailable, Forbidden, ModuleNotFound, Unauthorized
+from modelport.core.manifests import ApiManifest, Cors, without_retired_fields
 from modelport.core.roles import Role
 from modelport.db import ApiDefinition, Database, Module
+from modelport.db.database import failure, unavailable
 
-__all__ = ["ALLOW_ALL", "AccessPolicies", "ApiAccess", "ModulePolicy", "Permit", "may_call", "may_manage"]
+__all__ = [
+    "ALLOW_ALL",
+    "AccessPolicies",
+    "ApiAccess",
+    "ModulePolicy",
+    "Permit",
+    "check_call",
+    "may_call",
+    "may_manage",
+]
+
+log = logging.getLogger("modelport.access")
 
 
 @dataclass(frozen=True)
@@ -39,6 +54,8 @@ class ApiAccess:
     anonymous: bool
     rate: str | None
     cors: Cors
+    sync_timeout: float | None = None
+    """`syncTimeoutSeconds`: how long a synchronous call may take from its arrival."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +63,11 @@ class ModulePolicy:
     module: str
     owner: str | None
     apis: tuple[ApiAccess, ...] = ()
+
+    @property
+    def sync_timeout(self) -> float | None:
+        """The deadline of a synchronous call, from its arrival: the smallest any `Api` sets (None: none)."""
+        return min((api.sync_timeout for api in self.apis if api.sync_timeout is not None), default=None)
 
     def cors(self) -> Cors | None:
         """The module's browser access: the origins every enabled `Api` of the module allows."""
@@ -94,12 +116,20 @@ def _staff(principal: Principal) -> bool:
 
 
 _MISS_RELOAD_SECONDS = 0.05
-"""A module missing from the cache reloads it at most this often: a new module is seen at once, and calls to
-modules that do not exist cannot make every request read the database."""
+"""A module missing from memory reloads it at most this often: a new module is seen at once, and calls to
+modules that do not exist cannot make every request read the database. While reads fail, they are tried
+again at most this often too."""
 
 
 class AccessPolicies:
-    """Each module's owner and `Api` grants, read from the database and cached for `refresh_seconds`."""
+    """Each module's owner and `Api` grants, read from the database and kept in memory.
+
+    Threads read through `policy` and the guards, which read the database themselves when memory is older than
+    `refresh_seconds` or lacks the module. The event loop reads through `current` and `cached`, which never
+    wait on the database for a module in memory: a read that is due runs in a worker thread meanwhile. While
+    the database is unavailable the policies in memory keep serving, and a module missing from them is
+    `DatabaseUnavailable` (whether it exists, nobody can tell).
+    """
 
     def __init__(
         self,
@@ -112,27 +142,91 @@ class AccessPolicies:
         self.refresh_seconds = refresh_seconds
         self.clock = clock
         self._policies: dict[str, ModulePolicy] = {}
-        self._loaded_at: float | None = None
+        self._read_at: float | None = None  # when the last read that finished began
+        self._failing = False  # whether it failed
+        self._started = 0  # reads begun, numbered so that an older one never replaces a newer one
+        self._finished = 0
         self._lock = threading.Lock()
+        self._thread_reads = threading.Lock()
+        self._loop_read: asyncio.Future[None] | None = None
 
-    def invalidate(self) -> None:
-        self._loaded_at = None
+    def reload(self) -> None:
+        """Read every policy now, in the calling thread (after a change made through this process). When the
+        database cannot answer, the policies in memory stay and reads are tried again soon."""
+        with self._lock:
+            self._started += 1
+            number, began = self._started, self.clock()
+        try:
+            policies: dict[str, ModulePolicy] | None = self._load()
+        except Exception as exc:
+            if not self._failing:
+                log.warning(
+                    "cannot read the access policies (%s); serving the modules known",
+                    failure(exc),
+                    exc_info=not unavailable(exc),
+                )
+            policies = None
+        with self._lock:
+            if number <= self._finished:
+                return
+            recovered = self._failing and policies is not None
+            self._finished, self._read_at, self._failing = number, began, policies is None
+            if policies is not None:
+                self._policies = policies
+        if recovered:
+            log.warning("the access policies are read again")
 
     def policy(self, module: str) -> ModulePolicy | None:
-        """The module's policy; None if there is no such module."""
-        policy = self._current(self.refresh_seconds).get(module)
-        if policy is None:  # perhaps made a moment ago by another request or process
-            policy = self._current(_MISS_RELOAD_SECONDS).get(module)
+        """The module's policy; None if there is no such module. For threads: the database is read here when
+        a read is due."""
+        self._read_in_thread(self.refresh_seconds)
+        if module not in self._policies:  # perhaps made a moment ago by another request or process
+            self._read_in_thread(_MISS_RELOAD_SECONDS)
+        return self._known(module)
+
+    async def current(self, module: str) -> ModulePolicy | None:
+        """The module's policy for the event loop; None if there is no such module. Memory answers, while a
+        read that is due runs in a worker thread; a module missing from memory waits for a read (at most
+        every `_MISS_RELOAD_SECONDS`)."""
+        if self._read_at is None:
+            await asyncio.shield(self._read_in_background())
+        elif self._due(self.refresh_seconds):
+            self._read_in_background()
+        if module not in self._policies and not self._failing and self._due(_MISS_RELOAD_SECONDS):
+            await asyncio.shield(self._read_in_background())
+        return self._known(module)
+
+    def cached(self, module: str) -> ModulePolicy | None:
+        """The module's policy in memory, for code on the event loop that cannot wait (CORS, a call's
+        deadline); a read that is due starts in a worker thread."""
+        if self._due(self.refresh_seconds):
+            self._read_in_background()
+        return self._policies.get(module)
+
+    def _known(self, module: str) -> ModulePolicy | None:
+        policy = self._policies.get(module)
+        if policy is None and self._failing:
+            raise DatabaseUnavailable()
         return policy
 
-    def _current(self, max_age: float) -> dict[str, ModulePolicy]:
-        now = self.clock()
-        if self._loaded_at is None or now - self._loaded_at >= max_age:
-            with self._lock:
-                if self._loaded_at is None or now - self._loaded_at >= max_age:
-                    self._policies = self._load()
-                    self._loaded_at = now
-        return self._policies
+    def _due(self, max_age: float) -> bool:
+        """Whether memory is `max_age` old (while reads fail: whether the last began `_MISS_RELOAD_SECONDS`
+        ago)."""
+        if self._read_at is None:
+            return True
+        return self.clock() - self._read_at >= (_MISS_RELOAD_SECONDS if self._failing else max_age)
+
+    def _read_in_thread(self, max_age: float) -> None:
+        if self._due(max_age):
+            with self._thread_reads:  # one read for every thread that found memory old at once
+                if self._due(max_age):
+                    self.reload()
+
+    def _read_in_background(self) -> asyncio.Future[None]:
+        """The read running in a worker thread for the event loop, started now unless one runs already."""
+        if self._loop_read is None or self._loop_read.done():
+            self._loop_read = asyncio.ensure_future(asyncio.to_thread(self.reload))
+        return self._loop_read
 
     def _load(self) -> dict[str, ModulePolicy]:
         with self.database.session() as session:
@@ -153,11 +247,7 @@ class AccessPolicies:
     # Guards: each returns the policy or raises what the caller may be told.
 
     def require_call(self, principal: Principal, module: str) -> ModulePolicy:
-        policy = self.policy(module)
-        if policy is None or not may_call(principal, policy):
-            _hidden(principal, module)
-        assert policy is not None
-        return policy
+        return check_call(principal, module, self.policy(module))
 
     def require_manage(self, principal: Principal, module: str) -> ModulePolicy:
         policy = self.policy(module)
@@ -173,6 +263,14 @@ class AccessPolicies:
         return [m for m in modules if (p := self.policy(m)) is not None and may_manage(principal, p)]
 
 
+def check_call(principal: Principal, module: str, policy: ModulePolicy | None) -> ModulePolicy:
+    """`policy`, the module's, if `principal` may call the module; otherwise what the caller may be told."""
+    if policy is None or not may_call(principal, policy):
+        _hidden(principal, module)
+    assert policy is not None
+    return policy
+
+
 def _hidden(principal: Principal, module: str) -> None:
     if principal.is_anonymous:
         raise Unauthorized("send a bearer token as `Authorization: Bearer <token>`")
@@ -181,7 +279,7 @@ def _hidden(principal: Principal, module: str) -> None:
 
 def _api_access(name: str, manifest: dict[str, object]) -> ApiAccess | None:
     try:
-        api = ApiManifest.model_validate(manifest)
+        api = ApiManifest.model_validate(without_retired_fields(manifest))
     except ValidationError:  # written by an older schema: it grants nothing until applied again
         return None
     return ApiAccess(
@@ -190,6 +288,7 @@ def _api_access(name: str, manifest: dict[str, object]) -> ApiAccess | None:
         anonymous=api.spec.access.anonymous,
         rate=api.spec.rate_limit.per_caller,
         cors=api.spec.restful_api.cors,
+        sync_timeout=api.spec.sync_timeout_seconds,
     )
 
 

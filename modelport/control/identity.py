@@ -8,31 +8,36 @@ OIDC users (see `oidc.py`) are recorded on first use under their issuer and subj
 come from each token and are copied to the user list when they change.
 
 Verified tokens are remembered in memory, each with the identity revision read before it was looked up: a
-single counter in the database that every revocation and every change to a user or a group increments. A
-request reads only that number; when it moved, the remembered tokens are looked up again. So revoking a
-token, disabling a user or changing their groups takes effect on the next request on every gateway process,
-and an unchanged token costs one tiny query.
+single counter in the database that every revocation and every change to a user or a group increments. While
+the server runs, `watch` reads that number in a worker thread twice a second, and a request compares its
+token's with memory only: a token verified before is answered without the database (so also while the
+database is unavailable), a change made through this object takes effect on the next request, and one made by
+another gateway process within half a second. Whatever memory cannot answer is looked up in a few worker
+threads of its own, never on the event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
+import logging
 import re
 import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from limits import parse
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
@@ -41,6 +46,7 @@ from modelport.core import manifests
 from modelport.core.errors import (
     BadRequest,
     Conflict,
+    DatabaseUnavailable,
     InvalidCredentials,
     NotFound,
     TooManyLoginAttempts,
@@ -57,6 +63,7 @@ from modelport.core.records import (
 )
 from modelport.core.roles import Role
 from modelport.db import ApiToken, Database, Group, IdentityRevision, User
+from modelport.db.database import failure, unavailable
 from modelport.db.models import utcnow
 
 if TYPE_CHECKING:
@@ -64,6 +71,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ANONYMOUS",
+    "REVISION_POLL_SECONDS",
     "TOKEN_PREFIX",
     "Identity",
     "LoginSession",
@@ -74,8 +82,18 @@ __all__ = [
     "new_secret",
 ]
 
+log = logging.getLogger("modelport.identity")
+
+REVISION_POLL_SECONDS = 0.5
+"""How often `watch` reads the identity revision: how soon another gateway's changes take effect here."""
+
 _SHOWN_PREFIX = 10  # characters of a secret kept to recognise it in lists: the marker and 7 random ones
 _USER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,254}$")
+_LOOKUP_THREADS = 4
+
+_T = TypeVar("_T")
+_Stamp = tuple[int, int]
+"""What a remembered answer was read at: the identity revision, and the changes made through this object."""
 
 
 @dataclass(frozen=True)
@@ -180,11 +198,12 @@ class Identity:
         self.hasher = PasswordHasher()  # Argon2id with the RFC 9106 low-memory parameters
         self._dummy_hash = self.hasher.hash(secrets.token_urlsafe(16))
         self._throttle = _LoginThrottle(login_attempts)
-        self._verified: dict[str, tuple[int, Principal, datetime | None]] = {}
-        self._oidc_seen: dict[tuple[str, str], tuple[tuple[Any, ...], int, _OidcUser]] = {}
+        self._verified: dict[str, tuple[_Stamp, Principal, datetime | None]] = {}
+        self._oidc_seen: dict[tuple[str, str], tuple[tuple[Any, ...], _Stamp, _OidcUser]] = {}
         self._lock = threading.Lock()
-        self._reader: Any = None
-        self._reader_thread: int | None = None
+        self._revision: int | None = None  # the last one `watch` read; None while no `watch` runs
+        self._changes = 0  # changes made through this object, each counted once committed
+        self._lookups = ThreadPoolExecutor(_LOOKUP_THREADS, thread_name_prefix="modelport-identity")
 
     # Tokens
 
@@ -224,13 +243,29 @@ class Identity:
         return NewToken(**info.model_dump(), token=secret)
 
     def verify(self, secret: str) -> Principal | None:
-        """The principal a token stands for; None if it is unknown, revoked, expired or its user disabled."""
+        """The principal a token stands for; None if it is unknown, revoked, expired or its user disabled.
+
+        Reads the identity revision first; requests on the event loop use `authenticate` instead."""
+        return self._verify(digest(secret), None)
+
+    async def authenticate(self, secret: str) -> Principal | None:
+        """`verify` for the event loop: a token verified at the revision `watch` read last is answered from
+        memory; any other is looked up in a worker thread, and is `DatabaseUnavailable` if the database
+        cannot answer (a token nobody can check is neither let in nor called invalid)."""
         key = digest(secret)
-        revision = self._revision()
-        remembered = self._verified.get(key)
-        if remembered is not None and remembered[0] == revision:
-            _, principal, expires_at = remembered
-            return principal if expires_at is None or expires_at > self.now() else None
+        stamp = self._stamp()
+        if stamp is not None:
+            known, principal = self._recall(key, stamp)
+            if known:
+                return principal
+        return await self._off_loop(self._verify, key, stamp)
+
+    def _verify(self, key: str, stamp: _Stamp | None) -> Principal | None:
+        if stamp is None:
+            stamp = self._read_stamp()
+        known, remembered = self._recall(key, stamp)
+        if known:
+            return remembered
         with self.database.session() as session:
             token = session.scalars(
                 select(ApiToken)
@@ -246,39 +281,82 @@ class Identity:
         with self._lock:
             if len(self._verified) > 10_000:
                 self._verified.clear()
-            self._verified[key] = (revision, principal, expires_at)
+            self._verified[key] = (stamp, principal, expires_at)
         return principal
 
-    def _revision(self) -> int:
-        """The identity revision, read on a connection this object holds for the thread that verifies
-        tokens (the server's event loop): a few microseconds instead of a pool checkout per request."""
-        if self._reader is None and self._reader_thread in (None, threading.get_ident()):
-            self._reader_thread = threading.get_ident()
-            self._reader = self.database.engine.raw_connection()
-        if self._reader is not None and self._reader_thread == threading.get_ident():
-            try:
-                cursor = self._reader.cursor()
-                try:
-                    cursor.execute(_REVISION_SQL)
-                    row = cursor.fetchone()
-                finally:
-                    cursor.close()
-                self._reader.rollback()  # end the read's transaction: the next read sees new changes
-                return int(row[0])
-            except Exception:  # a broken connection (the database restarted): let go of it, ask the pool
-                self._close_reader(broken=True)
-        with self.database.engine.connect() as connection:
-            return int(connection.execute(_REVISION).scalar_one())
+    def _recall(self, key: str, stamp: _Stamp) -> tuple[bool, Principal | None]:
+        """Whether the token was verified at `stamp`, and if so whom it stands for (None once expired)."""
+        remembered = self._verified.get(key)
+        if remembered is None or remembered[0] != stamp:
+            return False, None
+        _, principal, expires_at = remembered
+        return True, principal if expires_at is None or expires_at > self.now() else None
 
-    def _close_reader(self, *, broken: bool = False) -> None:
-        reader, self._reader = self._reader, None
-        if reader is not None:
-            with contextlib.suppress(Exception):
-                reader.invalidate() if broken else reader.close()
+    # The identity revision
+
+    async def watch(self, stop: asyncio.Event, *, every: float = REVISION_POLL_SECONDS) -> None:
+        """Read the identity revision every `every` seconds, in a worker thread, until `stop` is set; until
+        then `authenticate` compares with memory only. While the database is unavailable the revision read
+        last stays, so the callers verified at it keep being served."""
+        failing = False
+        try:
+            while not stop.is_set():
+                try:
+                    self._revision, _ = await asyncio.to_thread(self._read_stamp)
+                except Exception as exc:
+                    if not failing:
+                        log.warning(
+                            "cannot read the identity revision (%s); serving the callers verified before",
+                            failure(exc),
+                            exc_info=not unavailable(exc),
+                        )
+                    failing = True
+                else:
+                    if failing:
+                        log.warning("the identity revision is read again")
+                    failing = False
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), every)
+        finally:
+            self._revision = None
+
+    def _stamp(self) -> _Stamp | None:
+        """The revision `watch` read last and the changes made here since; None while no `watch` runs."""
+        revision = self._revision
+        return None if revision is None else (revision, self._changes)
+
+    def _read_stamp(self) -> _Stamp:
+        """The identity revision read now, and the changes made here."""
+        with self.database.engine.connect() as connection:
+            revision = int(connection.execute(_REVISION).scalar_one())
+        return revision, self._changes
+
+    def _changed(self, session: Session) -> None:
+        """Count a change that may invalidate verified tokens, in the same transaction as the change; once it
+        is committed, what this object remembers is checked again on its next use."""
+        session.execute(
+            update(IdentityRevision)
+            .where(IdentityRevision.id == 1)
+            .values(revision=IdentityRevision.revision + 1)
+        )
+        event.listen(session, "after_commit", self._count_change, once=True)
+
+    def _count_change(self, session: Session) -> None:
+        with self._lock:
+            self._changes += 1
+
+    async def _off_loop(self, work: Callable[..., _T], *args: Any) -> _T:
+        """`work(*args)` in a lookup thread; a database that cannot answer is `DatabaseUnavailable`."""
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._lookups, work, *args)
+        except Exception as exc:
+            if unavailable(exc):
+                raise DatabaseUnavailable() from exc
+            raise
 
     def close(self) -> None:
-        """Give back the connection held for reading the identity revision."""
-        self._close_reader()
+        """Stop the lookup threads; a lookup already running finishes on its own."""
+        self._lookups.shutdown(wait=False, cancel_futures=True)
 
     def tokens(self, *, user_id: int | None = None) -> list[TokenInfo]:
         with self.database.session() as session:
@@ -302,7 +380,7 @@ class Identity:
                 raise NotFound(f"no token with id {token_id}")
             if token.revoked_at is None:
                 token.revoked_at = self.now()
-                _changed(session)
+                self._changed(session)
             info = token_info(token, token.user.name)
         self.audit.record(actor, "token.revoke", f"token/{token_id}", name=info.name, user=info.user)
         return info
@@ -439,7 +517,7 @@ class Identity:
                 user.password_hash = self.hasher.hash(password)
             if disabled is not None:
                 user.disabled = disabled
-            _changed(session)
+            self._changed(session)
             info = user_info(user)
         asked = {"role": role, "groups": groups, "disabled": disabled}
         changed = {key: value for key, value in asked.items() if value is not None}
@@ -454,7 +532,7 @@ class Identity:
             user = _user(session, user_id)
             name = user.name
             session.delete(user)
-            _changed(session)
+            self._changed(session)
         self.audit.record(actor, "user.delete", f"user/{name}")
 
     # Groups
@@ -491,7 +569,7 @@ class Identity:
                 raise NotFound(f"no group with id {group_id}")
             path = group.path
             session.delete(group)
-            _changed(session)
+            self._changed(session)
         self.audit.record(actor, "group.delete", f"group{path}")
 
     # OIDC
@@ -502,25 +580,36 @@ class Identity:
 
         What was read is remembered with the identity revision, like verified tokens: any change to a user
         (disabling one, say) makes the next request read the user again."""
-        role = Role.ADMIN if "admin" in identity.roles else Role.DEVELOPER
-        if role != Role.ADMIN and "developer" not in identity.roles:
-            role = Role.USER
-        key = (identity.issuer, identity.subject)
-        shape = (identity.username, role, identity.groups)
-        revision = self._revision()  # before reading: a change made meanwhile is read again next time
-        seen = self._oidc_seen.get(key)
-        if seen is None or seen[0] != shape or seen[1] != revision:
-            user = self._record_oidc_user(identity, role)
+        return self._oidc_principal(identity, None)
+
+    async def authenticate_oidc(self, identity: OidcIdentity) -> Principal | None:
+        """`oidc_principal` for the event loop: an identity seen at the revision `watch` read last, with the
+        same name, role and groups, is answered from memory; any other is recorded in a worker thread."""
+        stamp = self._stamp()
+        if stamp is not None:
+            user = self._oidc_recall(identity, stamp)
+            if user is not None:
+                return _oidc_answer(identity, user)
+        return await self._off_loop(self._oidc_principal, identity, stamp)
+
+    def _oidc_principal(self, identity: OidcIdentity, stamp: _Stamp | None) -> Principal | None:
+        if stamp is None:
+            stamp = self._read_stamp()  # before reading: a change made meanwhile is read again next time
+        user = self._oidc_recall(identity, stamp)
+        if user is None:
+            user = self._record_oidc_user(identity, _oidc_role(identity))
             with self._lock:
                 if len(self._oidc_seen) > 10_000:
                     self._oidc_seen.clear()
-                self._oidc_seen[key] = (shape, revision, user)
-        else:
-            user = seen[2]
-        if user.disabled:
+                self._oidc_seen[(identity.issuer, identity.subject)] = (_oidc_shape(identity), stamp, user)
+        return _oidc_answer(identity, user)
+
+    def _oidc_recall(self, identity: OidcIdentity, stamp: _Stamp) -> _OidcUser | None:
+        """The user recorded for `identity` if it was read at `stamp` and the identity has not changed."""
+        seen = self._oidc_seen.get((identity.issuer, identity.subject))
+        if seen is None or seen[0] != _oidc_shape(identity) or seen[1] != stamp:
             return None
-        # The user list's name: the token's own, unless a local user had it first (then `name-2`).
-        return Principal(user_id=user.id, name=user.name, role=role, groups=identity.groups, source="oidc")
+        return seen[2]
 
     def _record_oidc_user(self, identity: OidcIdentity, role: Role) -> _OidcUser:
         for attempt in range(3):
@@ -542,7 +631,7 @@ class Identity:
                     if user.role != role or {g.path for g in user.groups} != identity.groups:
                         user.role = role
                         user.groups = _groups(session, sorted(identity.groups), create=True)
-                        _changed(session)  # the user's API tokens now stand for the new role and groups
+                        self._changed(session)  # the user's API tokens now stand for the new role and groups
                     if not user.disabled:
                         user.last_login_at = self.now()
                     session.flush()
@@ -563,15 +652,25 @@ class _OidcUser:
 
 
 _REVISION = select(IdentityRevision.revision).where(IdentityRevision.id == 1)
-_REVISION_SQL = "SELECT revision FROM identity_revision WHERE id = 1"
 
 
-def _changed(session: Session) -> None:
-    """Count a change that may invalidate verified tokens (in the same transaction as the change)."""
-    session.execute(
-        update(IdentityRevision)
-        .where(IdentityRevision.id == 1)
-        .values(revision=IdentityRevision.revision + 1)
+def _oidc_role(identity: OidcIdentity) -> Role:
+    if "admin" in identity.roles:
+        return Role.ADMIN
+    return Role.DEVELOPER if "developer" in identity.roles else Role.USER
+
+
+def _oidc_shape(identity: OidcIdentity) -> tuple[Any, ...]:
+    """What of an OIDC identity its user record follows: its name, role and groups."""
+    return (identity.username, _oidc_role(identity), identity.groups)
+
+
+def _oidc_answer(identity: OidcIdentity, user: _OidcUser) -> Principal | None:
+    if user.disabled:
+        return None
+    # The user list's name: the token's own, unless a local user had it first (then `name-2`).
+    return Principal(
+        user_id=user.id, name=user.name, role=_oidc_role(identity), groups=identity.groups, source="oidc"
     )
 
 

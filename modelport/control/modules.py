@@ -254,7 +254,12 @@ def _uploads(settings: Settings) -> Path:
     return path
 
 
-async def predict(served: ServedModule, request: ParsedRequest) -> list[dict[str, Any]]:
+async def predict(
+    served: ServedModule, request: ParsedRequest, *, deadline: float | None = None
+) -> list[dict[str, Any]]:
+    """Run the request through the module. `deadline` (a `time.monotonic()` instant) is when the caller is
+    answered at the latest, 504 if the module has not answered by then; None: the pool's `sync_timeout`
+    from now."""
     model_key = request.model_key or served.default_model_key
     return await served.pool.predict(
         request.records,
@@ -262,6 +267,7 @@ async def predict(served: ServedModule, request: ParsedRequest) -> list[dict[str
         model_key=model_key,
         output_fields=request.output_fields,
         model_path=await served.model_path(model_key),
+        deadline=deadline,
     )
 
 

@@ -23,7 +23,7 @@ from modelport.control.oidc import OidcVerifier
 from modelport.control.request_files import RequestFiles
 from modelport.control.sources import GitSources
 from modelport.control.storage import Storage
-from modelport.control.versions import Versions
+from modelport.control.versions import ArtifactFile, Versions
 from modelport.control.weights import ModelWeights
 from modelport.core.errors import ModuleNotFound, SetupFailed
 from modelport.core.records import ApplyResult, ModuleInfo, VersionInfo
@@ -99,11 +99,14 @@ class Services:
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
-        """Resume unfinished builds and reconcile deployments for as long as the block runs."""
+        """Resume unfinished builds and reconcile deployments for as long as the block runs; keep the identity
+        revision and the access policies in memory, so that requests need not wait on the database."""
         stop = asyncio.Event()
         await asyncio.to_thread(self.storage.start)
+        await asyncio.to_thread(self.policies.reload)
         self.versions.resume()
         loops = [
+            asyncio.create_task(self.identity.watch(stop), name="identity"),
             asyncio.create_task(self.deployments.run(stop), name="reconciler"),
             asyncio.create_task(
                 self.sources.run(stop, interval=self.settings.source_poll_seconds), name="sources"
@@ -172,12 +175,13 @@ class Services:
 
     async def authenticate(self, token: str) -> Principal | None:
         """The principal a bearer token stands for: a modelport token, or an access token of the OIDC
-        issuer; None if it is neither (`InvalidToken` when a JWT fails verification)."""
+        issuer; None if it is neither (`InvalidToken` when a JWT fails verification, `DatabaseUnavailable`
+        when it must be looked up and cannot be)."""
         if token.startswith(TOKEN_PREFIX):
-            return self.identity.verify(token)
+            return await self.identity.authenticate(token)
         if self.oidc is None or token.count(".") != 2:
             return None
-        return self.identity.oidc_principal(await self.oidc.verify(token))
+        return await self.identity.authenticate_oidc(await self.oidc.verify(token))
 
     # modules
 
@@ -195,7 +199,7 @@ class Services:
         self,
         module: str,
         version: str,
-        data: bytes,
+        artifact: ArtifactFile,
         *,
         principal: Principal,
         actor: Actor,
@@ -208,7 +212,7 @@ class Services:
         info, created = await self.versions.push(
             module,
             version,
-            data,
+            artifact,
             actor=actor,
             permit=Permit(principal, self.policies),
             commit=commit,
@@ -216,13 +220,13 @@ class Services:
             digest=digest,
         )
         if created:
-            self.policies.invalidate()
+            await asyncio.to_thread(self.policies.reload)
         return info, created
 
     async def delete_module(self, module: str, *, actor: Actor) -> None:
         """Stop serving `module` and forget it; nobody may call it from now on."""
         await self.deployments.delete(module, actor=actor)
-        self.policies.invalidate()
+        await asyncio.to_thread(self.policies.reload)
 
     def module(self, name: str) -> ModuleInfo:
         with self.database.session() as session:
@@ -244,7 +248,7 @@ class Services:
     # reactions
 
     def _manifests_changed(self, changes: list[ApplyResult]) -> None:
-        self.policies.invalidate()
+        self.policies.reload()  # before the change is answered: the next request sees it, preflights too
         for change in changes:
             if change.kind == "Module" and change.action == "deleted":
                 task = asyncio.get_running_loop().create_task(self.deployments.forget(change.name))
@@ -252,15 +256,16 @@ class Services:
                 task.add_done_callback(self._background.discard)
 
     async def _push_release(self, artifact: Artifact, pushed_by: str) -> str:
-        info, _ = await self.versions.push(
-            artifact.name,
-            artifact.version,
-            artifact.data,
-            actor=Actor(pushed_by),
-            commit=artifact.commit,
-            tag=artifact.tag,
-            digest=artifact.digest,
-        )
+        async with self.versions.spool(artifact.data) as spooled:
+            info, _ = await self.versions.push(
+                artifact.name,
+                artifact.version,
+                spooled,
+                actor=Actor(pushed_by),
+                commit=artifact.commit,
+                tag=artifact.tag,
+                digest=artifact.digest,
+            )
         return info.name
 
     async def _deploy_release(self, module: str, version: str) -> None:

@@ -1,6 +1,7 @@
 """Versions: immutable, content-addressed module artifacts, and the builds that make them runnable.
 
-A pushed artifact is stored once under `artifacts/` by its digest and unpacked under
+A pushed artifact arrives as a file (`spool` writes one from a stream, hashing it on the way, so that no
+artifact is ever held in memory), is stored once under `artifacts/` by its digest and unpacked under
 `versions/<module>/<name>`; its row records who pushed it, its git tag and commit, its parsed `ApiSpec` and
 its manifest. A build then gives it an environment for its requirements and imports its entrypoint there; the
 outcome and the whole log are kept.
@@ -15,10 +16,11 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import AsyncIterable, AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -42,9 +44,19 @@ from modelport.obs.redact import redact
 from modelport.runtime.environments import BuildFailed, Environment, Environments
 from modelport.sdk.source import SourceError
 
-__all__ = ["BuiltVersion", "Versions", "version_info"]
+__all__ = ["ArtifactFile", "BuiltVersion", "Versions", "version_info"]
 
 log = logging.getLogger("modelport.versions")
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class ArtifactFile:
+    """An artifact written to a file, with the digest and size taken as it was written."""
+
+    path: Path
+    digest: str
+    size: int
 
 
 @dataclass(frozen=True)
@@ -90,6 +102,7 @@ class Versions:
         self.environments = environments
         self.artifacts = data_dir / "artifacts"
         self.sources = data_dir / "versions"
+        self.incoming = data_dir / "tmp"
         self._on_built = on_built
         self._slots = asyncio.Semaphore(max_builds)
         self._builds: dict[tuple[str, str], asyncio.Task[None]] = {}
@@ -97,11 +110,37 @@ class Versions:
 
     # pushing
 
+    @asynccontextmanager
+    async def spool(self, chunks: AsyncIterable[bytes] | bytes) -> AsyncIterator[ArtifactFile]:
+        """Write an artifact arriving in `chunks` (or given whole) to a file under the data directory, hashing
+        it on the way and holding at most a megabyte or so of it in memory; the file is gone when the block
+        ends (`push` moves a new version's into the store)."""
+        self.incoming.mkdir(parents=True, exist_ok=True)
+        handle = tempfile.NamedTemporaryFile(dir=self.incoming, prefix="artifact-", delete=False)  # noqa: SIM115
+        path, digest = Path(handle.name), hashlib.sha256()
+        try:
+            with handle:
+                if isinstance(chunks, bytes):
+                    await asyncio.to_thread(_append, handle, digest, chunks)
+                else:
+                    buffer = bytearray()
+                    async for chunk in chunks:
+                        buffer += chunk
+                        if len(buffer) >= _CHUNK:
+                            await asyncio.to_thread(_append, handle, digest, buffer)
+                            buffer = bytearray()
+                    await asyncio.to_thread(_append, handle, digest, buffer)
+                await asyncio.to_thread(_sync, handle)
+                size = handle.tell()
+            yield ArtifactFile(path, f"sha256:{digest.hexdigest()}", size)
+        finally:
+            path.unlink(missing_ok=True)
+
     async def push(
         self,
         module: str,
         name: str,
-        data: bytes,
+        artifact: ArtifactFile,
         *,
         actor: Actor,
         permit: Permit | None = ALLOW_ALL,
@@ -109,7 +148,8 @@ class Versions:
         tag: str | None = None,
         digest: str | None = None,
     ) -> tuple[VersionInfo, bool]:
-        """Store a version and start its build; returns its info and whether it is new.
+        """Store a version from its `artifact` (see `spool`) and start its build; returns its info and whether
+        it is new.
 
         Pushing identical content under an existing name is a no-op; different content is `VersionExists`.
         `permit` checks that the pusher may manage the module, or create it: a new module is owned by its
@@ -121,14 +161,14 @@ class Versions:
             exists = session.get(Module, module) is not None
         if exists and permit is not None:
             permit.manage(module)
-        actual = f"sha256:{hashlib.sha256(data).hexdigest()}"
+        actual = artifact.digest
         if digest is not None and digest != actual:
             raise BadRequest(f"the upload's digest is {actual}, not {digest}: it was damaged in transit")
         existing = self._find(module, name, actual)
         if existing is not None:
             return existing, False
         definition, owner = await asyncio.to_thread(
-            functools.partial(self._store, creating=not exists), module, name, data, actual, permit
+            functools.partial(self._store, creating=not exists), module, name, artifact, permit
         )
         try:
             with self.database.session() as session:
@@ -139,7 +179,7 @@ class Versions:
                     module_name=module,
                     name=name,
                     digest=actual,
-                    size=len(data),
+                    size=artifact.size,
                     commit=commit,
                     tag=tag,
                     pushed_by=actor.name,
@@ -173,7 +213,7 @@ class Versions:
             return version_info(row)
 
     def _store(
-        self, module: str, name: str, data: bytes, digest: str, permit: Permit | None, *, creating: bool
+        self, module: str, name: str, artifact: ArtifactFile, permit: Permit | None, *, creating: bool
     ) -> tuple[ModuleDefinition, str | None]:
         """Unpack, read and keep the artifact, and tell who would own a new module; a bad artifact raises
         `InvalidModule` and one the pusher may not create raises `Forbidden`, and neither writes anything."""
@@ -181,7 +221,7 @@ class Versions:
         staging = Path(tempfile.mkdtemp(prefix=".push-", dir=self.sources))
         try:
             try:
-                unpack(data, staging / "module")
+                unpack(artifact.path, staging / "module")
                 definition = read_module(staging / "module", name=module)
             except (PackError, ManifestError, SourceError) as exc:
                 raise InvalidModule(str(exc)) from None
@@ -192,7 +232,7 @@ class Versions:
             owner = definition.manifest.spec.owner
             if creating and permit is not None:
                 owner = permit.new_owner(owner)
-            _write_atomically(self.artifact_path(digest), data)
+            _keep(artifact.path, self.artifact_path(artifact.digest))
             target = self.source_dir(module, name)
             target.parent.mkdir(parents=True, exist_ok=True)
             if target.exists():  # left by a push that crashed before its row was written
@@ -378,17 +418,18 @@ def _check_names(module: str, name: str) -> None:
         raise BadRequest(exc.message) from None
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
+def _append(handle: IO[bytes], digest: hashlib._Hash, data: bytes | bytearray) -> None:
+    handle.write(data)
+    digest.update(data)
+
+
+def _sync(handle: IO[bytes]) -> None:
+    handle.flush()
+    os.fsync(handle.fileno())
+
+
+def _keep(source: Path, path: Path) -> None:
+    """Move a spooled artifact, already written and synced, into place in one rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    if path.exists():
-        return  # content-addressed: the same name is the same bytes
-    handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=".tmp-", delete=False)  # noqa: SIM115
-    try:
-        with handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        Path(handle.name).replace(path)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise
+    if not path.exists():  # content-addressed: the same name is the same bytes
+        source.replace(path)

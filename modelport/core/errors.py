@@ -172,6 +172,12 @@ class LengthRequired(ModelportError):
     status, code = 411, "length_required"
 
 
+class BodyTimeout(ModelportError):
+    """The request's body did not arrive in time; the connection is closed."""
+
+    status, code = 408, "body_timeout"
+
+
 class RangeNotSatisfiable(ModelportError):
     """The requested byte range lies outside the object."""
 
@@ -237,6 +243,12 @@ class ModuleTimeout(ModelportError):
     status, code, public = 504, "module_timeout", True
 
 
+class QueueTimeout(ModuleTimeout):
+    """The call waited for a free worker until its deadline and never ran; retrying it later is safe."""
+
+    code = "queue_timeout"
+
+
 class SetupFailed(ModelportError):
     """A worker could not start: the module failed to import or its `load` raised."""
 
@@ -261,6 +273,13 @@ class StorageUnavailable(ModelportError):
 
     status, code, public = 503, "storage_unavailable", True
     retry_after = 5.0
+
+
+class DatabaseUnavailable(ModelportError):
+    """The platform's database cannot be reached or did not answer in time; try again shortly."""
+
+    status, code, public = 503, "database_unavailable", True
+    retry_after = 2.0
 
 
 def field_error(field: str, code: str, message: str) -> dict[str, str]:

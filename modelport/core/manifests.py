@@ -32,7 +32,6 @@ __all__ = [
     "Access",
     "ApiManifest",
     "ApiManifestSpec",
-    "Canary",
     "Cors",
     "Manifest",
     "ManifestError",
@@ -43,7 +42,6 @@ __all__ = [
     "Problem",
     "RateLimit",
     "Resources",
-    "ResponseCache",
     "RestfulApi",
     "SourceSpec",
     "StorageAccess",
@@ -56,6 +54,7 @@ __all__ = [
     "parse_rate",
     "parse_size",
     "to_document",
+    "without_retired_fields",
 ]
 
 _NAME = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
@@ -269,27 +268,38 @@ class RateLimit(_Strict):
         return value
 
 
-class ResponseCache(_Strict):
-    ttl_seconds: int = Field(0, ge=0, le=30 * 86_400, alias="ttlSeconds")
-
-
-class Canary(_Strict):
-    version: str = Field(min_length=1, max_length=64)
-    percent: int = Field(ge=0, le=100)
-
-
 class ApiManifestSpec(_Strict):
     module: str = Field(pattern=_NAME)
     restful_api: RestfulApi = Field(RestfulApi(), alias="restfulApi")
     access: Access = Access()
     rate_limit: RateLimit = Field(RateLimit(), alias="rateLimit")
-    cache: ResponseCache = ResponseCache()
     sync_timeout_seconds: float | None = Field(None, gt=0, le=86_400, alias="syncTimeoutSeconds")
-    canary: Canary | None = None
+    """How long a synchronous call may take from its arrival, waiting for a worker included; past it the
+    caller gets 504. The smallest of a module's `Api`s applies; without one, twice `timeoutSeconds`."""
+
+
+_RETIRED_API_FIELDS = ("cache", "canary")
+"""`Api` spec fields that earlier schemas accepted and that never had an effect: refused when applied,
+dropped when a stored manifest is read (`without_retired_fields`)."""
+
+_RETIRED_HINTS: dict[tuple[type[BaseModel] | None, str], str] = {
+    (ApiManifestSpec, "canary"): "a canary is part of a deployment: "
+    "use `modelport deploy MODULE VERSION --canary PERCENT`",
+}
+
+
+def without_retired_fields(document: dict[str, Any]) -> dict[str, Any]:
+    """A stored `Api` document without the fields earlier schemas accepted and this one refuses, so that
+    manifests stored before keep granting what they grant."""
+    spec = document.get("spec")
+    if not isinstance(spec, dict) or not any(name in spec for name in _RETIRED_API_FIELDS):
+        return document
+    kept = {name: value for name, value in spec.items() if name not in _RETIRED_API_FIELDS}
+    return {**document, "spec": kept}
 
 
 class ApiManifest(_Strict):
-    """The public face of a module: CORS, who may call it, rate limits, response cache, timeout, canary."""
+    """The public face of a module: CORS, who may call it, rate limits, the deadline of synchronous calls."""
 
     api_version: Literal["modelport/v1"] = Field("modelport/v1", alias="apiVersion")
     kind: Literal["Api"] = "Api"
@@ -552,6 +562,8 @@ def _message(model: type[BaseModel], error: ErrorDetails) -> str:
     if kind == "extra_forbidden":
         field = str(error["loc"][-1])
         parent = _model_at(model, error["loc"][:-1])
+        if (hint := _RETIRED_HINTS.get((parent, field))) is not None:
+            return f"unknown field {field!r}: {hint}"
         known = f"; known fields: {', '.join(_aliases(parent))}" if parent is not None else ""
         return f"unknown field {field!r} (extra fields are not permitted){known}"
     if kind == "missing":

@@ -17,6 +17,8 @@ __all__ = [
     "Call",
     "CallFailed",
     "FileRef",
+    "Ping",
+    "Pong",
     "Ready",
     "Result",
     "SetupFailed",
@@ -60,11 +62,17 @@ class Call(msgspec.Struct, tag="call", frozen=True):
     model_path: str | None = None
 
 
+class Ping(msgspec.Struct, tag="ping", frozen=True):
+    """Answer `Pong` with the same id: the gateway checks that an idle worker still reads its messages."""
+
+    id: int
+
+
 class Shutdown(msgspec.Struct, tag="shutdown", frozen=True):
     """Finish the current call and exit."""
 
 
-ToWorker = Call | Shutdown
+ToWorker = Call | Ping | Shutdown
 
 
 # worker → gateway
@@ -100,7 +108,13 @@ class CallFailed(msgspec.Struct, tag="call_failed", frozen=True):
     message: str
 
 
-ToGateway = Ready | SetupFailed | Result | CallFailed
+class Pong(msgspec.Struct, tag="pong", frozen=True):
+    """The answer to the `Ping` of the same id."""
+
+    id: int
+
+
+ToGateway = Ready | SetupFailed | Result | CallFailed | Pong
 
 _encoder = msgspec.msgpack.Encoder()
 _to_worker = msgspec.msgpack.Decoder(ToWorker)

@@ -46,8 +46,27 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".modelport")
     """Where uploads, output files and (on the platform) the database and artifacts live."""
 
-    max_body_bytes: int = Field(100 * 1024 * 1024, ge=1024)
-    """Largest request body accepted; larger ones get 413."""
+    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    """Largest request body held in memory: a JSON or urlencoded call, a control API request; larger ones get
+    413. Of a multipart call, the most its text fields and small files may take in memory. Version artifacts
+    and objects stream to disk and have limits of their own."""
+
+    max_form_bytes: int = Field(100 * 1024 * 1024, ge=1024)
+    """Largest multipart call; its files go to disk as they arrive (each still within `max_upload_bytes`)."""
+
+    max_body_bytes_in_flight: int = Field(256 * 1024 * 1024, ge=1024)
+    """Request-body bytes the server holds in memory at once, over all requests (bodies streamed to disk do
+    not count); a request that would pass it gets 503 with `Retry-After` before its body is read. At least
+    `max_body_bytes`."""
+
+    body_timeout_seconds: float = Field(60.0, gt=0, le=3600)
+    """How long a client may take to send a request's body, counted from the request's start and extended by
+    a second for every `body_min_bytes_per_second` bytes it has sent; past it, 408 and the connection is
+    closed."""
+
+    body_min_bytes_per_second: int = Field(64 * 1024, ge=1)
+    """The slowest upload that `body_timeout_seconds` lets go on: large bodies on slow links pass, while a
+    client that trickles its body or stops does not hold a request."""
 
     max_upload_bytes: int = Field(50 * 1024 * 1024, ge=1024)
     """Largest single uploaded file; a field's own `max size` may lower it."""
@@ -178,6 +197,10 @@ class Settings(BaseSettings):
 
     worker_threads: int | None = Field(None, ge=1)
     """Threads each worker's numeric libraries may use; default: the cores divided among the workers."""
+
+    build_timeout_seconds: float = Field(1800.0, gt=0, le=86_400)
+    """How long each step of a version's environment build (uv creating it, uv installing the requirements)
+    may run; a step that takes longer is killed and the build fails."""
 
     @field_validator("host")
     @classmethod
@@ -323,6 +346,14 @@ class Settings(BaseSettings):
                     "oidc_audience",
                     "is empty while MODELPORT_OIDC_ISSUER is set: name the client ids (comma-separated) "
                     "whose access tokens this server accepts, or any client of the issuer could call it",
+                )
+            )
+        if self.max_body_bytes_in_flight < self.max_body_bytes:
+            problems.append(
+                (
+                    "max_body_bytes_in_flight",
+                    f"is less than MODELPORT_MAX_BODY_BYTES ({self.max_body_bytes}), so the largest body "
+                    "accepted could never be received",
                 )
             )
         if self.s3_access_key_id is not None and self.s3_secret_access_key is None:

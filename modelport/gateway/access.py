@@ -5,6 +5,7 @@ rules say (`gateway/routes.py`). A caller the module's `Api` manifests do not le
 module does not exist (404; 401 when it sent no credentials). Metered calls count against each `Api` rate
 limit that applies to the caller (`rateLimit.perCaller`), keyed by the `Api` and the caller; the tightest
 decision's `RateLimit-*` headers go on the answer, and a call over a limit gets 429 with `Retry-After`.
+The policies come from memory (`AccessPolicies.current`): no call waits on the database for a module known.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from modelport.control.access import AccessPolicies
+from modelport.control.access import AccessPolicies, check_call
 from modelport.core.errors import ModelportError, TooManyRequests
 from modelport.core.manifests import Cors
 from modelport.gateway.auth import caller_key, principal_of
@@ -38,7 +39,8 @@ class CallGate:
             return
         principal = principal_of(scope)
         try:
-            policy = self.policies.require_call(principal, match.params["module"])
+            module = match.params["module"]
+            policy = check_call(principal, module, await self.policies.current(module))
             decision: Decision | None = None
             if match.rule.metered:
                 for api, rate in policy.rates(principal):
@@ -70,6 +72,6 @@ class CallGate:
         await self.app(scope, receive, send_with_limits)
 
     def cors(self, module: str) -> Cors | None:
-        """The CORS rules of a module: those of its `Api`s."""
-        policy = self.policies.policy(module)
+        """The CORS rules of a module: those of its `Api`s (from memory: a preflight never waits)."""
+        policy = self.policies.cached(module)
         return None if policy is None else policy.cors()

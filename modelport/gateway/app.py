@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.routing import RouteContext
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -34,7 +35,7 @@ from modelport.gateway.control_api import control_router
 from modelport.gateway.cors import ApiCors
 from modelport.gateway.errors import error_response
 from modelport.gateway.identity_api import identity_router
-from modelport.gateway.middleware import BodyLimit
+from modelport.gateway.middleware import BodyLimit, Limits, call_limits
 from modelport.gateway.pages import render_swagger_ui, render_try_page
 from modelport.gateway.predict import PredictRoute
 from modelport.gateway.ratelimit import RateLimiter
@@ -187,7 +188,9 @@ def create_app(
         exception_handlers={ModelportError: on_error, HTTPException: on_error, Exception: on_error},
         lifespan=lifespan,
     )
-    return BodyLimit(PredictFastPath(app, predict, predict_route), max_bytes=settings.max_body_bytes)
+    return BodyLimit(
+        PredictFastPath(app, predict, predict_route), limits=call_limits(settings), settings=settings
+    )
 
 
 def _module_state(registry: ModuleRegistry, name: str) -> str:
@@ -246,7 +249,17 @@ def create_platform_app(
 ) -> ASGIApp:
     """The platform's application: the control API, every deployed module, authentication on all of it,
     the `Api` manifests' access rules, rate limits and CORS in front of the modules."""
-    predict = PredictRoute(registry=services.registry, settings=settings, files=services.request_files)
+
+    def sync_timeout(module: str) -> float | None:
+        policy = services.policies.cached(module)  # from memory: a call never waits on the database
+        return None if policy is None else policy.sync_timeout
+
+    predict = PredictRoute(
+        registry=services.registry,
+        settings=settings,
+        files=services.request_files,
+        sync_timeout=sync_timeout,
+    )
     handlers = ModuleRoutes(registry=services.registry, files=services.request_files)
     api = FastAPI(
         title="modelport",
@@ -260,6 +273,7 @@ def create_platform_app(
             ModelportError: on_error,
             HTTPException: on_error,
             RequestValidationError: _validation_error,
+            SQLAlchemyError: on_error,  # answered here, not re-raised: a database outage is 503, not a trace
             Exception: on_error,
         },
     )
@@ -327,13 +341,21 @@ def create_platform_app(
         bucket = match.params.get("bucket")
         return None if bucket is None else services.storage.cors(bucket)
 
-    larger = {"push_version": settings.max_artifact_bytes, "put_object": settings.max_object_bytes}
+    # Module calls have the limits of their content type; version artifacts and objects stream to disk.
+    call = call_limits(settings)
+    streamed = {
+        "push_version": Limits(settings.max_artifact_bytes, in_memory=0),
+        "put_object": Limits(settings.max_object_bytes, in_memory=0),
+    }
+    held = Limits(settings.max_body_bytes, in_memory=settings.max_body_bytes)
 
-    def body_limit(scope: Scope) -> int:
-        route = routes.match(scope).route
-        return larger.get(getattr(route, "name", ""), settings.max_body_bytes)
+    def body_limits(scope: Scope) -> Limits:
+        match = routes.match(scope)
+        if match.rule is PREDICT:
+            return call(scope)
+        return streamed.get(getattr(match.route, "name", ""), held)
 
-    return BodyLimit(ApiCors(authenticated, policy=cors), max_bytes=body_limit)
+    return BodyLimit(ApiCors(authenticated, policy=cors), limits=body_limits, settings=settings)
 
 
 def _declare_security(api: FastAPI, routes: RouteTable) -> None:

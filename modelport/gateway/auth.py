@@ -5,7 +5,8 @@ configured, a JWT access token from that issuer. A request without credentials i
 routes whose rule says so accept (`gateway/routes.py`: health, the platform's docs, the password exchange,
 module routes, and presigned object URLs); whether an anonymous call reaches a module is for its `Api`
 manifests to say, and a presigned URL is checked by the storage routes. Credentials that are present but
-invalid are refused everywhere, even where anonymous calls would pass.
+invalid are refused everywhere, even where anonymous calls would pass. Credentials that cannot be checked
+because the database is unavailable are 503, not 401: the caller should try again, not sign in again.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from modelport.control.identity import ANONYMOUS, Principal
-from modelport.core.errors import InvalidToken, ModelportError, Unauthorized
+from modelport.core.errors import InvalidToken, Unauthorized
 from modelport.gateway.errors import error_response
 from modelport.gateway.routes import RouteTable
 
@@ -63,7 +64,7 @@ class Authenticate:
             return
         try:
             principal = await self._authenticate(scope)
-        except ModelportError as exc:
+        except Exception as exc:  # what the caller may be told; anything else a logged 500, never a bare one
             await _refuse(exc, scope, receive, send)
             return
         if principal is None and not self._anonymous_allowed(scope):
@@ -95,5 +96,5 @@ class Authenticate:
         return rule.anonymous or (rule.presigned and b"signature=" in scope.get("query_string", b""))
 
 
-async def _refuse(exc: ModelportError, scope: Scope, receive: Receive, send: Send) -> None:
+async def _refuse(exc: Exception, scope: Scope, receive: Receive, send: Send) -> None:
     await error_response(exc)(scope, receive, send)

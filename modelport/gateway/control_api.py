@@ -109,19 +109,20 @@ def control_router(services: Services) -> APIRouter:
         tag: Annotated[str | None, Query(max_length=255)] = None,
         x_content_digest: Annotated[str | None, Header()] = None,
     ) -> VersionInfo:
-        data = await request.body()
-        if not data:
-            raise BadRequest("the request body is empty: send the version's artifact")
-        info, created = await services.push_version(
-            module,
-            version,
-            data,
-            principal=principal_of(request.scope),
-            actor=actor_of(request),
-            commit=commit,
-            tag=tag,
-            digest=x_content_digest,
-        )
+        # The artifact goes to a file as it arrives: up to `max_artifact_bytes`, never held in memory.
+        async with services.versions.spool(request.stream()) as artifact:
+            if not artifact.size:
+                raise BadRequest("the request body is empty: send the version's artifact")
+            info, created = await services.push_version(
+                module,
+                version,
+                artifact,
+                principal=principal_of(request.scope),
+                actor=actor_of(request),
+                commit=commit,
+                tag=tag,
+                digest=x_content_digest,
+            )
         response.status_code = 201 if created else 200
         return info
 

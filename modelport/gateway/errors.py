@@ -1,7 +1,8 @@
 """The single mapping from errors to HTTP responses.
 
 Handlers raise; this module alone writes error bodies: `{"error": {"code", "message", "details"}}`. Bodies of
-5xx answers never carry internals; the full error goes to the log with the request id.
+5xx answers never carry internals; the full error goes to the log with the request id. A database that is
+down, locked past its wait or too slow is 503 `database_unavailable` with `Retry-After`, wherever it is met.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from starlette.responses import Response
 
 from modelport.core.errors import (
     BadRequest,
+    DatabaseUnavailable,
     InvalidToken,
     MethodNotAllowed,
     ModelportError,
@@ -22,6 +24,7 @@ from modelport.core.errors import (
     RangeNotSatisfiable,
     ValidationFailed,
 )
+from modelport.db.database import failure, unavailable, unstorable
 from modelport.sdk.validation import InvalidRequest
 
 __all__ = ["error_response", "to_modelport_error"]
@@ -41,12 +44,21 @@ def to_modelport_error(exc: BaseException) -> ModelportError:
         if exc.status_code == 405:
             return MethodNotAllowed("this method is not allowed on this path")
         return BadRequest(str(exc.detail))
+    if unavailable(exc):
+        return DatabaseUnavailable()
+    if unstorable(exc):
+        return BadRequest(
+            "a value in the request cannot be stored: text must not hold NUL characters, "
+            "and numbers must fit in 32 bits"
+        )
     return ModelportError("unexpected error")
 
 
 def error_response(exc: BaseException, *, request_id: str | None = None) -> Response:
     error = to_modelport_error(exc)
-    if error.status >= 500:
+    if isinstance(error, DatabaseUnavailable):  # one line each: an outage must not flood the log with traces
+        log.warning("request %s: the database is unavailable: %s", request_id, failure(exc.__cause__ or exc))
+    elif error.status >= 500:
         log.error("request %s failed: %s: %s", request_id, type(exc).__name__, exc, exc_info=error is not exc)
     body: dict[str, object] = {"code": error.code, "message": error.public_message()}
     if error.details is not None and error.status < 500:

@@ -6,19 +6,27 @@ import asyncio
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+import time
+from collections.abc import AsyncGenerator, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 import msgspec
 from starlette.background import BackgroundTask
-from starlette.datastructures import UploadFile
+from starlette.datastructures import Headers, UploadFile
+from starlette.formparsers import MultiPartParser
 from starlette.requests import Request
 from starlette.responses import Response
 
 from modelport.control.modules import ModuleRegistry, ServedModule, predict
 from modelport.control.request_files import RequestFiles
-from modelport.core.errors import BadRequest, InvalidJson, PayloadTooLarge, UnsupportedMediaType
+from modelport.core.errors import (
+    BadRequest,
+    InvalidJson,
+    ModelportError,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+)
 from modelport.core.settings import Settings
 from modelport.gateway.auth import owner_key, principal_of
 from modelport.gateway.errors import error_response
@@ -30,30 +38,51 @@ __all__ = ["PredictRoute"]
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder()
 _FORMS = ("multipart/form-data", "application/x-www-form-urlencoded")
+_MAX_FIELD_BYTES = 1024 * 1024
+"""Largest text field of a form: more than a model's text input needs; larger values go as files."""
+_CLIENT_CLOSED = 499
+"""The status logged for a call whose client disconnected before its answer (nobody receives it)."""
 
 
 class PredictRoute:
     """`POST /api/v1/modules/{module}/predict`, for every module the registry serves."""
 
-    def __init__(self, *, registry: ModuleRegistry, settings: Settings, files: RequestFiles) -> None:
+    def __init__(
+        self,
+        *,
+        registry: ModuleRegistry,
+        settings: Settings,
+        files: RequestFiles,
+        sync_timeout: Callable[[str], float | None] | None = None,
+    ) -> None:
+        """`sync_timeout(module)` is the `syncTimeoutSeconds` of the module's `Api` manifests (None where none
+        sets one: the deadline is then the pool's `sync_timeout`)."""
         self.registry = registry
         self.settings = settings
         self.files = files
+        self.sync_timeout = sync_timeout
         self.uploads = settings.data_dir / "uploads"
 
     async def handle(self, request: Request) -> Response:
+        arrived = time.monotonic()
         request_id = os.urandom(16).hex()
         try:
             served = self.registry.get(request.path_params["module"], request.query_params.get("version"))
         except Exception as exc:
             return error_response(exc, request_id=request_id)
+        timeout = self.sync_timeout(served.name) if self.sync_timeout is not None else None
+        deadline = arrived + (served.pool.sync_timeout if timeout is None else timeout)
         served.in_flight += 1
         try:
-            return await self._handle(request, served, request_id)
+            return await self._handle(request, served, request_id, deadline)
         finally:
             served.in_flight -= 1
 
-    async def _handle(self, request: Request, served: ServedModule, request_id: str) -> Response:
+    async def _handle(
+        self, request: Request, served: ServedModule, request_id: str, deadline: float
+    ) -> Response:
+        """Answer the request by `deadline` (a `time.monotonic()` instant) at the latest; a client that
+        disconnects first stops the call, so what it still has queued never reaches a worker."""
         workdir: list[Path] = []
         kept: list[tuple[str, Path, str]] = []
         owner = owner_key(request.scope)
@@ -64,7 +93,7 @@ class PredictRoute:
                 checker = self._checker(directory, request)
                 await asyncio.to_thread(checker.resolve, served.spec, parsed)
                 kept = _uploaded_files(served, parsed)
-            outputs = await predict(served, parsed)
+            outputs = await _unless_disconnected(request, predict(served, parsed, deadline=deadline))
             if served.spec.has_file_outputs:
                 await asyncio.to_thread(self._publish_all, served, outputs, owner)
             body = {
@@ -75,6 +104,8 @@ class PredictRoute:
             }
             headers = {"X-Request-Id": request_id, "X-Model-Version": served.version}
             response = Response(_encoder.encode(body), headers=headers, media_type="application/json")
+        except _Disconnected:
+            response = Response(status_code=_CLIENT_CLOSED, headers={"X-Request-Id": request_id})
         except Exception as exc:
             response = error_response(exc, request_id=request_id)
             response.headers["X-Model-Version"] = served.version
@@ -111,14 +142,14 @@ class PredictRoute:
             request.headers.get("content-type", "application/json").split(";", 1)[0].strip().lower()
         )
         if content_type in ("application/json", "") or content_type.endswith("+json"):
-            return parse_json(served.spec, self._decode(await request.body()))
+            return parse_json(served.spec, self._decode(await _read(request)))
         if content_type in _FORMS:
-            return parse_form(served.spec, await self._form(request, workdir))
+            return parse_form(served.spec, await self._form(request, content_type, workdir))
         raise UnsupportedMediaType(
             f"content type {content_type!r} is not accepted; send application/json or multipart/form-data"
         )
 
-    def _decode(self, body: bytes) -> Any:
+    def _decode(self, body: bytes | bytearray) -> Any:
         if not body:
             raise InvalidJson("the request body is empty; expected a JSON object")
         try:
@@ -134,14 +165,23 @@ class PredictRoute:
         return value
 
     async def _form(
-        self, request: Request, workdir: Callable[[], Path]
+        self, request: Request, content_type: str, workdir: Callable[[], Path]
     ) -> list[tuple[str, str | UploadedFile]]:
         limit = self.settings.max_form_fields
         try:
-            form = await request.form(
-                max_files=limit, max_fields=limit, max_part_size=self.settings.max_body_bytes
-            )
-        except PayloadTooLarge:
+            if content_type == "multipart/form-data":
+                parser = _FormParser(
+                    request.headers,
+                    request.stream(),
+                    max_files=limit,
+                    max_fields=limit,
+                    max_part_size=_MAX_FIELD_BYTES,
+                    max_memory=self.settings.max_body_bytes,
+                )
+                form = await parser.parse()
+            else:  # urlencoded: the whole body is within `max_body_bytes`
+                form = await request.form(max_files=limit, max_fields=limit)
+        except ModelportError:
             raise
         except Exception as exc:
             raise BadRequest(f"the form cannot be parsed: {exc}") from None
@@ -181,6 +221,34 @@ class PredictRoute:
                     }
 
 
+class _Disconnected(Exception):
+    """The client went away before its answer was ready."""
+
+
+async def _unless_disconnected(
+    request: Request, call: Coroutine[Any, Any, list[dict[str, Any]]]
+) -> list[dict[str, Any]]:
+    """What `call` returns, unless the client disconnects first: then `call` is cancelled (which drops its
+    records still queued) and `_Disconnected` raised. The body has been read by now, so the next message
+    the server delivers is `http.disconnect`."""
+    work = asyncio.ensure_future(call)
+    gone = asyncio.ensure_future(_disconnect(request))
+    try:
+        await asyncio.wait((work, gone), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+        work.cancel()  # nothing to do when it has finished
+    await asyncio.wait((work,))
+    if work.cancelled():
+        raise _Disconnected
+    return work.result()
+
+
+async def _disconnect(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
 def _uploaded_files(served: ServedModule, parsed: ParsedRequest) -> list[tuple[str, Path, str]]:
     """(name, path, content type) of each file sent with the request (not the stored objects it named)."""
     found: list[tuple[str, Path, str]] = []
@@ -198,6 +266,61 @@ def _uploaded_files(served: ServedModule, parsed: ParsedRequest) -> list[tuple[s
                         name += f"-{position}"
                     found.append((name, path, item["content_type"]))
     return found
+
+
+async def _read(request: Request) -> bytearray:
+    """The body in one buffer, grown in place: `request.body()` holds its chunks and their join at once."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+    return body
+
+
+class _FormParser(MultiPartParser):
+    """Starlette's multipart parser, which refuses a form once what it holds in memory passes `max_memory`
+    bytes: its text fields, and each file until it passes `spool_max_size` and moves to disk."""
+
+    spool_max_size = 64 * 1024
+
+    def __init__(
+        self,
+        headers: Headers,
+        stream: AsyncGenerator[bytes, None],
+        *,
+        max_memory: int,
+        max_files: int,
+        max_fields: int,
+        max_part_size: int,
+    ) -> None:
+        super().__init__(
+            headers, stream, max_files=max_files, max_fields=max_fields, max_part_size=max_part_size
+        )
+        self.max_memory, self.in_memory, self._part_size = max_memory, 0, 0
+
+    def on_part_begin(self) -> None:
+        super().on_part_begin()
+        self._part_size = 0
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        before = self._part_size
+        self._part_size += end - start
+        if self._current_part.file is None:
+            if self._part_size > self.max_part_size:
+                raise PayloadTooLarge(
+                    f"the form field {self._current_part.field_name!r} is larger than {self.max_part_size} "
+                    "bytes; send it as a file, or the call as JSON"
+                )
+            self.in_memory += end - start
+        elif self._part_size <= self.spool_max_size:
+            self.in_memory += end - start
+        elif before <= self.spool_max_size:
+            self.in_memory -= before  # the file has grown past the spool: it moves to disk
+        if self.in_memory > self.max_memory:
+            raise PayloadTooLarge(
+                f"the form's text fields and small files exceed {self.max_memory} bytes held in memory; "
+                "send large values as files"
+            )
+        super().on_part_data(data, start, end)
 
 
 def _save_upload(upload: UploadFile, directory: Path) -> UploadedFile:

@@ -94,16 +94,24 @@ class Environments:
 
     `uv` is the uv command (default: the one the `uv` dependency installed, else the one on `PATH`);
     `python` is the interpreter environments are created from; `lock_timeout` bounds the wait for another
-    process's build of the same environment. uv honours `UV_CACHE_DIR` and its other settings from the
-    environment, so repeated builds reuse downloaded wheels.
+    process's build of the same environment; `build_timeout` bounds each uv step, whose process group is
+    killed when it runs over (a hung index or a stuck source build). uv honours `UV_CACHE_DIR` and its other
+    settings from the environment, so repeated builds reuse downloaded wheels.
     """
 
     def __init__(
-        self, root: Path, *, uv: str | None = None, python: str = sys.executable, lock_timeout: float = 1800.0
+        self,
+        root: Path,
+        *,
+        uv: str | None = None,
+        python: str = sys.executable,
+        lock_timeout: float = 1800.0,
+        build_timeout: float = 1800.0,
     ) -> None:
         self.root = root
         self.python = python
         self.lock_timeout = lock_timeout
+        self.build_timeout = build_timeout
         self._uv = (uv,) if uv is not None else _find_uv()
         self._locks: dict[str, asyncio.Lock] = {}
         self._python_version: str | None = None
@@ -253,7 +261,15 @@ class Environments:
     async def _uv_step(self, step: str, arguments: list[str], log: BuildLog) -> None:
         argv = [*self._uv, *arguments, "--no-progress"]
         log(f"$ {' '.join(argv)}")
-        code, tail = await _run(argv, log=log, cwd=self.root, env=build_environment({}))
+        try:
+            code, tail = await _run(
+                argv, log=log, cwd=self.root, env=build_environment({}), timeout=self.build_timeout
+            )
+        except TimeoutError:
+            raise BuildFailed(
+                f"{step} took longer than {self.build_timeout:g} s (MODELPORT_BUILD_TIMEOUT_SECONDS) "
+                "and was stopped; check the requirements and the package index, or raise the limit"
+            ) from None
         if code != 0:
             raise BuildFailed(f"{step} failed (uv exited with {code}):\n" + "\n".join(tail))
 

@@ -6,6 +6,12 @@ it to its worker as one call, and splits the answer back to the waiting requests
 retried record by record so one bad input fails only its own request (unless `load` failed: that fails them
 all at once). Dead workers are replaced with backoff; their in-flight records are retried once on another live
 worker, or fail fast with 503.
+
+Every call has a deadline: its caller is answered 504 then, whether its records still wait in the queue
+(they are dropped, never sent) or are in a worker (the answer is discarded). Records whose caller has gone,
+by deadline or disconnect, stop counting against `max_queue` at once and are never sent. Idle workers are
+pinged every `health_interval` seconds; one that does not answer within `health_timeout` (hung, stopped) is
+killed and replaced before a call reaches it.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from modelport.core.errors import (
     ModuleTimeout,
     ModuleUnavailable,
     Overloaded,
+    QueueTimeout,
     SetupFailed,
     WorkerDied,
 )
@@ -49,6 +56,10 @@ class PoolConfig:
     max_queue: int = 1024
     pipeline: int = 2
     """Calls in flight per worker: the next call is already in the socket while the worker computes."""
+    health_interval: float = 5.0
+    """Seconds between two health checks (`Ping`) of an idle worker."""
+    health_timeout: float = 2.0
+    """Seconds an idle worker has to answer a health check before it is killed and replaced."""
 
 
 @dataclass(eq=False)
@@ -62,25 +73,48 @@ class _Item:
     enqueued: float = field(default_factory=time.monotonic)
     retried: bool = False
     solo: bool = False
+    queued: bool = False
+    """In the queue and counted there; a record whose caller is gone stays in the deque uncounted until
+    `take` skips it or the queue is compacted."""
 
 
 class _BatchQueue:
-    """Records waiting for a worker; `take` forms batches of one model_key."""
+    """Records waiting for a worker; `take` forms batches of one model_key.
+
+    Its length counts only the records whose callers still wait: `discard` uncounts the records of a caller
+    that has gone, at once, and drops them from the deque once they make up most of it."""
 
     def __init__(self) -> None:
         self._items: deque[_Item] = deque()
+        self._waiting = 0
         self._changed = asyncio.Event()
 
     def __len__(self) -> int:
-        return len(self._items)
+        return self._waiting
 
     def put(self, item: _Item, *, front: bool = False) -> None:
+        if item.future.done():
+            return
         (self._items.appendleft if front else self._items.append)(item)
+        item.queued = True
+        self._waiting += 1
         self._changed.set()
 
+    def discard(self, items: Sequence[_Item]) -> None:
+        """Uncount the records of a caller that stopped waiting (they are never sent)."""
+        for item in items:
+            if item.queued:
+                item.queued = False
+                self._waiting -= 1
+        if len(self._items) > 2 * self._waiting + 64:
+            self._items = deque(item for item in self._items if item.queued)
+
     def drain(self) -> list[_Item]:
-        items = list(self._items)
+        items = [item for item in self._items if item.queued]
+        for item in items:
+            item.queued = False
         self._items.clear()
+        self._waiting = 0
         return items
 
     async def take(self, max_size: int, wait: float) -> list[_Item]:
@@ -100,7 +134,7 @@ class _BatchQueue:
     async def _first(self) -> _Item:
         while True:
             while self._items:
-                item = self._items.popleft()
+                item = self._pop()
                 if not item.future.done():
                     return item
             self._changed.clear()
@@ -111,11 +145,18 @@ class _BatchQueue:
         while self._items and len(batch) < max_size:
             head = self._items[0]
             if head.future.done():
-                self._items.popleft()
+                self._pop()
                 continue
             if head.solo or head.model_key != key or head.model_path != path:
                 break
-            batch.append(self._items.popleft())
+            batch.append(self._pop())
+
+    def _pop(self) -> _Item:
+        item = self._items.popleft()
+        if item.queued:
+            item.queued = False
+            self._waiting -= 1
+        return item
 
 
 class WorkerPool:
@@ -153,6 +194,7 @@ class WorkerPool:
             for _ in range(self.config.pipeline)
         ]
         self._loops += [asyncio.create_task(self._supervise(slot)) for slot in range(self.config.replicas)]
+        self._loops += [asyncio.create_task(self._check_health(slot)) for slot in range(self.config.replicas)]
 
     async def close(self, *, grace: float = 30.0) -> None:
         """Stop taking work, let queued and in-flight records finish (up to `grace` s), stop the workers."""
@@ -188,6 +230,17 @@ class WorkerPool:
     def queued(self) -> int:
         return len(self._queue)
 
+    @property
+    def busy(self) -> int:
+        """Batches taken from the queue and not yet answered (each replica runs up to `pipeline`)."""
+        return self._busy
+
+    @property
+    def sync_timeout(self) -> float:
+        """How long a call whose caller sets no deadline may take: `timeout` waiting for a worker, then
+        `timeout` running."""
+        return 2 * self.config.timeout
+
     # requests
 
     async def predict(
@@ -198,10 +251,15 @@ class WorkerPool:
         model_key: str,
         output_fields: tuple[str, ...],
         model_path: str | None = None,
+        deadline: float | None = None,
     ) -> list[dict[str, Any]]:
         """Run the records through the module; one output dict per record, in order.
 
-        `model_path` is the local directory of `model_key`'s weights (None: the module's own directory)."""
+        `model_path` is the local directory of `model_key`'s weights (None: the module's own directory).
+        `deadline` (a `time.monotonic()` instant; None: `sync_timeout` from now) is when the caller is
+        answered at the latest: `QueueTimeout` if no record had reached a worker, `ModuleTimeout` if one had.
+        Cancelling the call (its client went away) drops its records that still wait in the queue."""
+        deadline = time.monotonic() + self.sync_timeout if deadline is None else deadline
         if self._closing or (not self.live_workers and self.failure is not None):
             # While a worker is being replaced, calls queue for it; a crash-looping pool fails them fast.
             retry = min(self._backoff) if self._backoff else 1.0
@@ -216,10 +274,20 @@ class WorkerPool:
         for item in items:
             self._queue.put(item)
         try:
-            return list(await asyncio.gather(*(item.future for item in items)))
+            results = asyncio.gather(*(item.future for item in items))
+            return list(await asyncio.wait_for(results, max(0.0, deadline - time.monotonic())))
+        except TimeoutError:
+            if all(item.queued for item in items):
+                raise QueueTimeout(
+                    f"no worker of module {self.config.name} was free before the call's deadline"
+                ) from None
+            raise ModuleTimeout(
+                f"module {self.config.name} did not answer before the call's deadline"
+            ) from None
         finally:
             for item in items:
                 item.future.cancel()
+            self._queue.discard(items)
 
     # the replica loop
 
@@ -239,6 +307,22 @@ class WorkerPool:
             async with self._restarting[slot]:
                 if not self._accepting(slot) and not self._closing:
                     await self._restart(slot)
+
+    async def _check_health(self, slot: int) -> None:
+        """Ping the slot's worker whenever it is idle; one that does not answer in time is killed, and the
+        supervisor replaces it while calls wait in the queue, as after a crash."""
+        while True:
+            await asyncio.sleep(self.config.health_interval)
+            worker = self._workers[slot]
+            if worker is None or not worker.accepting:
+                continue
+            with contextlib.suppress(WorkerDied):  # it died meanwhile: the supervisor replaces it
+                if not await worker.ping(self.config.health_timeout):
+                    self._log(
+                        "stderr",
+                        f"modelport: worker {worker.name} did not answer a health check within "
+                        f"{self.config.health_timeout:g} s; replacing it",
+                    )
 
     async def _serve(self, slot: int) -> None:
         while True:
@@ -275,9 +359,13 @@ class WorkerPool:
         return True
 
     async def _run(self, slot: int, worker: WorkerProcess, batch: list[_Item]) -> None:
+        await worker.checked()  # a health check is waiting for its answer: its verdict comes first
         if not worker.accepting:  # it died while this loop waited for work: another loop takes the batch
             for item in reversed(batch):
                 self._queue.put(item, front=True)
+            return
+        batch = [item for item in batch if not item.future.done()]  # callers gone while the batch filled
+        if not batch:
             return
         fields = _union(batch)
         call = {

@@ -24,6 +24,8 @@ from modelport.core.protocol import (
     HEADER_SIZE,
     Call,
     CallFailed,
+    Ping,
+    Pong,
     Ready,
     Result,
     Shutdown,
@@ -79,6 +81,9 @@ class WorkerProcess:
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._pending: dict[int, asyncio.Future[Result | CallFailed]] = {}
+        self._pongs: dict[int, asyncio.Future[Pong]] = {}
+        self._checked = asyncio.Event()
+        self._checked.set()  # cleared while a health check waits for its answer
         self._next_id = 0
         self._tasks: list[asyncio.Task[None]] = []
         self.exited = asyncio.Event()
@@ -171,6 +176,33 @@ class WorkerProcess:
             if self.state is ProcessState.BUSY and not self._pending:
                 self.state = ProcessState.READY
 
+    async def ping(self, timeout: float) -> bool:
+        """Check that an idle worker still reads its messages: send `Ping` and wait up to `timeout` s for
+        its `Pong`. A worker that does not answer in time (hung, stopped) is killed and False returned;
+        raises `WorkerDied` if it dies meanwhile. Calls wait for the verdict (`checked`), so none is sent
+        to a worker about to be killed. A worker running a call is not checked (True)."""
+        if self.state is not ProcessState.READY or self._pending or self._writer is None:
+            return True
+        self._next_id += 1
+        ping = Ping(id=self._next_id)
+        future: asyncio.Future[Pong] = asyncio.get_running_loop().create_future()
+        self._pongs[ping.id] = future
+        self._checked.clear()
+        try:
+            self._writer.write(frame(encode(ping)))
+            await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            await self.kill()
+            return False
+        finally:
+            self._pongs.pop(ping.id, None)
+            self._checked.set()
+        return True
+
+    async def checked(self) -> None:
+        """Return once no health check is waiting for its answer; `accepting` then tells its verdict."""
+        await self._checked.wait()
+
     async def _read_frame(self) -> bytes | None:
         assert self._reader is not None
         try:
@@ -186,6 +218,8 @@ class WorkerProcess:
                 future = self._pending.get(message.id)
                 if future is not None and not future.done():
                     future.set_result(message)
+            elif isinstance(message, Pong) and (pong := self._pongs.get(message.id)) and not pong.done():
+                pong.set_result(message)
         self._fail_pending()
 
     def _fail_pending(self) -> None:
@@ -194,6 +228,9 @@ class WorkerProcess:
         for future in self._pending.values():
             if not future.done():
                 future.set_exception(WorkerDied(f"worker {self.name} died while handling the request"))
+        for pong in self._pongs.values():
+            if not pong.done():
+                pong.set_exception(WorkerDied(f"worker {self.name} died during a health check"))
 
     async def _pump(self, stream: asyncio.StreamReader, name: str) -> None:
         """Hand each line of the worker's output to the log, never leaving the pipe unread (a worker whose

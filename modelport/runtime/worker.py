@@ -32,6 +32,8 @@ from modelport.core.protocol import (
     HEADER_SIZE,
     Call,
     CallFailed,
+    Ping,
+    Pong,
     Ready,
     Result,
     SetupFailed,
@@ -326,6 +328,9 @@ def main(argv: list[str] | None = None) -> int:
         message = decode_to_worker(payload)
         if isinstance(message, Shutdown):
             break
+        if isinstance(message, Ping):
+            channel.send(Pong(id=message.id))
+            continue
         channel.send(worker.handle(message))
     worker.state = State.STOPPED
     return 0

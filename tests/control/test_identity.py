@@ -3,12 +3,18 @@ OIDC users recorded on first use, and who may call or manage a module."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+import sqlite3
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
+from sqlalchemy.pool import QueuePool
 
 from modelport.control.access import AccessPolicies, ApiAccess, ModulePolicy, Permit, may_call, may_manage
 from modelport.control.audit import Actor, AuditTrail
@@ -17,6 +23,7 @@ from modelport.control.oidc import OidcIdentity
 from modelport.core.errors import (
     BadRequest,
     Conflict,
+    DatabaseUnavailable,
     Forbidden,
     InvalidCredentials,
     ModuleNotFound,
@@ -328,13 +335,136 @@ def test_owners_of_new_modules(database):
         Permit(principal(Role.USER, "/team-a"), policies).new_owner("/team-a")
 
 
-def test_a_broken_revision_connection_is_replaced(identity):
+@contextmanager
+def unreachable(database: Database) -> Iterator[None]:
+    """The database as while its server is down: pooled connections are gone and new ones are refused."""
+
+    def refuse() -> sqlite3.Connection:
+        raise sqlite3.OperationalError("unable to open database file")
+
+    working = database.engine.pool
+    working.dispose()
+    database.engine.pool = QueuePool(refuse)
+    try:
+        yield
+    finally:
+        database.engine.pool = working
+
+
+@contextmanager
+def connections_from(database: Database) -> Iterator[set[int]]:
+    """The threads that take connections from the database's pool while the block runs."""
+    threads: set[int] = set()
+
+    def taken(*args: object) -> None:
+        threads.add(threading.get_ident())
+
+    event.listen(database.engine, "checkout", taken)
+    try:
+        yield threads
+    finally:
+        event.remove(database.engine, "checkout", taken)
+
+
+async def until(condition: Callable[[], Awaitable[bool] | bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not await _value(condition()):
+        assert time.monotonic() < deadline, f"not true within {timeout} s"
+        await asyncio.sleep(0.01)
+
+
+async def _value(answer: Awaitable[bool] | bool) -> bool:
+    return answer if isinstance(answer, bool) else await answer
+
+
+@asynccontextmanager
+async def watching(identity: Identity, every: float) -> AsyncIterator[None]:
+    """`identity.watch` running, once it has read the revision."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(identity.watch(stop, every=every))
+    try:
+        await until(lambda: identity._stamp() is not None)
+        yield
+    finally:
+        stop.set()
+        await task
+
+
+async def test_known_tokens_are_answered_from_memory_while_the_database_is_down(identity, database, request):
+    there = Identity(database, audit=AuditTrail(database))  # another gateway process
+    request.addfinalizer(there.close)
     user = identity.create_user("ana", role=Role.USER, actor=ADMIN)
-    secret, _ = identity.issue(user.id, name="t")
-    assert identity.verify(secret) is not None
-    identity._reader.driver_connection.close()  # as if the database had dropped it
-    assert identity.verify(secret) is not None  # answered through the pool instead
-    assert identity.verify(secret) is not None  # and a new held connection
-    assert identity._reader is not None
-    identity.close()
-    assert identity._reader is None
+    known, info = identity.issue(user.id, name="known")
+    unseen, _ = identity.issue(user.id, name="unseen")
+    async with watching(identity, every=0.01):
+        with connections_from(database) as threads:
+            assert (await identity.authenticate(known)).token_id == info.id
+            with unreachable(database):
+                for _ in range(3):  # across several failed reads of the revision
+                    assert (await identity.authenticate(known)).token_id == info.id
+                    await asyncio.sleep(0.02)
+                with pytest.raises(DatabaseUnavailable) as refused:  # neither let in nor called invalid
+                    await identity.authenticate(unseen)
+                assert refused.value.status == 503 and refused.value.retry_after
+        assert threads and threading.get_ident() not in threads  # never on the event loop
+        assert (await identity.authenticate(unseen)) is not None  # back by itself
+        there.revoke(info.id, actor=ADMIN)  # after the database is back, on another gateway
+
+        async def revoked() -> bool:
+            return await identity.authenticate(known) is None
+
+        await until(revoked, timeout=2.0)
+
+
+async def test_changes_made_here_take_effect_on_the_next_request_without_waiting_for_the_poll(identity):
+    user = identity.create_user("ana", role=Role.USER, actor=ADMIN)
+    first, first_info = identity.issue(user.id, name="first")
+    second, _ = identity.issue(user.id, name="second")
+    async with watching(identity, every=3600):  # one read of the revision, at the start
+        assert await identity.authenticate(first) is not None
+        assert await identity.authenticate(second) is not None
+        await asyncio.to_thread(identity.revoke, first_info.id, actor=ADMIN)
+        assert await identity.authenticate(first) is None
+        assert await identity.authenticate(second) is not None
+        await asyncio.to_thread(identity.update_user, user.id, disabled=True, actor=ADMIN)
+        assert await identity.authenticate(second) is None
+        token = oidc("s-1", "bo", ["/team-a"], ["developer"])
+        bo = await identity.authenticate_oidc(token)
+        assert bo is not None and await identity.authenticate_oidc(token) == bo
+        await asyncio.to_thread(identity.update_user, bo.user_id, disabled=True, actor=ADMIN)
+        assert await identity.authenticate_oidc(token) is None
+
+
+def add_module(database: Database, name: str) -> None:
+    with database.session() as session:
+        session.add(Module(name=name, owner=f"/team-{name}"))
+
+
+async def test_policies_in_memory_keep_serving_while_the_database_is_down(database):
+    add_module(database, "a")
+    now = [0.0]
+    policies = AccessPolicies(database, clock=lambda: now[0])
+    owner = principal(Role.DEVELOPER, "/team-a")
+    with connections_from(database) as threads:
+        assert (await policies.current("a")).owner == "/team-a"
+        with unreachable(database):
+            now[0] += 2.0  # a read is due
+            assert (await policies.current("a")).owner == "/team-a"
+            with pytest.raises(DatabaseUnavailable):  # nobody can tell whether it exists
+                await policies.current("b")
+            assert policies.cached("a") is not None
+            # Threads (the management routes' guards) are answered from memory too.
+            assert (await asyncio.to_thread(policies.require_manage, owner, "a")).owner == "/team-a"
+            with pytest.raises(DatabaseUnavailable):
+                await asyncio.to_thread(policies.require_call, owner, "b")
+        await asyncio.to_thread(add_module, database, "b")
+        now[0] += 0.1
+
+        async def seen() -> bool:
+            try:
+                return await policies.current("b") is not None
+            except DatabaseUnavailable:
+                return False
+
+        await until(seen)
+    assert threads and threading.get_ident() not in threads

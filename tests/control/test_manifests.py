@@ -192,10 +192,10 @@ def test_an_api_may_come_with_its_module_in_the_same_request(
 
 def test_an_api_may_name_a_module_already_stored(manifests: Manifests) -> None:
     manifests.apply([module()], actor=ALICE)
-    assert actions(manifests.apply([api(cache={"ttlSeconds": 60})], actor=ALICE)) == [
+    assert actions(manifests.apply([api(syncTimeoutSeconds=30)], actor=ALICE)) == [
         ("Api", "echo-api", "created")
     ]
-    assert manifests.get("Api", "echo-api")["spec"] == {"module": "echo", "cache": {"ttlSeconds": 60}}
+    assert manifests.get("Api", "echo-api")["spec"] == {"module": "echo", "syncTimeoutSeconds": 30}
 
 
 def test_an_api_naming_an_unknown_module_is_refused(manifests: Manifests, database: Database) -> None:

@@ -71,11 +71,7 @@ def test_the_design_example_parses() -> None:
     assert manifest.spec.restful_api.cors.allow_origin == ["https://example.com"]
     assert manifest.spec.access.groups == ["/gallery-ocr-users"]
     assert manifest.spec.rate_limit.per_caller == "60/minute"
-    assert (manifest.spec.cache.ttl_seconds, manifest.spec.canary, manifest.spec.sync_timeout_seconds) == (
-        0,
-        None,
-        None,
-    )
+    assert manifest.spec.sync_timeout_seconds is None
 
 
 def test_an_api_needs_its_module() -> None:
@@ -167,21 +163,39 @@ def test_bad_rates_are_refused(rate: str) -> None:
     assert repr(rate) in problem["message"]
 
 
-@pytest.mark.parametrize("percent", [-1, 101])
-def test_canary_percent_is_bounded(percent: int) -> None:
-    problem = only_problem(api(canary={"version": "v2", "percent": percent}))
+@pytest.mark.parametrize("seconds", [0, -1, 86_401])
+def test_the_sync_timeout_is_bounded(seconds: float) -> None:
+    problem = only_problem(api(syncTimeoutSeconds=seconds))
 
-    assert problem["field"] == "spec.canary.percent"
-    assert f"(got {percent})" in problem["message"]
+    assert problem["field"] == "spec.syncTimeoutSeconds"
+    assert f"(got {seconds})" in problem["message"]
+
+
+def test_a_canary_is_refused_with_the_command_that_makes_one() -> None:
+    problem = only_problem(api(canary={"version": "v2", "percent": 10}))
+
+    assert problem["field"] == "spec.canary"
+    assert problem["message"] == (
+        "unknown field 'canary': a canary is part of a deployment: "
+        "use `modelport deploy MODULE VERSION --canary PERCENT`"
+    )
+
+
+def test_a_response_cache_is_refused_as_an_unknown_field() -> None:
+    problem = only_problem(api(cache={"ttlSeconds": 60}))
+
+    assert problem["field"] == "spec.cache"
+    assert problem["message"].startswith("unknown field 'cache' (extra fields are not permitted)")
+    assert "syncTimeoutSeconds" in problem["message"]
 
 
 def test_every_problem_of_a_document_is_listed() -> None:
-    found = problems(api(cache={"ttlSeconds": -1}, syncTimeoutSeconds=0, canary={"percent": 5}))
+    found = problems(api(rateLimit={"perCaller": "often"}, syncTimeoutSeconds=0, canary={"percent": 5}))
 
     assert [p["field"] for p in found] == [
-        "spec.cache.ttlSeconds",
+        "spec.rateLimit.perCaller",
         "spec.syncTimeoutSeconds",
-        "spec.canary.version",
+        "spec.canary",
     ]
 
 
@@ -297,7 +311,7 @@ def test_a_wrong_api_version_is_refused() -> None:
         api(),
         api(
             restfulApi={"cors": {"enabled": True, "allowOrigin": ["https://a.example"]}},
-            canary={"version": "v2", "percent": 10},
+            syncTimeoutSeconds=2.5,
         ),
     ],
 )

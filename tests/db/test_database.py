@@ -1,18 +1,26 @@
-"""The metadata database, on SQLite and on PostgreSQL: migrations, constraints, cascades."""
+"""The metadata database, on SQLite and on PostgreSQL: migrations, constraints, cascades, and time limits on
+everything that could wait: SQLite locks, PostgreSQL connections and statements."""
 
 from __future__ import annotations
+
+import socket
+import sqlite3
+import threading
+import time
+import uuid
+from pathlib import Path
 
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, select, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from modelport.core.roles import Role
 from modelport.core.states import BuildStatus
 from modelport.db import ApiToken, Base, Database, Deployment, Group, Module, User, Version
-from modelport.db.database import _alembic_config
+from modelport.db.database import _alembic_config, unavailable
 
 
 @pytest.fixture
@@ -112,8 +120,9 @@ def test_token_digests_are_unique(database):
         session.flush()
         session.add(ApiToken(user_id=user.id, name="a", prefix="mp_abc", digest="d" * 64))
         user_id = user.id
-    with pytest.raises(IntegrityError), database.session() as session:
+    with pytest.raises(IntegrityError) as duplicate, database.session() as session:
         session.add(ApiToken(user_id=user_id, name="b", prefix="mp_abd", digest="d" * 64))
+    assert not unavailable(duplicate.value)  # a broken constraint is an error, not an outage
 
 
 def test_group_names_are_unique_and_memberships_go_with_their_user(database):
@@ -183,4 +192,66 @@ def test_the_migrations_build_exactly_the_models(database_url):
             differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
         assert differences == []
     finally:
+        db.close()
+
+
+def test_a_write_waits_for_another_writers_sqlite_lock_only_as_long_as_told(tmp_path: Path):
+    path = tmp_path / "m.db"
+    db = Database(f"sqlite:///{path}", lock_wait=0.5)
+    holder = sqlite3.connect(path, isolation_level=None)
+    try:
+        db.migrate()
+        holder.execute("BEGIN IMMEDIATE")  # another process writing
+        started = time.monotonic()
+        with pytest.raises(OperationalError) as locked, db.session() as session:
+            session.add(Module(name="m"))
+        assert 0.4 < time.monotonic() - started < 3
+        assert unavailable(locked.value)
+        with db.session() as session:  # readers are not held up
+            assert session.scalars(select(Module)).all() == []
+        holder.execute("ROLLBACK")
+        with db.session() as session:
+            session.add(Module(name="m"))
+    finally:
+        holder.close()
+        db.close()
+
+
+def test_postgresql_statements_stop_at_their_time_limit(postgres):
+    url = postgres.create_database(f"t{uuid.uuid4().hex[:12]}")
+    default, short = Database(url), Database(url, statement_timeout=0.2)
+    try:
+        default.migrate()  # migrations run without the limit, and leave it in place for what follows
+        with default.engine.connect() as connection:
+            assert connection.execute(text("SHOW statement_timeout")).scalar() == "10s"
+        started = time.monotonic()
+        with pytest.raises(OperationalError) as cancelled, short.engine.connect() as connection:
+            connection.execute(text("SELECT pg_sleep(5)"))
+        assert time.monotonic() - started < 2
+        assert unavailable(cancelled.value)
+    finally:
+        default.close()
+        short.close()
+
+
+def test_a_postgresql_server_that_never_answers_fails_the_connection_in_time():
+    with socket.socket() as silent:  # accepts connections and never says a word
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        db = Database(f"postgresql://modelport@127.0.0.1:{silent.getsockname()[1]}/x", connect_timeout=1)
+        failures: list[Exception] = []
+
+        def connect() -> None:
+            try:
+                with db.engine.connect():
+                    pass
+            except Exception as exc:
+                failures.append(exc)
+
+        started = time.monotonic()
+        attempt = threading.Thread(target=connect, daemon=True)
+        attempt.start()
+        attempt.join(10)
+        assert failures, "the connection was still waiting after 10 s"
+        assert time.monotonic() - started < 5 and unavailable(failures[0])
         db.close()

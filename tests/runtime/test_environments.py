@@ -146,6 +146,39 @@ async def test_a_failed_build_names_the_package_and_leaves_nothing(tmp_path):
     assert run_python(good, "import modelport.runtime.worker", tmp_path).returncode == 0
 
 
+async def test_a_uv_step_over_the_build_timeout_is_stopped_with_its_children(tmp_path):
+    children = tmp_path / "children"
+    hung_uv = tmp_path / "uv"  # as uv stuck on an index that never answers: it waits on a child of its own
+    hung_uv.write_text(f"#!/bin/sh\necho resolving\nsleep 60 &\necho $! > {children}\nwait\n")
+    hung_uv.chmod(0o755)
+    root = tmp_path / "environments"
+    environments = Environments(root, uv=str(hung_uv), build_timeout=0.5)
+    log = Lines()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(BuildFailed) as failure:
+        await environments.ensure("", log=log)
+    assert loop.time() - started < 5
+    assert failure.value.message.startswith(
+        "creating the environment took longer than 0.5 s (MODELPORT_BUILD_TIMEOUT_SECONDS) and was stopped"
+    )
+    assert "resolving" in log
+    child = int(children.read_text())
+    deadline = loop.time() + 5
+    while running(child) and loop.time() < deadline:  # killed with uv's process group
+        await asyncio.sleep(0.02)
+    assert not running(child)
+    assert [p.name for p in root.iterdir() if not p.name.endswith(".lock")] == []
+
+
+def running(pid: int) -> bool:
+    """Whether `pid` is a live process (a zombie waiting for init to reap it is not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 async def test_import_check_passes_for_a_working_module(cache, base):
     log = Lines()
     await Environments(cache).check_import(

@@ -1,0 +1,255 @@
+"""The metadata database unavailable under load, against a real server: PostgreSQL stopped and started again,
+and SQLite with a write lock held by another connection.
+
+Callers and modules known before keep being served from memory; what needs the database (a token never seen,
+a management write) answers 503 with `Retry-After` at once or after the short lock wait, never 500; and the
+server recovers by itself when the database is back.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import statistics
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import closing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+from drive import deploy, push, wait_built, wait_deployment
+from manifests import api, module_copy
+from platform_server import ADMIN_TOKEN, ServerProcess, alive
+from postgres import Cluster
+
+pytestmark = pytest.mark.slow
+
+LOCK_WAIT = 5.0  # the server's SQLite lock wait, in seconds
+
+
+@dataclass
+class Answer:
+    sent: float  # a `time.monotonic()` instant
+    seconds: float
+    status: int
+
+
+@dataclass
+class Load:
+    """`clients` threads calling `module` with `token`, each as fast as it is answered, until stopped."""
+
+    url: str
+    token: str
+    module: str
+    clients: int = 8
+    answers: list[Answer] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _threads: list[threading.Thread] = field(default_factory=list)
+
+    def __enter__(self) -> Load:
+        for _ in range(self.clients):
+            thread = threading.Thread(target=self._run, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(30)
+
+    def _run(self) -> None:
+        headers = {"Authorization": f"Bearer {self.token}"}
+        with httpx.Client(base_url=self.url, headers=headers, timeout=30) as client:
+            while not self._stop.is_set():
+                sent = time.monotonic()
+                response = client.post(
+                    f"/api/v1/modules/{self.module}/predict", json={"inputs": {"text": "x"}}
+                )
+                self.answers.append(Answer(sent, time.monotonic() - sent, response.status_code))
+
+    def wait_for(self, count: int, *, sent_after: float, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while sum(a.sent > sent_after for a in list(self.answers)) < count:
+            assert time.monotonic() < deadline, f"fewer than {count} calls answered in {timeout} s"
+            time.sleep(0.02)
+
+    def between(self, start: float, end: float) -> list[Answer]:
+        """The calls sent after `start` and answered before `end` (`time.monotonic()` instants)."""
+        return [a for a in list(self.answers) if a.sent >= start and a.sent + a.seconds <= end]
+
+
+@dataclass
+class Platform:
+    server: ServerProcess
+    caller: str  # a user's token, verified before the database went away
+    caller_token_id: int
+    unseen: str  # a token made before, never used
+
+
+def serve_echo(server: ServerProcess, root: Path) -> Platform:
+    """The `echo` module deployed, callable by the group `/callers` through an `Api`; one user in it whose
+    token has called it once."""
+    with server.client() as admin:
+        assert admin.post("/api/v1/groups", json={"path": "/callers"}).status_code == 201
+        made = admin.post("/api/v1/users", json={"name": "caller", "role": "user", "groups": ["/callers"]})
+        assert made.status_code == 201, made.text
+        user = made.json()["id"]
+        token = admin.post("/api/v1/tokens", json={"name": "load", "user": user}).json()
+        unseen = admin.post("/api/v1/tokens", json={"name": "unseen", "user": user}).json()["token"]
+        assert push(admin, module_copy(root, "echo", "echo", None), version="v1").status_code == 201
+        assert wait_built(admin, "echo", "v1")["build_status"] == "ready"
+        assert wait_deployment(admin, "echo", deploy(admin, "echo", "v1")["generation"])["status"] == "ready"
+        applied = admin.post(
+            "/api/v1/apply", json={"documents": [api("echo-api", "echo", access={"groups": ["/callers"]})]}
+        )
+        assert applied.status_code == 200, applied.text
+    assert call(server, token["token"]).status_code == 200
+    return Platform(server, token["token"], token["id"], unseen)
+
+
+def call(server: ServerProcess, token: str) -> httpx.Response:
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        return client.post(
+            "/api/v1/modules/echo/predict",
+            json={"inputs": {"text": "x"}},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+
+
+def make_token(server: ServerProcess, name: str, timeout: float = 30) -> httpx.Response:
+    """A management write: the admin makes itself a token."""
+    with server.client(timeout=timeout) as admin:
+        return admin.post("/api/v1/tokens", json={"name": name})
+
+
+def assert_unavailable(response: httpx.Response) -> None:
+    assert response.status_code == 503, response.text
+    assert response.json()["error"]["code"] == "database_unavailable"
+    assert int(response.headers["retry-after"]) >= 1
+
+
+def figures(answers: list[Answer]) -> str:
+    latencies = sorted(a.seconds for a in answers)
+    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+    counts = {
+        status: sum(a.status == status for a in answers) for status in sorted({a.status for a in answers})
+    }
+    median, top = statistics.median(latencies), latencies[-1]
+    return (
+        f"{len(answers)} calls answered, by status {counts}; latency median {median * 1000:.1f} ms, "
+        f"p99 {p99 * 1000:.1f} ms, max {top * 1000:.1f} ms"
+    )
+
+
+# PostgreSQL stopped and started again
+
+
+@pytest.fixture
+def cluster() -> Iterator[Cluster]:
+    """A PostgreSQL server of this test's own: the test stops it."""
+    cluster = Cluster()
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def stop_postgres(cluster: Cluster) -> None:
+    """Immediate shutdown (SIGQUIT) of the server the cluster started, by its process id."""
+    pid = int((cluster.data / "postmaster.pid").read_text().split()[0])
+    os.kill(pid, signal.SIGQUIT)
+    deadline = time.monotonic() + 10
+    while alive(pid):
+        assert time.monotonic() < deadline, "PostgreSQL did not stop"
+        time.sleep(0.02)
+
+
+def start_postgres(cluster: Cluster) -> None:
+    """Start the stopped server again on its data directory and port, as `Cluster.start` first did."""
+    options = f"-p {cluster.port} -k {cluster.directory} -c listen_addresses=127.0.0.1 -c fsync=off"
+    log = cluster.directory / "log"
+    cluster._run(cluster.bin / "pg_ctl", "-D", cluster.data, "-o", options, "-l", log, "-w", "start")
+
+
+def test_known_callers_are_served_while_postgresql_is_down_and_everything_recovers(
+    tmp_path: Path, cluster: Cluster
+) -> None:
+    url = cluster.create_database("outage")
+    server = ServerProcess(tmp_path / "server", token=ADMIN_TOKEN, database_url=url)
+    server.start()
+    try:
+        platform = serve_echo(server, tmp_path)
+        with Load(server.url, platform.caller, "echo") as load:
+            load.wait_for(16, sent_after=0)
+            stop_postgres(cluster)
+            down = time.monotonic()
+            assert_unavailable(call(server, platform.unseen))  # cannot tell: not 401
+            assert_unavailable(make_token(server, "while-down"))
+            load.wait_for(16, sent_after=down)
+            while time.monotonic() - down < 3:
+                time.sleep(0.05)
+            up = time.monotonic()
+            start_postgres(cluster)
+            deadline = time.monotonic() + 30
+            while (made := make_token(server, "after")).status_code != 201:
+                assert made.status_code == 503, made.text
+                assert time.monotonic() < deadline, "the server did not recover within 30 s of the restart"
+                time.sleep(0.1)
+            recovered = time.monotonic() - up
+            load.wait_for(16, sent_after=time.monotonic())
+        during = load.between(down, up)
+        print(f"PostgreSQL down {up - down:.1f} s: {figures(during)}")
+        print(f"a management write succeeded {recovered:.1f} s after PostgreSQL started again")
+        assert during and all(a.status == 200 for a in during), {a.status for a in during}
+        assert all(a.status == 200 for a in load.answers), "a call of the known caller failed"
+        assert call(server, platform.unseen).status_code == 200
+        with server.client() as admin:
+            assert admin.delete(f"/api/v1/tokens/{platform.caller_token_id}").status_code == 204
+        assert call(server, platform.caller).status_code == 401  # revoked: on the next request
+    finally:
+        server.stop()
+    assert "Exception in ASGI application" not in "".join(server.output)  # no request crashed
+
+
+# SQLite with a write lock held by another connection
+
+
+def test_predictions_flow_while_another_connection_holds_the_sqlite_write_lock(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path / "server", token=ADMIN_TOKEN)
+    server.start()
+    try:
+        platform = serve_echo(server, tmp_path)
+        holder = sqlite3.connect(tmp_path / "server" / "modelport.db", isolation_level=None, timeout=30)
+        with closing(holder), Load(server.url, platform.caller, "echo") as load:
+            load.wait_for(16, sent_after=0)
+            holder.execute("BEGIN IMMEDIATE")  # another process writing, for as long as it likes
+            locked = time.monotonic()
+            answered: list[httpx.Response] = []
+            writer = threading.Thread(
+                target=lambda: answered.append(make_token(server, "locked", timeout=15))
+            )
+            writer.start()
+            assert call(server, platform.unseen).status_code == 200  # reading is not held up
+            writer.join(20)
+            waited = time.monotonic() - locked
+            load.wait_for(16, sent_after=locked)
+            holder.execute("ROLLBACK")
+            released = time.monotonic()
+        during = load.between(locked, released)
+        print(f"SQLite write lock held {released - locked:.1f} s: {figures(during)}")
+        print(f"the management write answered in {waited:.1f} s")
+        assert answered, "the management write did not answer within 20 s"
+        assert_unavailable(answered[0])
+        assert LOCK_WAIT - 0.5 < waited < 3 * LOCK_WAIT
+        assert during and all(a.status == 200 for a in during)
+        assert max(a.seconds for a in during) < LOCK_WAIT / 2
+        assert make_token(server, "unlocked").status_code == 201
+    finally:
+        server.stop()
+    assert "Exception in ASGI application" not in "".join(server.output)
