@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -42,6 +42,9 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# Ids are INTEGER columns, 32 bits on PostgreSQL: a larger number names nothing, and the database refuses it.
+MAX_ID = 2**31 - 1
+Id = Annotated[int, Path(ge=1, le=MAX_ID)]
 Password = Annotated[str, Field(min_length=8, max_length=1024, description="At least 8 characters.")]
 GroupPath = Annotated[str, Field(min_length=2, max_length=255, pattern=r"^/", examples=["/team/users"])]
 
@@ -72,7 +75,7 @@ class NewGroup(_Strict):
 class NewTokenRequest(_Strict):
     name: str = Field(min_length=1, max_length=255)
     expires_in_days: int | None = Field(None, ge=1, le=3650, description="Default: never expires.")
-    user: int | None = Field(None, description="Make the token for this user (admins only).")
+    user: int | None = Field(None, ge=1, le=MAX_ID, description="Make the token for this user (admins only).")
 
 
 def actor_of(request: Request) -> Actor:
@@ -102,7 +105,8 @@ def identity_router(services: Services) -> APIRouter:
 
     def _group_path(group_id: str) -> str | None:
         try:
-            return identity.group(int(group_id)).path
+            number = int(group_id)
+            return identity.group(number).path if 1 <= number <= MAX_ID else None
         except (ValueError, NotFound):
             return None
 
@@ -142,11 +146,11 @@ def identity_router(services: Services) -> APIRouter:
         )
 
     @admin.get("/users/{user_id}", response_model=UserInfo, tags=["users"], summary="Get a user")
-    def get_user(request: Request, user_id: int) -> UserInfo:
+    def get_user(request: Request, user_id: Id) -> UserInfo:
         return identity.user(user_id)
 
     @admin.patch("/users/{user_id}", response_model=UserInfo, tags=["users"], summary="Change a user")
-    def update_user(request: Request, user_id: int, body: UserChange) -> UserInfo:
+    def update_user(request: Request, user_id: Id, body: UserChange) -> UserInfo:
         return identity.update_user(
             user_id,
             role=body.role,
@@ -157,7 +161,7 @@ def identity_router(services: Services) -> APIRouter:
         )
 
     @admin.delete("/users/{user_id}", status_code=204, tags=["users"], summary="Delete a user and its tokens")
-    def delete_user(request: Request, user_id: int) -> Response:
+    def delete_user(request: Request, user_id: Id) -> Response:
         identity.delete_user(user_id, actor=actor_of(request))
         return Response(status_code=204)
 
@@ -174,11 +178,11 @@ def identity_router(services: Services) -> APIRouter:
         return identity.create_group(body.path, actor=actor_of(request))
 
     @admin.get("/groups/{group_id}", response_model=GroupInfo, tags=["groups"], summary="Get a group")
-    def get_group(request: Request, group_id: int) -> GroupInfo:
+    def get_group(request: Request, group_id: Id) -> GroupInfo:
         return identity.group(group_id)
 
     @admin.delete("/groups/{group_id}", status_code=204, tags=["groups"], summary="Delete a group")
-    def delete_group(request: Request, group_id: int) -> Response:
+    def delete_group(request: Request, group_id: Id) -> Response:
         identity.delete_group(group_id, actor=actor_of(request))
         return Response(status_code=204)
 
@@ -197,7 +201,9 @@ def identity_router(services: Services) -> APIRouter:
     @signed_in.get("/tokens", response_model=TokenList, tags=["tokens"], summary="List tokens")
     def list_tokens(
         request: Request,
-        user: Annotated[int | None, Query(description="Only this user's tokens (admins only).")] = None,
+        user: Annotated[
+            int | None, Query(ge=1, le=MAX_ID, description="Only this user's tokens (admins only).")
+        ] = None,
     ) -> TokenList:
         principal = principal_of(request.scope)
         if principal.is_admin:
@@ -228,11 +234,11 @@ def identity_router(services: Services) -> APIRouter:
         return identity.create_token(owner, name=body.name, expires_at=expires_at, actor=actor_of(request))
 
     @signed_in.get("/tokens/{token_id}", response_model=TokenInfo, tags=["tokens"], summary="Get a token")
-    def get_token(request: Request, token_id: int) -> TokenInfo:
+    def get_token(request: Request, token_id: Id) -> TokenInfo:
         return own_token(request, token_id)
 
     @signed_in.delete("/tokens/{token_id}", status_code=204, tags=["tokens"], summary="Revoke a token")
-    def revoke_token(request: Request, token_id: int) -> Response:
+    def revoke_token(request: Request, token_id: Id) -> Response:
         own_token(request, token_id)
         identity.revoke(token_id, actor=actor_of(request))
         return Response(status_code=204)
@@ -252,7 +258,7 @@ def identity_router(services: Services) -> APIRouter:
         action: str | None = None,
         target: str | None = None,
         since: datetime | None = None,
-        before: int | None = None,
+        before: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> AuditList:
         if since is not None and since.tzinfo is None:
