@@ -58,6 +58,10 @@ def error_response(exc: BaseException, *, request_id: str | None = None) -> Resp
     error = to_modelport_error(exc)
     if isinstance(error, DatabaseUnavailable):  # one line each: an outage must not flood the log with traces
         log.warning("request %s: the database is unavailable: %s", request_id, failure(exc.__cause__ or exc))
+    elif error.status == 503 and error.retry_after is not None:
+        # Back-pressure (a full queue, too many bodies, a worker being replaced) is the server working as
+        # meant; at one line per refusal a flood of callers would flood the log too.
+        log.debug("request %s refused: %s: %s", request_id, error.code, error)
     elif error.status >= 500:
         log.error("request %s failed: %s: %s", request_id, type(exc).__name__, exc, exc_info=error is not exc)
     body: dict[str, object] = {"code": error.code, "message": error.public_message()}

@@ -41,6 +41,7 @@ Mode = Literal["json", "form", "output"]
 _UNITS = (("GB", 1024**3), ("MB", 1024**2), ("KB", 1024))
 _ERRORS: tuple[tuple[str, str, str], ...] = (
     ("400", "Error", "The request is malformed (`bad_request`, `invalid_json`)."),
+    ("408", "Error", "The body did not arrive in time (`body_timeout`); the connection is closed."),
     ("413", "Error", "The request body or a file is too large (`payload_too_large`)."),
     (
         "415",
@@ -52,9 +53,15 @@ _ERRORS: tuple[tuple[str, str, str], ...] = (
     (
         "503",
         "Error",
-        "No worker can take the request now (`module_unavailable`, `overloaded`...); retry later.",
+        "No worker can take the request now (`module_unavailable`, `overloaded`...), or the server holds "
+        "too many request bodies at once (`overloaded`); retry after `Retry-After` seconds.",
     ),
-    ("504", "Error", "The module did not answer in time (`module_timeout`)."),
+    (
+        "504",
+        "Error",
+        "The call passed its deadline: waiting for a worker (`queue_timeout`, it never ran) or running "
+        "(`module_timeout`).",
+    ),
 )
 
 

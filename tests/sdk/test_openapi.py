@@ -161,13 +161,13 @@ def test_predict_operation_content_and_responses() -> None:
     assert set(content) == {"application/json", "multipart/form-data"}
     assert content["application/json"]["schema"] == {"$ref": "#/components/schemas/ReceiptOcrPredictRequest"}
     responses = operation["responses"]
-    assert set(responses) == {"200", "400", "413", "415", "422", "500", "503", "504"}
+    assert set(responses) == {"200", "400", "408", "413", "415", "422", "500", "503", "504"}
     assert set(responses["200"]["headers"]) == {"X-Request-Id", "X-Model-Version"}
     assert "Retry-After" in responses["503"]["headers"]
     assert responses["422"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/ValidationError"
     }
-    for status in ("400", "413", "415", "500", "503", "504"):
+    for status in ("400", "408", "413", "415", "500", "503", "504"):
         assert responses[status]["content"]["application/json"]["schema"] == {
             "$ref": "#/components/schemas/Error"
         }
