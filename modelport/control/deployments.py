@@ -8,6 +8,10 @@ model loaded, warm-up example answered) before the registry routes to it, in one
 version drains its in-flight work and stays warm for a grace period, so a rollback to it is instant; then it
 stops. A target that fails to build or start never takes traffic: the deployment reports why and the active
 version keeps serving. A version whose workers crash-loop is marked failed and its predecessor restored.
+
+The reconciler runs on the event loop but reads and writes the database in worker threads, so a database that
+is slow, locked or gone holds up the reconciler, never the requests served beside it. `deploy` and `rollback`
+are for worker threads too.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +43,7 @@ from modelport.core.records import DeploymentInfo, ServingInfo, ServingRole
 from modelport.core.settings import Settings
 from modelport.core.states import BuildStatus, DeploymentStatus
 from modelport.db import Database, Deployment, Module, Version
+from modelport.db.database import failure, unavailable
 from modelport.db.models import utcnow
 from modelport.obs.logs import ModuleLogs
 
@@ -83,9 +88,11 @@ class Deployments:
         self.check_weights = check_weights
         """Raises `SetupFailed` unless module (first argument) may load weights from bucket (second)."""
         self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None  # the reconciler's, once it runs
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._warm: dict[str, tuple[ServedModule, float]] = {}
         self._stopping: set[asyncio.Task[None]] = set()
+        self._forgetting: set[asyncio.Task[None]] = set()
         self._retry_at: dict[str, float] = {}
         self._failed: set[str] = set()  # modules whose current reconcile pass reported a failure
         self._notes: dict[str, str] = {}
@@ -102,7 +109,8 @@ class Deployments:
         actor: Actor,
         reason: str | None = None,
     ) -> DeploymentInfo:
-        """Record a new desired state; the reconciler carries it out. Returns the deployment's info.
+        """Record a new desired state; the reconciler carries it out. Returns the deployment's info. It waits
+        on the database: call it in a worker thread.
 
         The change is recorded in the audit trail as `actor`'s, with `reason` when the platform deploys by
         itself (a new git tag).
@@ -136,7 +144,7 @@ class Deployments:
         return info
 
     def rollback(self, module: str, *, actor: Actor) -> DeploymentInfo:
-        """Switch back to the version that served before the active one."""
+        """Switch back to the version that served before the active one (in a worker thread, as `deploy`)."""
         with self.database.session() as session:
             row = self._row(session, module, create=False)
             if row is None or row.previous_version is None:
@@ -153,13 +161,16 @@ class Deployments:
 
     async def delete(self, module: str, *, actor: Actor) -> None:
         """Stop serving `module` and forget it, its versions and its deployment."""
+        await asyncio.to_thread(self._delete_row, module, actor)
+        await self.forget(module)
+
+    def _delete_row(self, module: str, actor: Actor) -> None:
         with self.database.session() as session:
             row = session.get(Module, module)
             if row is None:
                 raise ModuleNotFound(f"no module named {module!r}")
             session.delete(row)
         self.audit.record(actor, "module.delete", f"module/{module}")
-        await self.forget(module)
 
     async def forget(self, module: str) -> None:
         """Stop every running version of a module that no longer exists."""
@@ -174,25 +185,59 @@ class Deployments:
             running.append(warm[0])
         await asyncio.gather(*(s.drain(self.settings.drain_seconds) for s in set(running)))
 
+    def forget_soon(self, module: str) -> None:
+        """`forget` the module on the reconciler's event loop; from that loop or from any thread (a manifest
+        deleted the module)."""
+        self._soon(lambda: self._forgetting_task(self.forget(module)))
+
+    def _forgetting_task(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._forgetting.add(task)
+        task.add_done_callback(self._forgetting.discard)
+
     def info(self, module: str) -> DeploymentInfo | None:
         with self.database.session() as session:
             row = session.get(Deployment, module)
             return self._info(row) if row is not None else None
 
     def wake(self) -> None:
-        self._wake.set()
+        """Have the reconciler look at the deployments now; from its event loop or from any thread."""
+        self._soon(self._wake.set)
+
+    def _soon(self, callback: Callable[[], None]) -> None:
+        """Run `callback` on the reconciler's event loop: now when called there, soon from another thread."""
+        loop = self._loop
+        if loop is None or _running_loop() is loop:
+            callback()
+            return
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nothing is left to do there
+            loop.call_soon_threadsafe(callback)
 
     # the reconciler
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Reconcile every module whenever something changes, and at least every second."""
+        """Reconcile every module whenever something changes, and at least every second. The deployments are
+        read in a worker thread; while they cannot be, the versions running keep running."""
+        self._loop = asyncio.get_running_loop()
+        failing = False
         while not stop.is_set():
             self._wake.clear()
             try:
-                self._schedule()
-                self._stop_expired_warm()
-            except Exception:
-                log.exception("the reconciler's pass failed")
+                wanted = await asyncio.to_thread(self._wanted)
+            except Exception as exc:
+                if not failing:
+                    log.warning(
+                        "cannot read the deployments (%s); the running versions keep serving",
+                        failure(exc),
+                        exc_info=not unavailable(exc),
+                    )
+                failing = True
+            else:
+                if failing:
+                    log.warning("the deployments are read again")
+                failing = False
+                self._schedule(wanted)
+            self._stop_expired_warm()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), 1.0)
 
@@ -202,6 +247,7 @@ class Deployments:
 
     async def close(self) -> None:
         """Stop reconciling and stop every running version, letting in-flight calls finish."""
+        await asyncio.gather(*self._forgetting, return_exceptions=True)
         tasks = list(self._tasks.values())
         for task in tasks:
             task.cancel()
@@ -215,10 +261,12 @@ class Deployments:
         await asyncio.gather(*(s.drain(self.settings.drain_seconds) for s in served))
         await asyncio.gather(*self._stopping, return_exceptions=True)
 
-    def _schedule(self) -> None:
+    def _wanted(self) -> dict[str, _Desired]:
         with self.database.session() as session:
             rows = session.scalars(select(Deployment)).all()
-            wanted = {row.module_name: self._desired(row) for row in rows}
+            return {row.module_name: self._desired(row) for row in rows}
+
+    def _schedule(self, wanted: dict[str, _Desired]) -> None:
         now = time.monotonic()
         for module, desired in wanted.items():
             task = self._tasks.get(module)
@@ -252,22 +300,25 @@ class Deployments:
     async def _reconcile(self, module: str) -> None:
         self._failed.discard(module)
         try:
-            desired = self._load(module)
+            desired = await self._load(module)
             if desired is None:
                 return
             await self._reconcile_active(module, desired)
-            desired = self._load(module)
+            desired = await self._load(module)
             if desired is None:
                 return
             await self._reconcile_canary(module, desired)
-            self._check_crash_loop(module)
-            self._finish(module, desired.generation)
+            await self._check_crash_loop(module)
+            await self._finish(module, desired.generation)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            log.exception("reconciling %s failed", module)
-            self._report(module, DeploymentStatus.FAILED, f"unexpected error: {exc}")
             self._retry_at[module] = time.monotonic() + 5
+            if unavailable(exc):
+                log.warning("reconciling %s stopped: the database is unavailable (%s)", module, failure(exc))
+                return
+            log.exception("reconciling %s failed", module)
+            await self._report(module, DeploymentStatus.FAILED, f"unexpected error: {exc}")
         finally:
             self.wake()
 
@@ -276,33 +327,33 @@ class Deployments:
         if active is None and desired.active is not None and desired.target is not None:
             # After a restart mid-rollout: serve the old version again before trying the new one.
             await self._switch(module, desired.active, desired, is_target=False)
-            desired = self._load(module) or desired
+            desired = await self._load(module) or desired
             active = self._active(module)
         want = desired.target or desired.active
         if want is None:
             return
         if active is not None and active.version == want and active.pool.config.replicas == desired.replicas:
             if desired.target is not None:
-                self._promote(module, desired.target)
+                await self._promote(module, desired.target)
             return
         await self._switch(module, want, desired, is_target=desired.target is not None)
 
     async def _switch(self, module: str, version: str, desired: _Desired, *, is_target: bool) -> None:
-        self._report(module, DeploymentStatus.PROGRESSING, f"starting {version}")
+        await self._report(module, DeploymentStatus.PROGRESSING, f"starting {version}")
         try:
             served = await self._start(module, version, desired.replicas)
         except ModelportError as exc:
             message = f"{version} did not start: {exc.message}"
             log.warning("deployment of %s: %s", module, message)
             if is_target:
-                self._abandon_target(module, version, message)
+                await self._abandon_target(module, version, message)
             else:
-                self._report(module, DeploymentStatus.FAILED, message)
                 self._retry_at[module] = time.monotonic() + 10
+                await self._report(module, DeploymentStatus.FAILED, message)
             return
         replaced = self.registry.swap(served)
         if is_target:
-            self._promote(module, version)
+            await self._promote(module, version)
         if replaced is not None and replaced is not served:
             self._retire(module, replaced)
         log.info("%s now serves %s", module, version)
@@ -321,38 +372,26 @@ class Deployments:
                 self.registry.set_canary(module, None, 0)
                 self._retire(module, current)
             return
-        self._report(module, DeploymentStatus.PROGRESSING, f"starting canary {want}")
+        await self._report(module, DeploymentStatus.PROGRESSING, f"starting canary {want}")
         try:
             served = await self._start(module, want, desired.replicas)
         except ModelportError as exc:
-            message = f"canary {want} did not start: {exc.message}"
             self._failed.add(module)
-            with self.database.session() as session:
-                row = session.get(Deployment, module)
-                if row is not None and row.canary_version == want:
-                    row.canary_version, row.canary_percent = None, 0
-                    row.status, row.message = DeploymentStatus.FAILED, message
-                    row.observed_generation = row.generation
+            message = f"canary {want} did not start: {exc.message}"
+            await asyncio.to_thread(self._abandon_canary, module, want, message)
             return
         replaced = self.registry.set_canary(module, served, desired.percent)
         if replaced is not None:
             self._retire(module, replaced)
 
-    def _check_crash_loop(self, module: str) -> None:
+    async def _check_crash_loop(self, module: str) -> None:
         active = self._active(module)
         if active is None or active.pool.failure is None:
             return
         message = f"{active.version} is failing: {active.pool.failure}"
-        with self.database.session() as session:
-            row = session.get(Deployment, module)
-            if row is None:
-                return
-            if row.previous_version and row.previous_version != active.version and row.target_version is None:
-                row.target_version = row.previous_version
-                message += f"; rolled back to {row.previous_version}"
-                self._bump(row)
-                self._notes[module] = message
-            row.status, row.message = DeploymentStatus.FAILED, message
+        note = await asyncio.to_thread(self._restore_previous, module, active.version, message)
+        if note is not None:
+            self._notes[module] = note
         active.pool.failure = None
 
     # starting and stopping versions
@@ -405,9 +444,12 @@ class Deployments:
                 del self._warm[module]
                 self._stop(served)
 
-    # the database side
+    # the database side: each `async` method does its work in a worker thread
 
-    def _load(self, module: str) -> _Desired | None:
+    async def _load(self, module: str) -> _Desired | None:
+        return await asyncio.to_thread(self._read_desired, module)
+
+    def _read_desired(self, module: str) -> _Desired | None:
         with self.database.session() as session:
             row = session.get(Deployment, module)
             return self._desired(row) if row is not None else None
@@ -424,7 +466,10 @@ class Deployments:
             observed=row.observed_generation,
         )
 
-    def _promote(self, module: str, version: str) -> None:
+    async def _promote(self, module: str, version: str) -> None:
+        await asyncio.to_thread(self._write_promotion, module, version)
+
+    def _write_promotion(self, module: str, version: str) -> None:
         with self.database.session() as session:
             row = session.get(Deployment, module)
             if row is None:
@@ -437,8 +482,11 @@ class Deployments:
             if row.canary_version == version:
                 row.canary_version, row.canary_percent = None, 0
 
-    def _abandon_target(self, module: str, version: str, message: str) -> None:
+    async def _abandon_target(self, module: str, version: str, message: str) -> None:
         self._failed.add(module)
+        await asyncio.to_thread(self._write_abandoned_target, module, version, message)
+
+    def _write_abandoned_target(self, module: str, version: str, message: str) -> None:
         with self.database.session() as session:
             row = session.get(Deployment, module)
             if row is None:
@@ -448,23 +496,58 @@ class Deployments:
                 row.observed_generation = row.generation
             row.status, row.message = DeploymentStatus.FAILED, message
 
-    def _finish(self, module: str, generation: int) -> None:
+    def _abandon_canary(self, module: str, version: str, message: str) -> None:
+        with self.database.session() as session:
+            row = session.get(Deployment, module)
+            if row is not None and row.canary_version == version:
+                row.canary_version, row.canary_percent = None, 0
+                row.status, row.message = DeploymentStatus.FAILED, message
+                row.observed_generation = row.generation
+
+    def _restore_previous(self, module: str, failing: str, message: str) -> str | None:
+        """Record that version `failing` of the active pool is failing and, when the version before it is
+        known, make that the target again; returns the message to report once it serves (None: none)."""
+        with self.database.session() as session:
+            row = session.get(Deployment, module)
+            if row is None:
+                return None
+            note = None
+            if row.previous_version and row.previous_version != failing and row.target_version is None:
+                row.target_version = row.previous_version
+                message += f"; rolled back to {row.previous_version}"
+                self._bump(row)
+                note = message
+            row.status, row.message = DeploymentStatus.FAILED, message
+            return note
+
+    async def _finish(self, module: str, generation: int) -> None:
         """Mark `generation` carried out (ready unless this pass failed) if no newer one arrived."""
         failed = module in self._failed
         self._failed.discard(module)
-        with self.database.session() as session:
-            row = session.get(Deployment, module)
-            if row is None or row.generation != generation or row.target_version is not None:
-                return
-            if not failed and self._active(module) is not None:
-                row.status, row.message = DeploymentStatus.READY, self._notes.pop(module, "")
-            row.observed_generation = generation
+        ready = not failed and self._active(module) is not None
+        note = self._notes.get(module, "")
+        if await asyncio.to_thread(self._write_finished, module, generation, ready, note):
+            self._notes.pop(module, None)
         if not failed:
             self._retry_at.pop(module, None)
 
-    def _report(self, module: str, status: str, message: str) -> None:
+    def _write_finished(self, module: str, generation: int, ready: bool, note: str) -> bool:
+        """Whether the deployment was marked ready (with `note` as its message)."""
+        with self.database.session() as session:
+            row = session.get(Deployment, module)
+            if row is None or row.generation != generation or row.target_version is not None:
+                return False
+            if ready:
+                row.status, row.message = DeploymentStatus.READY, note
+            row.observed_generation = generation
+            return ready
+
+    async def _report(self, module: str, status: str, message: str) -> None:
         if status == DeploymentStatus.FAILED:
             self._failed.add(module)
+        await asyncio.to_thread(self._write_status, module, status, message)
+
+    def _write_status(self, module: str, status: str, message: str) -> None:
         with self.database.session() as session:
             row = session.get(Deployment, module)
             if row is not None:
@@ -541,6 +624,13 @@ class Deployments:
             updated_at=row.updated_at.isoformat() if row.updated_at else None,
             serving=serving,
         )
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 def _serving(served: ServedModule, role: ServingRole) -> ServingInfo:

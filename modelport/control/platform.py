@@ -95,15 +95,16 @@ class Services:
             push=self._push_release,
             deploy=self._deploy_release,
         )
-        self._background: set[asyncio.Task[None]] = set()
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
         """Resume unfinished builds and reconcile deployments for as long as the block runs; keep the identity
-        revision and the access policies in memory, so that requests need not wait on the database."""
+        revision, the access policies and the buckets' policies in memory, so that requests need not wait on
+        the database."""
         stop = asyncio.Event()
         await asyncio.to_thread(self.storage.start)
         await asyncio.to_thread(self.policies.reload)
+        await asyncio.to_thread(self.storage.policies.reload)
         self.versions.resume()
         loops = [
             asyncio.create_task(self.identity.watch(stop), name="identity"),
@@ -118,7 +119,7 @@ class Services:
         finally:
             stop.set()
             self.deployments.wake()
-            await asyncio.gather(*loops, *self._background, return_exceptions=True)
+            await asyncio.gather(*loops, return_exceptions=True)
             await self.deployments.close()
             if self.oidc is not None:
                 await self.oidc.close()
@@ -248,12 +249,14 @@ class Services:
     # reactions
 
     def _manifests_changed(self, changes: list[ApplyResult]) -> None:
-        self.policies.reload()  # before the change is answered: the next request sees it, preflights too
+        """In the thread that applied the change, before it is answered: the next request sees it, preflights
+        too."""
+        self.policies.reload()
+        if any(change.kind == "Storage" for change in changes):
+            self.storage.policies.reload()
         for change in changes:
             if change.kind == "Module" and change.action == "deleted":
-                task = asyncio.get_running_loop().create_task(self.deployments.forget(change.name))
-                self._background.add(task)
-                task.add_done_callback(self._background.discard)
+                self.deployments.forget_soon(change.name)
 
     async def _push_release(self, artifact: Artifact, pushed_by: str) -> str:
         async with self.versions.spool(artifact.data) as spooled:
@@ -269,4 +272,4 @@ class Services:
         return info.name
 
     async def _deploy_release(self, module: str, version: str) -> None:
-        self.deployments.deploy(module, version, actor=SYSTEM, reason="git tag")
+        await asyncio.to_thread(self.deployments.deploy, module, version, actor=SYSTEM, reason="git tag")

@@ -13,10 +13,15 @@ S3 through a presigned URL) are counted when `sweep` recounts the bucket.
 Presigned URLs: on S3 the store signs them; on the local store the gateway serves them, signed with
 HMAC-SHA256 under a key kept in the database, so every gateway accepts them. A URL is good for one method on
 one object until it expires.
+
+Browsers ask about a bucket's CORS rules on the event loop, before any credentials: `BucketPolicies` keeps
+every bucket's policy in memory for them, read again in a worker thread every few seconds and at once after a
+change made through this process. While the database is unavailable the copy read last keeps answering.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
@@ -39,6 +44,7 @@ from modelport.control.identity import Principal
 from modelport.core.errors import (
     BadRequest,
     BucketNotFound,
+    DatabaseUnavailable,
     Forbidden,
     ObjectNotFound,
     PayloadTooLarge,
@@ -50,14 +56,18 @@ from modelport.core.records import BucketInfo, ObjectInfo, ObjectListing, Presig
 from modelport.core.roles import Role
 from modelport.core.settings import Settings
 from modelport.db import Bucket, Database, ServerKey
+from modelport.db.database import failure, unavailable
 from modelport.storage import ObjectInfo as StoredObject
 from modelport.storage import ObjectStore, ObjectWriter, check_key, check_prefix
 
-__all__ = ["BucketPolicy", "Storage", "Upload", "object_info"]
+__all__ = ["BucketPolicies", "BucketPolicy", "Storage", "Upload", "object_info"]
 
 log = logging.getLogger("modelport.storage")
 
 _PRESIGN_KEY = "presign"
+_MISS_RELOAD_SECONDS = 0.05
+"""A bucket missing from memory has it read again at most this often: a bucket made by another gateway is
+seen at once, and requests naming buckets that do not exist cannot make every request read the database."""
 
 
 @dataclass(frozen=True)
@@ -138,6 +148,84 @@ class Upload:
         self.abort()  # nothing to drop after a commit; everything if the block left without one
 
 
+class BucketPolicies:
+    """Every bucket's policy, read by `read` and kept in memory for the event loop.
+
+    `current` answers from memory, starting a read in a worker thread when memory is `refresh_seconds` old;
+    it waits only for the first read and for a bucket memory lacks (at most every `_MISS_RELOAD_SECONDS`).
+    `reload` reads at once, in the calling thread. A read that fails keeps the policies read last, and a
+    bucket missing from them is `DatabaseUnavailable` (whether it exists, nobody can tell).
+    """
+
+    def __init__(
+        self,
+        read: Callable[[], dict[str, BucketPolicy]],
+        *,
+        refresh_seconds: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.read, self.refresh_seconds, self.clock = read, refresh_seconds, clock
+        self._policies: dict[str, BucketPolicy] = {}
+        self._read_at: float | None = None  # when the last read that finished began
+        self._failing = False  # whether it failed
+        self._started = 0  # reads begun, numbered so that an older one never replaces a newer one
+        self._finished = 0
+        self._lock = threading.Lock()
+        self._loop_read: asyncio.Future[None] | None = None
+
+    def reload(self) -> None:
+        """Read every bucket's policy now, in the calling thread (after a change made through this process);
+        when the database cannot answer, the policies in memory stay."""
+        with self._lock:
+            self._started += 1
+            number, began = self._started, self.clock()
+        try:
+            policies: dict[str, BucketPolicy] | None = self.read()
+        except Exception as exc:
+            if not self._failing:
+                log.warning(
+                    "cannot read the buckets' policies (%s); serving the buckets known",
+                    failure(exc),
+                    exc_info=not unavailable(exc),
+                )
+            policies = None
+        with self._lock:
+            if number <= self._finished:
+                return
+            recovered = self._failing and policies is not None
+            self._finished, self._read_at, self._failing = number, began, policies is None
+            if policies is not None:
+                self._policies = policies
+        if recovered:
+            log.warning("the buckets' policies are read again")
+
+    async def current(self, bucket: str) -> BucketPolicy | None:
+        """The bucket's policy for the event loop; None if there is no such bucket."""
+        if self._read_at is None:
+            await asyncio.shield(self._read_in_background())
+        elif self._due(self.refresh_seconds):
+            self._read_in_background()
+        if bucket not in self._policies and not self._failing and self._due(_MISS_RELOAD_SECONDS):
+            await asyncio.shield(self._read_in_background())
+        policy = self._policies.get(bucket)
+        if policy is None and self._failing:
+            raise DatabaseUnavailable()
+        return policy
+
+    def _due(self, max_age: float) -> bool:
+        """Whether memory is `max_age` old (while reads fail: whether the last began `_MISS_RELOAD_SECONDS`
+        ago)."""
+        if self._read_at is None:
+            return True
+        return self.clock() - self._read_at >= (_MISS_RELOAD_SECONDS if self._failing else max_age)
+
+    def _read_in_background(self) -> asyncio.Future[None]:
+        """The read running in a worker thread for the event loop, started now unless one runs already."""
+        if self._loop_read is None or self._loop_read.done():
+            self._loop_read = asyncio.ensure_future(asyncio.to_thread(self.reload))
+        return self._loop_read
+
+
 class Storage:
     """The platform's buckets over one `ObjectStore`."""
 
@@ -157,6 +245,8 @@ class Storage:
         self.clock = clock
         self._presign_key: bytes | None = None
         self._lock = threading.Lock()
+        self.policies = BucketPolicies(self._read_policies)
+        """Every bucket's policy in memory, for the event loop."""
 
     def start(self) -> None:
         """Make sure every declared bucket, and the request bucket, exists in the store."""
@@ -176,9 +266,10 @@ class Storage:
             return self._undeclared_request_bucket() if name == self.settings.request_bucket else None
         return _policy(name, manifest)
 
-    def cors(self, bucket: str) -> Cors | None:
-        """The CORS rules of a bucket, if it has any."""
-        policy = self.policy(bucket)
+    async def cors(self, bucket: str) -> Cors | None:
+        """The CORS rules of a bucket, if it has any: from memory (`policies`), so that a preflight waits on
+        the database only for a bucket memory lacks."""
+        policy = await self.policies.current(bucket)
         return None if policy is None else policy.cors
 
     def require(self, principal: Principal, bucket: str, *, write: bool) -> BucketPolicy:
@@ -208,6 +299,9 @@ class Storage:
         if self.settings.request_bucket not in {name for name, _, _ in rows}:
             found.append((self._undeclared_request_bucket(), None))
         return sorted(found, key=lambda item: item[0].name)
+
+    def _read_policies(self) -> dict[str, BucketPolicy]:
+        return {policy.name: policy for policy, _ in self._all()}
 
     def _undeclared_request_bucket(self) -> BucketPolicy:
         name, days = self.settings.request_bucket, self.settings.request_retention_days

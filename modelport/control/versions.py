@@ -5,6 +5,8 @@ artifact is ever held in memory), is stored once under `artifacts/` by its diges
 `versions/<module>/<name>`; its row records who pushed it, its git tag and commit, its parsed `ApiSpec` and
 its manifest. A build then gives it an environment for its requirements and imports its entrypoint there; the
 outcome and the whole log are kept.
+
+Pushes and builds run on the event loop; what they read and write in the database, they do in worker threads.
 """
 
 from __future__ import annotations
@@ -157,46 +159,71 @@ class Versions:
         `actor` (`autodeploy` for git sources), and so is its entry in the audit trail.
         """
         _check_names(module, name)
-        with self.database.session() as session:
-            exists = session.get(Module, module) is not None
-        if exists and permit is not None:
-            permit.manage(module)
         actual = artifact.digest
+        exists = await asyncio.to_thread(self._may_push, module, permit)
         if digest is not None and digest != actual:
             raise BadRequest(f"the upload's digest is {actual}, not {digest}: it was damaged in transit")
-        existing = self._find(module, name, actual)
+        existing = await asyncio.to_thread(self._find, module, name, actual)
         if existing is not None:
             return existing, False
         definition, owner = await asyncio.to_thread(
             functools.partial(self._store, creating=not exists), module, name, artifact, permit
         )
+        record = functools.partial(
+            self._record, module, name, artifact, definition, owner=owner, actor=actor, commit=commit, tag=tag
+        )
         try:
-            with self.database.session() as session:
-                if session.get(Module, module) is None:
-                    session.add(Module(name=module, owner=owner))
-                    session.flush()
-                row = Version(
-                    module_name=module,
-                    name=name,
-                    digest=actual,
-                    size=artifact.size,
-                    commit=commit,
-                    tag=tag,
-                    pushed_by=actor.name,
-                    spec=definition.spec.to_dict(),
-                    manifest=definition.manifest.model_dump(mode="json", by_alias=True),
-                )
-                session.add(row)
-                session.flush()
-                info = version_info(row)
+            info = await asyncio.to_thread(record)
         except IntegrityError:  # a concurrent push of the same name won the race
-            existing = self._find(module, name, actual)
+            existing = await asyncio.to_thread(self._find, module, name, actual)
             if existing is None:
                 raise
             return existing, False
         self.start_build(module, name)
-        self.audit.record(actor, "version.push", f"module/{module}", version=name, digest=actual)
+        await asyncio.to_thread(
+            self.audit.record, actor, "version.push", f"module/{module}", version=name, digest=actual
+        )
         return info, True
+
+    def _may_push(self, module: str, permit: Permit | None) -> bool:
+        """Whether the module exists; if it does, `permit` must let the pusher manage it."""
+        with self.database.session() as session:
+            exists = session.get(Module, module) is not None
+        if exists and permit is not None:
+            permit.manage(module)
+        return exists
+
+    def _record(
+        self,
+        module: str,
+        name: str,
+        artifact: ArtifactFile,
+        definition: ModuleDefinition,
+        *,
+        owner: str | None,
+        actor: Actor,
+        commit: str | None,
+        tag: str | None,
+    ) -> VersionInfo:
+        """Write the version's row, and its module's for a new module."""
+        with self.database.session() as session:
+            if session.get(Module, module) is None:
+                session.add(Module(name=module, owner=owner))
+                session.flush()
+            row = Version(
+                module_name=module,
+                name=name,
+                digest=artifact.digest,
+                size=artifact.size,
+                commit=commit,
+                tag=tag,
+                pushed_by=actor.name,
+                spec=definition.spec.to_dict(),
+                manifest=definition.manifest.model_dump(mode="json", by_alias=True),
+            )
+            session.add(row)
+            session.flush()
+            return version_info(row)
 
     def _find(self, module: str, name: str, digest: str) -> VersionInfo | None:
         with self.database.session() as session:
@@ -311,7 +338,7 @@ class Versions:
         task = self._builds.get((module, name))
         if task is not None:
             await asyncio.shield(task)
-        info = self.get(module, name)
+        info = await asyncio.to_thread(self.get, module, name)
         if info.build_status != "ready":
             if info.build_status != "failed":
                 self.start_build(module, name)
@@ -331,9 +358,9 @@ class Versions:
     async def _build(self, module: str, name: str) -> None:
         lines = self._live_logs.setdefault((module, name), [])
         lines.clear()
-        self._set_build(module, name, status=BuildStatus.PENDING, log="")
+        await asyncio.to_thread(self._set_build, module, name, status=BuildStatus.PENDING, log="")
         async with self._slots:
-            self._set_build(module, name, status=BuildStatus.BUILDING, log="")
+            await asyncio.to_thread(self._set_build, module, name, status=BuildStatus.BUILDING, log="")
             status, error, environment = BuildStatus.FAILED, "", None
             try:
                 environment = await self._run_build(module, name, lines.append)
@@ -346,7 +373,8 @@ class Versions:
                 log.exception("building %s %s failed", module, name)
                 error = f"unexpected error: {exc}"
                 lines.append(f"build of {module} {name} failed: {error}")
-            self._set_build(
+            await asyncio.to_thread(
+                self._set_build,
                 module,
                 name,
                 status=status,

@@ -334,12 +334,12 @@ def create_platform_app(
     gate = CallGate(fast, policies=services.policies, limiter=limiter, routes=routes)
     authenticated = Authenticate(gate, verify=services.authenticate, routes=routes)
 
-    def cors(scope: Scope) -> Cors | None:
+    async def cors(scope: Scope) -> Cors | None:
         match = routes.match(scope)
         if match.rule.module:
             return gate.cors(match.params["module"])
         bucket = match.params.get("bucket")
-        return None if bucket is None else services.storage.cors(bucket)
+        return None if bucket is None else await services.storage.cors(bucket)
 
     # Module calls have the limits of their content type; version artifacts and objects stream to disk.
     call = call_limits(settings)

@@ -1,4 +1,9 @@
-"""The control-plane routes (modules, versions, deployments, logs) with their request and response schemas."""
+"""The control-plane routes (modules, versions, deployments, logs) with their request and response schemas.
+
+The services wait on the database, so the routes are plain functions, which run in worker threads; the few
+that must be coroutines (pushing streams the body, deleting a module stops its workers) leave the database
+work of the services they call to worker threads too. The event loop never waits on the database here.
+"""
 
 from __future__ import annotations
 
@@ -138,7 +143,7 @@ def control_router(services: Services) -> APIRouter:
         description="Records the desired state and returns at once; poll the module until "
         "`deployment.observed_generation` reaches the returned `generation`.",
     )
-    async def deploy(request: Request, module: str, body: DeployRequest) -> DeploymentInfo:
+    def deploy(request: Request, module: str, body: DeployRequest) -> DeploymentInfo:
         return services.deployments.deploy(
             module,
             body.version,
@@ -153,7 +158,7 @@ def control_router(services: Services) -> APIRouter:
         status_code=202,
         summary="Roll back to the previous version",
     )
-    async def rollback(request: Request, module: str) -> DeploymentInfo:
+    def rollback(request: Request, module: str) -> DeploymentInfo:
         return services.deployments.rollback(module, actor=actor_of(request))
 
     @router.get(
@@ -182,7 +187,7 @@ def control_router(services: Services) -> APIRouter:
         "nothing), then creates or configures them all in one transaction. With `dry_run` nothing is "
         "written; each result's `diff` shows what would change.",
     )
-    async def apply(request: Request, body: ManifestRequest) -> ApplyResultList:
+    def apply(request: Request, body: ManifestRequest) -> ApplyResultList:
         principal = principal_of(request.scope)
         changes = services.manifests.apply(
             body.documents, dry_run=body.dry_run, actor=actor_of(request), permit=Permit(principal, policies)
@@ -190,7 +195,7 @@ def control_router(services: Services) -> APIRouter:
         return ApplyResultList(results=changes)
 
     @manifests.post("/delete", response_model=ApplyResultList, summary="Delete the objects manifests name")
-    async def delete(request: Request, body: ManifestRequest) -> ApplyResultList:
+    def delete(request: Request, body: ManifestRequest) -> ApplyResultList:
         principal = principal_of(request.scope)
         changes = services.manifests.delete(
             body.documents, dry_run=body.dry_run, actor=actor_of(request), permit=Permit(principal, policies)

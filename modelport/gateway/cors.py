@@ -4,17 +4,19 @@ the whole gateway.
 It sits outside authentication because browsers send preflights without credentials. Only requests that
 carry an `Origin` on a path whose `Api` enables CORS are touched: allowed origins get their exact origin
 echoed back, others get no `Access-Control-*` header at all, so the browser keeps the response from the page.
+When the rules cannot be known (a bucket the database must be asked about while it is unavailable), the
+request is answered with that error, without `Access-Control-*` headers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from modelport.core.errors import Forbidden
+from modelport.core.errors import Forbidden, ModelportError
 from modelport.core.manifests import Cors
 from modelport.gateway.errors import error_response
 
@@ -32,13 +34,13 @@ _PREFLIGHT_VARY = ("Origin", "Access-Control-Request-Method", "Access-Control-Re
 
 
 class ApiCors:
-    """Answers preflights and adds CORS headers following `policy(scope)`, the `Cors` of the request's route
-    (its module's `Api`s, or its bucket's `Storage` manifest).
+    """Answers preflights and adds CORS headers following `await policy(scope)`, the `Cors` of the request's
+    route (its module's `Api`s, or its bucket's `Storage` manifest), asked only of requests with an `Origin`.
 
     A request without a policy, or with a disabled one, passes through untouched. Bodies are never buffered.
     """
 
-    def __init__(self, app: ASGIApp, *, policy: Callable[[Scope], Cors | None]) -> None:
+    def __init__(self, app: ASGIApp, *, policy: Callable[[Scope], Awaitable[Cors | None]]) -> None:
         self.app, self.policy = app, policy
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -47,7 +49,11 @@ class ApiCors:
             return
         headers = Headers(scope=scope)
         origin = headers.get("origin")
-        cors = self.policy(scope) if origin is not None else None
+        try:
+            cors = await self.policy(scope) if origin is not None else None
+        except ModelportError as exc:
+            await error_response(exc)(scope, receive, send)
+            return
         if origin is None or cors is None or not cors.enabled:
             await self.app(scope, receive, send)
             return

@@ -3,23 +3,29 @@ clock, and the gateway's own presigned URLs."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from sqlalchemy import event
+from sqlalchemy.pool import QueuePool
 
 from modelport.control.access import AccessPolicies, Permit
 from modelport.control.audit import Actor, AuditTrail
 from modelport.control.identity import ANONYMOUS, Principal
 from modelport.control.manifests import BucketNotEmpty, Manifests
-from modelport.control.storage import Storage
+from modelport.control.storage import BucketPolicies, Storage
 from modelport.core.errors import (
     BadRequest,
     BucketNotFound,
+    DatabaseUnavailable,
     Forbidden,
     PayloadTooLarge,
     QuotaExceeded,
@@ -136,6 +142,102 @@ def test_only_admins_declare_buckets_and_a_bucket_holding_objects_is_not_deleted
     changes = manifests.delete([bucket("tiny")], actor=Actor("admin"))
     assert [(c.kind, c.name, c.action) for c in changes] == [("Storage", "tiny", "deleted")]
     assert storage.policy("tiny") is None
+
+
+class Ticks:
+    """A monotonic clock that moves when the test says."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_bucket_policies_in_memory_see_changes_made_here_at_once_and_outlast_an_outage(
+    world: tuple[Storage, Manifests], database: Database
+) -> None:
+    storage, manifests = world
+    ticks = Ticks()
+    policies = BucketPolicies(storage.policies.read, refresh_seconds=2, clock=ticks)
+    assert await groups(policies, "receipts") == {"/team-a"}
+    manifests.apply([bucket("receipts", access={"groups": ["/team-b"]})], actor=Actor("admin"))
+    assert await groups(policies, "receipts") == {"/team-a"}  # memory answers until it is read again
+    policies.reload()  # as the platform does once a change made through it is committed
+    assert await groups(policies, "receipts") == {"/team-b"}
+    manifests.apply([bucket("made-elsewhere")], actor=Actor("admin"))
+    ticks.now += 0.1
+    assert await policies.current("made-elsewhere") is not None  # a bucket memory lacks is read for
+    assert await policies.current("no-such-bucket") is None
+
+    with connections_from(database) as readers:
+        ticks.now += 2  # memory is old: answered from it while a worker thread reads
+        assert await groups(policies, "receipts") == {"/team-b"}
+        await until(lambda: bool(readers))
+    assert threading.get_ident() not in readers
+
+    with unreachable(database):
+        policies.reload()
+        ticks.now += 10
+        assert await groups(policies, "receipts") == {"/team-b"}  # the last copy read
+        with pytest.raises(DatabaseUnavailable):
+            await policies.current("no-such-bucket")  # whether it exists, nobody can tell now
+    ticks.now += 0.1
+    assert await groups(policies, "receipts") == {"/team-b"}
+    await until(lambda: policies.current("no-such-bucket"), expect=None)
+
+
+async def groups(policies: BucketPolicies, name: str) -> frozenset[str]:
+    policy = await policies.current(name)
+    assert policy is not None
+    return policy.groups
+
+
+async def until(check: Callable[[], object], *, expect: object = True, timeout: float = 5.0) -> None:
+    """Poll `check()` (awaited if it is a coroutine) until it answers `expect` without raising."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            answer = check()
+            if asyncio.iscoroutine(answer):
+                answer = await answer
+            if answer == expect:
+                return
+        except DatabaseUnavailable:
+            pass
+        assert time.monotonic() < deadline, f"not {expect!r} within {timeout} s"
+        await asyncio.sleep(0.01)
+
+
+@contextmanager
+def unreachable(database: Database) -> Iterator[None]:
+    """The database as while its server is down: pooled connections are gone and new ones are refused."""
+
+    def refuse() -> sqlite3.Connection:
+        raise sqlite3.OperationalError("unable to open database file")
+
+    working = database.engine.pool
+    working.dispose()
+    database.engine.pool = QueuePool(refuse)
+    try:
+        yield
+    finally:
+        database.engine.pool = working
+
+
+@contextmanager
+def connections_from(database: Database) -> Iterator[set[int]]:
+    """The threads that take connections from the database's pool while the block runs."""
+    threads: set[int] = set()
+
+    def taken(*args: object) -> None:
+        threads.add(threading.get_ident())
+
+    event.listen(database.engine, "checkout", taken)
+    try:
+        yield threads
+    finally:
+        event.remove(database.engine, "checkout", taken)
 
 
 # Quotas

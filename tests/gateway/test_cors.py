@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
@@ -12,6 +13,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
+from modelport.core.errors import DatabaseUnavailable
 from modelport.core.manifests import Cors
 from modelport.gateway.cors import ApiCors
 
@@ -42,15 +44,21 @@ async def varies(request: Request) -> Response:
     return Response("ok", headers={"Vary": request.query_params.get("vary", "Accept-Encoding")})
 
 
-def policy(scope: Scope) -> Cors | None:
-    return POLICIES.get("/" + scope["path"].split("/")[1])
+async def policy(scope: Scope) -> Cors | None:
+    prefix = "/" + scope["path"].split("/")[1]
+    if prefix == "/unknowable":
+        raise DatabaseUnavailable()
+    return POLICIES.get(prefix)
 
 
 @pytest.fixture
 async def client() -> AsyncIterator[httpx.AsyncClient]:
     inner = Starlette(
         routes=[
-            *(Route(f"{prefix}/echo", echo, methods=["GET", "POST"]) for prefix in [*POLICIES, "/none"]),
+            *(
+                Route(f"{prefix}/echo", echo, methods=["GET", "POST"])
+                for prefix in [*POLICIES, "/none", "/unknowable"]
+            ),
             Route("/strict/stream", stream),
             Route("/strict/varies", varies),
         ]
@@ -271,3 +279,43 @@ async def test_vary_names_origin_once(client: httpx.AsyncClient, vary: str):
     response = await client.get("/strict/varies", params={"vary": vary}, headers={"Origin": SITE})
 
     assert response.headers.get_list("vary") == [vary]
+
+
+async def test_rules_that_cannot_be_known_are_answered_as_the_error_without_cors_headers(
+    client: httpx.AsyncClient,
+):
+    preflight = await client.options("/unknowable/echo", headers=preflight_headers(SITE))
+    actual = await client.get("/unknowable/echo", headers={"Origin": SITE})
+    same_origin = await client.get("/unknowable/echo")  # no Origin: the rules are not asked for
+
+    for response in (preflight, actual):
+        assert response.status_code == 503
+        assert response.json()["error"]["code"] == "database_unavailable"
+        assert response.headers["retry-after"]
+        assert cors_headers(response) == {}
+    assert same_origin.status_code == 200
+
+
+async def test_a_buckets_rules_changed_through_this_gateway_count_at_once(platform_app: Any):
+    other = "https://other.example.com"
+    document: dict[str, Any] = {
+        "apiVersion": "modelport/v1",
+        "kind": "Storage",
+        "metadata": {"name": "photos"},
+        "spec": {"cors": {"enabled": True, "allowOrigin": [SITE]}},
+    }
+    path = "/api/v1/storage/photos/objects/cat.png"
+    async with platform_app.client() as admin, platform_app.client("") as browser:
+        assert (await admin.post("/api/v1/apply", json={"documents": [document]})).status_code == 200
+        before = await browser.options(path, headers=preflight_headers(SITE, "PUT"))
+        document["spec"]["cors"]["allowOrigin"] = [other]
+        assert (await admin.post("/api/v1/apply", json={"documents": [document]})).status_code == 200
+        dropped = await browser.options(path, headers=preflight_headers(SITE, "PUT"))
+        added = await browser.options(path, headers=preflight_headers(other, "PUT"))
+
+    assert before.status_code == 204
+    assert before.headers["access-control-allow-origin"] == SITE
+    assert dropped.status_code == 403
+    assert cors_headers(dropped) == {}
+    assert added.status_code == 204
+    assert added.headers["access-control-allow-origin"] == other

@@ -1,5 +1,5 @@
-"""The metadata database unavailable under load, against a real server: PostgreSQL stopped and started again,
-and SQLite with a write lock held by another connection.
+"""The metadata database unavailable under load, against a real server: PostgreSQL stopped and started again
+or hanging (neither answering nor refusing), and SQLite with a write lock held by another connection.
 
 Callers and modules known before keep being served from memory; what needs the database (a token never seen,
 a management write) answers 503 with `Retry-After` at once or after the short lock wait, never 500; and the
@@ -14,16 +14,16 @@ import sqlite3
 import statistics
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import closing
+from collections.abc import Callable, Iterator
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import pytest
 from drive import deploy, push, wait_built, wait_deployment
-from manifests import api, module_copy
-from platform_server import ADMIN_TOKEN, ServerProcess, alive
+from manifests import api, bucket, module_copy
+from platform_server import ADMIN_TOKEN, ServerProcess, alive, children_of
 from postgres import Cluster
 
 pytestmark = pytest.mark.slow
@@ -253,3 +253,152 @@ def test_predictions_flow_while_another_connection_holds_the_sqlite_write_lock(t
     finally:
         server.stop()
     assert "Exception in ASGI application" not in "".join(server.output)
+
+
+def test_management_calls_waiting_on_the_sqlite_write_lock_do_not_hold_up_predictions(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path / "server", token=ADMIN_TOKEN)
+    server.start()
+    try:
+        platform = serve_echo(server, tmp_path)
+        more = api("echo-more", "echo", access={"anonymous": True})
+        writes: dict[str, Callable[[httpx.Client], httpx.Response]] = {
+            "deploy": lambda admin: admin.post("/api/v1/modules/echo/deploy", json={"version": "v1"}),
+            "apply": lambda admin: admin.post("/api/v1/apply", json={"documents": [more]}),
+            "push": lambda admin: push(admin, tmp_path / "echo", version="v2"),
+        }
+        answered: dict[str, tuple[float, httpx.Response]] = {}
+
+        def write(name: str) -> None:
+            with server.client(timeout=15) as admin:
+                sent = time.monotonic()
+                response = writes[name](admin)
+                answered[name] = (time.monotonic() - sent, response)
+
+        holder = sqlite3.connect(tmp_path / "server" / "modelport.db", isolation_level=None, timeout=30)
+        with closing(holder), Load(server.url, platform.caller, "echo") as load:
+            load.wait_for(16, sent_after=0)
+            holder.execute("BEGIN IMMEDIATE")  # another process writing, for as long as it likes
+            locked = time.monotonic()
+            writers = [threading.Thread(target=write, args=(name,)) for name in writes]
+            for writer in writers:
+                writer.start()
+            for writer in writers:
+                writer.join(20)
+            load.wait_for(16, sent_after=time.monotonic())
+            holder.execute("ROLLBACK")
+            released = time.monotonic()
+        during = load.between(locked, released)
+        print(f"SQLite write lock held {released - locked:.1f} s, a deploy, an apply and a push waiting:")
+        print(f"  {figures(during)}")
+        for name, (seconds, _) in sorted(answered.items()):
+            print(f"the {name} answered in {seconds:.1f} s")
+        assert sorted(answered) == sorted(writes), "a management call did not answer within 20 s"
+        for seconds, response in answered.values():
+            assert_unavailable(response)
+            assert LOCK_WAIT - 0.5 < seconds < 3 * LOCK_WAIT
+        assert during and all(a.status == 200 for a in during)
+        assert max(a.seconds for a in during) < LOCK_WAIT / 5  # a stalled event loop holds calls for 5 s
+        with server.client() as admin:
+            assert [writes[name](admin).status_code for name in writes] == [202, 200, 201]
+    finally:
+        server.stop()
+    assert "Exception in ASGI application" not in "".join(server.output)
+
+
+# PostgreSQL hanging: neither answering nor refusing
+
+
+def test_predictions_flow_while_postgresql_hangs(tmp_path: Path, cluster: Cluster) -> None:
+    server = ServerProcess(
+        tmp_path / "server", token=ADMIN_TOKEN, database_url=cluster.create_database("hang")
+    )
+    server.start()
+    try:
+        platform = serve_echo(server, tmp_path)
+        with Load(server.url, platform.caller, "echo") as load:
+            load.wait_for(16, sent_after=0)
+            with frozen(cluster):
+                hung = time.monotonic()
+                while time.monotonic() - hung < 3:  # the reconciler reads the deployments every second
+                    time.sleep(0.05)
+                thawed = time.monotonic()
+            load.wait_for(16, sent_after=time.monotonic())
+        during = [a for a in load.answers if hung <= a.sent < thawed]  # answered while or after it hung
+        print(f"PostgreSQL hanging {thawed - hung:.1f} s: {figures(during)}")
+        assert during and all(a.status == 200 for a in during)
+        assert max(a.seconds for a in during) < 1.0  # a stalled event loop holds calls until it answers
+        assert make_token(server, "after").status_code == 201
+    finally:
+        server.stop()
+    assert "Exception in ASGI application" not in "".join(server.output)
+
+
+@contextmanager
+def frozen(cluster: Cluster) -> Iterator[None]:
+    """Every process of the cluster's server stopped (SIGSTOP), then continued: connections open, silent."""
+    postmaster = int((cluster.data / "postmaster.pid").read_text().split()[0])
+    pids = [postmaster, *children_of(postmaster)]
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+
+
+# Browser access to buckets while PostgreSQL is down
+
+ORIGIN = "https://app.example.com"
+
+
+def test_bucket_cors_is_answered_from_memory_while_postgresql_is_down(
+    tmp_path: Path, cluster: Cluster
+) -> None:
+    server = ServerProcess(
+        tmp_path / "server", token=ADMIN_TOKEN, database_url=cluster.create_database("bucket_cors")
+    )
+    server.start()
+    try:
+        document = bucket("photos", "/team")
+        document["spec"]["cors"] = {"enabled": True, "allowOrigin": ["https://old.example.com"]}
+        with server.client() as admin:
+            assert admin.post("/api/v1/groups", json={"path": "/team"}).status_code == 201
+            assert admin.post("/api/v1/apply", json={"documents": [document]}).status_code == 200
+            assert preflight(server, "photos").headers.get("access-control-allow-origin") is None
+            document["spec"]["cors"]["allowOrigin"] = [ORIGIN]
+            assert admin.post("/api/v1/apply", json={"documents": [document]}).status_code == 200
+        allowed = preflight(server, "photos")  # a change made through this server counts at once
+        assert allowed.status_code == 204, allowed.text
+        assert allowed.headers["access-control-allow-origin"] == ORIGIN
+        stop_postgres(cluster)
+        known = preflight(server, "photos")
+        unknown = preflight(server, "elsewhere")
+        with httpx.Client(base_url=server.url, timeout=30) as browser:
+            fetched = browser.get(
+                "/api/v1/storage/photos/objects/cat.png",
+                headers={"Origin": ORIGIN, "Authorization": f"Bearer {ADMIN_TOKEN}"},
+            )
+            listed = browser.get("/api/v1/storage/elsewhere", headers={"Origin": ORIGIN})
+        assert known.status_code == 204, known.text
+        assert known.headers["access-control-allow-origin"] == ORIGIN
+        assert_unavailable(unknown)  # whether it exists, nobody can tell
+        assert_unavailable(listed)
+        assert fetched.status_code == 503, fetched.text  # the object's access needs the database
+        assert fetched.headers["access-control-allow-origin"] == ORIGIN  # so the page can read why
+    finally:
+        server.stop()
+    assert "Exception in ASGI application" not in "".join(server.output)
+
+
+def preflight(server: ServerProcess, name: str) -> httpx.Response:
+    """A browser's preflight for uploading an object to bucket `name` from `ORIGIN`."""
+    with httpx.Client(base_url=server.url, timeout=30) as browser:
+        return browser.options(
+            f"/api/v1/storage/{name}/objects/cat.png",
+            headers={
+                "Origin": ORIGIN,
+                "Access-Control-Request-Method": "PUT",
+                "Access-Control-Request-Headers": "authorization, content-type",
+            },
+        )
