@@ -48,6 +48,7 @@ _LAYOUT = "1"  # bump when the recipe below changes, so old environments are reb
 _WORKER_DEPENDENCIES = ("msgspec",)
 _TAIL_LINES = 20
 _COMMENT = re.compile(r"(^|\s)#.*$")  # pip's rule: `#` starts a comment at a line's start or after a space
+_BOM = "\ufeff"
 _KEY = re.compile(r"[0-9a-f]{64}")
 
 _IMPORT_CHECK = """\
@@ -81,11 +82,13 @@ class Environment:
 def normalise_requirements(text: str) -> str:
     """The requirements as they count for the cache key.
 
-    Comments, blank lines and surrounding whitespace go; runs of inner whitespace become one space. The order
-    of the lines is kept (it can matter to options such as `--index-url`), so reordered requirements build a
-    second environment. Unpinned requirements resolve once, when their environment is built.
+    Comments, blank lines and surrounding whitespace go; runs of inner whitespace become one space. A leading
+    byte order mark goes too, as pip drops it: some editors write one, and a file of only comments saved by
+    them is still no requirements, which the base environment serves. The order of the lines is kept (it can
+    matter to options such as `--index-url`), so reordered requirements build a second environment. Unpinned
+    requirements resolve once, when their environment is built.
     """
-    lines = (" ".join(_COMMENT.sub("", line).split()) for line in text.splitlines())
+    lines = (" ".join(_COMMENT.sub("", line).split()) for line in text.removeprefix(_BOM).splitlines())
     return "".join(f"{line}\n" for line in lines if line)
 
 
@@ -127,7 +130,7 @@ class Environments:
         return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
     async def ensure(self, requirements: str, *, log: BuildLog) -> Environment:
-        """The environment for `requirements` (empty: the base one), built first if needed.
+        """The environment for `requirements` (no requirement lines: the base one), built first if needed.
 
         Raises `BuildFailed` with the failing step and the end of its log; nothing of a failed build is kept,
         so the next call tries again.

@@ -113,6 +113,19 @@ async def test_comments_and_whitespace_do_not_change_the_key(cache, with_six):
     assert log == []
 
 
+async def test_requirements_without_a_requirement_line_share_the_base_environment(cache, base, with_six):
+    skeleton = "# The module's own dependencies, one per line.\n# Pin major versions:\n# six>=1,<2\n"
+    bom = "\ufeff"  # what Notepad and PowerShell's `Out-File -Encoding utf8` put first
+    environments = Environments(cache)
+    for text in (skeleton, "\n \t\r\n\n", bom, bom + skeleton, f"{bom}\n# nothing yet\n"):
+        assert normalise_requirements(text) == "", repr(text)
+        log = Lines()
+        assert await environments.ensure(text, log=log) == base
+        assert log == []
+    assert normalise_requirements(bom + SIX) == normalise_requirements(SIX)
+    assert await environments.ensure(bom + SIX, log=Lines()) == with_six
+
+
 async def test_different_requirements_have_different_keys(cache):
     environments = Environments(cache)
     keys = {await environments.key(text) for text in ("", "six==1.16.0", "six==1.15.0", "packaging\nsix")}

@@ -128,6 +128,12 @@ def test_load_retrains_when_the_corpus_changes(tmp_path: Path, monkeypatch: pyte
     assert sorted(model.classes_) == ["cats", "dogs"]
 
 
+def test_training_is_deterministic(model: Any) -> None:
+    texts, labels = classifier.read_corpus(classifier.CORPUS.read_text(encoding="utf-8"))
+    probe = [t for t, _ in HELD_OUT]
+    assert (classifier.train(texts, labels).predict_proba(probe) == model.predict_proba(probe)).all()
+
+
 @pytest.mark.parametrize(("text", "expected"), HELD_OUT)
 def test_held_out_sentences_are_classified(model: Any, text: str, expected: str) -> None:
     [result] = _predict(model, [text])
