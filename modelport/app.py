@@ -1,43 +1,42 @@
-"""The composition root: settings → runtime → control → gateway. The only module that wires."""
+"""The composition root: settings → runtime → control → gateway. The only module that wires.
+
+`modelport predict` runs one call through this module and exits, so what only a server needs (uvicorn, the
+gateway, the database, the object store) is imported where a server is built, not when this module is.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import math
 import os
 import shutil
+import socket
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
-import uvicorn
-import uvloop
 from pydantic import SecretStr
 
 from modelport.artifacts import pack, read_module
-from modelport.control.audit import Actor
-from modelport.control.dev import DevModule
-from modelport.control.identity import new_secret
 from modelport.control.modules import ModuleRegistry, predict, start_module
-from modelport.control.platform import Services
-from modelport.control.request_files import RequestFiles
-from modelport.core.errors import ModelportError
+from modelport.core.errors import DatabaseUnavailable, ModelportError
 from modelport.core.settings import Settings
-from modelport.db import Database
-from modelport.gateway.app import create_app, create_platform_app
-from modelport.gateway.connections import guarded_http_protocol
-from modelport.gateway.ratelimit import RateLimiter
-from modelport.obs import redact as redaction
-from modelport.runtime.environments import Environments
 from modelport.runtime.files import FileChecker
 from modelport.sdk.validation import ParsedRequest, UploadedFile, parse_form
-from modelport.storage import LocalStore, open_store
+
+if TYPE_CHECKING:
+    import uvicorn
+
+    from modelport.db import Database
 
 __all__ = [
+    "CannotListen",
     "DevServer",
     "PlatformServer",
     "demo_admin_token",
@@ -61,6 +60,11 @@ class DevServer:
     def __init__(
         self, directory: Path, *, settings: Settings, workers: int | None, reload: bool = True
     ) -> None:
+        from modelport.control.dev import DevModule
+        from modelport.control.request_files import RequestFiles
+        from modelport.gateway.app import create_app
+        from modelport.storage import LocalStore
+
         self.settings = settings
         self.registry = ModuleRegistry()
         self.reload = reload
@@ -96,7 +100,7 @@ class DevServer:
 
 
 DEMO_MODULES = ("digits", "text-classifier")
-DEMO = Actor("demo")
+DEMO_ACTOR = "demo"
 """Who the audit trail says pushed and deployed the demo's modules."""
 
 
@@ -126,6 +130,13 @@ class PlatformServer:
     """
 
     def __init__(self, settings: Settings, *, announce: Callable[[str], None], demo: bool = False) -> None:
+        from modelport.control.platform import Services
+        from modelport.db import Database
+        from modelport.gateway.app import create_platform_app
+        from modelport.gateway.ratelimit import RateLimiter
+        from modelport.runtime.environments import Environments
+        from modelport.storage import open_store
+
         self.settings = settings
         self.announce = announce
         self.gallery = _gallery() if demo else None
@@ -170,17 +181,20 @@ class PlatformServer:
 
     async def _deploy_gallery(self, gallery: Path) -> None:
         """Push the gallery's modules as they are on disk and deploy them where they changed."""
+        from modelport.control.audit import Actor
+
+        actor = Actor(DEMO_ACTOR)
         for name in DEMO_MODULES:
             try:
                 artifact = await asyncio.to_thread(pack, gallery / name, version="demo", use_git=False)
                 version = f"demo-{artifact.digest.removeprefix('sha256:')[:12]}"
                 async with self.services.versions.spool(artifact.data) as spooled:
                     await self.services.versions.push(
-                        artifact.name, version, spooled, actor=DEMO, digest=artifact.digest
+                        artifact.name, version, spooled, actor=actor, digest=artifact.digest
                     )
                 deployment = self.services.deployments.info(artifact.name)
                 if deployment is None or deployment.version != version:
-                    self.services.deployments.deploy(artifact.name, version, actor=DEMO)
+                    self.services.deployments.deploy(artifact.name, version, actor=actor)
                     self.announce(f"demo: deploying {artifact.name} {version}")
             except ModelportError as exc:
                 self.announce(f"demo: {name} could not be deployed: {exc.message}")
@@ -188,6 +202,8 @@ class PlatformServer:
 
 def demo_admin_token(data_dir: Path) -> SecretStr:
     """The demo's admin token, made once and kept (mode 0600) in the data directory so restarts reuse it."""
+    from modelport.control.identity import new_secret
+
     path = data_dir / "demo-admin-token"
     if not path.is_file():
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -197,11 +213,22 @@ def demo_admin_token(data_dir: Path) -> SecretStr:
     return SecretStr(path.read_text().strip())
 
 
+class CannotListen(ModelportError):
+    """The server cannot listen where it was asked to: another process has the port, or the system refuses
+    the address."""
+
+    code = "cannot_listen"
+
+
 def run_platform_server(settings: Settings, *, demo: bool, announce: Callable[[str], None]) -> None:
+    """Serve the platform until stopped. Before anything starts, a database that cannot be opened raises
+    `DatabaseUnavailable` and an address that cannot be listened on `CannotListen`."""
     try:
         server = PlatformServer(settings, announce=announce, demo=demo)
     except GalleryMissing as exc:
         raise SystemExit(f"error: {exc.message}") from None
+    settings.data_dir.mkdir(parents=True, exist_ok=True)  # where the default SQLite database lives
+    _reach_database(server.database, settings.database())
     _serve(server.app, settings, on_ready=lambda url: announce(f"serving on {url}"), log_level=logging.INFO)
 
 
@@ -213,7 +240,8 @@ def run_dev_server(
     reload: bool,
     on_ready: Callable[[str, str], None],
 ) -> None:
-    """Serve one module directory; `on_ready(url, module)` names the module as its URLs do."""
+    """Serve one module directory; `on_ready(url, module)` names the module as its URLs do. An address that
+    cannot be listened on raises `CannotListen` before the module starts."""
     server = DevServer(directory, settings=settings, workers=workers, reload=reload)
     _serve(server.app, settings, on_ready=lambda url: on_ready(url, server.module.name))
 
@@ -222,6 +250,10 @@ def uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
     """How uvicorn serves `app`: on stopping, requests in flight get `drain_seconds` to finish, as calls in a
     version being replaced do. Each request head must arrive within `header_timeout_seconds` and one address
     holds at most `max_connections_per_address` connections, so slow clients cannot hold the server's."""
+    import uvicorn
+
+    from modelport.gateway.connections import guarded_http_protocol
+
     return uvicorn.Config(
         app,
         host=settings.host,
@@ -240,11 +272,17 @@ def uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
 def _serve(
     app: Any, settings: Settings, *, on_ready: Callable[[str], None], log_level: int = logging.WARNING
 ) -> None:
+    import uvicorn
+    import uvloop
+
+    from modelport.obs import redact as redaction
+
+    sockets = _listen(settings.host, settings.port)
     uvicorn_server = uvicorn.Server(uvicorn_config(app, settings))
     redaction.install(log_level)  # after uvicorn configured its loggers
 
     async def serve() -> None:
-        task = asyncio.create_task(uvicorn_server.serve())
+        task = asyncio.create_task(uvicorn_server.serve(sockets=sockets))
         while not uvicorn_server.started and not task.done():
             await asyncio.sleep(0.05)
         if uvicorn_server.started:
@@ -253,6 +291,61 @@ def _serve(
         await task
 
     uvloop.run(serve())
+
+
+def _listen(host: str, port: int) -> list[socket.socket]:
+    """The server's sockets, bound before anything starts (as uvicorn would bind them: every address `host`
+    names), so a taken port is reported at once rather than after the workers started or the database was
+    migrated."""
+    sockets: list[socket.socket] = []
+    try:
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        for family, address in dict.fromkeys((info[0], info[4]) for info in found):
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+    except OSError as exc:
+        for sock in sockets:
+            sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise CannotListen(f"port {port} on {host} is in use; stop what uses it or pass --port") from None
+        raise CannotListen(f"cannot listen on port {port} of {host}: {exc.strerror or exc}") from None
+    return sockets
+
+
+def _reach_database(database: Database, url: str) -> None:
+    """Connect once before serving, so a database that cannot be reached (or a URL it cannot be opened
+    with) is one clear `DatabaseUnavailable` rather than a failed start deep in the server."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        with database.engine.connect():
+            pass
+    except SQLAlchemyError as exc:
+        verb = "open" if database.dialect == "sqlite" else "reach"
+        message = f"cannot {verb} the database at {_without_password(url)}: {_connect_failure(exc)}"
+        raise DatabaseUnavailable(message) from None
+
+
+def _without_password(url: str) -> str:
+    """`url` as a message may show it: without the password, or the query that may hold one."""
+    parts = urlsplit(url)
+    if parts.password is None and not parts.query:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    netloc = f"{parts.username}@{host}" if parts.username else host
+    return f"{parts.scheme}://{netloc}{parts.path}"
+
+
+def _connect_failure(error: BaseException) -> str:
+    """The driver's words for why it could not connect, without where to (the message names the URL)."""
+    driver = getattr(error, "orig", None) or error
+    first_line = str(driver).strip().split("\n", 1)[0]
+    reason = first_line.rsplit(" failed: ", 1)[-1].strip()  # psycopg: "connection to server at ... failed: "
+    return reason[:1].lower() + reason[1:] if reason[1:2].islower() else reason
 
 
 async def run_local_predict(

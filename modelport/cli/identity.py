@@ -20,7 +20,6 @@ from typing import Annotated
 
 import typer
 from rich.markup import escape
-from rich.text import Text
 
 from modelport.cli.platform import (
     Output,
@@ -31,12 +30,12 @@ from modelport.cli.platform import (
     dump,
     err,
     fail,
-    new_table,
-    out,
+    print_table,
     read_password,
     when,
 )
 from modelport.client import AuditEvent, CallerInfo, Client, GroupInfo, Role, TokenInfo, UserInfo
+from modelport.core.manifests import check_group_path
 
 __all__ = ["register"]
 
@@ -124,6 +123,7 @@ def users_create(
     The password is read from stdin with --password-stdin, else asked twice on a terminal; with neither the
     account has no password, and signs in through OIDC or with tokens an admin makes for it.
     """
+    _check_paths(groups or [])
     password = read_password() if password_stdin else _new_password()
     with connect(url, token) as client:
         user = client.create_user(
@@ -154,6 +154,7 @@ def users_update(
     if groups and no_groups:
         fail("--group and --no-groups do not go together", 2)
     new_groups = [] if no_groups else groups or None
+    _check_paths(new_groups or [])
     if role is None and new_groups is None and not password_stdin and disabled is None:
         fail(
             "nothing to change: give --role, --group, --no-groups, --password-stdin, --disable or --enable", 2
@@ -196,6 +197,7 @@ def groups_get(
     path: GroupPath, output: OutputOption = Output.table, url: Url = None, token: Token = None
 ) -> None:
     """Show one group and its members."""
+    _check_paths([path])
     with connect(url, token) as client:
         group = _group(client, path)
     _show(group, output, _GROUP_COLUMNS, [_group_row(group)])
@@ -206,6 +208,7 @@ def groups_create(
     path: GroupPath, output: OutputOption = Output.table, url: Url = None, token: Token = None
 ) -> None:
     """Create a group."""
+    _check_paths([path])
     with connect(url, token) as client:
         group = client.create_group(path)
     err.print(f"created group {escape(group.path)}")
@@ -215,6 +218,7 @@ def groups_create(
 @groups_app.command("delete")
 def groups_delete(path: GroupPath, url: Url = None, token: Token = None) -> None:
     """Delete a group."""
+    _check_paths([path])
     with connect(url, token) as client:
         client.delete_group(_group(client, path).id)
     err.print(f"deleted group {escape(path)}")
@@ -332,6 +336,15 @@ def _group(client: Client, path: str) -> GroupInfo:
     fail(f"no group {path}", 1)
 
 
+def _check_paths(paths: list[str]) -> None:
+    """Exit 2, before any request, at the first group path the server would refuse, saying what one is."""
+    for path in paths:
+        try:
+            check_group_path(path)
+        except ValueError as exc:
+            fail(str(exc), 2)
+
+
 def _new_password() -> str | None:
     """A password asked twice on a terminal; None (no password) when stdin is not one."""
     if not _interactive():
@@ -351,10 +364,7 @@ def _show(value: object, output: Output, columns: tuple[str, ...], rows: Iterabl
     if output is not Output.table:
         dump(value, output)
         return
-    table = new_table(*columns)
-    for row in rows:
-        table.add_row(*(Text(cell) for cell in row))
-    out.print(table)
+    print_table(columns, rows)
 
 
 def _listed(values: list[str]) -> str:

@@ -9,15 +9,16 @@ import asyncio
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 import yaml
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 
-from modelport.core.errors import ModelportError
-from modelport.core.manifests import ManifestError
+from modelport.core.errors import DatabaseUnavailable, ModelportError
+from modelport.core.manifests import ManifestError, load_module_manifest
 from modelport.core.settings import Settings
 from modelport.sdk.source import SourceError
 from modelport.sdk.validation import InvalidRequest
@@ -51,7 +52,8 @@ def dev(
     directory = _module_dir(directory)
     options = {"host": "--host", "port": "--port"}
     settings = _settings(options, **_given(host=host, port=port), data_dir=directory / ".modelport")
-    from modelport.app import run_dev_server  # after the settings: refusing them needs none of the server
+    _require_entrypoint(directory)
+    from modelport.app import CannotListen, run_dev_server  # after the settings: refusing them needs none
 
     def ready(url: str, module: str) -> None:
         err.print(f"[bold green]modelport dev[/] serving [bold]{module}[/] on {url}")
@@ -59,7 +61,10 @@ def dev(
         err.print(f"  API docs: {url}/docs")
         err.print("  press Ctrl+C to stop")
 
-    run_dev_server(directory, settings=settings, workers=workers, reload=reload, on_ready=ready)
+    try:
+        run_dev_server(directory, settings=settings, workers=workers, reload=reload, on_ready=ready)
+    except CannotListen as exc:
+        _refuse(exc.message)
 
 
 @app.command()
@@ -100,7 +105,7 @@ def predict(
         err.print(f"[red]error[/] ({exc.code}): {exc.message}")
         for detail in exc.details or []:
             err.print(f"  [red]{detail['field']}[/]: {detail['message']}")
-        raise typer.Exit(1) from None
+        raise typer.Exit(2 if exc.status < 500 else 1) from None  # 4xx: the input; 5xx: the module
     except (ManifestError, SourceError) as exc:
         err.print(f"[red]error[/]: {exc}")
         raise typer.Exit(2) from None
@@ -151,7 +156,7 @@ def server(
     )
     options = {"host": "--host", "port": "--port", "data_dir": "--data-dir", "database_url": "--database-url"}
     settings = _settings(options, **overrides)
-    from modelport.app import demo_admin_token, run_platform_server  # after the settings, as in `dev`
+    from modelport.app import CannotListen, demo_admin_token, run_platform_server  # as in `dev`
 
     if demo and settings.bootstrap_token is None:
         settings = settings.model_copy(update={"bootstrap_token": demo_admin_token(settings.data_dir)})
@@ -168,13 +173,16 @@ def server(
                 err.print(
                     f"  call:      curl -H 'Authorization: Bearer {token}' "
                     "-H 'Content-Type: application/json' "
-                    """-d '{"inputs": {"text": "great value, works well"}}' """
+                    """-d '{"inputs": {"text": "My laptop battery drains since the update."}}' """
                     f"{url}/api/v1/modules/text-classifier/predict",
                     soft_wrap=True,
                 )
             err.print("  press Ctrl+C to stop")
 
-    run_platform_server(settings, demo=demo, announce=announce)
+    try:
+        run_platform_server(settings, demo=demo, announce=announce)
+    except (CannotListen, DatabaseUnavailable) as exc:
+        _refuse(exc.message)
 
 
 def _given(**options: Any) -> dict[str, Any]:
@@ -205,11 +213,35 @@ def _settings(options: dict[str, str], **values: Any) -> Settings:
     return settings
 
 
+def _refuse(message: str) -> NoReturn:
+    """Exit 2 with `message` as one line: what the server needs at start is not there, and saying so is all
+    the operator needs, not a traceback."""
+    err.print(f"modelport: {message}", markup=False, highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
 def _module_dir(path: Path) -> Path:
     if not path.is_dir():
         err.print(f"[red]error[/]: {path} is not a directory")
         raise typer.Exit(2)
     return path.resolve()
+
+
+def _require_entrypoint(directory: Path) -> None:
+    """Exit 2 when the directory lacks the entrypoint's file, which a reload could not bring: it is not a
+    module's directory. A manifest that cannot be read is left to the server, which reports it and waits."""
+    try:
+        entrypoint = load_module_manifest(directory).spec.entrypoint
+    except ManifestError:
+        return
+    source = entrypoint.partition(":")[0]
+    if not (directory / source).is_file():
+        err.print(
+            f"[red]error[/]: {escape(str(directory))} has no {escape(source)} (the entrypoint "
+            f"{escape(entrypoint)}): give a module's directory, or create one with `modelport init NAME`",
+            soft_wrap=True,
+        )
+        raise typer.Exit(2)
 
 
 def _form_item(group: str, item: str) -> tuple[str, str | Path]:

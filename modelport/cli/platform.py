@@ -6,7 +6,8 @@ Results go to stdout, progress and errors to stderr.
 
 Exit codes: 0 success; 1 the operation failed (the server refused it or could not be reached, a build or a
 rollout failed or did not finish in time); 2 bad usage or input (not logged in, a module that cannot be
-packed, manifests that cannot be read, a request the server rejected as invalid with 400 or 422).
+packed, manifests that cannot be read, a request the server rejected as invalid with 400 or 422). `diff`
+follows `diff`: 0 nothing would change, 1 something would, 2 any error.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from __future__ import annotations
 import json
 import socket
 import sys
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
@@ -28,6 +29,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 from rich.table import Table
+from rich.text import Text
 
 from modelport.client import (
     ApiError,
@@ -49,7 +51,7 @@ from modelport.core.manifests import ManifestError, load_documents
 if TYPE_CHECKING:
     from modelport.artifacts import Artifact
 
-__all__ = ["DocumentError", "read_documents", "register"]
+__all__ = ["DocumentError", "plural", "print_table", "read_documents", "register"]
 
 err = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
@@ -57,6 +59,7 @@ out = Console(soft_wrap=True)
 _INVALID = (400, 422)
 _CLI_TOKEN_DAYS = 90  # how long the API token that `login` makes from a password lasts
 _YAML_SUFFIXES = (".yaml", ".yml")
+_ONE_LINE = str.maketrans("\t\r\n", "   ")
 
 
 class Output(StrEnum):
@@ -111,8 +114,9 @@ def fail(message: str, code: int) -> NoReturn:
 
 
 @contextmanager
-def _reporting() -> Iterator[None]:
-    """Turn the client's errors into a message on stderr and the documented exit code."""
+def _reporting(*, failed: int = 1) -> Iterator[None]:
+    """Turn the client's errors into a message on stderr and the documented exit code: 2 for bad usage or
+    input, `failed` when the operation failed."""
     try:
         yield
     except ApiError as exc:
@@ -122,16 +126,18 @@ def _reporting() -> Iterator[None]:
                 err.print(
                     f"  [red]{escape(str(detail.get('field', '')))}[/]: {escape(str(detail['message']))}"
                 )
-        raise typer.Exit(2 if exc.status in _INVALID else 1) from None
+        raise typer.Exit(2 if exc.status in _INVALID else failed) from None
     except (NotLoggedIn, ConfigError) as exc:
         fail(str(exc), 2)
     except ClientError as exc:
-        fail(str(exc), 1)
+        fail(str(exc), failed)
 
 
 @contextmanager
-def connect(url: str | None, token: str | None) -> Iterator[Client]:
-    with _reporting():
+def connect(url: str | None, token: str | None, *, failed: int = 1) -> Iterator[Client]:
+    """A client for the login that `--url` and `--token`, the environment or the saved login give; its
+    errors exit as `_reporting` says."""
+    with _reporting(failed=failed):
         found = resolve_login(url=url, token=token)
         with Client(found.url, found.token) as client:
             yield client
@@ -217,6 +223,9 @@ def push(
     ] = None,
     wait: Wait = False,
     timeout: Annotated[float, typer.Option(min=0, help="Seconds to wait for the build.")] = 600,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Print only errors and the version's name.")
+    ] = False,
     url: Url = None,
     token: Token = None,
 ) -> None:
@@ -224,16 +233,15 @@ def push(
     with _reporting():
         found = resolve_login(url=url, token=token)
     artifact = _pack(directory, version)
+    say = _Say(quiet=quiet)
     with _reporting(), Client(found.url, found.token) as client:
-        pushed = _upload(client, artifact)
+        pushed = _upload(client, artifact, quiet=quiet)
         if pushed.created:
-            err.print(
-                f"pushed {artifact.name} {artifact.version} ({_size(artifact.size)}, {artifact.digest})"
-            )
+            say(f"pushed {artifact.name} {artifact.version} ({_size(artifact.size)}, {artifact.digest})")
         else:
-            err.print(f"{artifact.name} {artifact.version} was already pushed with the same content")
+            say(f"{artifact.name} {artifact.version} was already pushed with the same content")
         if wait:
-            _await_build(client, artifact.name, artifact.version, timeout)
+            _await_build(client, artifact.name, artifact.version, timeout, say=say)
     print(artifact.version)
 
 
@@ -299,11 +307,16 @@ def apply(files: Files, dry_run: DryRun = False, url: Url = None, token: Token =
 
 
 def diff(files: Files, url: Url = None, token: Token = None) -> None:
-    """Show what applying manifest documents would change."""
+    """Show what applying manifest documents would change.
+
+    Exits 0 when nothing would change, 1 when something would, 2 on any error (as diff and kubectl diff do).
+    """
     documents = _documents(files)
-    with connect(url, token) as client:
+    with connect(url, token, failed=2) as client:
         results = client.diff(documents)
     _print_results(results, dry_run=False, diffs=True)
+    if any(result.action != "unchanged" for result in results):
+        raise typer.Exit(1)
 
 
 def delete(files: Files, dry_run: DryRun = False, url: Url = None, token: Token = None) -> None:
@@ -322,10 +335,7 @@ def get_modules(output: OutputOption = Output.table, url: Url = None, token: Tok
     if output is not Output.table:
         dump(modules, output)
         return
-    table = new_table("NAME", "VERSION", "CANARY", "REPLICAS", "STATUS", "MESSAGE")
-    for module in modules:
-        table.add_row(*_module_row(module))
-    out.print(table)
+    print_table(("NAME", "VERSION", "CANARY", "REPLICAS", "STATUS", "MESSAGE"), map(_module_row, modules))
 
 
 @get_app.command("versions")
@@ -342,10 +352,8 @@ def get_versions(
     if output is not Output.table:
         dump(versions, output)
         return
-    table = new_table("VERSION", "STATUS", "DEPLOYED", "COMMIT", "PUSHED BY", "PUSHED AT")
-    for info in versions:
-        table.add_row(*_version_row(info, roles))
-    out.print(table)
+    columns = ("VERSION", "STATUS", "DEPLOYED", "COMMIT", "PUSHED BY", "PUSHED AT")
+    print_table(columns, (_version_row(info, roles) for info in versions))
 
 
 # Pushing and waiting
@@ -353,20 +361,42 @@ def get_versions(
 
 def _pack(directory: Path, version: str | None) -> Artifact:
     """The module packed into a version; problems with the directory exit 2 before any server is asked."""
-    from modelport.artifacts import PackError, pack
+    from modelport.artifacts import PackError, VersionRequired, pack
     from modelport.sdk.source import SourceError
 
     try:
         return pack(directory, version=version)
+    except VersionRequired:
+        fail(
+            f"{directory} is not in a git repository: name the version with --version, "
+            f"as in `modelport push {directory} --version v1.0.0`",
+            2,
+        )
     except PackError as exc:
         fail(exc.message, 2)
     except (ManifestError, SourceError) as exc:
         fail(f"{directory} is not a valid module: {exc}", 2)
 
 
-def _upload(client: Client, artifact: Artifact) -> Pushed:
+class _Say:
+    """Progress messages on stderr, or none with `--quiet`; errors are printed either way."""
+
+    def __init__(self, *, quiet: bool) -> None:
+        self.quiet = quiet
+
+    def __call__(self, message: str) -> None:
+        if not self.quiet:
+            err.print(escape(message))
+
+    def status(self, message: str) -> AbstractContextManager[object]:
+        return nullcontext() if self.quiet else err.status(escape(message))
+
+
+def _upload(client: Client, artifact: Artifact, *, quiet: bool) -> Pushed:
+    """Upload the artifact, with a progress bar when stderr is a terminal and the command is not quiet."""
     columns = (TextColumn("pushing {task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn())
-    with Progress(*columns, console=err, transient=True) as progress:
+    hidden = quiet or not err.is_terminal
+    with Progress(*columns, console=err, transient=True, disable=hidden) as progress:
         task = progress.add_task(escape(f"{artifact.name} {artifact.version}"), total=artifact.size)
         return client.push(
             artifact.data,
@@ -378,12 +408,12 @@ def _upload(client: Client, artifact: Artifact) -> Pushed:
         )
 
 
-def _await_build(client: Client, module: str, version: str, timeout: float) -> None:
-    with err.status(f"building {escape(module)} {escape(version)}"):
+def _await_build(client: Client, module: str, version: str, timeout: float, *, say: _Say) -> None:
+    with say.status(f"building {module} {version}"):
         info = client.wait_build(module, version, timeout=timeout)
     if info.build_status == "failed":
         fail(f"the build of {module} {version} failed: {info.build_error or 'no reason given'}", 1)
-    err.print(f"built {escape(module)} {escape(version)}")
+    say(f"built {module} {version}")
 
 
 def _await_rollout(client: Client, module: str, generation: int, timeout: float) -> DeploymentInfo:
@@ -395,15 +425,19 @@ def _await_rollout(client: Client, module: str, generation: int, timeout: float)
 
 
 def _describe(deployment: DeploymentInfo) -> str:
-    """One line: the version served (or being rolled out), its replicas or generation, and the canary."""
-    module, status = deployment.module, deployment.status
+    """One line: the version served (or being rolled out), its replicas or generation, and the canary.
+
+    A deploy with `--canary` changes only the canary, so the line then says what the canary takes."""
+    module, status, canary = deployment.module, deployment.status, deployment.canary_version
+    share = f"canary {canary} at {deployment.canary_percent} % of calls" if canary else ""
     if status == "ready":
-        line = f"{module}: {deployment.version} ready, {deployment.replicas} replicas"
+        line = f"{module}: {deployment.version} ready, {plural(deployment.replicas, 'replica')}"
+    elif canary and deployment.target_version is None:
+        return f"{module}: {share}, {status}, generation {deployment.generation}"
     else:
-        line = f"{module}: {deployment.target_version} {status}, generation {deployment.generation}"
-    if deployment.canary_version:
-        line += f", canary {deployment.canary_version} at {deployment.canary_percent}%"
-    return line
+        rolling = deployment.target_version or deployment.version
+        line = f"{module}: {rolling} {status}, generation {deployment.generation}"
+    return f"{line}, {share}" if share else line
 
 
 # Manifest documents
@@ -478,11 +512,26 @@ def dump(value: object, output: Output) -> None:
         sys.stdout.write(json.dumps(plain, indent=2, ensure_ascii=False) + "\n")
 
 
-def new_table(*columns: str) -> Table:
+def print_table(columns: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
+    """Print rows under a header line. On a terminal: columns aligned to fit its width. Anywhere else (a
+    pipe, a file): one line per row with its cells whole and separated by tabs, for `grep`, `cut -f` and
+    `awk -F'\\t'`; tabs and line breaks inside a cell become spaces."""
+    if not sys.stdout.isatty():
+        for row in (columns, *rows):
+            sys.stdout.write("\t".join(cell.translate(_ONE_LINE) for cell in row) + "\n")
+        return
     table = Table(box=None, pad_edge=False, header_style="bold")
     for column in columns:
         table.add_column(column, overflow="fold")
-    return table
+    for row in rows:
+        table.add_row(*(Text(cell) for cell in row))
+    out.print(table)
+
+
+def plural(count: float, noun: str) -> str:
+    """`1 replica`, `2 replicas`, `0.5 days`: the count and the noun, plural unless the count is one."""
+    number = str(count) if isinstance(count, int) else f"{count:g}"
+    return f"{number} {noun}" if count == 1 else f"{number} {noun}s"
 
 
 def _module_row(module: ModuleInfo) -> tuple[str, ...]:

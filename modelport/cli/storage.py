@@ -7,7 +7,7 @@ and anything else is a remote SRC downloaded to the local DST. The keys under a 
 
 Like the other platform commands they take `--url` and `--token`; results (one line per object copied or
 deleted, listings, URLs) go to stdout, progress bars and messages to stderr. Progress bars show only when
-stderr is a terminal, and not with `--quiet`.
+stderr is a terminal; `cp --quiet` prints only errors.
 
 Exit codes: 0 success; 1 the operation failed (the server refused it or could not be reached, no such bucket
 or object, a transfer cut short or corrupted, a local file that cannot be read or written, keys that would be
@@ -18,6 +18,7 @@ no bucket).
 from __future__ import annotations
 
 import os
+import shlex
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,7 +28,6 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TransferSpeedColumn
-from rich.text import Text
 
 from modelport.cli.platform import (
     Output,
@@ -39,11 +39,11 @@ from modelport.cli.platform import (
     err,
     fail,
     get_app,
-    new_table,
-    out,
+    plural,
+    print_table,
     when,
 )
-from modelport.client import BucketInfo, Client, ObjectInfo, ObjectListing
+from modelport.client import ApiError, BucketInfo, Client, ObjectInfo, ObjectListing
 
 __all__ = ["register"]
 
@@ -111,7 +111,7 @@ def ls(
         get_buckets(output, url, token)
         return
     where = _remote(target)
-    with connect(url, token) as client:
+    with connect(url, token) as client, _bucket_named(where.bucket):
         listing = _listing(client, where, recursive=recursive)
     if output is not Output.table:
         dump(listing, output)
@@ -119,17 +119,12 @@ def ls(
     if not listing.objects and not listing.prefixes:
         err.print(f"nothing under {escape(str(where))}")
         return
-    table = new_table(*_OBJECT_COLUMNS)
-    for prefix in listing.prefixes:
-        table.add_row(Text(f"{where.bucket}/{prefix}"), "-", "", "directory")
-    for info in listing.objects:
-        table.add_row(
-            Text(f"{where.bucket}/{info.key}"),
-            human_size(info.size),
-            when(info.modified),
-            Text(info.content_type),
-        )
-    out.print(table)
+    rows = [(f"{where.bucket}/{prefix}", "-", "", "directory") for prefix in listing.prefixes]
+    rows += [
+        (f"{where.bucket}/{info.key}", human_size(info.size), when(info.modified), info.content_type)
+        for info in listing.objects
+    ]
+    print_table(_OBJECT_COLUMNS, rows)
 
 
 def get_buckets(output: OutputOption = Output.table, url: Url = None, token: Token = None) -> None:
@@ -139,10 +134,7 @@ def get_buckets(output: OutputOption = Output.table, url: Url = None, token: Tok
     if output is not Output.table:
         dump(buckets, output)
         return
-    table = new_table(*_BUCKET_COLUMNS)
-    for bucket in buckets:
-        table.add_row(*(Text(cell) for cell in _bucket_row(bucket)))
-    out.print(table)
+    print_table(_BUCKET_COLUMNS, map(_bucket_row, buckets))
 
 
 def _listing(client: Client, where: Remote, *, recursive: bool) -> ObjectListing:
@@ -177,7 +169,7 @@ def _bucket_row(bucket: BucketInfo) -> tuple[str, ...]:
         bucket.access,
         human_size(used) if used is not None else "-",
         human_size(quota) if quota is not None else "-",
-        f"{days:g} days" if days is not None else "-",
+        plural(days, "day") if days is not None else "-",
     )
 
 
@@ -194,7 +186,9 @@ def cp(
         bool,
         typer.Option("--recursive", "-r", help="Copy a directory tree, or every object under a prefix."),
     ] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Show no progress bars.")] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Print only errors: no progress bars, no line per file.")
+    ] = False,
     url: Url = None,
     token: Token = None,
 ) -> None:
@@ -210,9 +204,15 @@ def cp(
     if not upload and remote.is_prefix and not recursive:
         fail(f"{remote} is a prefix, not an object: add -r to copy everything under it", 2)
     if upload and not plan:
-        err.print(f"{escape(source)} holds no files; nothing was copied")
+        if not quiet:
+            err.print(f"{escape(source)} holds no files; nothing was copied")
         return
-    with connect(url, token) as client, _local_errors(), _transfers(quiet=quiet) as bars:
+    with (
+        connect(url, token) as client,
+        _bucket_named(remote.bucket),
+        _local_errors(),
+        _transfers(quiet=quiet) as bars,
+    ):
         if upload:
             _upload(client, plan, bars=bars)
         else:
@@ -246,7 +246,7 @@ def _upload(client: Client, plan: list[tuple[Path, Remote]], *, bars: Bars) -> N
     for (path, remote), size in zip(plan, sizes, strict=True):
         with bars.file(f"uploading {remote}", size) as progress:
             info = client.upload(remote.bucket, remote.key, path, progress=progress)
-        print(f"uploaded {remote} ({human_size(info.size)})")
+        bars.moved(f"uploaded {remote} ({human_size(info.size)})")
 
 
 def _download(
@@ -263,7 +263,7 @@ def _download(
     local.parent.mkdir(parents=True, exist_ok=True)
     with bars.file(f"downloading {source}", None) as progress:
         info = client.download(source.bucket, source.key, local, progress=progress)
-    print(f"downloaded {source} ({human_size(info.size)}) to {local}")
+    bars.moved(f"downloaded {source} ({human_size(info.size)}) to {local}")
 
 
 def _download_tree(
@@ -288,9 +288,9 @@ def _download_tree(
         local.parent.mkdir(parents=True, exist_ok=True)
         with bars.file(f"downloading {remote}", size) as progress:
             info = client.download(remote.bucket, remote.key, local, progress=progress)
-        print(f"downloaded {remote} ({human_size(info.size)}) to {local}")
+        bars.moved(f"downloaded {remote} ({human_size(info.size)}) to {local}")
     if refused:
-        fail(f"{refused} of the {len(objects)} objects were not copied: their keys lead outside {target}", 1)
+        fail(f"{refused} of {plural(len(objects), 'object')} not copied: their keys lead outside {target}", 1)
 
 
 def _inside(root: Path, target: Path, relative: str) -> Path | None:
@@ -335,6 +335,22 @@ def _tree(root: Path) -> Iterator[tuple[Path, str]]:
 
 
 @contextmanager
+def _bucket_named(bucket: str) -> Iterator[None]:
+    """A bucket that does not exist (or that the caller may not use) is reported with how to make one."""
+    try:
+        yield
+    except ApiError as exc:
+        if exc.code != "bucket_not_found":
+            raise
+        manifest = shlex.quote(f"apiVersion: modelport/v1\\nkind: Storage\\nmetadata: {{name: {bucket}}}\\n")
+        fail(
+            f"{exc.message}: an admin creates it, or gives your group access to it, with a Storage manifest "
+            f"(see the README, Object storage), such as: printf {manifest} | modelport apply -f -",
+            1,
+        )
+
+
+@contextmanager
 def _local_errors() -> Iterator[None]:
     """A local file that cannot be read or written is a failure (exit 1), reported without a traceback."""
     try:
@@ -351,16 +367,22 @@ def _warn(message: str) -> None:
 
 
 class Bars:
-    """Progress bars on stderr: one per file being moved and, for several files, one for them all."""
+    """Progress bars on stderr: one per file being moved and, for several files, one for them all; and the
+    line on stdout that says a file was moved, unless `quiet`."""
 
-    def __init__(self, progress: Progress) -> None:
+    def __init__(self, progress: Progress, *, quiet: bool = False) -> None:
         self._progress = progress
+        self._quiet = quiet
         self._total: TaskID | None = None
         self._moved = 0
 
+    def moved(self, line: str) -> None:
+        if not self._quiet:
+            print(line)
+
     def expect(self, size: int, count: int) -> None:
         if count > 1:
-            self._total = self._progress.add_task(f"{count} files", total=size)
+            self._total = self._progress.add_task(plural(count, "file"), total=size)
 
     @contextmanager
     def file(self, description: str, size: int | None) -> Iterator[Callable[[int, int], None]]:
@@ -391,7 +413,7 @@ def _transfers(*, quiet: bool) -> Iterator[Bars]:
     )
     hidden = quiet or not err.is_terminal
     with Progress(*columns, console=err, transient=True, disable=hidden) as progress:
-        yield Bars(progress)
+        yield Bars(progress, quiet=quiet)
 
 
 # Deleting and presigning
@@ -403,7 +425,7 @@ def rm(target: RemotePath, recursive: Recursive = False, url: Url = None, token:
     where = _remote(target)
     if where.is_prefix and not recursive:
         fail(f"{where} is a prefix, not an object: add -r to delete everything under it", 2)
-    with connect(url, token) as client:
+    with connect(url, token) as client, _bucket_named(where.bucket):
         keys = [where.key]
         if recursive:
             keys = [info.key for info in client.walk_objects(where.bucket, where.under().key)]
@@ -437,11 +459,11 @@ def presign(
         fail("an upload URL is for one size: give --size BYTES (the size of the file to upload)", 2)
     if size is not None and not put:
         fail("--size is for upload URLs (--put)", 2)
-    with connect(url, token) as client:
+    with connect(url, token) as client, _bucket_named(where.bucket):
         signed = client.presign(
             where.bucket, where.key, method="PUT" if put else "GET", expires_in=expires, size=size
         )
-    sized = "" if signed.size is None else f" of {signed.size} bytes"
+    sized = "" if signed.size is None else f" of {plural(signed.size, 'byte')}"
     err.print(f"{signed.method} URL for {escape(str(where))}{sized}, valid until {when(signed.expires_at)}")
     print(signed.url)
 

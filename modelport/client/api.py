@@ -582,7 +582,7 @@ def _file_chunks(file: BinaryIO, size: int, progress: Progress | None, source: P
     while sent < size:
         chunk = file.read(min(_FILE_CHUNK, size - sent))
         if not chunk:
-            raise TransferFailed(f"{source} shrank while it was uploaded ({sent} of {size} bytes read)")
+            raise TransferFailed(f"{source} shrank while it was uploaded ({sent} of {_bytes(size)} read)")
         sent += len(chunk)
         yield chunk
         if progress:
@@ -606,14 +606,17 @@ def _receive(
             if progress:
                 progress(received, max(total, received))
     except httpx.HTTPError as exc:
-        expected = f" of {size}" if size is not None else ""
+        got = f"{received} of {_bytes(size)}" if size is not None else _bytes(received)
         raise TransferFailed(
-            f"the download of {name} was cut short after {received}{expected} bytes: "
-            f"{str(exc) or type(exc).__name__}"
+            f"the download of {name} was cut short after {got}: {str(exc) or type(exc).__name__}"
         ) from None
     if size is not None and received != size:
-        raise TransferFailed(f"the download of {name} ended after {received} of its {size} bytes")
+        raise TransferFailed(f"the download of {name} ended after {received} of its {_bytes(size)}")
     return received, digest.hexdigest()
+
+
+def _bytes(count: int) -> str:
+    return f"{count} byte" if count == 1 else f"{count} bytes"
 
 
 def _length(headers: httpx.Headers) -> int | None:

@@ -2,7 +2,7 @@
 
 `config.json` holds `{"url", "token"}`, written atomically and readable by its owner only. The directory is
 the platform's usual one for modelport, or `MODELPORT_CONFIG_DIR`. `MODELPORT_URL` and `MODELPORT_TOKEN`
-override what is saved, and explicit values (the CLI's `--url` and `--token`) override both.
+override what is saved, each on its own, and explicit values (the CLI's `--url` and `--token`) override both.
 """
 
 from __future__ import annotations
@@ -101,15 +101,16 @@ def resolve_login(
 ) -> Login:
     """The login to use: explicit values, else `MODELPORT_URL` / `MODELPORT_TOKEN`, else the saved login.
 
-    The saved token is only used with the saved URL, so a token is never sent to a server it was not saved
-    for. `NotLoggedIn` when no URL or no token is found.
+    Each of the URL and the token is overridden on its own: a URL given alone (the same server under another
+    name, through a tunnel or a proxy) is used with the saved token, and a token given alone with the saved
+    URL. `NotLoggedIn` when no URL or no token is found.
     """
     environ = os.environ if environ is None else environ
     url = url or environ.get("MODELPORT_URL") or None
     token = token or environ.get("MODELPORT_TOKEN") or None
     if url is None or token is None:
         saved = load_saved(environ)
-        if saved is not None and (url is None or normalise_url(url) == saved.url):
+        if saved is not None:
             url = url or saved.url
             token = token or saved.token or None
     if url is None or token is None:

@@ -1,7 +1,9 @@
 """The audit trail: every change to the platform's state, with who made it, what it was, when, and from where.
 
-Details never hold secrets: callers pass only names, ids and settings, and `record` drops any detail whose
-key names a secret as a second line of defence.
+Actions are named `noun.verb`, the verb in the present tense (`module.deploy`, `token.create`,
+`storage.delete`), whichever route made the change: deleting a module through its route or its manifest is
+`module.delete` both ways. Details never hold secrets: callers pass only names, ids and settings, and `record`
+drops any detail whose key names a secret as a second line of defence.
 """
 
 from __future__ import annotations
@@ -13,15 +15,16 @@ from typing import Any
 
 from sqlalchemy import select
 
-from modelport.core.records import AuditEvent
+from modelport.core.records import ApplyAction, AuditEvent
 from modelport.db import AuditEvent as EventRow
 from modelport.db import Database
 
-__all__ = ["SYSTEM", "Actor", "AuditTrail"]
+__all__ = ["SYSTEM", "Actor", "AuditTrail", "manifest_action"]
 
 log = logging.getLogger("modelport.audit")
 
 _SECRET_WORDS = ("password", "secret", "token", "authorization", "cookie")
+_MANIFEST_VERBS: dict[ApplyAction, str] = {"created": "create", "configured": "update", "deleted": "delete"}
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,12 @@ class Actor:
 
 
 SYSTEM = Actor("system")
+
+
+def manifest_action(kind: str, result: ApplyAction) -> str:
+    """The action of a manifest change (`result`, as `apply` and `delete` report it) to an object of `kind`:
+    `module.create`, `api.update`, `storage.delete`."""
+    return f"{kind.lower()}.{_MANIFEST_VERBS[result]}"
 
 
 class AuditTrail:

@@ -84,7 +84,8 @@ class DevModule:
             except SetupFailed as exc:
                 return self._fail(f"{definition.name}: {exc.message}")
             previous = self.registry.swap(served)
-            self._report(f"serving {served.name} ({version}) with {len(served.pool.pids)} worker(s)")
+            workers = f"{len(served.pool.pids)} worker" + ("" if len(served.pool.pids) == 1 else "s")
+            self._report(f"serving {served.name} ({version}) with {workers}")
         if previous is not None:
             await previous.pool.close()
         return True

@@ -429,7 +429,7 @@ class Identity:
             self._throttle.failed(keys)
             # A name that is no user's may be a password typed into the wrong field: it is not recorded.
             shown = name if known else "(unknown user)"
-            self.audit.record(Actor(shown, client=client), "auth.login_failed", f"user/{shown}")
+            self.audit.record(Actor(shown, client=client), "auth.fail", f"user/{shown}")
             raise InvalidCredentials("wrong user name or password")
         assert principal.user_id is not None
         expires_at = self.now() + timedelta(seconds=self.session_seconds)

@@ -27,7 +27,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from modelport.control.access import ALLOW_ALL, Permit
-from modelport.control.audit import Actor, AuditTrail
+from modelport.control.audit import Actor, AuditTrail, manifest_action
 from modelport.core.errors import BadRequest, BucketNotFound, Conflict, Forbidden, ModelportError, NotFound
 from modelport.core.manifests import (
     KINDS,
@@ -212,7 +212,7 @@ class Manifests:
             return
         for change in changed:
             kind = change.kind.lower()
-            self.audit.record(actor, f"{kind}.{change.action}", f"{kind}/{change.name}")
+            self.audit.record(actor, manifest_action(kind, change.action), f"{kind}/{change.name}")
         if self._on_change is not None:
             try:
                 self._on_change(changed)

@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from modelport.core.errors import (
     BucketNotFound,
@@ -32,7 +33,9 @@ from modelport.core.errors import (
     ObjectNotFound,
     StorageUnavailable,
 )
-from modelport.storage.base import ObjectInfo, ObjectStore
+
+if TYPE_CHECKING:  # the store is handed in; importing it would load boto3 for every `modelport predict`
+    from modelport.storage.base import ObjectInfo, ObjectStore
 
 __all__ = ["ModelWeights"]
 

@@ -159,6 +159,11 @@ _GROUP_PATH = re.compile(r"^(/[A-Za-z0-9][A-Za-z0-9._ -]{0,62})+$")
 
 def check_group_path(group: str) -> str:
     """`group` if it is a full group path such as `/team/users` (Keycloak's form); `ValueError` otherwise."""
+    if not group.startswith("/"):
+        example = f"/{group}" if group else "/team-a"
+        raise ValueError(
+            f"{group!r} is not a group path: group names are full paths starting with /, like {example}"
+        )
     if not _GROUP_PATH.match(group) or group.endswith(" ") or len(group) > 255:
         raise ValueError(f"{group!r} is not a group path: expected a full path such as `/team/users`")
     return group

@@ -16,6 +16,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from typer.testing import CliRunner
+
+from modelport.cli.main import app
 
 MODELPORT = [sys.executable, "-m", "modelport"]
 
@@ -111,6 +114,9 @@ def test_dev_names_the_module_as_its_urls_do(fixture_module, dev_process):
     directory = echo.rename(echo.parent / "seed_image")
     dev = dev_process(directory)
     assert any(re.search(r"serving seed-image on http://", line) for line in dev.seen), dev.seen
+    assert any(re.search(r"serving seed-image \(dev-\S+\) with 1 worker$", line) for line in dev.seen), (
+        dev.seen
+    )
     with httpx.Client(base_url=dev.url, timeout=10) as client:
         response = client.post("/api/v1/modules/seed-image/predict", json={"inputs": {"text": "hi"}})
     assert response.json()["outputs"]["text"] == "hi"
@@ -203,6 +209,53 @@ def test_predict_reports_bad_input_with_exit_code_2(fixture_module):
     )
     assert result.returncode == 2
     assert "inputs.txt" in result.stderr and "inputs.text" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("module", "inputs", "message"),
+    [
+        ("files", ["image=@{text}"], "inputs.image: the file is text/plain; expected image/png, image/jpeg"),
+        ("typed", ["count=1", "payload={{oops"], "inputs.payload: expected json"),
+        ("echo", ["text=@{missing}"], "missing.png is not a file"),
+    ],
+)
+def test_predict_exits_2_for_every_kind_of_bad_input(fixture_module, tmp_path, module, inputs, message):
+    """A file of the wrong type, a value that is not JSON, a file that is not there: all bad input."""
+    text = tmp_path / "notes.txt"
+    text.write_text("not an image\n")
+    given = [f"--input={i.format(text=text, missing=tmp_path / 'missing.png')}" for i in inputs]
+    result = subprocess.run(
+        [*MODELPORT, "predict", str(fixture_module(module)), *given],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "COLUMNS": "500"},
+    )
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_dev_refuses_a_directory_without_its_entrypoint(tmp_path, monkeypatch):
+    def serve(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the dev server started")
+
+    monkeypatch.setattr("modelport.app.run_dev_server", serve)
+    monkeypatch.delenv("COLUMNS", raising=False)
+    result = CliRunner().invoke(app, ["dev", str(tmp_path), "--port", "0"])
+    assert result.exit_code == 2, result.output
+    assert result.stderr == (
+        f"error: {tmp_path} has no inference.py (the entrypoint inference.py:inference): give a module's "
+        "directory, or create one with `modelport init NAME`\n"
+    )
+
+    (tmp_path / "inference.py").write_text("def inference(parameters, inputs, output_fields, model_key):\n")
+    (tmp_path / "modelport.yaml").write_text(
+        "apiVersion: modelport/v1\nkind: Module\nmetadata: {name: m}\nspec: {entrypoint: serve.py:predict}\n"
+    )
+    named = CliRunner().invoke(app, ["dev", str(tmp_path), "--port", "0"])
+    assert named.exit_code == 2, named.output
+    assert "has no serve.py (the entrypoint serve.py:predict)" in named.stderr
 
 
 def test_predict_reports_module_errors_with_exit_code_1(fixture_module):

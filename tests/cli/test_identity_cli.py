@@ -17,6 +17,7 @@ from modelport.cli import identity as identity_cli
 from modelport.cli import platform as platform_cli
 from modelport.cli.main import app
 from modelport.client import Client, config_path, load_saved
+from modelport.core.manifests import ManifestError, parse_document
 
 runner = CliRunner()
 
@@ -452,6 +453,39 @@ def test_groups_list_get_create_and_delete(answer: Any) -> None:
     ]
 
 
+@pytest.mark.usefixtures("no_server")
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["groups", "create", "team-a"],
+        ["groups", "delete", "team-a"],
+        ["users", "create", "ann", "--group", "/ops", "--group", "team-a"],
+        ["users", "update", "ann", "--group", "team-a"],
+    ],
+)
+def test_a_group_named_without_its_slash_is_explained(args: list[str]) -> None:
+    result = run(*args)
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "error: 'team-a' is not a group path: group names are full paths starting with /, like /team-a\n"
+    )
+
+
+def test_a_manifest_group_without_its_slash_is_explained() -> None:
+    document = {
+        "kind": "Storage",
+        "metadata": {"name": "receipts"},
+        "spec": {"access": {"groups": ["team-a"]}},
+    }
+    with pytest.raises(ManifestError) as caught:
+        parse_document(document, source="storage.yaml")
+    [problem] = caught.value.problems
+    assert problem["field"] == "spec.access.groups"
+    assert problem["message"] == (
+        "'team-a' is not a group path: group names are full paths starting with /, like /team-a"
+    )
+
+
 def test_an_unknown_group_exits_1(answer: Any) -> None:
     answer(lambda r: lists(r) or error(500, "internal"))
     for command in ("get", "delete"):
@@ -598,6 +632,26 @@ def test_audit_sends_the_filters_and_shows_the_events(answer: Any) -> None:
         "limit": "5",
     }
     assert run("audit", "--limit", "1001").exit_code == 2
+
+
+def test_piped_audit_rows_keep_long_details_whole(answer: Any) -> None:
+    details = {"version": "v1.2.0", "digest": "sha256:" + "ab" * 32}
+    event = EVENTS[0] | {"action": "version.push", "target": "module/receipt-ocr", "details": details}
+    answer(lambda r: httpx.Response(200, json={"events": [event]}))
+    result = runner.invoke(app, ["audit"], env={"COLUMNS": "50"})
+    assert result.exit_code == 0, result.output
+    header, row = result.stdout.splitlines()
+    assert header.split("\t") == ["ID", "AT", "ACTOR", "ACTION", "TARGET", "CLIENT", "DETAILS"]
+    cells = row.split("\t")
+    assert cells[:6] == [
+        "6",
+        "2024-05-01 10:05:00",
+        "admin",
+        "version.push",
+        "module/receipt-ocr",
+        "127.0.0.1",
+    ]
+    assert json.loads(cells[6]) == details
 
 
 def test_audit_for_a_non_admin_exits_1(answer: Any) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -17,7 +18,7 @@ from typer.testing import CliRunner
 
 from modelport.cli.main import app
 from modelport.cli.platform import DocumentError, read_documents
-from modelport.client import load_saved
+from modelport.client import Login, load_saved, save_login
 
 ECHO = Path(__file__).parents[1] / "fixtures" / "modules" / "echo"
 
@@ -88,12 +89,16 @@ def test_push_refuses_an_untagged_head(tmp_path: Path, no_server: None) -> None:
     assert "git tag v1.0.0" in result.stderr
 
 
-def test_push_needs_a_version_outside_git(tmp_path: Path, no_server: None) -> None:
+def test_push_outside_git_says_to_pass_version(tmp_path: Path, no_server: None) -> None:
     directory = tmp_path / "echo"
     shutil.copytree(ECHO, directory, ignore=shutil.ignore_patterns("__pycache__"))
     result = runner.invoke(app, ["push", str(directory)])
     assert result.exit_code == 2, result.output
-    assert "not in a git repository; name the version" in result.stderr
+    [line] = result.stderr.splitlines()
+    assert line == (
+        f"error: {directory} is not in a git repository: name the version with --version, "
+        f"as in `modelport push {directory} --version v1.0.0`"
+    )
 
 
 def test_push_refuses_a_directory_that_is_no_module(tmp_path: Path, no_server: None) -> None:
@@ -126,6 +131,14 @@ def test_push_uploads_and_prints_the_version(tmp_path: Path, answer: Any) -> Non
     params = seen[0].url.params
     assert (params["version"], params["tag"], len(params["commit"])) == ("v1.0.0", "v1.0.0", 40)
     assert seen[0].headers["X-Content-Digest"].startswith("sha256:")
+
+
+def test_push_quiet_prints_only_the_version(tmp_path: Path, answer: Any) -> None:
+    built = version(spec={}, manifest={})
+    answer(lambda r: httpx.Response(201 if r.method == "POST" else 200, json=built))
+    result = runner.invoke(app, ["push", str(repository(tmp_path / "echo")), "--quiet", "--wait"])
+    assert result.exit_code == 0, result.output
+    assert (result.stdout, result.stderr) == ("v1.0.0\n", "")
 
 
 def test_push_wait_reports_a_failed_build(tmp_path: Path, answer: Any) -> None:
@@ -225,6 +238,26 @@ def test_apply_sends_stdin_and_prints_a_line_per_result(answer: Any) -> None:
     assert json.loads(seen[1].content)["dry_run"] is True
 
 
+def test_diff_exits_1_when_something_would_change(answer: Any) -> None:
+    """As `diff` and `kubectl diff`: 0 nothing would change, 1 something would, more than 1 an error."""
+    same = {"kind": "Module", "name": "echo", "action": "unchanged", "diff": ""}
+    changed = {"kind": "Module", "name": "echo", "action": "configured", "diff": "- a\n+ b\n"}
+    for results, code in (([same], 0), ([same, changed | {"name": "other"}], 1)):
+        answer(lambda r, results=results: httpx.Response(200, json={"results": results}))
+        assert runner.invoke(app, ["diff", "-f", "-"], input=MODULE).exit_code == code
+    body = {"error": {"code": "some_code", "message": "it went wrong", "details": None}}
+    for status in (404, 422, 500):
+        answer(lambda r, status=status: httpx.Response(status, json=body))
+        result = runner.invoke(app, ["diff", "-f", "-"], input=MODULE)
+        assert (result.exit_code, result.stderr) == (2, "error: it went wrong (some_code)\n")
+
+
+def test_diff_that_cannot_reach_the_server_exits_2(server_url: str) -> None:
+    result = runner.invoke(app, ["diff", "-f", "-"], input=MODULE)
+    assert result.exit_code == 2
+    assert "cannot reach" in result.stderr
+
+
 # Answers and errors
 
 
@@ -253,6 +286,38 @@ def test_deploy_prints_one_line(answer: Any) -> None:
     assert result.exit_code == 0, result.output
     assert result.stdout == "echo: v2 progressing, generation 3\n"
     assert json.loads(seen[0].content) == {"version": "v2", "replicas": 2, "canary_percent": 10}
+
+
+def test_deploy_of_a_canary_says_what_the_canary_takes(answer: Any) -> None:
+    """A canary leaves the active version in place: no version is rolled out, so none is named as such."""
+    canary = deployment(target_version=None, canary_version="v2", canary_percent=10)
+    answer(lambda r: httpx.Response(202, json=canary))
+    result = runner.invoke(app, ["deploy", "echo", "v2", "--canary", "10"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "echo: canary v2 at 10 % of calls, progressing, generation 3\n"
+
+
+@pytest.mark.parametrize(
+    ("fields", "line"),
+    [
+        ({"status": "ready", "replicas": 1}, "echo: v1 ready, 1 replica"),
+        (
+            {"status": "ready", "canary_version": "v2", "canary_percent": 5},
+            "echo: v1 ready, 2 replicas, canary v2 at 5 % of calls",
+        ),
+        ({"target_version": None}, "echo: v1 progressing, generation 3"),
+        (
+            {"canary_version": "v3", "canary_percent": 20},
+            "echo: v2 progressing, generation 3, canary v3 at 20 % of calls",
+        ),
+    ],
+)
+def test_deploy_and_rollback_lines_name_no_none(answer: Any, fields: dict[str, Any], line: str) -> None:
+    answer(lambda r: httpx.Response(202, json=deployment(**fields)))
+    for command in (["deploy", "echo", "v2"], ["rollback", "echo"]):
+        result = runner.invoke(app, command)
+        assert result.exit_code == 0, result.output
+        assert result.stdout == line + "\n"
 
 
 def test_deploy_wait_fails_with_the_deployment_message(answer: Any) -> None:
@@ -306,6 +371,35 @@ def test_get_modules_in_every_format(answer: Any) -> None:
     assert json.loads(runner.invoke(app, ["get", "modules", "-o", "json"]).stdout) == modules
     assert yaml.safe_load(runner.invoke(app, ["get", "modules", "-o", "yaml"]).stdout) == modules
     assert runner.invoke(app, ["get", "modules", "-o", "xml"]).exit_code == 2
+
+
+def test_piped_tables_print_whole_cells_separated_by_tabs(answer: Any) -> None:
+    """Off a terminal (CliRunner's stdout is not one), a narrow width never cuts a long value, and a cell's
+    own tabs and line breaks become spaces."""
+    message = "setup failed: model weights not found under models/receipt-ocr/v2/default-weights/"
+    modules = [
+        module("receipt-ocr-with-a-long-name", deployment(status="failed", message=message + "\n\tat load")),
+        module("idle", None),
+    ]
+    answer(lambda r: httpx.Response(200, json={"modules": modules}))
+    result = runner.invoke(app, ["get", "modules"], env={"COLUMNS": "40"})
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [
+        "NAME\tVERSION\tCANARY\tREPLICAS\tSTATUS\tMESSAGE",
+        f"receipt-ocr-with-a-long-name\tv1\t-\t2\tfailed\t{message}  at load",  # one line, one cell
+        "idle\t-\t-\t-\tnot deployed\t",
+    ]
+
+
+def test_a_url_given_alone_uses_the_saved_token(answer: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same server under another host name: `MODELPORT_URL` overrides only the URL of the saved login."""
+    save_login(Login("http://modelport.internal:8000", "mp_saved"))
+    monkeypatch.delenv("MODELPORT_TOKEN")
+    seen = answer(lambda r: httpx.Response(200, json={"modules": []}))
+    result = runner.invoke(app, ["get", "modules"])
+    assert result.exit_code == 0, result.output
+    assert seen[0].headers["Authorization"] == "Bearer mp_saved"
+    assert str(seen[0].url).startswith(os.environ["MODELPORT_URL"])
 
 
 def test_get_versions_marks_the_deployed_ones(answer: Any) -> None:

@@ -126,7 +126,7 @@ def test_keys_leading_outside_the_target_are_refused(answer: Any, tmp_path: Path
     result = run("storage", "cp", "-r", "models/p", str(target))
     assert result.exit_code == 1, result.output
     assert result.stderr.count("refused") == 3
-    assert "3 of the 5 objects were not copied" in result.stderr
+    assert "3 of 5 objects not copied" in result.stderr
     assert tree(tmp_path) == {"deep/out/ok.txt": b"ok", "deep/out/sub/ok.txt": b"ok"}
     assert files_named(tmp_path, "evil.txt") == []
     assert dict(seen[0].url.params) == {"prefix": "p/", "limit": "1000"}
@@ -142,6 +142,69 @@ def test_a_corrupt_download_fails_and_leaves_nothing(answer: Any, tmp_path: Path
     assert result.exit_code == 1
     assert "the download of models/k.bin does not match its checksum" in result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_cp_quiet_prints_nothing_but_errors(answer: Any, tmp_path: Path) -> None:
+    (tmp_path / "weights").mkdir()
+    for name in ("a.bin", "b.bin"):
+        (tmp_path / "weights" / name).write_bytes(b"ab")
+    stored = {"key": "k", "size": 2, "etag": "e", "content_type": "x", "modified": "", "sha256": None}
+    seen = answer(lambda r: httpx.Response(201, json=stored))
+    result = run("storage", "cp", "-r", "--quiet", str(tmp_path / "weights"), "models/w/")
+    assert result.exit_code == 0, result.output
+    assert (result.stdout, result.stderr) == ("", "")
+    assert [r.url.path for r in seen] == [
+        "/api/v1/storage/models/objects/w/a.bin",
+        "/api/v1/storage/models/objects/w/b.bin",
+    ]
+    loud = run("storage", "cp", "-r", str(tmp_path / "weights"), "models/w/")
+    assert loud.stdout.splitlines() == ["uploaded models/w/a.bin (2 B)", "uploaded models/w/b.bin (2 B)"]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["ls", "receipts/2026/"],
+        ["cp", "mp://receipts/r1.png", "{file}.copy"],
+        ["cp", "{file}", "mp://receipts/r1.png"],
+    ],
+)
+def test_a_missing_bucket_says_how_to_make_one(answer: Any, tmp_path: Path, args: list[str]) -> None:
+    (tmp_path / "r1.png").write_bytes(b"png")
+    body = {"error": {"code": "bucket_not_found", "message": "no bucket named 'receipts'", "details": None}}
+    answer(lambda r: httpx.Response(404, json=body))
+    result = run("storage", *(arg.format(file=tmp_path / "r1.png") for arg in args))
+    assert result.exit_code == 1
+    [line] = result.stderr.splitlines()
+    assert line == (
+        "error: no bucket named 'receipts': an admin creates it, or gives your group access to it, with a "
+        "Storage manifest (see the README, Object storage), such as: printf "
+        "'apiVersion: modelport/v1\\nkind: Storage\\nmetadata: {name: receipts}\\n' | modelport apply -f -"
+    )
+
+
+def test_bucket_retention_counts_days(answer: Any) -> None:
+    buckets = [
+        {
+            "name": n,
+            "quota_bytes": None,
+            "used_bytes": 0,
+            "retention_days": days,
+            "access": "write",
+            "groups": [],
+            "read_groups": [],
+        }
+        for n, days in (("one", 1), ("half", 0.5), ("month", 30))
+    ]
+    answer(lambda r: httpx.Response(200, json={"buckets": buckets}))
+    result = run("get", "buckets")
+    assert result.exit_code == 0, result.output
+    assert [line.split("\t")[-1] for line in result.stdout.splitlines()] == [
+        "RETENTION",
+        "1 day",
+        "0.5 days",
+        "30 days",
+    ]
 
 
 # Against a real server
@@ -174,8 +237,8 @@ def weights_tree(root: Path, outside: Path) -> Path:
 def test_ls_lists_the_buckets(remote: str) -> None:
     result = run("storage", "ls")
     assert result.exit_code == 0, result.output
-    models = next(line for line in result.stdout.splitlines() if line.startswith("models "))
-    assert models.split()[:2] == ["models", "write"]
+    models = next(line for line in result.stdout.splitlines() if line.startswith("models\t"))
+    assert models.split("\t")[:2] == ["models", "write"]
     assert "1.0 GiB" in models
     assert "30 days" in models
     as_json = run("get", "buckets", "-o", "json")
@@ -191,7 +254,7 @@ def test_one_file_up_and_down(remote: str, tmp_path: Path) -> None:
     source.parent.mkdir()
     data = os.urandom(123_456)
     source.write_bytes(data)
-    up = run("storage", "cp", "--quiet", str(source), remote)
+    up = run("storage", "cp", str(source), remote)
     assert up.exit_code == 0, up.output
     assert up.stdout == f"uploaded {remote}model weights.bin (120.6 KiB)\n"
     named = run("storage", "cp", str(source), f"mp://{remote}renamed.bin")

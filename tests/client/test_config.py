@@ -77,12 +77,16 @@ def test_options_override_the_environment(env: dict[str, str]) -> None:
     assert found == Login("http://option.test", "option-token")
 
 
-def test_the_saved_token_goes_only_to_the_saved_server(env: dict[str, str]) -> None:
+def test_a_url_given_alone_is_used_with_the_saved_token(env: dict[str, str]) -> None:
+    """The same server under another name (a tunnel, a proxy, an internal host name) keeps the login."""
     save_login(Login("http://saved.test", "saved-token"), env)
     same = {**env, "MODELPORT_URL": "http://saved.test/"}
     assert resolve_login(environ=same) == Login("http://saved.test", "saved-token")
-    with pytest.raises(NotLoggedIn):
-        resolve_login(environ={**env, "MODELPORT_URL": "http://elsewhere.test"})
+    renamed = {**env, "MODELPORT_URL": "http://127.0.0.1:8000"}
+    assert resolve_login(environ=renamed) == Login("http://127.0.0.1:8000", "saved-token")
+    assert resolve_login(url="http://option.test", environ=env) == Login("http://option.test", "saved-token")
+    with_token = {**renamed, "MODELPORT_TOKEN": "env-token"}
+    assert resolve_login(environ=with_token) == Login("http://127.0.0.1:8000", "env-token")
 
 
 def test_not_logged_in_says_how_to_log_in(env: dict[str, str]) -> None:

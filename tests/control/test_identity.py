@@ -109,8 +109,8 @@ def test_logins_and_changes_are_recorded_in_the_audit_trail(identity):
     assert [(e.actor, e.action, e.target, e.details) for e in events] == [
         ("root", "user.create", "user/ana", {"role": "user", "groups": []}),
         ("ana", "auth.login", "user/ana", {}),
-        ("ana", "auth.login_failed", "user/ana", {}),
-        ("(unknown user)", "auth.login_failed", "user/(unknown user)", {}),
+        ("ana", "auth.fail", "user/ana", {}),
+        ("(unknown user)", "auth.fail", "user/(unknown user)", {}),
         ("root", "user.update", "user/ana", {"role": "developer", "credentials": "new password"}),
         ("root", "token.create", f"token/{made.id}", {"name": "ci", "user": "ana", "expires_at": None}),
         ("root", "token.revoke", f"token/{made.id}", {"name": "ci", "user": "ana"}),

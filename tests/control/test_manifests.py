@@ -163,9 +163,9 @@ def test_only_committed_changes_are_heard_and_recorded(
     ]
     recorded = [(e.actor, e.action, e.target) for e in reversed(manifests.audit.events())]
     assert recorded == [
-        ("alice", "module.created", "module/a"),
-        ("alice", "module.created", "module/b"),
-        ("alice", "module.configured", "module/b"),
+        ("alice", "module.create", "module/a"),
+        ("alice", "module.create", "module/b"),
+        ("alice", "module.update", "module/b"),
     ]
 
 

@@ -482,7 +482,7 @@ async def test_every_change_is_in_the_audit_trail(world: World) -> None:
         actions = {(e["actor"], e["action"], e["target"]) for e in events}
         assert ("admin", "group.create", "group/team-a") in actions
         assert ("admin", "user.create", "user/dev-a") in actions
-        assert ("admin", "api.created", "api/a-api") in actions
+        assert ("admin", "api.create", "api/a-api") in actions
         assert ("admin", "module.deploy", "module/mod-a") in actions
         assert ("admin", "version.push", "module/mod-a") in actions
         assert ("dev-a", "module.deploy", "module/mod-a") in actions
