@@ -15,8 +15,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/uv pip install --quiet --python $(BIN)/python -e ".[dev,gallery]"
 	touch $(STAMP)
 
+# `make run PORT=8001` serves on another port.
+PORT ?= 8000
+
 run: install
-	$(BIN)/modelport server --demo --port 8000
+	$(BIN)/modelport server --demo --port $(PORT)
 
 # Test files run in parallel, each whole on one worker (module-scoped servers stay shared within a file).
 TEST_WORKERS ?= 2

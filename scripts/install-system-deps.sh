@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Installs the system packages the test suite starts for real: PostgreSQL's server binaries, Redis (shared
 # rate-limit counters), Chromium (browser tests, driven by Playwright), and Node.js with npm for the OpenID
-# Connect provider (tests/oidc, which needs Node.js 20.18 or later).
+# Connect provider (tests/oidc, which needs Node.js 20.18 or later), and curl, which the README's examples use
+# (the suite runs them).
 # Does nothing when they are already there; needs root (or sudo) to install.
 set -euo pipefail
 
 missing=()
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || command -v initdb >/dev/null || missing+=(postgresql)
 command -v git >/dev/null || missing+=(git)
+command -v curl >/dev/null || missing+=(curl)
 command -v node >/dev/null || missing+=(nodejs npm)
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v chromium >/dev/null || missing+=(chromium)
