@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -104,17 +105,43 @@ class _Body:
         self.received = 0
         self.complete = self.started = self.answered = False
         self.failure: ModelportError | None = None
-        self.deadline = asyncio.get_running_loop().time() + layer.timeout
+        self.loop = asyncio.get_running_loop()
+        self.deadline = self.loop.time() + layer.timeout
+        self.waiting: asyncio.Task[Any] | None = None  # the task in `receive` while the body is incomplete
+        self.expired = False
+        self.timer: asyncio.TimerHandle | None = self.loop.call_at(self.deadline, self._check_deadline)
+
+    def _check_deadline(self) -> None:
+        """One timer per body: at the deadline (extended by the bytes received at the minimum rate) a receive
+        still waiting is interrupted."""
+        self.timer = None
+        if self.complete:
+            return
+        due = self.deadline + self.received / self.layer.min_rate
+        if due > self.loop.time():
+            self.timer = self.loop.call_at(due, self._check_deadline)
+            return
+        self.expired = True
+        if self.waiting is not None:
+            self.waiting.cancel()
 
     async def receive(self) -> Message:
         if self.failure is not None:
             return {"type": "http.disconnect"}
         if self.complete:
             return await self._receive()
-        try:
-            async with asyncio.timeout_at(self.deadline + self.received / self.layer.min_rate):
+        if not self.expired:
+            self.waiting = asyncio.current_task()
+            try:
                 message = await self._receive()
-        except TimeoutError:
+            except asyncio.CancelledError:
+                if not self.expired:
+                    raise
+                assert self.waiting is not None
+                self.waiting.uncancel()
+            finally:
+                self.waiting = None
+        if self.expired:
             problem = f"the request body did not arrive within {self.layer.timeout:g} seconds; send it faster"
             raise await self._refuse(BodyTimeout(problem), close=True) from None
         if message["type"] != "http.request":
@@ -122,6 +149,9 @@ class _Body:
             return message
         self.received += len(message.get("body", b""))
         self.complete = not message.get("more_body", False)
+        if self.complete and self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
         if self.received > self.limits.max_bytes:
             raise await self._refuse(_too_large(self.received, self.limits.max_bytes))
         if self.chunked and self.held < self.limits.in_memory:
@@ -143,6 +173,9 @@ class _Body:
     def release(self) -> None:
         self.layer.free += self.held
         self.held = 0
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
 
     async def _refuse(self, error: ModelportError, *, close: bool = False) -> ModelportError:
         """Answer `error` unless a response has begun; returns it for the caller to raise into the route."""
