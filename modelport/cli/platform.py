@@ -335,7 +335,8 @@ def get_modules(output: OutputOption = Output.table, url: Url = None, token: Tok
     if output is not Output.table:
         dump(modules, output)
         return
-    print_table(("NAME", "VERSION", "CANARY", "REPLICAS", "STATUS", "MESSAGE"), map(_module_row, modules))
+    columns = ("NAME", "SERVING", "CANARY", "REPLICAS", "STATUS", "ROLLOUT", "MESSAGE")
+    print_table(columns, map(_module_row, modules))
 
 
 @get_app.command("versions")
@@ -419,6 +420,10 @@ def _await_build(client: Client, module: str, version: str, timeout: float, *, s
 def _await_rollout(client: Client, module: str, generation: int, timeout: float) -> DeploymentInfo:
     with err.status(f"rolling out {escape(module)}"):
         deployment = client.wait_deployment(module, generation, timeout=timeout)
+    rollout = deployment.rollout
+    if rollout is not None and rollout.status == "failed":
+        serving = f"; {deployment.version} keeps serving" if deployment.status == "ready" else ""
+        fail(f"the rollout of {module} {rollout.version} failed: {rollout.message}{serving}", 1)
     if deployment.status == "failed":
         fail(f"the rollout of {module} failed: {deployment.message or 'no reason given'}", 1)
     return deployment
@@ -495,7 +500,8 @@ def _parse(name: str, text: str) -> list[dict[str, Any]]:
 
 def _print_results(results: list[ApplyResult], *, dry_run: bool, diffs: bool = False) -> None:
     for result in results:
-        print(f"{result.kind}/{result.name} {result.action}" + (" (dry run)" if dry_run else ""))
+        done = f", {result.message}" if result.message else ""
+        print(f"{result.kind}/{result.name} {result.action}{done}" + (" (dry run)" if dry_run else ""))
         if diffs and result.diff:
             sys.stdout.write(result.diff if result.diff.endswith("\n") else result.diff + "\n")
 
@@ -537,16 +543,35 @@ def plural(count: float, noun: str) -> str:
 def _module_row(module: ModuleInfo) -> tuple[str, ...]:
     deployment = module.deployment
     if deployment is None:
-        return module.name, "-", "-", "-", "not deployed", ""
+        return module.name, "-", "-", "-", "not deployed", "-", ""
     canary = deployment.canary_version
     return (
         module.name,
-        deployment.version or "-",
+        _serving(deployment),
         f"{canary} ({deployment.canary_percent}%)" if canary else "-",
         str(deployment.replicas),
         deployment.status,
+        _rollout(deployment),
         deployment.message,
     )
+
+
+def _serving(deployment: DeploymentInfo) -> str:
+    """The version taking calls, `(not ready)` while its workers are not all up; `-` when none is."""
+    for serving in deployment.serving:
+        if serving.role == "active":
+            return serving.version if serving.ready else f"{serving.version} (not ready)"
+    return "-"
+
+
+def _rollout(deployment: DeploymentInfo) -> str:
+    """The version rolling out (`v2 progressing`) or the one that failed to, and why (`v2 failed: ...`)."""
+    rollout = deployment.rollout
+    if rollout is None:
+        return "-"
+    if rollout.status == "failed":
+        return f"{rollout.version} failed: {rollout.message}"
+    return f"{rollout.version} {rollout.status}"
 
 
 def _roles(deployment: DeploymentInfo | None) -> dict[str, str]:

@@ -227,7 +227,8 @@ class Client:
     def wait_deployment(
         self, module: str, generation: int, *, timeout: float, poll: float = 0.25
     ) -> DeploymentInfo:
-        """Poll until the deployment has seen `generation` and settled (`ready` or `failed`).
+        """Poll until the deployment has seen `generation` and settled (`ready` or `failed`). A new version
+        that failed to roll out while the active one kept serving settles `ready`, with `rollout` failed.
 
         `WaitTimeout` (with the deployment last seen) if that takes longer than `timeout` seconds.
         """

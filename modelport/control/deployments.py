@@ -6,8 +6,16 @@ count. Every change bumps its `generation`; the reconciler works until `observed
 Switching is surge-first: the target starts beside the active version and must pass readiness (workers up,
 model loaded, warm-up example answered) before the registry routes to it, in one assignment. The replaced
 version drains its in-flight work and stays warm for a grace period, so a rollback to it is instant; then it
-stops. A target that fails to build or start never takes traffic: the deployment reports why and the active
-version keeps serving. A version whose workers crash-loop is marked failed and its predecessor restored.
+stops. A target that fails to build or start never takes traffic: the active version keeps serving, so the
+deployment stays `ready`, and its rollout reports which version failed and why (`failed` is kept for a
+deployment that nothing serves). A version whose workers crash-loop is marked failed and its predecessor
+restored.
+
+Replicas: `deploy` with `replicas` sets them. Without, the first deploy takes them from the manifest (an
+applied `Module` manifest's, else the version's) and a later one changes them only when the new version's
+manifest asks for another number than the manifest of the version it replaces, so that a count set by hand
+survives deploys that leave it alone. Applying a `Module` manifest that sets them scales the deployment
+(`scale`).
 
 The reconciler runs on the event loop but reads and writes the database in worker threads, so a database that
 is slow, locked or gone holds up the reconciler, never the requests served beside it. `deploy` and `rollback`
@@ -25,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from modelport.control.audit import Actor, AuditTrail
 from modelport.control.modules import ModuleRegistry, ServedModule, start_module
@@ -39,7 +48,7 @@ from modelport.core.errors import (
     VersionFailed,
     VersionNotFound,
 )
-from modelport.core.records import DeploymentInfo, ServingInfo, ServingRole
+from modelport.core.records import DeploymentInfo, RolloutInfo, ServingInfo, ServingRole
 from modelport.core.settings import Settings
 from modelport.core.states import BuildStatus, DeploymentStatus
 from modelport.db import Database, Deployment, Module, Version
@@ -47,7 +56,7 @@ from modelport.db.database import failure, unavailable
 from modelport.db.models import utcnow
 from modelport.obs.logs import ModuleLogs
 
-__all__ = ["Deployments"]
+__all__ = ["Deployments", "scale"]
 
 log = logging.getLogger("modelport.deployments")
 
@@ -112,6 +121,7 @@ class Deployments:
         """Record a new desired state; the reconciler carries it out. Returns the deployment's info. It waits
         on the database: call it in a worker thread.
 
+        Without `replicas` (and outside a canary), the manifests decide them as the module's docstring says.
         The change is recorded in the audit trail as `actor`'s, with `reason` when the platform deploys by
         itself (a new git tag).
         """
@@ -122,6 +132,8 @@ class Deployments:
         with self.database.session() as session:
             self._deployable(session, module, version)
             row = self._row(session, module)
+            if replicas is None and canary_percent is None:
+                replicas = _manifest_replicas(session, row, version)
             if canary_percent is not None:
                 if row.active_version is None:
                     raise Conflict(f"{module} has no active version yet: deploy one before a canary")
@@ -134,7 +146,7 @@ class Deployments:
                 row.canary_version, row.canary_percent = None, 0
             if replicas is not None:
                 row.replicas = replicas
-            self._bump(row)
+            _bump(row)
             session.flush()
             info = self._info(row)
         self.wake()
@@ -153,7 +165,7 @@ class Deployments:
             target, replaced = row.previous_version, row.active_version
             row.target_version = target
             row.canary_version, row.canary_percent = None, 0
-            self._bump(row)
+            _bump(row)
             info = self._info(row)
         self.wake()
         self.audit.record(actor, "module.rollback", f"module/{module}", version=target, replaced=replaced)
@@ -343,13 +355,18 @@ class Deployments:
         try:
             served = await self._start(module, version, desired.replicas)
         except ModelportError as exc:
-            message = f"{version} did not start: {exc.message}"
-            log.warning("deployment of %s: %s", module, message)
+            log.warning("deployment of %s: %s did not start: %s", module, version, exc.message)
             if is_target:
-                await self._abandon_target(module, version, message)
+                await self._abandon_target(module, version, exc.message)
+            elif (active := self._active(module)) is not None:  # rescaling: the running workers keep serving
+                self._retry_at[module] = time.monotonic() + 10
+                reason = exc.message
+                if active.version == version:
+                    reason = f"scaling to {_replicas(desired.replicas)}: {reason}"
+                await self._fail_rollout(module, version, reason)
             else:
                 self._retry_at[module] = time.monotonic() + 10
-                await self._report(module, DeploymentStatus.FAILED, message)
+                await self._report(module, DeploymentStatus.FAILED, f"{version} did not start: {exc.message}")
             return
         replaced = self.registry.swap(served)
         if is_target:
@@ -377,8 +394,8 @@ class Deployments:
             served = await self._start(module, want, desired.replicas)
         except ModelportError as exc:
             self._failed.add(module)
-            message = f"canary {want} did not start: {exc.message}"
-            await asyncio.to_thread(self._abandon_canary, module, want, message)
+            reason = f"as the canary: {exc.message}"
+            await asyncio.to_thread(self._abandon_canary, module, want, reason)
             return
         replaced = self.registry.set_canary(module, served, desired.percent)
         if replaced is not None:
@@ -482,27 +499,39 @@ class Deployments:
             if row.canary_version == version:
                 row.canary_version, row.canary_percent = None, 0
 
-    async def _abandon_target(self, module: str, version: str, message: str) -> None:
+    async def _abandon_target(self, module: str, version: str, reason: str) -> None:
+        """Give up the target `version`, which did not start for `reason`; the generation is carried out."""
         self._failed.add(module)
-        await asyncio.to_thread(self._write_abandoned_target, module, version, message)
+        serving = self._active(module) is not None
+        await asyncio.to_thread(self._write_abandoned_target, module, version, reason, serving)
 
-    def _write_abandoned_target(self, module: str, version: str, message: str) -> None:
+    def _write_abandoned_target(self, module: str, version: str, reason: str, serving: bool) -> None:
         with self.database.session() as session:
             row = session.get(Deployment, module)
-            if row is None:
-                return
-            if row.target_version == version:
-                row.target_version = None
-                row.observed_generation = row.generation
-            row.status, row.message = DeploymentStatus.FAILED, message
+            if row is None or row.target_version != version:
+                return  # a newer change replaced this target: its own pass reports
+            row.target_version = None
+            row.observed_generation = row.generation
+            _write_failure(row, version, reason, serving=serving)
 
-    def _abandon_canary(self, module: str, version: str, message: str) -> None:
+    def _abandon_canary(self, module: str, version: str, reason: str) -> None:
         with self.database.session() as session:
             row = session.get(Deployment, module)
             if row is not None and row.canary_version == version:
                 row.canary_version, row.canary_percent = None, 0
-                row.status, row.message = DeploymentStatus.FAILED, message
                 row.observed_generation = row.generation
+                _write_failure(row, version, reason, serving=True)
+
+    async def _fail_rollout(self, module: str, version: str, reason: str) -> None:
+        """Report that `version` did not start for `reason` while the active version keeps serving."""
+        self._failed.add(module)
+        await asyncio.to_thread(self._write_failed_rollout, module, version, reason)
+
+    def _write_failed_rollout(self, module: str, version: str, reason: str) -> None:
+        with self.database.session() as session:
+            row = session.get(Deployment, module)
+            if row is not None:
+                _write_failure(row, version, reason, serving=True)
 
     def _restore_previous(self, module: str, failing: str, message: str) -> str | None:
         """Record that version `failing` of the active pool is failing and, when the version before it is
@@ -515,7 +544,7 @@ class Deployments:
             if row.previous_version and row.previous_version != failing and row.target_version is None:
                 row.target_version = row.previous_version
                 message += f"; rolled back to {row.previous_version}"
-                self._bump(row)
+                _bump(row)
                 note = message
             row.status, row.message = DeploymentStatus.FAILED, message
             return note
@@ -539,6 +568,8 @@ class Deployments:
                 return False
             if ready:
                 row.status, row.message = DeploymentStatus.READY, note
+                if row.failed_version == row.active_version:  # it failed to scale, and now serves as asked
+                    row.failed_version = row.failure = None
             row.observed_generation = generation
             return ready
 
@@ -558,7 +589,7 @@ class Deployments:
         if row is None and create:
             row = Deployment(
                 module_name=module,
-                replicas=self._default_replicas(session, module),
+                replicas=1,
                 generation=0,
                 observed_generation=0,
                 canary_percent=0,
@@ -567,21 +598,6 @@ class Deployments:
             )
             session.add(row)
         return row
-
-    def _default_replicas(self, session: Any, module: str) -> int:
-        replicas = session.scalars(
-            select(Version.manifest).where(Version.module_name == module).order_by(Version.id.desc())
-        ).first()
-        try:
-            return max(1, int((replicas or {})["spec"]["resources"]["replicas"]))
-        except (KeyError, TypeError, ValueError):
-            return 1
-
-    @staticmethod
-    def _bump(row: Deployment) -> None:
-        row.generation = (row.generation or 0) + 1
-        row.status, row.message = DeploymentStatus.PROGRESSING, ""
-        row.updated_at = utcnow()
 
     @staticmethod
     def _deployable(session: Any, module: str, version: str) -> None:
@@ -623,7 +639,88 @@ class Deployments:
             message=row.message,
             updated_at=row.updated_at.isoformat() if row.updated_at else None,
             serving=serving,
+            rollout=self._rollout(row, canary),
         )
+
+    @staticmethod
+    def _rollout(row: Deployment, canary: ServedModule | None) -> RolloutInfo | None:
+        """The version that failed to roll out in this generation, else the one rolling out, if any."""
+        if row.failed_version is not None:
+            return RolloutInfo(version=row.failed_version, status="failed", message=row.failure or "")
+        starting = row.target_version
+        canary_starting = canary is None or canary.version != row.canary_version
+        if starting is None and row.canary_version and canary_starting:
+            starting = row.canary_version
+        if starting is None:
+            return None
+        return RolloutInfo(version=starting, status="progressing", message=row.message)
+
+
+def scale(session: Session, module: str, replicas: int, *, write: bool = True) -> int | None:
+    """Scale a deployed module to `replicas` in `session`, as a new generation for the reconciler (wake it
+    once the session commits); returns the replicas it had, or None when nothing changes: it runs that many
+    already, or it is not deployed (its first deploy reads an applied manifest's replicas itself). With
+    `write=False` only the answer is computed."""
+    row = session.get(Deployment, module)
+    if row is None or row.replicas == replicas or (row.active_version or row.target_version) is None:
+        return None
+    before = row.replicas
+    if write:
+        row.replicas = replicas
+        _bump(row)
+    return before
+
+
+def _bump(row: Deployment) -> None:
+    """Make `row` a new generation: a change the reconciler has yet to carry out, with no failure yet."""
+    row.generation = (row.generation or 0) + 1
+    row.status, row.message = DeploymentStatus.PROGRESSING, ""
+    row.failed_version = row.failure = None
+    row.updated_at = utcnow()
+
+
+def _write_failure(row: Deployment, version: str, reason: str, *, serving: bool) -> None:
+    """Record that `version` did not roll out, for `reason`: the deployment is `ready` if a version still
+    serves, `failed` (with the reason as its message) if none does."""
+    row.failed_version, row.failure = version, reason
+    if serving:
+        row.status, row.message = DeploymentStatus.READY, ""
+    else:
+        row.status, row.message = DeploymentStatus.FAILED, f"{version} did not start: {reason}"
+
+
+def _manifest_replicas(session: Session, row: Deployment, version: str) -> int | None:
+    """The replicas a deploy of `version` without explicit ones runs; None keeps the deployment's.
+
+    The first deploy takes an applied `Module` manifest's replicas, else the version's manifest's. A later
+    deploy takes the version's only when they differ from those of the version it replaces."""
+    wanted = _version_replicas(session, row.module_name, version)
+    current = row.target_version or row.active_version
+    if current is None:
+        module = session.get(Module, row.module_name)
+        applied = _replicas_of(module.manifest if module is not None else None)
+        return applied or wanted
+    return wanted if wanted != _version_replicas(session, row.module_name, current) else None
+
+
+def _version_replicas(session: Session, module: str, version: str) -> int:
+    manifest = session.scalars(
+        select(Version.manifest).where(Version.module_name == module, Version.name == version)
+    ).one_or_none()
+    return _replicas_of(manifest) or 1
+
+
+def _replicas_of(manifest: dict[str, Any] | None) -> int | None:
+    """The replicas a stored manifest document sets (at least 1), or None if it sets none."""
+    try:
+        replicas = (manifest or {})["spec"]["resources"]["replicas"]
+    except (KeyError, TypeError):
+        return None
+    return max(1, replicas) if isinstance(replicas, int) else None
+
+
+def _replicas(count: int) -> str:
+    return f"{count} replica" if count == 1 else f"{count} replicas"
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

@@ -9,6 +9,11 @@ object, and nothing is deleted, as `kubectl delete` does without `--ignore-not-f
 skips them instead. Deleting a module deletes its versions, deployment and APIs with it (the database
 cascades), and each of its APIs is reported as deleted too.
 
+A `Module` manifest that sets `spec.resources.replicas` scales the module's deployment to them when it runs
+another number (as a new generation, which the reconciler carries out like a deploy with `replicas`): the
+result is `configured`, says so in its `message` (`scaled to 2 replicas`), and the audit trail records
+`module.scale`. A manifest that leaves replicas out leaves the deployment as it is.
+
 `Storage` manifests declare buckets; only admins apply or delete them. Applying one makes the bucket in the
 object store; deleting one is refused (409 `bucket_not_empty`) while the bucket holds objects.
 """
@@ -28,6 +33,7 @@ from sqlalchemy.orm import Session
 
 from modelport.control.access import ALLOW_ALL, Permit
 from modelport.control.audit import Actor, AuditTrail, manifest_action
+from modelport.control.deployments import scale
 from modelport.core.errors import BadRequest, BucketNotFound, Conflict, Forbidden, ModelportError, NotFound
 from modelport.core.manifests import (
     KINDS,
@@ -130,12 +136,13 @@ class Manifests:
                         session, manifests[index], write=not dry_run, permit=permit, created=created
                     )
                     session.flush()
+                scaled = _scale(session, manifests, write=not dry_run)
                 if not dry_run:
                     self._make_buckets([m for m in manifests if isinstance(m, StorageManifest)])
         except IntegrityError:
             raise Conflict("the objects changed while this request applied them; apply again") from None
-        result = [changes[i] for i in range(len(manifests))]
-        self._committed(result, dry_run=dry_run, actor=actor)
+        result = [_scaled(changes[i], scaled) for i in range(len(manifests))]
+        self._committed(result, dry_run=dry_run, actor=actor, scaled=scaled)
         return result
 
     def _make_buckets(self, buckets: list[StorageManifest]) -> None:
@@ -206,13 +213,25 @@ class Manifests:
                 raise NotFound(f"no {kind} named {name!r}")
             return _stored(kind, name, row.manifest)
 
-    def _committed(self, changes: list[ApplyResult], *, dry_run: bool, actor: Actor) -> None:
+    def _committed(
+        self,
+        changes: list[ApplyResult],
+        *,
+        dry_run: bool,
+        actor: Actor,
+        scaled: dict[str, tuple[int, int]] | None = None,
+    ) -> None:
+        """Record what changed in the audit trail (each manifest, each deployment `scaled`: replicas before
+        and after, by module), then tell the listener."""
         changed = [c for c in changes if c.action != "unchanged"]
         if dry_run or not changed:
             return
         for change in changed:
-            kind = change.kind.lower()
-            self.audit.record(actor, manifest_action(kind, change.action), f"{kind}/{change.name}")
+            if change.diff:  # the stored manifest changed, not only the deployment it scales
+                kind = change.kind.lower()
+                self.audit.record(actor, manifest_action(kind, change.action), f"{kind}/{change.name}")
+        for module, (before, replicas) in (scaled or {}).items():
+            self.audit.record(actor, "module.scale", f"module/{module}", replicas=replicas, previous=before)
         if self._on_change is not None:
             try:
                 self._on_change(changed)
@@ -338,6 +357,28 @@ def _apply_one(
         if isinstance(row, Module) and isinstance(manifest, ModuleManifest) and manifest.spec.owner:
             row.owner = owner
     return change
+
+
+def _scale(session: Session, manifests: list[Manifest], *, write: bool) -> dict[str, tuple[int, int]]:
+    """Scale the deployment of each module whose manifest sets replicas it does not run; returns, by module,
+    the replicas it had and those it gets."""
+    scaled: dict[str, tuple[int, int]] = {}
+    for manifest in manifests:
+        if isinstance(manifest, ModuleManifest) and "replicas" in manifest.spec.resources.model_fields_set:
+            replicas = max(1, manifest.spec.resources.replicas)
+            before = scale(session, manifest.metadata.name, replicas, write=write)
+            if before is not None:
+                scaled[manifest.metadata.name] = (before, replicas)
+    return scaled
+
+
+def _scaled(change: ApplyResult, scaled: dict[str, tuple[int, int]]) -> ApplyResult:
+    """The result of applying a manifest, saying so when its module's deployment was scaled."""
+    if change.kind != "Module" or change.name not in scaled:
+        return change
+    replicas = scaled[change.name][1]
+    message = f"scaled to {replicas} replica" + ("" if replicas == 1 else "s")
+    return change.model_copy(update={"action": "configured", "message": message})
 
 
 def _owner(row: Row | None, manifest: Manifest, permit: Permit | None, created: set[str]) -> str | None:

@@ -257,6 +257,8 @@ class Services:
         for change in changes:
             if change.kind == "Module" and change.action == "deleted":
                 self.deployments.forget_soon(change.name)
+        if any(change.kind == "Module" for change in changes):  # one may have scaled its deployment
+            self.deployments.wake()
 
     async def _push_release(self, artifact: Artifact, pushed_by: str) -> str:
         async with self.versions.spool(artifact.data) as spooled:

@@ -40,6 +40,8 @@ __all__ = [
     "PresignedUrl",
     "Record",
     "Role",
+    "RolloutInfo",
+    "RolloutStatus",
     "ServingInfo",
     "ServingRole",
     "TokenInfo",
@@ -53,6 +55,7 @@ __all__ = [
 ]
 
 ServingRole = Literal["active", "canary", "previous"]
+RolloutStatus = Literal["progressing", "failed"]
 ApplyAction = Literal["created", "configured", "unchanged", "deleted"]
 IdentitySource = Literal["local", "oidc"]
 TokenKind = Literal["api", "session"]
@@ -78,8 +81,23 @@ class ServingInfo(Record):
     ready: bool
 
 
+class RolloutInfo(Record):
+    """A version on its way to taking calls (`progressing`), or one whose rollout failed (`failed`, with
+    why in `message`) while the deployment went on as it was."""
+
+    version: str
+    status: RolloutStatus
+    message: str
+
+
 class DeploymentInfo(Record):
-    """What a module should serve (`target_version`, `generation`) and what it does (`version`, `serving`)."""
+    """What a module should serve (`target_version`, `generation`) and what it does (`version`, `serving`).
+
+    `status` says where the deployment stands: `progressing` while a change is carried out, then `ready`
+    when its active version serves, `failed` when none does. A new version that fails to build, start or
+    warm up leaves the active version serving: the deployment is `ready` and `rollout` says which version
+    failed and why, until the next change.
+    """
 
     module: str
     version: str | None
@@ -94,6 +112,7 @@ class DeploymentInfo(Record):
     message: str
     updated_at: str | None
     serving: list[ServingInfo]
+    rollout: RolloutInfo | None = None
 
 
 class ModuleInfo(Record):
@@ -148,6 +167,8 @@ class ApplyResult(Record):
     name: str
     action: ApplyAction
     diff: str
+    message: str = ""
+    """What else applying it does, in words: `scaled to 2 replicas` when a module's deployment is scaled."""
 
 
 class ApplyResultList(Record):

@@ -18,7 +18,8 @@ class BuildStatus(StrEnum):
 
 
 class DeploymentStatus(StrEnum):
-    """Where a module's rollout stands: `progressing` until the target serves, `failed` if it never will."""
+    """Where a module's deployment stands: `progressing` while a change is carried out, then `ready` if its
+    active version serves (a new version that failed to roll out aside), `failed` if none does."""
 
     PENDING = "pending"
     PROGRESSING = "progressing"

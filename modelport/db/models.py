@@ -131,6 +131,9 @@ class Deployment(Base):
     observed_generation: Mapped[int] = mapped_column(Integer, default=0)
     status: Mapped[str] = mapped_column(String(32), default="pending")
     message: Mapped[str] = mapped_column(Text, default="")
+    failed_version: Mapped[str | None] = mapped_column(String(64))
+    """The version whose rollout in this generation failed (its target or canary), and why (`failure`)."""
+    failure: Mapped[str | None] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
     module: Mapped[Module] = relationship(back_populates="deployment")

@@ -12,12 +12,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic_core import PydanticCustomError
 
 from modelport.control.audit import Actor
 from modelport.control.identity import caller_info
 from modelport.control.platform import Services
 from modelport.core.errors import Forbidden, NotFound
+from modelport.core.manifests import check_group_path
 from modelport.core.records import (
     AccessToken,
     AuditList,
@@ -46,7 +48,21 @@ class _Strict(BaseModel):
 MAX_ID = 2**31 - 1
 Id = Annotated[int, Path(ge=1, le=MAX_ID)]
 Password = Annotated[str, Field(min_length=8, max_length=1024, description="At least 8 characters.")]
-GroupPath = Annotated[str, Field(min_length=2, max_length=255, pattern=r"^/", examples=["/team/users"])]
+
+
+def _group_path(value: str) -> str:
+    """A group path, refused in the words the command line uses (`'team-a' is not a group path: ...`)."""
+    try:
+        return check_group_path(value)
+    except ValueError as exc:
+        raise PydanticCustomError("group_path", str(exc)) from None
+
+
+GroupPath = Annotated[
+    str,
+    AfterValidator(_group_path),
+    Field(max_length=255, description="A full group path, starting with /.", examples=["/team/users"]),
+]
 
 
 class TokenRequest(_Strict):

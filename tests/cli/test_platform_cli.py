@@ -238,6 +238,22 @@ def test_apply_sends_stdin_and_prints_a_line_per_result(answer: Any) -> None:
     assert json.loads(seen[1].content)["dry_run"] is True
 
 
+def test_apply_says_when_it_scales_a_deployment(answer: Any) -> None:
+    scaled = {
+        "kind": "Module",
+        "name": "echo",
+        "action": "configured",
+        "diff": "",
+        "message": "scaled to 2 replicas",
+    }
+    answer(lambda r: httpx.Response(200, json={"results": [scaled]}))
+    result = runner.invoke(app, ["apply", "-f", "-"], input=MODULE)
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "Module/echo configured, scaled to 2 replicas\n"
+    result = runner.invoke(app, ["apply", "-f", "-", "--dry-run"], input=MODULE)
+    assert result.stdout == "Module/echo configured, scaled to 2 replicas (dry run)\n"
+
+
 def test_diff_exits_1_when_something_would_change(answer: Any) -> None:
     """As `diff` and `kubectl diff`: 0 nothing would change, 1 something would, more than 1 an error."""
     same = {"kind": "Module", "name": "echo", "action": "unchanged", "diff": ""}
@@ -334,6 +350,23 @@ def test_deploy_wait_fails_with_the_deployment_message(answer: Any) -> None:
     assert "the rollout of echo failed: setup failed: no model" in result.stderr
 
 
+def test_deploy_wait_fails_with_the_failed_rollout_and_says_what_serves(answer: Any) -> None:
+    rollout = {"version": "v2", "status": "failed", "message": "warm-up example failed: boom"}
+    settled = deployment(
+        observed_generation=3, status="ready", target_version=None, message="", rollout=rollout
+    )
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.method == "POST":
+            return httpx.Response(202, json=deployment())
+        return httpx.Response(200, json=module("echo", settled))
+
+    answer(handle)
+    result = runner.invoke(app, ["deploy", "echo", "v2", "--wait"])
+    assert result.exit_code == 1
+    assert "the rollout of echo v2 failed: warm-up example failed: boom; v1 keeps serving" in result.stderr
+
+
 def test_deploy_wait_times_out_with_the_deployment_message(answer: Any) -> None:
     def handle(request: httpx.Request) -> httpx.Response:
         if request.method == "POST":
@@ -357,17 +390,21 @@ def test_api_errors_exit_by_status(answer: Any, status: int, code: int) -> None:
 
 
 def test_get_modules_in_every_format(answer: Any) -> None:
+    serving = [{"version": "v1", "role": "active", "workers": 2, "ready": True}]
+    rollout = {"version": "v2", "status": "progressing", "message": "starting workers"}
     modules = [
-        module("echo", deployment(canary_version="v3", canary_percent=10)),
+        module("echo", deployment(canary_version="v3", canary_percent=10, serving=serving, rollout=rollout)),
         module("idle", None),
     ]
     answer(lambda r: httpx.Response(200, json={"modules": modules}))
     table = runner.invoke(app, ["get", "modules"], env={"COLUMNS": "200"})
     assert table.exit_code == 0, table.output
     lines = table.stdout.splitlines()
-    assert lines[0].split() == ["NAME", "VERSION", "CANARY", "REPLICAS", "STATUS", "MESSAGE"]
-    assert lines[1].split() == ["echo", "v1", "v3", "(10%)", "2", "progressing", "starting", "workers"]
-    assert lines[2].split() == ["idle", "-", "-", "-", "not", "deployed"]
+    assert lines[0].split() == ["NAME", "SERVING", "CANARY", "REPLICAS", "STATUS", "ROLLOUT", "MESSAGE"]
+    assert lines[1].split() == [
+        *("echo", "v1", "v3", "(10%)", "2", "progressing", "v2", "progressing", "starting", "workers")
+    ]
+    assert lines[2].split() == ["idle", "-", "-", "-", "not", "deployed", "-"]
     assert json.loads(runner.invoke(app, ["get", "modules", "-o", "json"]).stdout) == modules
     assert yaml.safe_load(runner.invoke(app, ["get", "modules", "-o", "yaml"]).stdout) == modules
     assert runner.invoke(app, ["get", "modules", "-o", "xml"]).exit_code == 2
@@ -385,9 +422,9 @@ def test_piped_tables_print_whole_cells_separated_by_tabs(answer: Any) -> None:
     result = runner.invoke(app, ["get", "modules"], env={"COLUMNS": "40"})
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines() == [
-        "NAME\tVERSION\tCANARY\tREPLICAS\tSTATUS\tMESSAGE",
-        f"receipt-ocr-with-a-long-name\tv1\t-\t2\tfailed\t{message}  at load",  # one line, one cell
-        "idle\t-\t-\t-\tnot deployed\t",
+        "NAME\tSERVING\tCANARY\tREPLICAS\tSTATUS\tROLLOUT\tMESSAGE",
+        f"receipt-ocr-with-a-long-name\t-\t-\t2\tfailed\t-\t{message}  at load",  # one line, one cell
+        "idle\t-\t-\t-\tnot deployed\t-\t",
     ]
 
 

@@ -19,6 +19,7 @@ from modelport.client import (
     ConnectionFailed,
     DeploymentInfo,
     ModuleInfo,
+    RolloutInfo,
     VersionInfo,
     WaitTimeout,
 )
@@ -90,6 +91,7 @@ def test_the_exports_are_pinned() -> None:
             "Progress",
             "Pushed",
             "Role",
+            "RolloutInfo",
             "ServingInfo",
             "TokenInfo",
             "TransferFailed",
@@ -289,6 +291,18 @@ def test_wait_deployment_returns_a_failure(client_for: Any) -> None:
     failed = deployment(generation=2, observed_generation=2, status="failed", message="setup failed")
     client, _ = client_for(scripted([module(failed)]))
     assert client.wait_deployment("echo", 2, timeout=10, poll=0).message == "setup failed"
+
+
+def test_wait_deployment_settles_ready_with_a_failed_rollout(client_for: Any) -> None:
+    """A new version that failed while the old one serves: `ready`, and the rollout says what failed; an
+    answer without `rollout` (a server before it) reads as None."""
+    rollout = {"version": "v2", "status": "failed", "message": "warm-up example failed: boom"}
+    settled = deployment(generation=2, observed_generation=2, status="ready", rollout=rollout)
+    client, _ = client_for(scripted([module(settled)]))
+    assert client.wait_deployment("echo", 2, timeout=10, poll=0).rollout == RolloutInfo(
+        version="v2", status="failed", message="warm-up example failed: boom"
+    )
+    assert DeploymentInfo.model_validate(deployment()).rollout is None
 
 
 def test_wait_deployment_times_out_with_the_last_state(client_for: Any) -> None:

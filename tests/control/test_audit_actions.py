@@ -31,6 +31,7 @@ ACTIONS = [
     "module.delete",
     "module.deploy",
     "module.rollback",
+    "module.scale",
     "module.update",
     "object.delete",
     "object.presign",

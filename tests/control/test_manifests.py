@@ -131,6 +131,7 @@ def test_the_diff_is_unified_yaml(manifests: Manifests) -> None:
         "name": "echo",
         "action": "configured",
         "diff": configured.diff,
+        "message": "",
     }
 
 
@@ -407,3 +408,94 @@ def test_get_and_list(manifests: Manifests) -> None:
     assert manifests.get("Module", "b") == module("b")
     with pytest.raises(NotFound):
         manifests.get("Api", "nothing")
+
+
+def deployed(database: Database, name: str = "echo", *, replicas: int = 1) -> None:
+    """`name` deployed at generation 1 and carried out, running `replicas` workers."""
+    with database.session() as session:
+        session.add(Version(module_name=name, name="v1", digest="sha256:" + "0" * 64, size=1))
+        session.add(
+            Deployment(
+                module_name=name,
+                active_version="v1",
+                replicas=replicas,
+                generation=1,
+                observed_generation=1,
+                status="ready",
+            )
+        )
+
+
+def deployment_of(database: Database, name: str = "echo") -> tuple[int, int, int, str]:
+    """(replicas, generation, observed generation, status)."""
+    with database.session() as session:
+        row = session.get(Deployment, name)
+        assert row is not None
+        return row.replicas, row.generation, row.observed_generation, row.status
+
+
+def test_a_module_manifest_that_sets_replicas_scales_its_deployment(
+    manifests: Manifests, database: Database, notified: list[list[ApplyResult]]
+) -> None:
+    manifests.apply([module()], actor=ALICE)
+    deployed(database)
+    notified.clear()
+    scaled = module(resources={"replicas": 2})
+
+    [planned] = manifests.apply([scaled], dry_run=True, actor=ALICE)
+    assert (planned.action, planned.message) == ("configured", "scaled to 2 replicas")
+    assert deployment_of(database) == (1, 1, 1, "ready")
+
+    [change] = manifests.apply([scaled], actor=ALICE)
+    assert (change.action, change.message) == ("configured", "scaled to 2 replicas")
+    assert "+    replicas: 2\n" in change.diff
+    assert deployment_of(database) == (2, 2, 1, "progressing")  # a new generation for the reconciler
+    assert notified == [[change]]
+    scales = manifests.audit.events(action="module.scale")
+    assert [(e.actor, e.target, e.details) for e in scales] == [
+        ("alice", "module/echo", {"replicas": 2, "previous": 1})
+    ]
+    assert [e.action for e in manifests.audit.events(target="module/echo")] == [
+        "module.scale",
+        "module.update",
+        "module.create",
+    ]
+
+    [again] = manifests.apply([scaled], actor=ALICE)
+    assert (again.action, again.message) == ("unchanged", "")
+    assert deployment_of(database) == (2, 2, 1, "progressing")
+
+
+def test_a_deployment_scaled_by_hand_is_scaled_back_by_its_unchanged_manifest(
+    manifests: Manifests, database: Database
+) -> None:
+    """The manifest's replicas hold whenever it is applied: the change is the deployment's, not the
+    manifest's, so only `module.scale` is recorded."""
+    manifests.apply([module(resources={"replicas": 2})], actor=ALICE)
+    deployed(database, replicas=4)
+
+    [change] = manifests.apply([module(resources={"replicas": 2})], actor=ALICE)
+
+    assert (change.action, change.diff, change.message) == ("configured", "", "scaled to 2 replicas")
+    assert deployment_of(database)[:2] == (2, 2)
+    assert [e.action for e in manifests.audit.events(target="module/echo")] == [
+        "module.scale",
+        "module.create",
+    ]
+
+
+def test_a_manifest_without_replicas_or_a_module_not_deployed_scales_nothing(
+    manifests: Manifests, database: Database
+) -> None:
+    manifests.apply([module(), module("idle")], actor=ALICE)
+    deployed(database, replicas=3)
+
+    changes = manifests.apply(
+        [module(env={"MODE": "fast"}), module("idle", resources={"replicas": 2})], actor=ALICE
+    )
+
+    assert [(c.action, c.message) for c in changes] == [("configured", ""), ("configured", "")]
+    assert deployment_of(database) == (3, 1, 1, "ready")
+    with database.session() as session:
+        assert session.get(Deployment, "idle") is None
+    assert manifests.audit.events(action="module.scale") == []

@@ -1,4 +1,5 @@
-"""The identity routes' refusals of ids that no row can have, on each database backend.
+"""The identity routes' refusals of ids that no row can have and of group names that are not paths, on each
+database backend.
 
 Ids are INTEGER columns: 32 bits on PostgreSQL, 64 on SQLite, and each database raises on a larger number
 rather than finding nothing. The platform is the real composition root served in this process.
@@ -7,6 +8,8 @@ rather than finding nothing. The platform is the real composition root served in
 from __future__ import annotations
 
 import pytest
+
+from modelport.core.manifests import check_group_path
 
 # Zero, past PostgreSQL's INTEGER, past SQLite's.
 NUMBERS = [0, 2**31, 2**63]
@@ -60,3 +63,25 @@ def test_text_the_database_cannot_store_is_a_bad_request_that_changes_nothing(pl
             assert "NUL" in response.json()["error"]["message"]
     if database_url.startswith("postgresql"):
         assert platform_client.get("/api/v1/tokens").json() == before
+
+
+def test_a_group_name_that_is_not_a_path_is_refused_in_the_words_of_the_cli(platform_client):
+    ann = platform_client.post("/api/v1/users", json={"name": "ann"}).json()
+    requests = [
+        ("POST", "/api/v1/groups", {"path": "team-a"}, "path"),
+        ("POST", "/api/v1/users", {"name": "bob", "groups": ["/ok", "team-a"]}, "groups.1"),
+        ("PATCH", f"/api/v1/users/{ann['id']}", {"groups": ["team-a"]}, "groups.0"),
+    ]
+    with pytest.raises(ValueError) as cli:
+        check_group_path("team-a")
+    for method, url, body, field in requests:
+        response = platform_client.request(method, url, json=body)
+        assert response.status_code == 422, (method, url, response.text)
+        error = response.json()["error"]
+        assert error["code"] == "validation_failed"
+        assert error["details"] == [{"field": field, "code": "group_path", "message": str(cli.value)}]
+    assert str(cli.value) == (
+        "'team-a' is not a group path: group names are full paths starting with /, like /team-a"
+    )
+    assert platform_client.get("/api/v1/groups").json()["groups"] == []
+    assert [u["name"] for u in platform_client.get("/api/v1/users").json()["users"]] == ["admin", "ann"]

@@ -67,9 +67,10 @@ def test_a_broken_version_never_takes_traffic(platform, client, git_module, brea
             reason = response.json()["error"]["message"]
         else:
             deployment = wait_deployment(client, "versioned", response.json()["generation"])
-            assert deployment["status"] == "failed"
+            assert deployment["status"] == "ready", deployment  # v1 serves on
             assert deployment["version"] == "v1" and deployment["target_version"] is None
-            reason = deployment["message"]
+            assert (deployment["rollout"]["version"], deployment["rollout"]["status"]) == ("v2", "failed")
+            reason = deployment["rollout"]["message"]
         load.wait_for_answers(2 * load.clients, sent_after=time.time())  # still served after the failure
 
     expected = {

@@ -555,8 +555,9 @@ def test_a_module_loads_weights_only_from_a_bucket_its_owner_group_may_read(
         assert push(admin, directory, version="v1").status_code == 201
         assert wait_built(admin, "borrower", "v1")["build_status"] == "ready"
         deployment = wait_deployment(admin, "borrower", deploy(admin, "borrower", "v1")["generation"])
-        assert deployment["status"] == "failed"
+        assert deployment["status"] == "failed"  # nothing serves
         assert "/team-b, which may not read bucket 'models'" in deployment["message"]
+        assert (deployment["rollout"]["version"], deployment["rollout"]["status"]) == ("v1", "failed")
         called = admin.post("/api/v1/modules/borrower/predict", json={"inputs": {"text": "x"}})
         assert called.status_code in (404, 503)
 
@@ -580,8 +581,10 @@ def test_a_version_whose_weights_fail_their_checksum_never_takes_traffic(
             == "ready"
         )
         deployment = wait_deployment(admin, "checked", deploy(admin, "checked", "v2")["generation"])
-        assert deployment["status"] == "failed"
-        assert "does not match" in deployment["message"] or "checksum" in deployment["message"], deployment
+        assert deployment["status"] == "ready", deployment  # v1 serves on; the rollout of v2 failed
+        failed = deployment["rollout"]
+        assert (failed["version"], failed["status"]) == ("v2", "failed"), deployment
+        assert "does not match" in failed["message"] or "checksum" in failed["message"], deployment
         assert deployment["version"] == "v1"
         called = admin.post("/api/v1/modules/checked/predict", json={"inputs": {"text": "x"}})
         assert called.status_code == 200
