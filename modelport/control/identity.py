@@ -355,8 +355,9 @@ class Identity:
             raise
 
     def close(self) -> None:
-        """Stop the lookup threads; a lookup already running finishes on its own."""
-        self._lookups.shutdown(wait=False, cancel_futures=True)
+        """Stop the lookup threads once the lookups running have finished (bounded by the database's
+        timeouts), so that none opens a connection on a closed engine."""
+        self._lookups.shutdown(wait=True, cancel_futures=True)
 
     def tokens(self, *, user_id: int | None = None) -> list[TokenInfo]:
         with self.database.session() as session:

@@ -124,7 +124,9 @@ class Services:
             if self.oidc is not None:
                 await self.oidc.close()
             await self.versions.close()
-            self.identity.close()
+            await self.policies.settle()
+            await self.storage.policies.settle()
+            await asyncio.to_thread(self.identity.close)
             self.logs.close()
             self.store.close()
 

@@ -219,6 +219,12 @@ class BucketPolicies:
             return True
         return self.clock() - self._read_at >= (_MISS_RELOAD_SECONDS if self._failing else max_age)
 
+    async def settle(self) -> None:
+        """Wait for the read started for the event loop, if one runs: before the database closes, so that no
+        thread opens a connection on a closed engine."""
+        if self._loop_read is not None:
+            await asyncio.gather(self._loop_read, return_exceptions=True)
+
     def _read_in_background(self) -> asyncio.Future[None]:
         """The read running in a worker thread for the event loop, started now unless one runs already."""
         if self._loop_read is None or self._loop_read.done():

@@ -274,8 +274,8 @@ class WorkerPool:
         for item in items:
             self._queue.put(item)
         try:
-            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
-                return list(await asyncio.gather(*(item.future for item in items)))
+            results = asyncio.gather(*(item.future for item in items))
+            return list(await asyncio.wait_for(results, max(0.0, deadline - time.monotonic())))
         except TimeoutError:
             if all(item.queued for item in items):
                 raise QueueTimeout(
