@@ -14,9 +14,7 @@ database for a module in memory, so the modules known keep being served while th
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,11 +23,11 @@ from pydantic import ValidationError
 from sqlalchemy import select
 
 from modelport.control.identity import Principal
-from modelport.core.errors import DatabaseUnavailable, Forbidden, ModuleNotFound, Unauthorized
+from modelport.control.policies import PolicyCache
+from modelport.core.errors import Forbidden, ModuleNotFound, Unauthorized
 from modelport.core.manifests import ApiManifest, Cors, without_retired_fields
 from modelport.core.roles import Role
 from modelport.db import ApiDefinition, Database, Module
-from modelport.db.database import failure, unavailable
 
 __all__ = [
     "ALLOW_ALL",
@@ -115,12 +113,6 @@ def _staff(principal: Principal) -> bool:
     return principal.role in (Role.ADMIN, Role.DEVELOPER)
 
 
-_MISS_RELOAD_SECONDS = 0.05
-"""A module missing from memory reloads it at most this often: a new module is seen at once, and calls to
-modules that do not exist cannot make every request read the database. While reads fail, they are tried
-again at most this often too."""
-
-
 class AccessPolicies:
     """Each module's owner and `Api` grants, read from the database and kept in memory.
 
@@ -139,100 +131,30 @@ class AccessPolicies:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.database = database
-        self.refresh_seconds = refresh_seconds
-        self.clock = clock
-        self._policies: dict[str, ModulePolicy] = {}
-        self._read_at: float | None = None  # when the last read that finished began
-        self._failing = False  # whether it failed
-        self._started = 0  # reads begun, numbered so that an older one never replaces a newer one
-        self._finished = 0
-        self._lock = threading.Lock()
-        self._thread_reads = threading.Lock()
-        self._loop_read: asyncio.Future[None] | None = None
+        self._cache = PolicyCache(
+            self._load, what="the access policies", refresh_seconds=refresh_seconds, clock=clock
+        )
 
     def reload(self) -> None:
-        """Read every policy now, in the calling thread (after a change made through this process). When the
-        database cannot answer, the policies in memory stay and reads are tried again soon."""
-        with self._lock:
-            self._started += 1
-            number, began = self._started, self.clock()
-        try:
-            policies: dict[str, ModulePolicy] | None = self._load()
-        except Exception as exc:
-            if not self._failing:
-                log.warning(
-                    "cannot read the access policies (%s); serving the modules known",
-                    failure(exc),
-                    exc_info=not unavailable(exc),
-                )
-            policies = None
-        with self._lock:
-            if number <= self._finished:
-                return
-            recovered = self._failing and policies is not None
-            self._finished, self._read_at, self._failing = number, began, policies is None
-            if policies is not None:
-                self._policies = policies
-        if recovered:
-            log.warning("the access policies are read again")
+        """Read every policy now, in the calling thread (after a change made through this process)."""
+        self._cache.reload()
 
     def policy(self, module: str) -> ModulePolicy | None:
         """The module's policy; None if there is no such module. For threads: the database is read here when
         a read is due."""
-        self._read_in_thread(self.refresh_seconds)
-        if module not in self._policies:  # perhaps made a moment ago by another request or process
-            self._read_in_thread(_MISS_RELOAD_SECONDS)
-        return self._known(module)
+        return self._cache.get(module)
 
     async def current(self, module: str) -> ModulePolicy | None:
-        """The module's policy for the event loop; None if there is no such module. Memory answers, while a
-        read that is due runs in a worker thread; a module missing from memory waits for a read (at most
-        every `_MISS_RELOAD_SECONDS`)."""
-        if self._read_at is None:
-            await asyncio.shield(self._read_in_background())
-        elif self._due(self.refresh_seconds):
-            self._read_in_background()
-        if module not in self._policies and not self._failing and self._due(_MISS_RELOAD_SECONDS):
-            await asyncio.shield(self._read_in_background())
-        return self._known(module)
+        """The module's policy for the event loop; None if there is no such module (see `PolicyCache`)."""
+        return await self._cache.current(module)
 
     def cached(self, module: str) -> ModulePolicy | None:
         """The module's policy in memory, for code on the event loop that cannot wait (CORS, a call's
-        deadline); a read that is due starts in a worker thread."""
-        if self._due(self.refresh_seconds):
-            self._read_in_background()
-        return self._policies.get(module)
-
-    def _known(self, module: str) -> ModulePolicy | None:
-        policy = self._policies.get(module)
-        if policy is None and self._failing:
-            raise DatabaseUnavailable()
-        return policy
-
-    def _due(self, max_age: float) -> bool:
-        """Whether memory is `max_age` old (while reads fail: whether the last began `_MISS_RELOAD_SECONDS`
-        ago)."""
-        if self._read_at is None:
-            return True
-        return self.clock() - self._read_at >= (_MISS_RELOAD_SECONDS if self._failing else max_age)
-
-    def _read_in_thread(self, max_age: float) -> None:
-        if self._due(max_age):
-            with self._thread_reads:  # one read for every thread that found memory old at once
-                if self._due(max_age):
-                    self.reload()
+        deadline)."""
+        return self._cache.cached(module)
 
     async def settle(self) -> None:
-        """Wait for the read started for the event loop, if one runs: before the database closes, so that no
-        thread opens a connection on a closed engine."""
-        if self._loop_read is not None:
-            await asyncio.gather(self._loop_read, return_exceptions=True)
-
-    def _read_in_background(self) -> asyncio.Future[None]:
-        """The read running in a worker thread for the event loop, started now unless one runs already."""
-        if self._loop_read is None or self._loop_read.done():
-            self._loop_read = asyncio.ensure_future(asyncio.to_thread(self.reload))
-        return self._loop_read
+        await self._cache.settle()
 
     def _load(self) -> dict[str, ModulePolicy]:
         with self.database.session() as session:

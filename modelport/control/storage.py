@@ -21,7 +21,6 @@ change made through this process. While the database is unavailable the copy rea
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import logging
@@ -41,10 +40,10 @@ from sqlalchemy.exc import IntegrityError
 
 from modelport.control.audit import Actor, AuditTrail
 from modelport.control.identity import Principal
+from modelport.control.policies import PolicyCache
 from modelport.core.errors import (
     BadRequest,
     BucketNotFound,
-    DatabaseUnavailable,
     Forbidden,
     ObjectNotFound,
     PayloadTooLarge,
@@ -56,18 +55,14 @@ from modelport.core.records import BucketInfo, ObjectInfo, ObjectListing, Presig
 from modelport.core.roles import Role
 from modelport.core.settings import Settings
 from modelport.db import Bucket, Database, ServerKey
-from modelport.db.database import failure, unavailable
 from modelport.storage import ObjectInfo as StoredObject
 from modelport.storage import ObjectStore, ObjectWriter, check_key, check_prefix
 
-__all__ = ["BucketPolicies", "BucketPolicy", "Storage", "Upload", "object_info"]
+__all__ = ["BucketPolicy", "Storage", "Upload", "object_info"]
 
 log = logging.getLogger("modelport.storage")
 
 _PRESIGN_KEY = "presign"
-_MISS_RELOAD_SECONDS = 0.05
-"""A bucket missing from memory has it read again at most this often: a bucket made by another gateway is
-seen at once, and requests naming buckets that do not exist cannot make every request read the database."""
 
 
 @dataclass(frozen=True)
@@ -148,90 +143,6 @@ class Upload:
         self.abort()  # nothing to drop after a commit; everything if the block left without one
 
 
-class BucketPolicies:
-    """Every bucket's policy, read by `read` and kept in memory for the event loop.
-
-    `current` answers from memory, starting a read in a worker thread when memory is `refresh_seconds` old;
-    it waits only for the first read and for a bucket memory lacks (at most every `_MISS_RELOAD_SECONDS`).
-    `reload` reads at once, in the calling thread. A read that fails keeps the policies read last, and a
-    bucket missing from them is `DatabaseUnavailable` (whether it exists, nobody can tell).
-    """
-
-    def __init__(
-        self,
-        read: Callable[[], dict[str, BucketPolicy]],
-        *,
-        refresh_seconds: float = 2.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.read, self.refresh_seconds, self.clock = read, refresh_seconds, clock
-        self._policies: dict[str, BucketPolicy] = {}
-        self._read_at: float | None = None  # when the last read that finished began
-        self._failing = False  # whether it failed
-        self._started = 0  # reads begun, numbered so that an older one never replaces a newer one
-        self._finished = 0
-        self._lock = threading.Lock()
-        self._loop_read: asyncio.Future[None] | None = None
-
-    def reload(self) -> None:
-        """Read every bucket's policy now, in the calling thread (after a change made through this process);
-        when the database cannot answer, the policies in memory stay."""
-        with self._lock:
-            self._started += 1
-            number, began = self._started, self.clock()
-        try:
-            policies: dict[str, BucketPolicy] | None = self.read()
-        except Exception as exc:
-            if not self._failing:
-                log.warning(
-                    "cannot read the buckets' policies (%s); serving the buckets known",
-                    failure(exc),
-                    exc_info=not unavailable(exc),
-                )
-            policies = None
-        with self._lock:
-            if number <= self._finished:
-                return
-            recovered = self._failing and policies is not None
-            self._finished, self._read_at, self._failing = number, began, policies is None
-            if policies is not None:
-                self._policies = policies
-        if recovered:
-            log.warning("the buckets' policies are read again")
-
-    async def current(self, bucket: str) -> BucketPolicy | None:
-        """The bucket's policy for the event loop; None if there is no such bucket."""
-        if self._read_at is None:
-            await asyncio.shield(self._read_in_background())
-        elif self._due(self.refresh_seconds):
-            self._read_in_background()
-        if bucket not in self._policies and not self._failing and self._due(_MISS_RELOAD_SECONDS):
-            await asyncio.shield(self._read_in_background())
-        policy = self._policies.get(bucket)
-        if policy is None and self._failing:
-            raise DatabaseUnavailable()
-        return policy
-
-    def _due(self, max_age: float) -> bool:
-        """Whether memory is `max_age` old (while reads fail: whether the last began `_MISS_RELOAD_SECONDS`
-        ago)."""
-        if self._read_at is None:
-            return True
-        return self.clock() - self._read_at >= (_MISS_RELOAD_SECONDS if self._failing else max_age)
-
-    async def settle(self) -> None:
-        """Wait for the read started for the event loop, if one runs: before the database closes, so that no
-        thread opens a connection on a closed engine."""
-        if self._loop_read is not None:
-            await asyncio.gather(self._loop_read, return_exceptions=True)
-
-    def _read_in_background(self) -> asyncio.Future[None]:
-        """The read running in a worker thread for the event loop, started now unless one runs already."""
-        if self._loop_read is None or self._loop_read.done():
-            self._loop_read = asyncio.ensure_future(asyncio.to_thread(self.reload))
-        return self._loop_read
-
-
 class Storage:
     """The platform's buckets over one `ObjectStore`."""
 
@@ -251,7 +162,7 @@ class Storage:
         self.clock = clock
         self._presign_key: bytes | None = None
         self._lock = threading.Lock()
-        self.policies = BucketPolicies(self._read_policies)
+        self.policies = PolicyCache(self._read_policies, what="the buckets' policies", refresh_seconds=2.0)
         """Every bucket's policy in memory, for the event loop."""
 
     def start(self) -> None:

@@ -21,7 +21,8 @@ from modelport.control.access import AccessPolicies, Permit
 from modelport.control.audit import Actor, AuditTrail
 from modelport.control.identity import ANONYMOUS, Principal
 from modelport.control.manifests import BucketNotEmpty, Manifests
-from modelport.control.storage import BucketPolicies, Storage
+from modelport.control.policies import PolicyCache
+from modelport.control.storage import BucketPolicy, Storage
 from modelport.core.errors import (
     BadRequest,
     BucketNotFound,
@@ -159,7 +160,7 @@ async def test_bucket_policies_in_memory_see_changes_made_here_at_once_and_outla
 ) -> None:
     storage, manifests = world
     ticks = Ticks()
-    policies = BucketPolicies(storage.policies.read, refresh_seconds=2, clock=ticks)
+    policies = PolicyCache(storage.policies.read, what="buckets", refresh_seconds=2, clock=ticks)
     assert await groups(policies, "receipts") == {"/team-a"}
     manifests.apply([bucket("receipts", access={"groups": ["/team-b"]})], actor=Actor("admin"))
     assert await groups(policies, "receipts") == {"/team-a"}  # memory answers until it is read again
@@ -187,7 +188,7 @@ async def test_bucket_policies_in_memory_see_changes_made_here_at_once_and_outla
     await until(lambda: policies.current("no-such-bucket"), expect=None)
 
 
-async def groups(policies: BucketPolicies, name: str) -> frozenset[str]:
+async def groups(policies: PolicyCache[BucketPolicy], name: str) -> frozenset[str]:
     policy = await policies.current(name)
     assert policy is not None
     return policy.groups
