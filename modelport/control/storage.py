@@ -14,9 +14,10 @@ Presigned URLs: on S3 the store signs them; on the local store the gateway serve
 HMAC-SHA256 under a key kept in the database, so every gateway accepts them. A URL is good for one method on
 one object until it expires.
 
-Browsers ask about a bucket's CORS rules on the event loop, before any credentials: `BucketPolicies` keeps
-every bucket's policy in memory for them, read again in a worker thread every few seconds and at once after a
-change made through this process. While the database is unavailable the copy read last keeps answering.
+Browsers ask about a bucket's CORS rules on the event loop, before any credentials: a `PolicyCache`
+(`control/policies.py`) keeps every bucket's policy in memory for them, read again in a worker thread every
+few seconds and at once after a change made through this process. While the database is unavailable the
+copy read last keeps answering.
 """
 
 from __future__ import annotations
