@@ -30,7 +30,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 _HOST_HELP = "Address to bind [default: MODELPORT_HOST, else 127.0.0.1]."
 _PORT_HELP = "Port to listen on, 0 picks a free one [default: MODELPORT_PORT, else 8000]."

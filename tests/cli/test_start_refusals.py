@@ -84,3 +84,10 @@ def test_a_sqlite_database_in_a_missing_directory_is_named(tmp_path: Path) -> No
         f"modelport: cannot open the database at {url}: unable to open database file"
     ]
     assert not missing.exists()
+
+
+def test_an_error_longer_than_a_terminal_line_is_still_one_line_when_piped(tmp_path: Path) -> None:
+    missing = tmp_path / ("a-directory-with-a-long-name-" * 4) / "module"
+    done = _modelport("predict", str(missing), "-i", "text=x")
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1 and str(missing) in done.stderr, done.stderr
