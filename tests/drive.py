@@ -86,6 +86,10 @@ class Call:
     retry_after: str | None
     code: str | None
 
+    @property
+    def seconds(self) -> float:
+        return self.received - self.sent
+
 
 @dataclass
 class Load:
@@ -140,6 +144,10 @@ class Load:
                         body.get("error", {}).get("code"),
                     )
                 )
+
+    def between(self, start: float, end: float) -> list[Call]:
+        """The calls sent after `start` and answered before `end` (`time.time()` instants)."""
+        return [c for c in list(self.calls) if c.sent >= start and c.received <= end]
 
     def failures(self) -> list[Call]:
         return [c for c in self.calls if c.status != 200]
