@@ -20,7 +20,7 @@ import msgspec
 import pytest
 from drive import deploy, push, wait_built, wait_deployment
 from inprocess import InProcessApp, platform_server
-from manifests import api
+from manifests import FIXTURES, api
 from platform_server import ADMIN_TOKEN
 
 from modelport.app import PlatformServer
@@ -41,29 +41,6 @@ def inference(parameters, inputs, output_fields, model_key, model=None):
     """
     time.sleep(sum(r["seconds"] for r in inputs))
     return [{"slept": r["seconds"]} for r in inputs]
-'''
-
-HELD = '''
-import time
-from pathlib import Path
-
-HERE = Path(__file__).parent
-
-
-def inference(parameters, inputs, output_fields, model_key, model=None):
-    """Note each text received; a text starting with "hold" waits until the file `release` exists.
-
-    :param inputs.text: Text
-    :param outputs.text: Text
-    """
-    with open(HERE / "received.log", "a") as log:
-        log.writelines(r["text"] + "\\n" for r in inputs)
-    for record in inputs:
-        if record["text"].startswith("hold"):
-            deadline = time.monotonic() + 30
-            while not (HERE / "release").exists() and time.monotonic() < deadline:
-                time.sleep(0.01)
-    return [{"text": r["text"]} for r in inputs]
 '''
 
 LEGACY_API = {
@@ -180,7 +157,9 @@ def test_an_api_with_a_field_that_never_worked_is_refused(
 
 
 async def test_a_client_that_disconnects_while_queued_never_reaches_the_worker(tmp_path: Path, serve) -> None:
-    directory = module_tree(tmp_path, "held", HELD, "{maxBatchSize: 1}")
+    directory = module_tree(
+        tmp_path, "held", (FIXTURES / "held" / "inference.py").read_text(), "{maxBatchSize: 1}"
+    )
     async with serve(directory) as served:
         pool = served.module.pool
         held = [asyncio.create_task(served.predict(inputs={"text": "hold-1"}))]

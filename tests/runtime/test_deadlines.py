@@ -8,44 +8,23 @@ busy until the test creates the file `release`. With `maxBatchSize: 1` and two c
 from __future__ import annotations
 
 import asyncio
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from manifests import FIXTURES
 
 from modelport.core.errors import ModuleTimeout, Overloaded, QueueTimeout
 from modelport.runtime.pool import WorkerPool
-
-INFERENCE = '''
-import time
-from pathlib import Path
-
-HERE = Path(__file__).parent
-
-
-def inference(parameters, inputs, output_fields, model_key, model=None):
-    """Note each text received; a text starting with "hold" waits until the file `release` exists.
-
-    :param inputs.text: Text
-    :param outputs.text: Text
-    """
-    with open(HERE / "received.log", "a") as log:
-        log.writelines(r["text"] + "\\n" for r in inputs)
-    for record in inputs:
-        if record["text"].startswith("hold"):
-            deadline = time.monotonic() + 30
-            while not (HERE / "release").exists() and time.monotonic() < deadline:
-                time.sleep(0.01)
-    return [{"text": r["text"]} for r in inputs]
-'''
 
 
 def held_module(root: Path, *, max_queue: int = 1024) -> Path:
     directory = root / "held"
     directory.mkdir(parents=True)
-    (directory / "inference.py").write_text(INFERENCE)
+    shutil.copy(FIXTURES / "held" / "inference.py", directory / "inference.py")
     (directory / "modelport.yaml").write_text(
         "apiVersion: modelport/v1\nkind: Module\nmetadata: {name: held}\n"
         f"spec:\n  resources: {{maxBatchSize: 1, maxQueue: {max_queue}}}\n"
