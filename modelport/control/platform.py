@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 from modelport.artifacts import Artifact
 from modelport.control.access import AccessPolicies, Permit
 from modelport.control.audit import SYSTEM, Actor, AuditTrail
+from modelport.control.calls import Calls
 from modelport.control.deployments import Deployments
 from modelport.control.identity import TOKEN_PREFIX, Identity, Principal
 from modelport.control.manifests import Manifests
@@ -71,6 +72,12 @@ class Services:
         )
         self.oidc = OidcVerifier.from_settings(settings)
         self.policies = AccessPolicies(database)
+        self.calls = Calls(
+            registry=self.registry,
+            settings=settings,
+            files=self.request_files,
+            sync_timeout=self._sync_timeout,
+        )
         self.versions = Versions(
             database,
             audit=self.audit,
@@ -152,6 +159,10 @@ class Services:
             remove_stale(self.settings.data_dir / folder, older_than=WORK_FILES_SECONDS, now=now)
             for folder in ("uploads", "outputs")
         )
+
+    def _sync_timeout(self, module: str) -> float | None:
+        policy = self.policies.cached(module)  # from memory: a call never waits on the database
+        return None if policy is None else policy.sync_timeout
 
     def _weights_in_use(self) -> list[Path]:
         return [path for served in self.registry.running() for path in served.model_dirs.values()]

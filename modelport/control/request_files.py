@@ -79,12 +79,17 @@ class RequestFiles:
                 out.write(chunk)
         return UploadedFile(str(target), key.rsplit("/", 1)[-1], info.content_type, info.size)
 
-    def keep_uploads(self, owner: str, request_id: str, files: list[tuple[str, Path, str]]) -> None:
-        """Store each `(name, path, content type)` uploaded with a request; failures are logged, not raised
-        (the request has been answered)."""
-        day = datetime.now(UTC).strftime("%Y-%m-%d")
-        for name, path, content_type in files:
-            key = f"uploads/{owner}/{day}/{request_id}/{name}"
+    @staticmethod
+    def upload_key(owner: str, request_id: str, name: str, *, at: float) -> str:
+        """The key an upload named `name` of a request that arrived at `at` (Unix seconds) is kept under."""
+        day = datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d")
+        return f"uploads/{owner}/{day}/{request_id}/{name}"
+
+    def keep_uploads(self, request_id: str, files: list[tuple[str, Path, str]]) -> None:
+        """Store each `(key, path, content type)` uploaded with a request (`upload_key`); failures are logged,
+        not raised (the request has been answered)."""
+        for key, path, content_type in files:
+            name = key.rsplit("/", 1)[-1]
             try:
                 with path.open("rb") as source:
                     self.store.put(self.bucket, key, source, content_type=content_type)

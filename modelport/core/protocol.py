@@ -14,6 +14,8 @@ import msgspec
 
 __all__ = [
     "MAX_FRAME",
+    "REQUEST_TAG",
+    "REQUEST_TAG_END",
     "Call",
     "CallFailed",
     "FileRef",
@@ -29,9 +31,14 @@ __all__ = [
     "decode_to_worker",
     "encode",
     "frame",
+    "split_tag",
 ]
 
 MAX_FRAME = 256 * 1024 * 1024
+REQUEST_TAG = "\x1e"
+"""Starts a line a worker printed during a call: the record separator, the ids of the requests it served
+(comma-separated), the unit separator, then the line."""
+REQUEST_TAG_END = "\x1f"
 _HEADER = struct.Struct("!I")
 
 
@@ -60,6 +67,10 @@ class Call(msgspec.Struct, tag="call", frozen=True):
     output_fields: list[str]
     model_key: str
     model_path: str | None = None
+    request_ids: list[str] = []
+    """The id of the request each record belongs to: the worker tags what it prints during the call."""
+    traceparents: list[str] = []
+    """The W3C `traceparent` of each record's request, for module code that continues the trace."""
 
 
 class Ping(msgspec.Struct, tag="ping", frozen=True):
@@ -150,3 +161,12 @@ def decode_to_worker(payload: bytes) -> ToWorker:
 def decode_to_gateway(payload: bytes) -> ToGateway:
     message: ToGateway = _to_gateway.decode(payload)
     return message
+
+
+def split_tag(line: str) -> tuple[tuple[str, ...], str]:
+    """(request ids, text) of a line a worker printed; no ids for an untagged line."""
+    if line.startswith(REQUEST_TAG):
+        end = line.find(REQUEST_TAG_END, 1)
+        if end > 0:
+            return tuple(part for part in line[1:end].split(",") if part), line[end + 1 :]
+    return (), line

@@ -1,5 +1,6 @@
 """The tables: modules, their immutable versions, each module's desired deployment, APIs, identity (users,
-groups, API tokens, the audit trail) and storage buckets."""
+groups, API tokens, the audit trail), storage buckets, and what the platform observes (the request log,
+statistics rollups, the publication history, drift samples and references)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,11 @@ from sqlalchemy import (
     DateTime,
     Dialect,
     Enum,
+    Float,
     ForeignKey,
+    Index,
     Integer,
+    LargeBinary,
     String,
     Table,
     Text,
@@ -34,10 +38,15 @@ __all__ = [
     "Base",
     "Bucket",
     "Deployment",
+    "DriftReference",
+    "DriftSample",
     "Group",
     "IdentityRevision",
     "Module",
+    "ModuleEvent",
+    "RequestLogEntry",
     "ServerKey",
+    "StatsRollup",
     "User",
     "Version",
     "utcnow",
@@ -265,3 +274,118 @@ class ServerKey(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     secret: Mapped[str] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class RequestLogEntry(Base):
+    """One answered call of a module (the request log). Written in batches off the request path; swept
+    after `MODELPORT_REQUEST_LOG_DAYS`."""
+
+    __tablename__ = "request_log"
+    __table_args__ = (
+        Index("ix_request_log_module_at", "module", "at", "id"),
+        Index("ix_request_log_caller_at", "caller_id", "at", "id"),
+        Index("ix_request_log_at", "at", "id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    trace_id: Mapped[str] = mapped_column(String(32))
+    at: Mapped[datetime] = mapped_column()
+    kind: Mapped[str] = mapped_column(String(16))
+    module: Mapped[str] = mapped_column(String(63))
+    version: Mapped[str] = mapped_column(String(64))
+    replica: Mapped[int | None] = mapped_column(Integer)
+    caller: Mapped[str] = mapped_column(String(255))
+    caller_id: Mapped[int | None] = mapped_column(Integer)
+    client: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[int] = mapped_column(Integer)
+    code: Mapped[str | None] = mapped_column(String(64))
+    total_ms: Mapped[float] = mapped_column(Float)
+    queue_ms: Mapped[float] = mapped_column(Float)
+    compute_ms: Mapped[float] = mapped_column(Float)
+    batch_size: Mapped[int] = mapped_column(Integer)
+    records: Mapped[int] = mapped_column(Integer)
+    request_bytes: Mapped[int] = mapped_column(BigInteger)
+    response_bytes: Mapped[int] = mapped_column(BigInteger)
+    model_key: Mapped[str | None] = mapped_column(String(128))
+    payload: Mapped[str | None] = mapped_column(String(1024))
+    """The key of the captured payload object in the request bucket (None: not captured)."""
+
+
+class StatsRollup(Base):
+    """A module version's calls in one interval (`resolution` seconds from `start`): counts, and mergeable
+    quantile sketches of latency, so that any window reads rollups and several gateways add up."""
+
+    __tablename__ = "stats_rollups"
+    __table_args__ = (
+        UniqueConstraint("module", "version", "resolution", "start"),
+        Index("ix_stats_rollups_module_start", "module", "resolution", "start"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    module: Mapped[str] = mapped_column(String(63))
+    version: Mapped[str] = mapped_column(String(64))
+    resolution: Mapped[int] = mapped_column(Integer)
+    start: Mapped[datetime] = mapped_column()
+    calls: Mapped[int] = mapped_column(BigInteger, default=0)
+    errors: Mapped[int] = mapped_column(BigInteger, default=0)
+    codes: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    """Calls by error code (and `ok`)."""
+    batches: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    """Calls by the size of the batch that answered them."""
+    request_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    response_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    total: Mapped[bytes] = mapped_column(LargeBinary)
+    queue: Mapped[bytes] = mapped_column(LargeBinary)
+    compute: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class ModuleEvent(Base):
+    """One entry of a module's publication history: a push, a build, a deploy, a canary, a rollback, a scale,
+    a failure."""
+
+    __tablename__ = "module_events"
+    __table_args__ = (Index("ix_module_events_module_at", "module", "at", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    module: Mapped[str] = mapped_column(String(63))
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    kind: Mapped[str] = mapped_column(String(32))
+    version: Mapped[str | None] = mapped_column(String(64))
+    from_version: Mapped[str | None] = mapped_column(String(64))
+    actor: Mapped[str | None] = mapped_column(String(255))
+    outcome: Mapped[str | None] = mapped_column(String(32))
+    seconds: Mapped[float | None] = mapped_column(Float)
+    """How long it took (a build, the switch of a deploy)."""
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class DriftSample(Base):
+    """The features of one call (numbers, categories, text lengths, image sizes and brightness), kept for
+    comparing a recent window with the reference."""
+
+    __tablename__ = "drift_samples"
+    __table_args__ = (Index("ix_drift_samples_module_version_at", "module", "version", "at", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    module: Mapped[str] = mapped_column(String(63))
+    version: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column()
+    features: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class DriftReference(Base):
+    """What a module version's features looked like at the start (its first calls) or in a reference
+    object; recent calls are compared with it."""
+
+    __tablename__ = "drift_references"
+
+    module: Mapped[str] = mapped_column(String(63), primary_key=True)
+    version: Mapped[str] = mapped_column(String(64), primary_key=True)
+    source: Mapped[str] = mapped_column(String(32))
+    """`first-calls` or `object`."""
+    reference: Mapped[str | None] = mapped_column(String(1024))
+    """The `bucket/key` of a JSONL reference object."""
+    calls: Mapped[int] = mapped_column(Integer, default=0)
+    features: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    """Feature name → its reference values (or summary)."""
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

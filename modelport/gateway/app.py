@@ -23,6 +23,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from modelport import __version__
+from modelport.control.calls import Calls
 from modelport.control.modules import ModuleRegistry
 from modelport.control.platform import Services
 from modelport.control.request_files import RequestFiles
@@ -31,6 +32,7 @@ from modelport.core.manifests import Cors
 from modelport.core.settings import Settings
 from modelport.gateway.access import CallGate
 from modelport.gateway.auth import Authenticate, owner_key
+from modelport.gateway.context import RequestContext
 from modelport.gateway.control_api import control_router
 from modelport.gateway.cors import ApiCors
 from modelport.gateway.errors import error_response
@@ -151,7 +153,7 @@ def create_app(
     lifespan: Callable[[Starlette], AbstractAsyncContextManager[None]] | None = None,
 ) -> ASGIApp:
     """The dev server's application: one module, its docs and try-it page, no authentication."""
-    predict = PredictRoute(registry=registry, settings=settings, files=files)
+    predict = PredictRoute(calls=Calls(registry=registry, settings=settings, files=files), settings=settings)
     handlers = ModuleRoutes(registry=registry, files=files)
 
     async def openapi_json(request: Request) -> Response:
@@ -188,8 +190,10 @@ def create_app(
         exception_handlers={ModelportError: on_error, HTTPException: on_error, Exception: on_error},
         lifespan=lifespan,
     )
-    return BodyLimit(
-        PredictFastPath(app, predict, predict_route), limits=call_limits(settings), settings=settings
+    return RequestContext(
+        BodyLimit(
+            PredictFastPath(app, predict, predict_route), limits=call_limits(settings), settings=settings
+        )
     )
 
 
@@ -250,16 +254,7 @@ def create_platform_app(
     """The platform's application: the control API, every deployed module, authentication on all of it,
     the `Api` manifests' access rules, rate limits and CORS in front of the modules."""
 
-    def sync_timeout(module: str) -> float | None:
-        policy = services.policies.cached(module)  # from memory: a call never waits on the database
-        return None if policy is None else policy.sync_timeout
-
-    predict = PredictRoute(
-        registry=services.registry,
-        settings=settings,
-        files=services.request_files,
-        sync_timeout=sync_timeout,
-    )
+    predict = PredictRoute(calls=services.calls, settings=settings)
     handlers = ModuleRoutes(registry=services.registry, files=services.request_files)
     api = FastAPI(
         title="modelport",
@@ -355,7 +350,9 @@ def create_platform_app(
             return call(scope)
         return streamed.get(getattr(match.route, "name", ""), held)
 
-    return BodyLimit(ApiCors(authenticated, policy=cors), limits=body_limits, settings=settings)
+    return RequestContext(
+        BodyLimit(ApiCors(authenticated, policy=cors), limits=body_limits, settings=settings)
+    )
 
 
 def _declare_security(api: FastAPI, routes: RouteTable) -> None:

@@ -25,6 +25,7 @@ from modelport.core.errors import (
     ValidationFailed,
 )
 from modelport.db.database import failure, unavailable, unstorable
+from modelport.obs.context import request_id_var
 from modelport.sdk.validation import InvalidRequest
 
 __all__ = ["error_response", "to_modelport_error"]
@@ -55,6 +56,8 @@ def to_modelport_error(exc: BaseException) -> ModelportError:
 
 
 def error_response(exc: BaseException, *, request_id: str | None = None) -> Response:
+    """The answer to `exc`; its log line names the request (by default the one being served)."""
+    request_id = request_id or request_id_var.get()
     error = to_modelport_error(exc)
     if isinstance(error, DatabaseUnavailable):  # one line each: an outage must not flood the log with traces
         log.warning("request %s: the database is unavailable: %s", request_id, failure(exc.__cause__ or exc))

@@ -6,7 +6,6 @@ import asyncio
 import os
 import shutil
 import tempfile
-import time
 from collections.abc import AsyncGenerator, Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -18,8 +17,8 @@ from starlette.formparsers import MultiPartParser
 from starlette.requests import Request
 from starlette.responses import Response
 
-from modelport.control.modules import ModuleRegistry, ServedModule, predict
-from modelport.control.request_files import RequestFiles
+from modelport.control.calls import Calls, ModuleCall
+from modelport.control.modules import ServedModule
 from modelport.core.errors import (
     BadRequest,
     InvalidJson,
@@ -28,9 +27,9 @@ from modelport.core.errors import (
     UnsupportedMediaType,
 )
 from modelport.core.settings import Settings
-from modelport.gateway.auth import owner_key, principal_of
-from modelport.gateway.errors import error_response
-from modelport.runtime.files import FileChecker
+from modelport.gateway.auth import client_address, owner_key, principal_of
+from modelport.gateway.context import request_id_of, trace_of
+from modelport.gateway.errors import error_response, to_modelport_error
 from modelport.sdk.validation import ParsedRequest, UploadedFile, parse_form, parse_json
 
 __all__ = ["PredictRoute"]
@@ -47,95 +46,65 @@ _CLIENT_CLOSED = 499
 
 
 class PredictRoute:
-    """`POST /api/v1/modules/{module}/predict`, for every module the registry serves."""
+    """`POST /api/v1/modules/{module}/predict`, for every module the registry serves: HTTP in and out; the
+    call itself goes through `control/calls.py`."""
 
-    def __init__(
-        self,
-        *,
-        registry: ModuleRegistry,
-        settings: Settings,
-        files: RequestFiles,
-        sync_timeout: Callable[[str], float | None] | None = None,
-    ) -> None:
-        """`sync_timeout(module)` is the `syncTimeoutSeconds` of the module's `Api` manifests (None where none
-        sets one: the deadline is then the pool's `sync_timeout`)."""
-        self.registry = registry
+    def __init__(self, *, calls: Calls, settings: Settings) -> None:
+        self.calls = calls
         self.settings = settings
-        self.files = files
-        self.sync_timeout = sync_timeout
-        self.uploads = settings.data_dir / "uploads"
 
     async def handle(self, request: Request) -> Response:
-        arrived = time.monotonic()
-        request_id = os.urandom(16).hex()
+        scope = request.scope
+        request_id = request_id_of(scope) or os.urandom(16).hex()
+        call = ModuleCall(
+            request_id=request_id,
+            trace=trace_of(scope),
+            principal=principal_of(scope),
+            owner=owner_key(scope),
+            client=client_address(scope),
+            request_bytes=_content_length(request),
+        )
         try:
-            served = self.registry.get(request.path_params["module"], request.query_params.get("version"))
+            served = self.calls.route(
+                call, request.path_params["module"], request.query_params.get("version")
+            )
         except Exception as exc:
             return error_response(exc, request_id=request_id)
-        timeout = self.sync_timeout(served.name) if self.sync_timeout is not None else None
-        deadline = arrived + (served.pool.sync_timeout if timeout is None else timeout)
         served.in_flight += 1
         try:
-            return await self._handle(request, served, request_id, deadline)
+            response, code = await self._handle(request, call)
         finally:
             served.in_flight -= 1
+        self.calls.finish(
+            call, status=response.status_code, code=code, response_bytes=len(response.body or b"")
+        )
+        if call.workdir is not None or call.uploads:
+            # The answer goes out first; keeping the uploads and removing the work files follow it.
+            response.background = BackgroundTask(self.calls.settle, call)
+        return response
 
-    async def _handle(
-        self, request: Request, served: ServedModule, request_id: str, deadline: float
-    ) -> Response:
-        """Answer the request by `deadline` (a `time.monotonic()` instant) at the latest; a client that
-        disconnects first stops the call, so what it still has queued never reaches a worker."""
-        workdir: list[Path] = []
-        kept: list[tuple[str, Path, str]] = []
-        owner = owner_key(request.scope)
+    async def _handle(self, request: Request, call: ModuleCall) -> tuple[Response, str | None]:
+        """The answer (and its error code), by the call's deadline at the latest; a client that disconnects
+        first stops the call, so what it still has queued never reaches a worker."""
+        served = call.served
+        assert served is not None
         try:
-            parsed = await self._parse(request, served, lambda: self._workdir(workdir))
-            if served.spec.has_file_inputs:
-                directory = self._workdir(workdir)
-                checker = self._checker(directory, request)
-                await asyncio.to_thread(checker.resolve, served.spec, parsed)
-                kept = _uploaded_files(served, parsed)
-            outputs = await _unless_disconnected(request, predict(served, parsed, deadline=deadline))
-            if served.spec.has_file_outputs:
-                await asyncio.to_thread(self._publish_all, served, outputs, owner)
+            parsed = await self._parse(request, served, lambda: self.calls.workdir(call))
+            outputs = await _unless_disconnected(request, self.calls.run(call, parsed))
             body = {
                 "outputs": outputs if parsed.batch else outputs[0],
                 "module": served.name,
                 "version": served.version,
-                "request_id": request_id,
+                "request_id": call.request_id,
             }
-            headers = {"X-Request-Id": request_id, "X-Model-Version": served.version}
-            response = Response(_encoder.encode(body), headers=headers, media_type="application/json")
+            headers = {"X-Model-Version": served.version}
+            return Response(_encoder.encode(body), headers=headers, media_type="application/json"), None
         except _Disconnected:
-            response = Response(status_code=_CLIENT_CLOSED, headers={"X-Request-Id": request_id})
+            return Response(status_code=_CLIENT_CLOSED), "client_closed"
         except Exception as exc:
-            response = error_response(exc, request_id=request_id)
+            response = error_response(exc, request_id=call.request_id)
             response.headers["X-Model-Version"] = served.version
-        if workdir:
-            # The answer goes out first; keeping the uploads and removing the work files follow it.
-            response.background = BackgroundTask(self._finish, workdir[0], owner, request_id, kept)
-        return response
-
-    def _finish(self, workdir: Path, owner: str, request_id: str, kept: list[tuple[str, Path, str]]) -> None:
-        try:
-            if kept:
-                self.files.keep_uploads(owner, request_id, kept)
-        finally:
-            shutil.rmtree(workdir, ignore_errors=True)
-
-    def _workdir(self, holder: list[Path]) -> Path:
-        if not holder:
-            self.uploads.mkdir(parents=True, exist_ok=True)
-            holder.append(Path(tempfile.mkdtemp(dir=self.uploads)))
-        return holder[0]
-
-    def _checker(self, directory: Path, request: Request) -> FileChecker:
-        return FileChecker(
-            directory=directory,
-            max_upload_bytes=self.settings.max_upload_bytes,
-            max_image_pixels=self.settings.max_image_pixels,
-            fetch=self.files.fetcher(principal_of(request.scope), directory),
-        )
+            return response, to_modelport_error(exc).code
 
     async def _parse(
         self, request: Request, served: ServedModule, workdir: Callable[[], Path]
@@ -198,29 +167,12 @@ class PredictRoute:
             await form.close()
         return items
 
-    def _publish_all(self, served: ServedModule, records: list[dict[str, Any]], owner: str) -> None:
-        """Replace file outputs (local paths from the worker) with URLs this server serves to the caller.
 
-        Each file is stored as the caller's own, under a name with 128 random bits, so that one caller's
-        outputs cannot be fetched by another, nor guessed.
-        """
-        for outputs in records:
-            for field in served.spec.outputs:
-                value = outputs.get(field.name)
-                if field.has_file and isinstance(value, dict) and "path" in value:
-                    name = self.files.publish_output(
-                        owner,
-                        served.name,
-                        field.name,
-                        Path(value["path"]),
-                        value["content_type"],
-                        directory=served.output_dir or self.settings.data_dir / "outputs",
-                    )
-                    outputs[field.name] = {
-                        "url": f"/api/v1/modules/{served.name}/outputs/{name}",
-                        "content_type": value["content_type"],
-                        "size": value["size"],
-                    }
+def _content_length(request: Request) -> int:
+    try:
+        return max(0, int(request.headers.get("content-length", "0")))
+    except ValueError:
+        return 0
 
 
 class _Disconnected(Exception):
@@ -264,25 +216,6 @@ async def _unless_disconnected(
         timer.cancel()
         if watcher is not None:
             watcher.cancel()
-
-
-def _uploaded_files(served: ServedModule, parsed: ParsedRequest) -> list[tuple[str, Path, str]]:
-    """(name, path, content type) of each file sent with the request (not the stored objects it named)."""
-    found: list[tuple[str, Path, str]] = []
-    for index, record in enumerate(parsed.records):
-        for field in served.spec.inputs:
-            value = record.get(field.name)
-            values = value if isinstance(value, list) else [value]
-            for position, item in enumerate(values):
-                if isinstance(item, dict) and "path" in item:
-                    path = Path(item["path"])
-                    if path.name.startswith("object-"):
-                        continue
-                    name = f"{index}-{field.name}" if parsed.batch else field.name
-                    if isinstance(value, list):
-                        name += f"-{position}"
-                    found.append((name, path, item["content_type"]))
-    return found
 
 
 async def _read(request: Request) -> bytearray:

@@ -38,7 +38,7 @@ from modelport.core.errors import (
 from modelport.core.protocol import Result
 from modelport.runtime.process import LogSink, WorkerLaunch, WorkerProcess
 
-__all__ = ["PoolConfig", "WorkerPool"]
+__all__ = ["CallTiming", "PoolConfig", "WorkerPool"]
 
 _MAX_BACKOFF = 30.0
 _CRASH_LOOP = 3
@@ -62,6 +62,21 @@ class PoolConfig:
     """Seconds an idle worker has to answer a health check before it is killed and replaced."""
 
 
+@dataclass
+class CallTiming:
+    """Where a call's time went, filled in by `WorkerPool.predict` (for a request of several records, the
+    slowest record's figures)."""
+
+    queue: float = 0.0
+    """Seconds its records waited for a worker (until the last one was sent)."""
+    compute: float = 0.0
+    """Seconds the worker spent on the call that answered it (the whole batch)."""
+    batch_size: int = 0
+    """Records in the batch that answered it (its own and other requests')."""
+    replica: int | None = None
+    """The replica that answered it (None: no worker took it)."""
+
+
 @dataclass(eq=False)
 class _Item:
     record: dict[str, Any]
@@ -70,7 +85,13 @@ class _Item:
     output_fields: tuple[str, ...]
     future: asyncio.Future[dict[str, Any]]
     model_path: str | None = None
+    request_id: str = ""
+    traceparent: str = ""
     enqueued: float = field(default_factory=time.monotonic)
+    sent: float = 0.0
+    compute: float = 0.0
+    batch_size: int = 0
+    replica: int | None = None
     retried: bool = False
     solo: bool = False
     queued: bool = False
@@ -176,6 +197,8 @@ class WorkerPool:
         self.failure: str | None = None
         self.calls = 0
         self.batched_records = 0
+        self.restarts = 0
+        """Workers started again after one died, hung or timed out (failed starts included)."""
 
     # lifecycle
 
@@ -252,13 +275,18 @@ class WorkerPool:
         output_fields: tuple[str, ...],
         model_path: str | None = None,
         deadline: float | None = None,
+        request_id: str = "",
+        traceparent: str = "",
+        timing: CallTiming | None = None,
     ) -> list[dict[str, Any]]:
         """Run the records through the module; one output dict per record, in order.
 
         `model_path` is the local directory of `model_key`'s weights (None: the module's own directory).
         `deadline` (a `time.monotonic()` instant; None: `sync_timeout` from now) is when the caller is
         answered at the latest: `QueueTimeout` if no record had reached a worker, `ModuleTimeout` if one had.
-        Cancelling the call (its client went away) drops its records that still wait in the queue."""
+        Cancelling the call (its client went away) drops its records that still wait in the queue.
+        `request_id` and `traceparent` go to the worker with the records; `timing`, when given, is filled in
+        with where the call's time went, whatever its outcome."""
         deadline = time.monotonic() + self.sync_timeout if deadline is None else deadline
         if self._closing or (not self.live_workers and self.failure is not None):
             # While a worker is being replaced, calls queue for it; a crash-looping pool fails them fast.
@@ -268,7 +296,16 @@ class WorkerPool:
             raise Overloaded(f"module {self.config.name} has {len(self._queue)} records waiting")
         loop = asyncio.get_running_loop()
         items = [
-            _Item(record, parameters, model_key, output_fields, loop.create_future(), model_path)
+            _Item(
+                record,
+                parameters,
+                model_key,
+                output_fields,
+                loop.create_future(),
+                model_path,
+                request_id,
+                traceparent,
+            )
             for record in records
         ]
         for item in items:
@@ -288,6 +325,8 @@ class WorkerPool:
             for item in items:
                 item.future.cancel()
             self._queue.discard(items)
+            if timing is not None:
+                _time(timing, items)
 
     # the replica loop
 
@@ -344,6 +383,7 @@ class WorkerPool:
     async def _restart(self, slot: int) -> bool:
         await asyncio.sleep(self._backoff[slot])
         self._backoff[slot] = min(self._backoff[slot] * 2, _MAX_BACKOFF)
+        self.restarts += 1
         try:
             await self._spawn(slot)
         except SetupFailed as exc:
@@ -374,7 +414,12 @@ class WorkerPool:
             "output_fields": list(fields),
             "model_key": batch[0].model_key,
             "model_path": batch[0].model_path,
+            "request_ids": [item.request_id for item in batch],
+            "traceparents": [item.traceparent for item in batch],
         }
+        sent = time.monotonic()
+        for item in batch:
+            item.sent, item.batch_size, item.replica = sent, len(batch), slot
         try:
             answer = await asyncio.wait_for(worker.call(call), self.config.timeout)
         except TimeoutError:
@@ -386,6 +431,8 @@ class WorkerPool:
             return
         self.calls += 1
         self.batched_records += len(batch)
+        for item in batch:
+            item.compute = answer.seconds if isinstance(answer, Result) else time.monotonic() - sent
         if isinstance(answer, Result):
             self._backoff[slot], self._failures[slot] = 1.0, 0
             self._deliver(batch, answer)
@@ -418,6 +465,17 @@ class WorkerPool:
 
     def _fail_queue(self, error: ModelportError) -> None:
         self._settle(self._queue.drain(), error)
+
+
+def _time(timing: CallTiming, items: list[_Item]) -> None:
+    now = time.monotonic()
+    sent = [item for item in items if item.sent]
+    timing.queue = max((item.sent or now) - item.enqueued for item in items) if items else 0.0
+    if sent:
+        slowest = max(sent, key=lambda item: item.sent + item.compute)
+        timing.compute = slowest.compute or now - slowest.sent
+        timing.batch_size = slowest.batch_size
+        timing.replica = slowest.replica
 
 
 def _union(batch: list[_Item]) -> tuple[str, ...]:

@@ -30,6 +30,8 @@ import msgspec
 
 from modelport.core.protocol import (
     HEADER_SIZE,
+    REQUEST_TAG,
+    REQUEST_TAG_END,
     Call,
     CallFailed,
     Ping,
@@ -45,10 +47,11 @@ from modelport.core.protocol import (
     frame_length,
 )
 from modelport.runtime.sandbox import Confinement, confine
-from modelport.sdk import ApiSpec, FieldSpec, File, TypeSpec
+from modelport.sdk import ApiSpec, CallContext, FieldSpec, File, TypeSpec
+from modelport.sdk.context import served, serving
 from modelport.sdk.spec import check_value
 
-__all__ = ["WorkerConfig", "main"]
+__all__ = ["TaggedLines", "WorkerConfig", "main"]
 
 _PR_SET_PDEATHSIG = 1
 
@@ -172,6 +175,18 @@ class Worker:
         self.state = State.READY
 
     def handle(self, call: Call) -> ToGateway:
+        ids = tuple(dict.fromkeys(call.request_ids))
+        token = serving(CallContext(tuple(call.request_ids), tuple(call.traceparents)))
+        _tag.value = f"{REQUEST_TAG}{','.join(ids)}{REQUEST_TAG_END}".encode() if ids else b""
+        try:
+            return self._handle(call)
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            _tag.value = b""
+            served(token)
+
+    def _handle(self, call: Call) -> ToGateway:
         assert self._inference is not None and self._models is not None
         self.state = State.BUSY
         started = time.perf_counter()
@@ -299,6 +314,61 @@ class _Channel:
         return b"".join(chunks)
 
 
+class _Tag:
+    """The prefix of the lines printed now: the ids of the requests being served (empty between calls)."""
+
+    value = b""
+
+
+_tag = _Tag()
+
+
+class TaggedLines(io.RawIOBase):
+    """The bytes behind a worker's `sys.stdout` or `sys.stderr`: every line written during a call starts with
+    the call's request ids, so that the gateway files a `print` (or a log record, or bytes written to
+    `sys.stdout.buffer`) inside `inference` under the requests it served. Lines written between calls, and
+    bytes written below Python (C extensions writing to the descriptor), go untagged."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._line_start = True
+
+    @classmethod
+    def stream(cls, fd: int) -> io.TextIOWrapper:
+        """A line-buffered text stream over descriptor `fd`, tagged."""
+        return io.TextIOWrapper(
+            io.BufferedWriter(cls(fd)), encoding="utf-8", errors="backslashreplace", line_buffering=True
+        )
+
+    def write(self, data: Any) -> int:
+        data = bytes(data)
+        tag = _tag.value
+        if tag and data:
+            out = bytearray()
+            for piece in data.splitlines(keepends=True):
+                if self._line_start:
+                    out += tag
+                out += piece
+                self._line_start = piece.endswith((b"\n", b"\r"))
+            _write_all(self._fd, bytes(out))
+        elif data:
+            _write_all(self._fd, data)
+            self._line_start = data.endswith((b"\n", b"\r"))
+        return len(data)
+
+    def writable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self._fd
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
 def _die_with_parent() -> None:
     """Ask Linux to kill this process when the gateway that started it dies, even mid-call."""
     if sys.platform != "linux":
@@ -311,6 +381,7 @@ def _die_with_parent() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     _die_with_parent()
+    sys.stdout, sys.stderr = TaggedLines.stream(1), TaggedLines.stream(2)
     config = msgspec.json.decode((argv or sys.argv[1:])[0], type=WorkerConfig)
     if config.confinement is not None:
         for line in confine(config.confinement):

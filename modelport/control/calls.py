@@ -1,0 +1,264 @@
+"""Calling a module: the one path every call takes, whoever makes it.
+
+The predict route parses HTTP into a `ParsedRequest` and hands it here; so will jobs and pipelines. `Calls`
+routes the call to a version, checks its files where the bytes are, runs it through the version's pool
+(with the request id and trace context the worker tags its output with), publishes file outputs as the
+caller's own objects, keeps the uploads in the request bucket, and, once the caller has its answer, makes
+the call's one `CallRecord` and tells every observer (request log, statistics, metrics, drift).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from modelport.control.identity import ANONYMOUS, Principal
+from modelport.control.modules import ModuleRegistry, ServedModule
+from modelport.control.request_files import RequestFiles
+from modelport.core.settings import Settings
+from modelport.obs.calls import CallObserver, CallPayload, CallRecord
+from modelport.runtime.files import FileChecker
+from modelport.runtime.pool import CallTiming
+from modelport.sdk.validation import ParsedRequest
+
+__all__ = ["Calls", "ModuleCall", "Trace"]
+
+log = logging.getLogger("modelport.calls")
+
+_TRACEPARENT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?$")
+
+
+@dataclass(frozen=True, slots=True)
+class Trace:
+    """The W3C trace context of one request: the caller's trace (or a new one) and this request's span."""
+
+    trace_id: str
+    span_id: str
+    flags: str = "00"
+
+    @classmethod
+    def continuing(cls, traceparent: str | None) -> Trace:
+        """This request's context: a child of `traceparent` when it is a valid W3C header, else a new trace
+        (an invalid header is ignored, as the recommendation says)."""
+        span = os.urandom(8).hex()
+        match = _TRACEPARENT.match(traceparent.strip().lower()) if traceparent else None
+        if match:
+            version, trace_id, parent, flags, rest = match.groups()
+            valid = version != "ff" and (version != "00" or rest is None)
+            if valid and trace_id != "0" * 32 and parent != "0" * 16:
+                return cls(trace_id, span, flags)
+        return cls(os.urandom(16).hex(), span)
+
+    @property
+    def traceparent(self) -> str:
+        return f"00-{self.trace_id}-{self.span_id}-{self.flags}"
+
+
+@dataclass(eq=False)
+class ModuleCall:
+    """One call as it goes through the platform: who made it, its ids, where its time went, what it sent."""
+
+    request_id: str
+    trace: Trace
+    principal: Principal = ANONYMOUS
+    owner: str = "anonymous"
+    """The directory name of the caller's own files."""
+    client: str | None = None
+    kind: str = "sync"
+    arrived: float = field(default_factory=time.monotonic)
+    at: float = field(default_factory=time.time)
+    request_bytes: int = 0
+    served: ServedModule | None = None
+    parsed: ParsedRequest | None = None
+    outputs: list[dict[str, Any]] | None = None
+    timing: CallTiming = field(default_factory=CallTiming)
+    uploads: list[tuple[str, Path, str]] = field(default_factory=list)
+    """(name, path, content type) of each file uploaded with the call."""
+    workdir: Path | None = None
+    """The call's own directory for its uploads and fetched objects, removed when the call is done."""
+
+
+class Calls:
+    """Calls of the modules in `registry`; `observers` hear of every answered call."""
+
+    def __init__(
+        self,
+        *,
+        registry: ModuleRegistry,
+        settings: Settings,
+        files: RequestFiles,
+        sync_timeout: Callable[[str], float | None] | None = None,
+        observers: Sequence[CallObserver] = (),
+    ) -> None:
+        """`sync_timeout(module)` is the `syncTimeoutSeconds` of the module's `Api` manifests (None where none
+        sets one: the deadline is then the pool's `sync_timeout`)."""
+        self.registry = registry
+        self.settings = settings
+        self.files = files
+        self.sync_timeout = sync_timeout
+        self.observers = list(observers)
+        self.uploads_dir = settings.data_dir / "uploads"
+
+    def route(self, call: ModuleCall, module: str, version: str | None = None) -> ServedModule:
+        """The version that serves `call` (`version` pins a running one); raises `ModuleNotFound`,
+        `VersionNotFound` or `ModuleUnavailable`."""
+        served = self.registry.get(module, version)
+        call.served = served
+        return served
+
+    def deadline(self, call: ModuleCall) -> float:
+        """When `call` is answered at the latest (a `time.monotonic()` instant)."""
+        assert call.served is not None
+        timeout = self.sync_timeout(call.served.name) if self.sync_timeout is not None else None
+        return call.arrived + (call.served.pool.sync_timeout if timeout is None else timeout)
+
+    def workdir(self, call: ModuleCall) -> Path:
+        """The call's own directory for its uploads, made on first use."""
+        if call.workdir is None:
+            self.uploads_dir.mkdir(parents=True, exist_ok=True)
+            call.workdir = Path(tempfile.mkdtemp(dir=self.uploads_dir))
+        return call.workdir
+
+    async def run(self, call: ModuleCall, parsed: ParsedRequest) -> list[dict[str, Any]]:
+        """Run a validated request through the version `route` chose: check its files, predict, publish
+        file outputs. Returns one output dict per record; raises the call's error."""
+        served = call.served
+        assert served is not None
+        call.parsed = parsed
+        if served.spec.has_file_inputs:
+            checker = FileChecker(
+                directory=self.workdir(call),
+                max_upload_bytes=self.settings.max_upload_bytes,
+                max_image_pixels=self.settings.max_image_pixels,
+                fetch=self.files.fetcher(call.principal, self.workdir(call)),
+            )
+            await asyncio.to_thread(checker.resolve, served.spec, parsed)
+            call.uploads = _uploaded_files(served, parsed)
+        model_key = parsed.model_key or served.default_model_key
+        outputs = await served.pool.predict(
+            parsed.records,
+            parameters=parsed.parameters,
+            model_key=model_key,
+            output_fields=parsed.output_fields,
+            model_path=await served.model_path(model_key),
+            deadline=self.deadline(call),
+            request_id=call.request_id,
+            traceparent=call.trace.traceparent,
+            timing=call.timing,
+        )
+        if served.spec.has_file_outputs:
+            await asyncio.to_thread(self._publish_all, served, outputs, call.owner)
+        call.outputs = outputs
+        return outputs
+
+    def finish(self, call: ModuleCall, *, status: int, code: str | None, response_bytes: int) -> None:
+        """The caller has its answer: make the call's record and tell every observer. Never raises."""
+        served = call.served
+        if served is None:
+            return  # no module: nothing to record under one (and no label value to create)
+        timing, parsed = call.timing, call.parsed
+        record = CallRecord(
+            id=call.request_id,
+            trace_id=call.trace.trace_id,
+            at=call.at,
+            kind=call.kind,
+            module=served.name,
+            version=served.version,
+            replica=timing.replica,
+            caller=call.principal.name,
+            caller_id=call.principal.user_id,
+            client=call.client,
+            status=status,
+            code=code,
+            total=time.monotonic() - call.arrived,
+            queue=timing.queue,
+            compute=timing.compute,
+            batch_size=timing.batch_size,
+            records=len(parsed.records) if parsed is not None else 0,
+            request_bytes=call.request_bytes,
+            response_bytes=response_bytes,
+            model_key=(parsed.model_key or served.default_model_key) if parsed is not None else None,
+        )
+        payload = None
+        if parsed is not None:
+            payload = CallPayload(
+                inputs=parsed.records,
+                parameters=parsed.parameters,
+                outputs=call.outputs,
+                batch=parsed.batch,
+                owner=call.owner,
+                uploads={name: self._upload_key(call, name) for name, _, _ in call.uploads},
+            )
+        for observer in self.observers:
+            try:
+                observer.observe(record, payload)
+            except Exception:  # an observer's fault never reaches a caller
+                log.exception(
+                    "call %s: %s failed to take note of it", call.request_id, type(observer).__name__
+                )
+
+    def settle(self, call: ModuleCall) -> None:
+        """After the answer: keep the call's uploads in the request bucket and remove its work files
+        (blocking: run it in a thread, or as the response's background task)."""
+        try:
+            if call.uploads:
+                kept = [(self._upload_key(call, name), path, kind) for name, path, kind in call.uploads]
+                self.files.keep_uploads(call.request_id, kept)
+        finally:
+            if call.workdir is not None:
+                shutil.rmtree(call.workdir, ignore_errors=True)
+
+    def _upload_key(self, call: ModuleCall, name: str) -> str:
+        return self.files.upload_key(call.owner, call.request_id, name, at=call.at)
+
+    def _publish_all(self, served: ServedModule, records: list[dict[str, Any]], owner: str) -> None:
+        """Replace file outputs (local paths from the worker) with URLs this server serves to the caller.
+
+        Each file is stored as the caller's own, under a name with 128 random bits, so that one caller's
+        outputs cannot be fetched by another, nor guessed.
+        """
+        for outputs in records:
+            for field_spec in served.spec.outputs:
+                value = outputs.get(field_spec.name)
+                if field_spec.has_file and isinstance(value, dict) and "path" in value:
+                    name = self.files.publish_output(
+                        owner,
+                        served.name,
+                        field_spec.name,
+                        Path(value["path"]),
+                        value["content_type"],
+                        directory=served.output_dir or self.settings.data_dir / "outputs",
+                    )
+                    outputs[field_spec.name] = {
+                        "url": f"/api/v1/modules/{served.name}/outputs/{name}",
+                        "content_type": value["content_type"],
+                        "size": value["size"],
+                    }
+
+
+def _uploaded_files(served: ServedModule, parsed: ParsedRequest) -> list[tuple[str, Path, str]]:
+    """(name, path, content type) of each file sent with the request (not the stored objects it named)."""
+    found: list[tuple[str, Path, str]] = []
+    for index, record in enumerate(parsed.records):
+        for field_spec in served.spec.inputs:
+            value = record.get(field_spec.name)
+            values = value if isinstance(value, list) else [value]
+            for position, item in enumerate(values):
+                if isinstance(item, dict) and "path" in item:
+                    path = Path(item["path"])
+                    if path.name.startswith("object-"):
+                        continue
+                    name = f"{index}-{field_spec.name}" if parsed.batch else field_spec.name
+                    if isinstance(value, list):
+                        name += f"-{position}"
+                    found.append((name, path, item["content_type"]))
+    return found
