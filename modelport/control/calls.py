@@ -25,7 +25,7 @@ from modelport.control.identity import ANONYMOUS, Principal
 from modelport.control.modules import ModuleRegistry, ServedModule
 from modelport.control.request_files import RequestFiles
 from modelport.core.settings import Settings
-from modelport.obs.calls import CallObserver, CallPayload, CallRecord
+from modelport.obs.calls import CallObserver, CallPayload, CallRecord, FileObserver
 from modelport.runtime.files import FileChecker
 from modelport.runtime.pool import CallTiming
 from modelport.sdk.validation import ParsedRequest
@@ -85,6 +85,8 @@ class ModuleCall:
     """(name, path, content type) of each file uploaded with the call."""
     workdir: Path | None = None
     """The call's own directory for its uploads and fetched objects, removed when the call is done."""
+    record: CallRecord | None = None
+    payload: CallPayload | None = None
 
 
 class Calls:
@@ -98,6 +100,7 @@ class Calls:
         files: RequestFiles,
         sync_timeout: Callable[[str], float | None] | None = None,
         observers: Sequence[CallObserver] = (),
+        file_observers: Sequence[FileObserver] = (),
     ) -> None:
         """`sync_timeout(module)` is the `syncTimeoutSeconds` of the module's `Api` manifests (None where none
         sets one: the deadline is then the pool's `sync_timeout`)."""
@@ -106,6 +109,7 @@ class Calls:
         self.files = files
         self.sync_timeout = sync_timeout
         self.observers = list(observers)
+        self.file_observers = list(file_observers)
         self.uploads_dir = settings.data_dir / "uploads"
 
     def route(self, call: ModuleCall, module: str, version: str | None = None) -> ServedModule:
@@ -198,6 +202,7 @@ class Calls:
                 owner=call.owner,
                 uploads={name: self._upload_key(call, name) for name, _, _ in call.uploads},
             )
+        call.record, call.payload = record, payload
         for observer in self.observers:
             try:
                 observer.observe(record, payload)
@@ -210,6 +215,13 @@ class Calls:
         """After the answer: keep the call's uploads in the request bucket and remove its work files
         (blocking: run it in a thread, or as the response's background task)."""
         try:
+            if call.record is not None and call.payload is not None:
+                for observer in self.file_observers:
+                    try:
+                        observer.observe_files(call.record, call.payload)
+                    except Exception:
+                        name = type(observer).__name__
+                        log.exception("call %s: %s failed to look at its files", call.request_id, name)
             if call.uploads:
                 kept = [(self._upload_key(call, name), path, kind) for name, path, kind in call.uploads]
                 self.files.keep_uploads(call.request_id, kept)

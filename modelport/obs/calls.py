@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-__all__ = ["CallObserver", "CallPayload", "CallRecord"]
+__all__ = ["CallObserver", "CallPayload", "CallRecord", "FileObserver"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,3 +77,9 @@ class CallPayload:
 class CallObserver(Protocol):
     def observe(self, record: CallRecord, payload: CallPayload | None) -> None:
         """Take note of an answered call; never blocks, never raises."""
+
+
+class FileObserver(Protocol):
+    def observe_files(self, record: CallRecord, payload: CallPayload) -> None:
+        """Look at a call's files (its uploads are still on disk: `payload.inputs` holds their paths). Runs in
+        a worker thread after the answer went out, for calls that sent files; never raises."""
