@@ -33,8 +33,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--only",
         type=_names(FRAMEWORKS),
-        default=list(FRAMEWORKS),
-        help=f"frameworks ({','.join(FRAMEWORKS)})",
+        default=[name for name, framework in FRAMEWORKS.items() if not framework.variant],
+        help=f"frameworks ({','.join(FRAMEWORKS)}; the default leaves out the platform's variants)",
     )
     parser.add_argument(
         "--models", type=_names(MODELS), default=list(MODELS), help=f"models ({','.join(MODELS)})"

@@ -45,6 +45,8 @@ class Framework:
     requirements: tuple[str, ...]  # empty: served from the harness's own environment
     versions_of: tuple[str, ...]  # distributions whose versions the report records
     target: TargetFactory
+    variant: bool = False
+    """A variant of another framework's server (other settings): measured only when asked for."""
 
 
 def _inputs(workload: Workload) -> Any:
@@ -85,19 +87,29 @@ def _modelport(python: Path, model: str, port: int, paths: Paths) -> Target:
     return Target(argv, paths.work, "/readyz", f"/api/v1/modules/{model}/predict", _inputs)
 
 
-def _modelport_platform(python: Path, model: str, port: int, paths: Paths) -> Target:
+def _modelport_platform(
+    python: Path,
+    model: str,
+    port: int,
+    paths: Paths,
+    *,
+    variant: str = "",
+    env: dict[str, str] | None = None,
+    api: dict[str, Any] | None = None,
+) -> Target:
     """`modelport server` with a fresh data directory; the module is pushed, deployed with one replica and
-    opened to one user once the server is up, and every request carries that user's token."""
-    root = paths.work / "platform" / model
+    opened to one user once the server is up, and every request carries that user's token. A `variant`
+    runs with more settings (`env`) or more in its `Api` (`api`)."""
+    root = paths.work / f"platform{variant}" / model
     shutil.rmtree(root, ignore_errors=True)
     requirements = [*COMMON_REQUIREMENTS, f"scikit-learn=={sklearn_version()}"]
     module = platform_setup.module_copy(paths.bench / "modules" / model, root / "module", requirements)
     argv = [str(python.parent / "modelport"), "server", "--host", "127.0.0.1", "--port", str(port)]
     argv += ["--data-dir", str(root / "data")]
     admin_token = f"mp_{secrets.token_urlsafe(32)}"
-    setup = functools.partial(platform_setup.serve, module=module, admin_token=admin_token)
-    env = {"MODELPORT_BOOTSTRAP_TOKEN": admin_token}
-    return Target(argv, paths.work, "/readyz", f"/api/v1/modules/{model}/predict", _inputs, env, setup)
+    setup = functools.partial(platform_setup.serve, module=module, admin_token=admin_token, api=api)
+    settings = {"MODELPORT_BOOTSTRAP_TOKEN": admin_token, **(env or {})}
+    return Target(argv, paths.work, "/readyz", f"/api/v1/modules/{model}/predict", _inputs, settings, setup)
 
 
 FRAMEWORKS: dict[str, Framework] = {
@@ -117,6 +129,24 @@ FRAMEWORKS: dict[str, Framework] = {
         Framework("modelport", "modelport", (), ("modelport", "uvicorn"), _modelport),
         Framework(
             "modelport-platform", "modelport server", (), ("modelport", "uvicorn"), _modelport_platform
+        ),
+        Framework(
+            "modelport-platform-nolog",
+            "modelport server, request log off",
+            (),
+            ("modelport", "uvicorn"),
+            functools.partial(_modelport_platform, variant="-nolog", env={"MODELPORT_REQUEST_LOG": "false"}),
+            variant=True,
+        ),
+        Framework(
+            "modelport-platform-payloads",
+            "modelport server, every payload captured",
+            (),
+            ("modelport", "uvicorn"),
+            functools.partial(
+                _modelport_platform, variant="-payloads", api={"logging": {"payloads": True, "sampleRate": 1}}
+            ),
+            variant=True,
         ),
     )
 }

@@ -28,8 +28,11 @@ def module_copy(source: Path, destination: Path, requirements: list[str]) -> Pat
     return destination
 
 
-def serve(base_url: str, timeout: float, *, module: Path, admin_token: str) -> dict[str, str]:
-    """Push, build, deploy and open `module` within `timeout` seconds; the headers of its caller."""
+def serve(
+    base_url: str, timeout: float, *, module: Path, admin_token: str, api: dict[str, Any] | None = None
+) -> dict[str, str]:
+    """Push, build, deploy and open `module` within `timeout` seconds; the headers of its caller. `api` is
+    added to the spec of the `Api` that opens it (payload capture, say)."""
     deadline = time.monotonic() + timeout
     admin = {"Authorization": f"Bearer {admin_token}"}
     name = _push_and_build(base_url, admin, module, deadline)
@@ -45,7 +48,7 @@ def serve(base_url: str, timeout: float, *, module: Path, admin_token: str) -> d
     deployment = _poll(url, admin, deadline, settled)["deployment"]
     if deployment["status"] != "ready":
         raise ServerError(f"the deployment of {name} failed: {deployment['message']}")
-    return {"Authorization": f"Bearer {_caller_token(base_url, admin, name)}"}
+    return {"Authorization": f"Bearer {_caller_token(base_url, admin, name, api or {})}"}
 
 
 def _push_and_build(base_url: str, admin: dict[str, str], module: Path, deadline: float) -> str:
@@ -62,7 +65,7 @@ def _push_and_build(base_url: str, admin: dict[str, str], module: Path, deadline
     return artifact.name
 
 
-def _caller_token(base_url: str, admin: dict[str, str], module: str) -> str:
+def _caller_token(base_url: str, admin: dict[str, str], module: str, api_spec: dict[str, Any]) -> str:
     """A `user` in GROUP, an `Api` that opens `module` to GROUP, and that user's token."""
     api = f"{base_url}/api/v1"
     _expect(201, *post_json(f"{api}/groups", {"path": GROUP}, headers=admin), "create the group")
@@ -72,7 +75,7 @@ def _caller_token(base_url: str, admin: dict[str, str], module: str) -> str:
         "apiVersion": "modelport/v1",
         "kind": "Api",
         "metadata": {"name": f"{module}-api"},
-        "spec": {"module": module, "access": {"groups": [GROUP]}},
+        "spec": {"module": module, "access": {"groups": [GROUP]}, **api_spec},
     }
     _expect(200, *post_json(f"{api}/apply", {"documents": [document]}, headers=admin), "apply the Api")
     token = {"name": "bench", "user": made["id"]}
