@@ -21,11 +21,13 @@ def test_import_layers_hold():
 def test_sdk_exports_are_pinned():
     assert sorted(modelport.sdk.__all__) == [
         "ApiSpec",
+        "CallContext",
         "FieldSpec",
         "File",
         "Kind",
         "SpecError",
         "TypeSpec",
+        "current_call",
         "parse_docstring",
     ]
     for name in modelport.sdk.__all__:
