@@ -47,9 +47,13 @@ __all__ = [
 ]
 
 
-def worker_log_printer(name: str) -> Callable[[str, str], None]:
-    def sink(stream: str, line: str) -> None:
-        sys.stderr.write(f"[{name}] {line}\n")
+def worker_log_printer(name: str) -> Callable[[int, str, str], None]:
+    """A log callback that prints each worker line on stderr as plain text, without its request tag."""
+    from modelport.core.protocol import split_tag
+
+    def sink(replica: int, stream: str, line: str) -> None:
+        text = split_tag(line)[1]
+        sys.stderr.write(f"[{name}] modelport: {text}\n" if stream == "modelport" else f"[{name}] {text}\n")
 
     return sink
 
@@ -229,7 +233,13 @@ def run_platform_server(settings: Settings, *, demo: bool, announce: Callable[[s
         raise SystemExit(f"error: {exc.message}") from None
     settings.data_dir.mkdir(parents=True, exist_ok=True)  # where the default SQLite database lives
     _reach_database(server.database, settings.database())
-    _serve(server.app, settings, on_ready=lambda url: announce(f"serving on {url}"), log_level=logging.INFO)
+    _serve(
+        server.app,
+        settings,
+        on_ready=lambda url: announce(f"serving on {url}"),
+        log_level=logging.INFO,
+        on_stopping=server.services.logs.end_follows,
+    )
 
 
 def run_dev_server(
@@ -270,15 +280,28 @@ def uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
 
 
 def _serve(
-    app: Any, settings: Settings, *, on_ready: Callable[[str], None], log_level: int = logging.WARNING
+    app: Any,
+    settings: Settings,
+    *,
+    on_ready: Callable[[str], None],
+    log_level: int = logging.WARNING,
+    on_stopping: Callable[[], None] | None = None,
 ) -> None:
+    """Serve `app` until stopped; `on_stopping` runs, on the event loop, as the server starts to stop and
+    before it waits for open connections, so that streams without an end (followed logs) end then."""
     import uvicorn
     import uvloop
 
     from modelport.obs import redact as redaction
 
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            if on_stopping is not None:
+                on_stopping()
+            await super().shutdown(sockets)
+
     sockets = _listen(settings.host, settings.port)
-    uvicorn_server = uvicorn.Server(uvicorn_config(app, settings))
+    uvicorn_server = Server(uvicorn_config(app, settings))
     redaction.install(log_level)  # after uvicorn configured its loggers
 
     async def serve() -> None:

@@ -2,7 +2,8 @@
 # Installs the system packages the test suite starts for real: PostgreSQL's server binaries, Redis (shared
 # rate-limit counters), Chromium (browser tests, driven by Playwright), and Node.js with npm for the OpenID
 # Connect provider (tests/oidc, which needs Node.js 20.18 or later), and curl, which the README's examples use
-# (the suite runs them).
+# (the suite runs them), and Prometheus, which scrapes a real server's /metrics
+# (tests/server/test_prometheus.py starts its own; the Debian service is left disabled).
 # Does nothing when they are already there; needs root (or sudo) to install.
 set -euo pipefail
 
@@ -13,6 +14,7 @@ command -v curl >/dev/null || missing+=(curl)
 command -v node >/dev/null || missing+=(nodejs npm)
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v chromium >/dev/null || missing+=(chromium)
+command -v prometheus >/dev/null || missing+=(prometheus)
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
@@ -25,3 +27,7 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+if [[ " ${missing[*]} " == *" prometheus "* ]] && [ -d /run/systemd/system ]; then
+  # The tests start their own Prometheus; the package's service would only hold port 9090.
+  $SUDO systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+fi

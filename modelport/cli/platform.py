@@ -38,7 +38,9 @@ from modelport.client import (
     ClientError,
     ConfigError,
     DeploymentInfo,
+    LogGap,
     Login,
+    LogLine,
     ModuleInfo,
     NotLoggedIn,
     Pushed,
@@ -288,14 +290,76 @@ def logs(
     build: Annotated[
         str | None, typer.Option(help="Show the build log of this version instead.", show_default=False)
     ] = None,
-    tail: Annotated[int, typer.Option(min=1, help="Lines of the workers' logs.")] = 200,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new lines until Ctrl+C.")
+    ] = False,
+    request_id: Annotated[
+        str | None,
+        typer.Option(
+            "--request-id", help="Only lines printed for this request (its X-Request-Id).", show_default=False
+        ),
+    ] = None,
+    version: Annotated[
+        str | None, typer.Option(help="Only lines of this version.", show_default=False)
+    ] = None,
+    replica: Annotated[
+        int | None, typer.Option(min=0, help="Only lines of this replica.", show_default=False)
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(help="Only lines written since: ISO 8601, or 30s, 10m, 2h, 1d.", show_default=False),
+    ] = None,
+    tail: Annotated[
+        int, typer.Option(min=1, max=100_000, help="The most lines shown (before following).")
+    ] = 200,
+    output: OutputOption = Output.table,
     url: Url = None,
     token: Token = None,
 ) -> None:
-    """Print a module's worker logs, or the build log of one of its versions."""
+    """Print a module's worker logs (`time version/replica stream line`), or the build log of a version."""
+    query: dict[str, Any] = {
+        "version": version,
+        "replica": replica,
+        "since": since,
+        "tail": tail,
+        "request_id": request_id,
+    }
     with connect(url, token) as client:
-        text = client.logs(module, build=build, tail=tail)
-    sys.stdout.write(text if not text or text.endswith("\n") else text + "\n")
+        if build is not None:
+            text = client.build_log(module, build)
+            sys.stdout.write(text if not text or text.endswith("\n") else text + "\n")
+        elif follow:
+            _follow_logs(client, module, query, output)
+        else:
+            lines = client.logs(module, **query)
+            if output is Output.table:
+                sys.stdout.write("".join(_log_text(line) + "\n" for line in lines))
+            else:
+                dump(lines, output)
+
+
+def _follow_logs(client: Client, module: str, query: dict[str, Any], output: Output) -> None:
+    """Print each line as it comes until Ctrl+C: as text, one JSON object a line, or YAML documents. Lost
+    lines are reported on stderr; a follow the server ends (it stopped) fails."""
+    try:
+        for item in client.follow_logs(module, **query):
+            if isinstance(item, LogGap):
+                err.print(f"[yellow]{item.dropped} lines lost: they came faster than they were read[/]")
+                continue
+            if output is Output.table:
+                sys.stdout.write(_log_text(item) + "\n")
+            elif output is Output.json:
+                sys.stdout.write(item.model_dump_json() + "\n")
+            else:
+                sys.stdout.write(yaml.safe_dump(item.model_dump(), sort_keys=False, explicit_start=True))
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        return
+    fail("the server ended the log stream (it is stopping)", 1)
+
+
+def _log_text(line: LogLine) -> str:
+    return f"{line.time} {line.version}/{line.replica} {line.stream} {line.line}"
 
 
 def apply(files: Files, dry_run: DryRun = False, url: Url = None, token: Token = None) -> None:

@@ -12,7 +12,7 @@ import mimetypes
 import os
 import secrets
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -36,16 +36,24 @@ from modelport.core.records import (
     BucketList,
     CallerInfo,
     DeploymentInfo,
+    DriftReport,
     GroupInfo,
     GroupList,
+    HistoryList,
+    LogGap,
+    LogLine,
+    LogLines,
     ModuleInfo,
     ModuleList,
+    ModuleStats,
     NewToken,
     ObjectInfo,
     ObjectListing,
     PresignedUrl,
     PresignMethod,
     Record,
+    RequestDetail,
+    RequestList,
     TokenInfo,
     TokenList,
     UserInfo,
@@ -192,10 +200,83 @@ class Client:
         """Roll back to the previous version (`ApiError` code `no_previous_version` when there is none)."""
         return self._record(DeploymentInfo, "POST", _path(module, "rollback"))
 
-    def logs(self, module: str, *, build: str | None = None, tail: int = 200) -> str:
-        """The build log of version `build`, or else the last `tail` lines of the workers' logs."""
-        params: dict[str, str | int] = {"build": build} if build is not None else {"tail": tail}
-        return self._send("GET", _path(module, "logs"), params=params).text
+    def build_log(self, module: str, version: str) -> str:
+        """The whole build log of `version`."""
+        return self._send("GET", _path(module, "logs"), params={"build": version}).text
+
+    def logs(
+        self,
+        module: str,
+        *,
+        version: str | None = None,
+        replica: int | None = None,
+        since: str | datetime | None = None,
+        tail: int = 200,
+        request_id: str | None = None,
+    ) -> list[LogLine]:
+        """The last `tail` lines of the module's worker logs, oldest first; only those of `version`, of
+        `replica`, written since `since` (a time, or a span before now such as `10m`), printed for the request
+        `request_id`, when given."""
+        params = _log_query(version, replica, since, tail, request_id)
+        return self._record(LogLines, "GET", _path(module, "logs"), params=params).lines
+
+    def follow_logs(
+        self,
+        module: str,
+        *,
+        version: str | None = None,
+        replica: int | None = None,
+        since: str | datetime | None = None,
+        tail: int = 200,
+        request_id: str | None = None,
+    ) -> Iterator[LogLine | LogGap]:
+        """The lines `logs` gives, then each new one as the workers print it, until the server stops or the
+        iterator is closed; a `LogGap` says where lines were lost because they were read too slowly. The
+        server comments every 15 seconds while nothing happens, so a quiet log does not time out."""
+        params = {**_log_query(version, replica, since, tail, request_id), "follow": "true"}
+        headers = {"Accept": "text/event-stream"}
+        with self._stream("GET", _path(module, "logs"), params=params, headers=headers) as response:
+            yield from _log_events(response.iter_lines())
+
+    # Statistics
+
+    def stats(
+        self, module: str, *, window: str = "1h", step: str = "1m", version: str | None = None
+    ) -> ModuleStats:
+        """The module's calls over the last `window` (5m, 1h, 24h, 7d, 30d), with a series in `step`s (1m,
+        5m, 1h); only `version`'s calls when given. `ApiError` 422 names the field when the step does not
+        divide the window or makes more than 10080 points."""
+        params = _present(window=window, step=step, version=version)
+        return self._record(ModuleStats, "GET", _path(module, "stats"), params=params)
+
+    # History
+
+    def history(
+        self,
+        module: str,
+        *,
+        kinds: Sequence[str] | None = None,
+        since: datetime | str | None = None,
+        until: datetime | str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> HistoryList:
+        """One page of the module's publication history, newest first: events of the `kinds` given (push,
+        build, deploy, switch, canary, rollback, scale, failure, delete), at or after `since`, before `until`,
+        at most `limit` (1 to 1000; the server's default is 100). Pass the page's `next_cursor` as `cursor`
+        for the older events."""
+        start = since.isoformat() if isinstance(since, datetime) else since
+        end = until.isoformat() if isinstance(until, datetime) else until
+        kind = ",".join(kinds) if kinds else None
+        params = _present(kind=kind, since=start, until=end, limit=limit, cursor=cursor)
+        return self._record(HistoryList, "GET", _path(module, "history"), params=params)
+
+    # Drift
+
+    def drift(self, module: str, *, version: str | None = None) -> DriftReport:
+        """The module's recent calls against its reference, feature by feature, with a verdict (`ok`,
+        `drift`, `insufficient_data`); `version`'s when given, else the active version's."""
+        return self._record(DriftReport, "GET", _path(module, "drift"), params=_present(version=version))
 
     # Manifests
 
@@ -490,6 +571,44 @@ class Client:
             body["size"] = size
         return self._record(PresignedUrl, "POST", _bucket_path(bucket, "presign"), json=body)
 
+    # The request log
+
+    def requests(
+        self,
+        module: str | None = None,
+        *,
+        version: str | None = None,
+        status: str | int | None = None,
+        code: str | None = None,
+        caller: str | None = None,
+        since: datetime | str | None = None,
+        until: datetime | str | None = None,
+        min_latency_ms: float | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> RequestList:
+        """One page of the calls the token may see, newest first: of `module` (all it may see when None),
+        matching each filter given. `status` is a status (200) or a class (`5xx`); `since` and `until` are
+        times or spans before now (`30m`, `1h`, `7d`); at most `limit` (1 to 1000; the server's default is
+        100). Pass the page's `next_cursor` as `cursor` for the older calls."""
+        params = _present(
+            module=module,
+            version=version,
+            status=str(status) if status is not None else None,
+            code=code,
+            caller=caller,
+            since=since.isoformat() if isinstance(since, datetime) else since,
+            until=until.isoformat() if isinstance(until, datetime) else until,
+            min_latency_ms=str(min_latency_ms) if min_latency_ms is not None else None,
+            limit=limit,
+            cursor=cursor,
+        )
+        return self._record(RequestList, "GET", "/api/v1/requests", params=params)
+
+    def request(self, request_id: str) -> RequestDetail:
+        """One call (its `X-Request-Id`), with its captured payload and where its log lines are."""
+        return self._record(RequestDetail, "GET", f"/api/v1/requests/{quote(request_id, safe='')}")
+
     # HTTP
 
     def _documents(self, path: str, documents: list[dict[str, Any]], *, dry_run: bool) -> list[ApplyResult]:
@@ -537,10 +656,19 @@ class Client:
         return response
 
     @contextmanager
-    def _stream(self, method: str, path: str) -> Iterator[httpx.Response]:
+    def _stream(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str | int] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Iterator[httpx.Response]:
         """A response whose body is read as it arrives, inside the `with` block; error statuses raise."""
         try:
-            with self._http.stream(method, path, timeout=self._transfer_timeout) as response:
+            with self._http.stream(
+                method, path, params=params, headers=headers, timeout=self._transfer_timeout
+            ) as response:
                 if response.is_error:
                     response.read()
                     raise _api_error(response)
@@ -665,6 +793,32 @@ def _http_date(value: str | None) -> str:
         return parsedate_to_datetime(value).isoformat()
     except (TypeError, ValueError):
         return ""
+
+
+def _log_query(
+    version: str | None, replica: int | None, since: str | datetime | None, tail: int, request_id: str | None
+) -> dict[str, str | int]:
+    when = since.isoformat() if isinstance(since, datetime) else since
+    return _present(version=version, replica=replica, since=when, tail=tail, request_id=request_id)
+
+
+def _log_events(lines: Iterator[str]) -> Iterator[LogLine | LogGap]:
+    """The records of a followed log's server-sent events: `data:` lines, the event's name before them
+    (`gap` for lost lines); comments and other events are passed over."""
+    event = ""
+    for line in lines:
+        if line.startswith("event:"):
+            event = line[6:].strip()
+        elif line.startswith("data:"):
+            kind: type[LogLine | LogGap] | None = LogGap if event == "gap" else None if event else LogLine
+            if kind is not None:
+                try:
+                    yield kind.model_validate_json(line[5:].strip())
+                except ValidationError:
+                    message = f"an event of the followed log is not a {kind.__name__}: {line[:_SHOWN_BODY]}"
+                    raise ApiError(200, "invalid_response", message) from None
+        elif not line:
+            event = ""
 
 
 def _present(**values: Any) -> dict[str, Any]:

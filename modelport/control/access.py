@@ -14,6 +14,7 @@ database for a module in memory, so the modules known keep being served while th
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -25,7 +26,7 @@ from sqlalchemy import select
 from modelport.control.identity import Principal
 from modelport.control.policies import PolicyCache
 from modelport.core.errors import Forbidden, ModuleNotFound, Unauthorized
-from modelport.core.manifests import ApiManifest, Cors, without_retired_fields
+from modelport.core.manifests import ApiLogging, ApiManifest, Cors, DriftMonitoring, without_retired_fields
 from modelport.core.roles import Role
 from modelport.db import ApiDefinition, Database, Module
 
@@ -42,6 +43,8 @@ __all__ = [
 
 log = logging.getLogger("modelport.access")
 
+_DEFAULT_DRIFT = DriftMonitoring()
+
 
 @dataclass(frozen=True)
 class ApiAccess:
@@ -54,6 +57,10 @@ class ApiAccess:
     cors: Cors
     sync_timeout: float | None = None
     """`syncTimeoutSeconds`: how long a synchronous call may take from its arrival."""
+    logging: ApiLogging | None = None
+    """`logging`: what the request log keeps of the module's calls (None: the manifest says nothing)."""
+    drift: DriftMonitoring | None = None
+    """`monitoring.drift`: how the module's drift is watched (None: the manifest says nothing)."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +73,33 @@ class ModulePolicy:
     def sync_timeout(self) -> float | None:
         """The deadline of a synchronous call, from its arrival: the smallest any `Api` sets (None: none)."""
         return min((api.sync_timeout for api in self.apis if api.sync_timeout is not None), default=None)
+
+    @functools.cached_property
+    def payload_logging(self) -> ApiLogging | None:
+        """The module's payload capture, its `Api`s' `logging` merged (None: no `Api` captures payloads);
+        worked out once per policy read, as calls ask for it.
+
+        Capture if any `Api` says so, at the largest sample rate and the smallest `maxBytes` of those that
+        do; every path any `Api` redacts is redacted, since a field one `Api` calls sensitive is sensitive
+        whichever `Api` let the call in."""
+        declared = [api.logging for api in self.apis if api.logging is not None]
+        capturing = [spec for spec in declared if spec.payloads]
+        if not capturing:
+            return None
+        return ApiLogging.model_validate(
+            {
+                "payloads": True,
+                "sampleRate": max(spec.sample_rate for spec in capturing),
+                "redact": sorted({path for spec in declared for path in spec.redact}),
+                "maxBytes": min(spec.max_bytes for spec in capturing),
+            }
+        )
+
+    @property
+    def drift(self) -> DriftMonitoring:
+        """How the module's drift is watched: the `monitoring.drift` of its first `Api` (by name) that sets
+        one, else the defaults (the first 500 calls against the last 500, PSI threshold 0.2)."""
+        return next((api.drift for api in self.apis if api.drift is not None), _DEFAULT_DRIFT)
 
     def cors(self) -> Cors | None:
         """The module's browser access: the origins every enabled `Api` of the module allows."""
@@ -217,6 +251,8 @@ def _api_access(name: str, manifest: dict[str, object]) -> ApiAccess | None:
         rate=api.spec.rate_limit.per_caller,
         cors=api.spec.restful_api.cors,
         sync_timeout=api.spec.sync_timeout_seconds,
+        logging=api.spec.logging,
+        drift=api.spec.monitoring.drift,
     )
 
 

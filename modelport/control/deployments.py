@@ -30,12 +30,14 @@ import logging
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from modelport.control.audit import Actor, AuditTrail
+from modelport.control.audit import SYSTEM, Actor, AuditTrail
+from modelport.control.history import History
 from modelport.control.modules import ModuleRegistry, ServedModule, start_module
 from modelport.control.versions import Versions
 from modelport.control.weights import ModelWeights
@@ -51,7 +53,7 @@ from modelport.core.errors import (
 from modelport.core.records import DeploymentInfo, RolloutInfo, ServingInfo, ServingRole
 from modelport.core.settings import Settings
 from modelport.core.states import BuildStatus, DeploymentStatus
-from modelport.db import Database, Deployment, Module, Version
+from modelport.db import Database, Deployment, Module, ModuleEvent, Version
 from modelport.db.database import failure, unavailable
 from modelport.db.models import utcnow
 from modelport.obs.logs import ModuleLogs
@@ -86,6 +88,7 @@ class Deployments:
         logs: ModuleLogs,
         weights: ModelWeights | None = None,
         check_weights: Callable[[str, str], None] | None = None,
+        history: History | None = None,
     ) -> None:
         self.database = database
         self.audit = audit
@@ -105,6 +108,7 @@ class Deployments:
         self._retry_at: dict[str, float] = {}
         self._failed: set[str] = set()  # modules whose current reconcile pass reported a failure
         self._notes: dict[str, str] = {}
+        self.history = history
 
     # the API
 
@@ -132,6 +136,7 @@ class Deployments:
         with self.database.session() as session:
             self._deployable(session, module, version)
             row = self._row(session, module)
+            was = _Was.of(row)
             if replicas is None and canary_percent is None:
                 replicas = _manifest_replicas(session, row, version)
             if canary_percent is not None:
@@ -149,11 +154,58 @@ class Deployments:
             _bump(row)
             session.flush()
             info = self._info(row)
+            canary = canary_percent is not None
+            event = self._deploy_event(session, version, was, info, canary=canary, actor=actor, reason=reason)
         self.wake()
         asked = {"replicas": replicas, "canary_percent": canary_percent, "reason": reason}
         given = {key: value for key, value in asked.items() if value is not None}
         self.audit.record(actor, "module.deploy", f"module/{module}", version=version, **given)
+        if self.history is not None and event is not None:
+            self.history.notify(event)
         return info
+
+    def _deploy_event(
+        self,
+        session: Session,
+        version: str,
+        was: _Was,
+        info: DeploymentInfo,
+        *,
+        canary: bool,
+        actor: Actor,
+        reason: str | None,
+    ) -> ModuleEvent | None:
+        """The history's `deploy` event, or its `canary` event (set, changed or removed) for a canary, added
+        to the deploy's own transaction."""
+        if self.history is None:
+            return None
+        details: dict[str, Any] = {"generation": info.generation, "replicas": info.replicas, "reason": reason}
+        if was.replicas != info.replicas:
+            details["previous_replicas"] = was.replicas
+        module, who = info.module, actor.name
+        if not canary:
+            return self.history.add(
+                session,
+                module,
+                "deploy",
+                version=version,
+                from_version=was.serving,
+                actor=who,
+                details=details,
+            )
+        if was.canary is None and info.canary_version is None:
+            return None  # no canary before, none now: nothing changed
+        action = "removed" if info.canary_version is None else "set" if was.canary is None else "changed"
+        details.update(action=action, percent=info.canary_percent, previous_percent=was.percent or None)
+        return self.history.add(
+            session,
+            module,
+            "canary",
+            version=info.canary_version or was.canary,
+            from_version=was.canary if was.canary != info.canary_version else None,
+            actor=who,
+            details=details,
+        )
 
     def rollback(self, module: str, *, actor: Actor) -> DeploymentInfo:
         """Switch back to the version that served before the active one (in a worker thread, as `deploy`)."""
@@ -167,8 +219,22 @@ class Deployments:
             row.canary_version, row.canary_percent = None, 0
             _bump(row)
             info = self._info(row)
+            event = None
+            if self.history is not None:  # in the rollback's transaction: its switch cannot come first
+                details = {"generation": info.generation}
+                event = self.history.add(
+                    session,
+                    module,
+                    "rollback",
+                    version=target,
+                    from_version=replaced,
+                    actor=actor.name,
+                    details=details,
+                )
         self.wake()
         self.audit.record(actor, "module.rollback", f"module/{module}", version=target, replaced=replaced)
+        if self.history is not None and event is not None:
+            self.history.notify(event)
         return info
 
     async def delete(self, module: str, *, actor: Actor) -> None:
@@ -369,11 +435,24 @@ class Deployments:
                 await self._report(module, DeploymentStatus.FAILED, f"{version} did not start: {exc.message}")
             return
         replaced = self.registry.swap(served)
-        if is_target:
-            await self._promote(module, version)
+        swapped = utcnow()
+        if is_target and await self._promote(module, version):  # recorded once, by the gateway that promoted
+            previous = replaced.version if replaced is not None else None
+            await asyncio.to_thread(self._record_switch, module, version, previous, swapped)
         if replaced is not None and replaced is not served:
             self._retire(module, replaced)
         log.info("%s now serves %s", module, version)
+
+    def _record_switch(self, module: str, version: str, previous: str | None, swapped: datetime) -> None:
+        """The history's `switch` event: `version` took over from `previous` at `swapped`, so long after it
+        was asked for (its deploy or rollback event, written with the request, on whichever gateway)."""
+        if self.history is None:
+            return
+        requested = self.history.requested_at(module, version)
+        seconds = max(0.0, (swapped - requested).total_seconds()) if requested is not None else None
+        self.history.record(
+            module, "switch", version=version, from_version=previous, outcome="succeeded", seconds=seconds
+        )
 
     async def _reconcile_canary(self, module: str, desired: _Desired) -> None:
         if self._active(module) is None:
@@ -483,21 +562,24 @@ class Deployments:
             observed=row.observed_generation,
         )
 
-    async def _promote(self, module: str, version: str) -> None:
-        await asyncio.to_thread(self._write_promotion, module, version)
+    async def _promote(self, module: str, version: str) -> bool:
+        """Make `version` the active one; returns whether it was not already."""
+        return await asyncio.to_thread(self._write_promotion, module, version)
 
-    def _write_promotion(self, module: str, version: str) -> None:
+    def _write_promotion(self, module: str, version: str) -> bool:
         with self.database.session() as session:
             row = session.get(Deployment, module)
             if row is None:
-                return
-            if row.active_version != version:
+                return False
+            promoted = row.active_version != version
+            if promoted:
                 row.previous_version = row.active_version
                 row.active_version = version
             if row.target_version == version:
                 row.target_version = None
             if row.canary_version == version:
                 row.canary_version, row.canary_percent = None, 0
+            return promoted
 
     async def _abandon_target(self, module: str, version: str, reason: str) -> None:
         """Give up the target `version`, which did not start for `reason`; the generation is carried out."""
@@ -513,14 +595,19 @@ class Deployments:
             row.target_version = None
             row.observed_generation = row.generation
             _write_failure(row, version, reason, serving=serving)
+            active = row.active_version
+        self._record_failure(module, version, reason, active=active, role="target")
 
     def _abandon_canary(self, module: str, version: str, reason: str) -> None:
         with self.database.session() as session:
             row = session.get(Deployment, module)
-            if row is not None and row.canary_version == version:
-                row.canary_version, row.canary_percent = None, 0
-                row.observed_generation = row.generation
-                _write_failure(row, version, reason, serving=True)
+            if row is None or row.canary_version != version:
+                return
+            row.canary_version, row.canary_percent = None, 0
+            row.observed_generation = row.generation
+            _write_failure(row, version, reason, serving=True)
+            active = row.active_version
+        self._record_failure(module, version, reason, active=active, role="canary")
 
     async def _fail_rollout(self, module: str, version: str, reason: str) -> None:
         """Report that `version` did not start for `reason` while the active version keeps serving."""
@@ -530,8 +617,20 @@ class Deployments:
     def _write_failed_rollout(self, module: str, version: str, reason: str) -> None:
         with self.database.session() as session:
             row = session.get(Deployment, module)
-            if row is not None:
-                _write_failure(row, version, reason, serving=True)
+            if row is None or not _write_failure(row, version, reason, serving=True):
+                return  # retried in the same generation: reported already
+            active = row.active_version
+        self._record_failure(module, version, reason, active=active, role="scale")
+
+    def _record_failure(
+        self, module: str, version: str, reason: str, *, active: str | None, role: str
+    ) -> None:
+        """The history's `failure` event: `version` did not roll out while `active` kept serving (None:
+        nothing did). Its `role`: the `target` of a deploy, the `canary`, the active version when rescaled
+        (`scale`) or failing as it served (`active`)."""
+        if self.history is not None:
+            details = {"reason": reason, "role": role}
+            self.history.record(module, "failure", version=version, from_version=active, details=details)
 
     def _restore_previous(self, module: str, failing: str, message: str) -> str | None:
         """Record that version `failing` of the active pool is failing and, when the version before it is
@@ -540,14 +639,21 @@ class Deployments:
             row = session.get(Deployment, module)
             if row is None:
                 return None
-            note = None
+            note, reason, restored = None, message, None
             if row.previous_version and row.previous_version != failing and row.target_version is None:
-                row.target_version = row.previous_version
+                row.target_version = restored = row.previous_version
                 message += f"; rolled back to {row.previous_version}"
                 _bump(row)
                 note = message
             row.status, row.message = DeploymentStatus.FAILED, message
-            return note
+            generation = row.generation
+        self._record_failure(module, failing, reason, active=None, role="active")
+        if restored is not None and self.history is not None:
+            details = {"generation": generation, "reason": reason}
+            self.history.record(
+                module, "rollback", version=restored, from_version=failing, actor=SYSTEM.name, details=details
+            )
+        return note
 
     async def _finish(self, module: str, generation: int) -> None:
         """Mark `generation` carried out (ready unless this pass failed) if no newer one arrived."""
@@ -679,14 +785,33 @@ def _bump(row: Deployment) -> None:
     row.updated_at = utcnow()
 
 
-def _write_failure(row: Deployment, version: str, reason: str, *, serving: bool) -> None:
+def _write_failure(row: Deployment, version: str, reason: str, *, serving: bool) -> bool:
     """Record that `version` did not roll out, for `reason`: the deployment is `ready` if a version still
-    serves, `failed` (with the reason as its message) if none does."""
+    serves, `failed` (with the reason as its message) if none does. Returns whether this is news: False when
+    this generation already failed so."""
+    news = (row.failed_version, row.failure) != (version, reason)
     row.failed_version, row.failure = version, reason
     if serving:
         row.status, row.message = DeploymentStatus.READY, ""
     else:
         row.status, row.message = DeploymentStatus.FAILED, f"{version} did not start: {reason}"
+    return news
+
+
+@dataclass(frozen=True)
+class _Was:
+    """What a deployment asked for before a change: the version to serve, the canary, the replicas."""
+
+    serving: str | None
+    canary: str | None
+    percent: int
+    replicas: int
+
+    @classmethod
+    def of(cls, row: Deployment) -> _Was:
+        return cls(
+            row.target_version or row.active_version, row.canary_version, row.canary_percent, row.replicas
+        )
 
 
 def _manifest_replicas(session: Session, row: Deployment, version: str) -> int | None:

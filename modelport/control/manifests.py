@@ -34,6 +34,7 @@ from sqlalchemy.orm import Session
 from modelport.control.access import ALLOW_ALL, Permit
 from modelport.control.audit import Actor, AuditTrail, manifest_action
 from modelport.control.deployments import scale
+from modelport.control.history import History
 from modelport.core.errors import BadRequest, BucketNotFound, Conflict, Forbidden, ModelportError, NotFound
 from modelport.core.manifests import (
     KINDS,
@@ -101,11 +102,13 @@ class Manifests:
         audit: AuditTrail,
         store: ObjectStore | None = None,
         on_change: Callable[[list[ApplyResult]], None] | None = None,
+        history: History | None = None,
     ) -> None:
         self.database = database
         self.audit = audit
         self.store = store
         self._on_change = on_change
+        self.history = history
 
     def apply(
         self,
@@ -232,11 +235,25 @@ class Manifests:
                 self.audit.record(actor, manifest_action(kind, change.action), f"{kind}/{change.name}")
         for module, (before, replicas) in (scaled or {}).items():
             self.audit.record(actor, "module.scale", f"module/{module}", replicas=replicas, previous=before)
+        self._record_history(changed, scaled or {}, actor=actor)
         if self._on_change is not None:
             try:
                 self._on_change(changed)
             except Exception:  # the change is committed; a listener's failure must not turn it into an error
                 log.exception("a listener failed on manifest changes")
+
+    def _record_history(
+        self, changed: list[ApplyResult], scaled: dict[str, tuple[int, int]], *, actor: Actor
+    ) -> None:
+        """The modules' history: each deployment scaled (replicas before and after), each module deleted."""
+        if self.history is None:
+            return
+        for module, (before, replicas) in scaled.items():
+            details = {"replicas": replicas, "previous_replicas": before, "via": "manifest"}
+            self.history.record(module, "scale", actor=actor.name, details=details)
+        for change in changed:
+            if change.kind == "Module" and change.action == "deleted":
+                self.history.record(change.name, "delete", actor=actor.name, details={"via": "manifest"})
 
     def list(self, kind: str) -> list[dict[str, Any]]:
         """The stored manifests of every object of `kind`, by name."""

@@ -17,12 +17,16 @@ from modelport.control.access import AccessPolicies, Permit
 from modelport.control.audit import SYSTEM, Actor, AuditTrail
 from modelport.control.calls import Calls
 from modelport.control.deployments import Deployments
+from modelport.control.drift import Drift
+from modelport.control.history import History
 from modelport.control.identity import TOKEN_PREFIX, Identity, Principal
 from modelport.control.manifests import Manifests
 from modelport.control.modules import ModuleRegistry
 from modelport.control.oidc import OidcVerifier
 from modelport.control.request_files import RequestFiles
+from modelport.control.requests import RequestLog
 from modelport.control.sources import GitSources
+from modelport.control.stats import Stats
 from modelport.control.storage import Storage
 from modelport.control.versions import ArtifactFile, Versions
 from modelport.control.weights import ModelWeights
@@ -31,6 +35,7 @@ from modelport.core.records import ApplyResult, ModuleInfo, VersionInfo
 from modelport.core.settings import Settings
 from modelport.db import Database, Module, Version
 from modelport.obs.logs import ModuleLogs
+from modelport.obs.metrics import Metrics
 from modelport.runtime.environments import Environments
 from modelport.runtime.files import WORK_FILES_SECONDS, remove_stale
 from modelport.storage import ObjectStore
@@ -61,8 +66,16 @@ class Services:
             in_use=self._weights_in_use,
         )
         self.registry = ModuleRegistry()
-        self.logs = ModuleLogs(settings.data_dir / "logs")
+        self.logs = ModuleLogs(
+            settings.data_dir / "logs", max_bytes=settings.log_max_bytes, backups=settings.log_backups
+        )
         self.audit = AuditTrail(database)
+        self.metrics = Metrics(
+            running=self._running_versions,
+            dropped=lambda: self.request_log.dropped,
+            drift=lambda: self.drift.scores(),
+        )
+        self.history = History(database, on_event=self.metrics.module_event)
         self.storage = Storage(database, store, audit=self.audit, settings=settings)
         self.identity = Identity(
             database,
@@ -78,12 +91,20 @@ class Services:
             files=self.request_files,
             sync_timeout=self._sync_timeout,
         )
+        self.request_log = RequestLog(database, settings=settings, store=store, policies=self.policies)
+        self.calls.observers.append(self.request_log)
+        self.stats = Stats(
+            database, minute_days=settings.stats_minute_days, hour_days=settings.stats_hour_days
+        )
+        self.calls.observers.append(self.stats)
+        self.calls.observers.append(self.metrics)
         self.versions = Versions(
             database,
             audit=self.audit,
             data_dir=settings.data_dir,
             environments=environments,
             on_built=lambda module, version: self.deployments.wake(),
+            history=self.history,
         )
         self.deployments = Deployments(
             database,
@@ -94,14 +115,27 @@ class Services:
             logs=self.logs,
             weights=self.weights,
             check_weights=self._may_load_weights,
+            history=self.history,
         )
-        self.manifests = Manifests(database, audit=self.audit, store=store, on_change=self._manifests_changed)
+        self.manifests = Manifests(
+            database, audit=self.audit, store=store, on_change=self._manifests_changed, history=self.history
+        )
         self.sources = GitSources(
             database,
             work_dir=settings.data_dir / "sources",
             push=self._push_release,
             deploy=self._deploy_release,
         )
+        self.drift = Drift(
+            database,
+            registry=self.registry,
+            policies=self.policies,
+            storage=self.storage,
+            store=store,
+            settings=settings,
+        )
+        self.calls.observers.append(self.drift)
+        self.calls.file_observers.append(self.drift)
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
@@ -113,6 +147,7 @@ class Services:
         await asyncio.to_thread(self.policies.reload)
         await asyncio.to_thread(self.storage.policies.reload)
         self.versions.resume()
+        self.request_log.start()
         loops = [
             asyncio.create_task(self.identity.watch(stop), name="identity"),
             asyncio.create_task(self.deployments.run(stop), name="reconciler"),
@@ -120,6 +155,8 @@ class Services:
                 self.sources.run(stop, interval=self.settings.source_poll_seconds), name="sources"
             ),
             asyncio.create_task(self._sweep_storage(stop), name="storage"),
+            asyncio.create_task(self.drift.run(stop), name="drift"),
+            asyncio.create_task(self.stats.run(stop), name="stats"),
         ]
         try:
             yield
@@ -128,6 +165,9 @@ class Services:
             self.deployments.wake()
             await asyncio.gather(*loops, return_exceptions=True)
             await self.deployments.close()
+            await asyncio.to_thread(self.request_log.close)  # writes the calls answered while draining
+            await self.stats.close()  # the calls answered while draining
+            await asyncio.to_thread(self.drift.close)  # the samples of calls answered while draining
             if self.oidc is not None:
                 await self.oidc.close()
             await self.versions.close()
@@ -163,6 +203,10 @@ class Services:
     def _sync_timeout(self, module: str) -> float | None:
         policy = self.policies.cached(module)  # from memory: a call never waits on the database
         return None if policy is None else policy.sync_timeout
+
+    def _running_versions(self) -> list[tuple[str, str, int, int]]:
+        """(module, version, calls in flight, worker restarts) of every running version, for `/metrics`."""
+        return [(s.name, s.version, s.in_flight, s.pool.restarts) for s in self.registry.running()]
 
     def _weights_in_use(self) -> list[Path]:
         return [path for served in self.registry.running() for path in served.model_dirs.values()]
@@ -240,6 +284,7 @@ class Services:
     async def delete_module(self, module: str, *, actor: Actor) -> None:
         """Stop serving `module` and forget it; nobody may call it from now on."""
         await self.deployments.delete(module, actor=actor)
+        await asyncio.to_thread(self.history.record, module, "delete", actor=actor.name)
         await asyncio.to_thread(self.policies.reload)
 
     def module(self, name: str) -> ModuleInfo:

@@ -18,6 +18,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from sqlalchemy.exc import IntegrityError
 from modelport.artifacts import ModuleDefinition, PackError, check_version_name, read_module, unpack
 from modelport.control.access import ALLOW_ALL, Permit
 from modelport.control.audit import Actor, AuditTrail
+from modelport.control.history import History
 from modelport.core.errors import (
     BadRequest,
     InvalidModule,
@@ -98,6 +100,7 @@ class Versions:
         environments: Environments,
         on_built: Callable[[str, str], None] | None = None,
         max_builds: int = 2,
+        history: History | None = None,
     ) -> None:
         self.database = database
         self.audit = audit
@@ -106,6 +109,7 @@ class Versions:
         self.sources = data_dir / "versions"
         self.incoming = data_dir / "tmp"
         self._on_built = on_built
+        self.history = history
         self._slots = asyncio.Semaphore(max_builds)
         self._builds: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._live_logs: dict[tuple[str, str], list[str]] = {}
@@ -179,6 +183,10 @@ class Versions:
             if existing is None:
                 raise
             return existing, False
+        if self.history is not None:  # before the build starts, so that its event comes after
+            details = {"tag": tag, "commit": commit, "digest": actual, "size": artifact.size}
+            event = functools.partial(self.history.record, version=name, actor=actor.name, details=details)
+            await asyncio.to_thread(event, module, "push")
         self.start_build(module, name)
         await asyncio.to_thread(
             self.audit.record, actor, "version.push", f"module/{module}", version=name, digest=actual
@@ -361,6 +369,7 @@ class Versions:
         await asyncio.to_thread(self._set_build, module, name, status=BuildStatus.PENDING, log="")
         async with self._slots:
             await asyncio.to_thread(self._set_build, module, name, status=BuildStatus.BUILDING, log="")
+            started = time.monotonic()
             status, error, environment = BuildStatus.FAILED, "", None
             try:
                 environment = await self._run_build(module, name, lines.append)
@@ -373,6 +382,7 @@ class Versions:
                 log.exception("building %s %s failed", module, name)
                 error = f"unexpected error: {exc}"
                 lines.append(f"build of {module} {name} failed: {error}")
+            took = time.monotonic() - started
             await asyncio.to_thread(
                 self._set_build,
                 module,
@@ -383,6 +393,8 @@ class Versions:
                 environment=environment.key if environment else None,
             )
             self._live_logs.pop((module, name), None)
+            if self.history is not None:
+                await asyncio.to_thread(_record_build, self.history, module, name, status, took, error)
         if self._on_built is not None:
             self._on_built(module, name)
 
@@ -428,6 +440,15 @@ class Versions:
             row.build_status, row.build_log = status, redact(log)
             row.build_error = None if error is None else redact(error)
             row.environment = environment
+
+
+def _record_build(
+    history: History, module: str, name: str, status: BuildStatus, seconds: float, error: str
+) -> None:
+    """The build's event in the history: its outcome, how long it ran, and why it failed."""
+    outcome = "succeeded" if status == BuildStatus.READY else "failed"
+    details = {"error": error or None}
+    history.record(module, "build", version=name, outcome=outcome, seconds=seconds, details=details)
 
 
 def _requirements(definition: ModuleDefinition) -> str:

@@ -142,6 +142,12 @@ class VersionFailed(Conflict):
     code = "version_failed"
 
 
+class InvalidCursor(BadRequest):
+    """The cursor is not one this server gave: pass back a page's `next_cursor` unchanged."""
+
+    code = "invalid_cursor"
+
+
 class InvalidKey(BadRequest):
     """The object key is not acceptable: empty, too long, or a path that could leave its bucket."""
 

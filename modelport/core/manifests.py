@@ -27,18 +27,23 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
+from modelport.core.names import BUCKET_NAME
+
 __all__ = [
     "KINDS",
     "Access",
+    "ApiLogging",
     "ApiManifest",
     "ApiManifestSpec",
     "Cors",
+    "DriftMonitoring",
     "Manifest",
     "ManifestError",
     "Metadata",
     "ModelSpec",
     "ModuleManifest",
     "ModuleSpec",
+    "Monitoring",
     "Problem",
     "RateLimit",
     "Resources",
@@ -62,6 +67,7 @@ _RATE = re.compile(r"^(\d+)\s*(?:/|per)\s*(second|minute|hour|day)s?$")
 _RATE_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86_400}
 _ORIGIN = re.compile(r"^[a-z][a-z0-9+.-]*://(\[[0-9a-f:.]+\]|[^\s/:?#@\[\]\\]+)(:\d{1,5})?$")
 _HEADER = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+_REDACT_PATH = re.compile(r"^(inputs|parameters|outputs)(\.[A-Za-z0-9_-]+)+$")
 _MAX_NODES = 100_000
 _SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgtp]i?b?|b)?$")
 _SIZE_UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12, "p": 10**15}
@@ -273,6 +279,69 @@ class RateLimit(_Strict):
         return value
 
 
+class ApiLogging(_Strict):
+    """What the request log keeps of the module's calls besides their metadata: with `payloads`, a
+    `sampleRate` share of calls keep their inputs, parameters and outputs (files by their stored object),
+    each `redact` path (`inputs.text`, `parameters.api_key`, `inputs.address.street`) replaced by
+    `"[redacted]"` and the whole cut to `maxBytes`."""
+
+    payloads: bool = False
+    sample_rate: float = Field(1.0, ge=0, le=1, alias="sampleRate")
+    redact: list[str] = []
+    max_bytes: int = Field(65_536, ge=1, le=16 * 1024 * 1024, alias="maxBytes")
+
+    @field_validator("redact")
+    @classmethod
+    def _paths(cls, values: list[str]) -> list[str]:
+        for path in values:
+            if not _REDACT_PATH.match(path):
+                raise ValueError(
+                    f"{path!r} is not a field path: expected inputs.NAME, parameters.NAME or outputs.NAME, "
+                    "with .NAME for each nested level (inputs.address.street)"
+                )
+        return values
+
+
+class DriftMonitoring(_Strict):
+    """How drift is watched: the reference the recent calls are compared with (`first-calls`: the version's
+    first `referenceCalls` sampled calls; or `bucket/key` of a JSONL object, one `{"inputs": {...},
+    "outputs": {...}}` record a line), how many of the latest calls make the window, and the PSI at or above
+    which a feature drifts."""
+
+    reference: str = "first-calls"
+    reference_calls: int = Field(500, ge=20, le=10_000, alias="referenceCalls")
+    window_calls: int = Field(500, ge=20, le=10_000, alias="windowCalls")
+    threshold: float = Field(0.2, gt=0, le=10)
+
+    @field_validator("reference")
+    @classmethod
+    def _reference(cls, value: str) -> str:
+        if value == "first-calls":
+            return value
+        bucket, _, key = value.partition("/")
+        parts = key.split("/")
+        if not BUCKET_NAME.match(bucket) or not key or any(p in ("", ".", "..") for p in parts):
+            raise ValueError(
+                "expected `first-calls` or the `bucket/key` of a JSONL object, such as "
+                "`references/digits.jsonl`"
+            )
+        return value
+
+    @property
+    def reference_object(self) -> tuple[str, str] | None:
+        """(bucket, key) of the reference object; None for `first-calls`."""
+        if self.reference == "first-calls":
+            return None
+        bucket, _, key = self.reference.partition("/")
+        return bucket, key
+
+
+class Monitoring(_Strict):
+    """What the platform watches in a module's calls besides the request log: `drift`."""
+
+    drift: DriftMonitoring | None = None
+
+
 class ApiManifestSpec(_Strict):
     module: str = Field(pattern=_NAME)
     restful_api: RestfulApi = Field(RestfulApi(), alias="restfulApi")
@@ -281,6 +350,10 @@ class ApiManifestSpec(_Strict):
     sync_timeout_seconds: float | None = Field(None, gt=0, le=86_400, alias="syncTimeoutSeconds")
     """How long a synchronous call may take from its arrival, waiting for a worker included; past it the
     caller gets 504. The smallest of a module's `Api`s applies; without one, twice `timeoutSeconds`."""
+    monitoring: Monitoring = Monitoring()
+    """Drift watching (`monitoring.drift`); without it, drift is watched with the defaults."""
+    logging: ApiLogging | None = None
+    """Payload capture for the request log (`ApiLogging`); without it only the calls' metadata is kept."""
 
 
 _RETIRED_API_FIELDS = ("cache", "canary")

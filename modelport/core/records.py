@@ -28,22 +28,44 @@ __all__ = [
     "CallerInfo",
     "DeploymentInfo",
     "DeploymentStatus",
+    "DriftFeature",
+    "DriftReferenceInfo",
+    "DriftReport",
+    "DriftVerdict",
+    "DriftWindow",
+    "FeatureKind",
+    "FeatureSummary",
     "GroupInfo",
     "GroupList",
+    "HistoryList",
     "IdentitySource",
+    "LatencyQuantiles",
+    "LatencyStats",
+    "LogGap",
+    "LogLine",
+    "LogLines",
+    "LogStream",
+    "ModuleEventKind",
+    "ModuleEventRecord",
     "ModuleInfo",
     "ModuleList",
+    "ModuleStats",
     "NewToken",
     "ObjectInfo",
     "ObjectListing",
     "PresignMethod",
     "PresignedUrl",
     "Record",
+    "RequestDetail",
+    "RequestList",
+    "RequestRecord",
     "Role",
     "RolloutInfo",
     "RolloutStatus",
+    "SeriesLatency",
     "ServingInfo",
     "ServingRole",
+    "StatsPoint",
     "TokenInfo",
     "TokenKind",
     "TokenList",
@@ -61,6 +83,12 @@ IdentitySource = Literal["local", "oidc"]
 TokenKind = Literal["api", "session"]
 BucketAccess = Literal["read", "write"]
 PresignMethod = Literal["GET", "PUT"]
+DriftVerdict = Literal["ok", "drift", "insufficient_data"]
+FeatureKind = Literal["numeric", "categorical"]
+LogStream = Literal["stdout", "stderr", "modelport"]
+ModuleEventKind = Literal[
+    "push", "build", "deploy", "switch", "canary", "rollback", "scale", "failure", "delete"
+]
 
 
 class Record(BaseModel):
@@ -177,6 +205,61 @@ class ApplyResultList(Record):
     results: list[ApplyResult]
 
 
+class ModuleEventRecord(Record):
+    """One entry of a module's publication history: what happened (`kind`), to which version (`version`,
+    coming from `from_version` for a deploy, switch, rollback or canary), by whom, how it ended (`outcome`:
+    `succeeded` or `failed` for a build and a switch), how long it took (`seconds`: a build's duration, a
+    switch's time from the request to the new version taking calls), and the rest in `details`."""
+
+    id: int
+    module: str
+    at: str
+    kind: ModuleEventKind
+    version: str | None
+    from_version: str | None
+    actor: str | None
+    outcome: str | None
+    seconds: float | None
+    details: dict[str, Any]
+
+
+class HistoryList(Record):
+    """One page of a module's publication history, newest first; `next_cursor` is passed back as `cursor`
+    for the older events (None on the last page)."""
+
+    events: list[ModuleEventRecord]
+    next_cursor: str | None
+
+
+# Worker logs
+
+
+class LogLine(Record):
+    """One line of a module's worker logs: when it was written (ISO 8601, UTC, milliseconds), by which
+    version and replica, on which stream (`modelport` for what the platform says about the workers), and for
+    which requests (the ids of the calls the worker was serving when it printed the line)."""
+
+    time: str
+    version: str
+    replica: int
+    stream: LogStream
+    request_ids: list[str]
+    line: str
+
+
+class LogLines(Record):
+    """Worker log lines, oldest first."""
+
+    lines: list[LogLine]
+
+
+class LogGap(Record):
+    """In a followed log: `dropped` lines were lost here because the follower read more slowly than the
+    workers printed."""
+
+    dropped: int
+
+
 # Identity
 
 
@@ -279,6 +362,116 @@ class AuditList(Record):
     events: list[AuditEvent]
 
 
+# The request log
+
+
+class RequestRecord(Record):
+    """One answered call of a module, as the request log keeps it: its ids (`id` is the answer's
+    `X-Request-Id`, `trace_id` the W3C trace), who made it, what it got (`status`, `code`), where its time
+    went (milliseconds: `total_ms` from arrival to answer, `queue_ms` waiting for a worker, `compute_ms` of
+    the batch that answered it), the batch (`batch_size` records, `records` of them its own), the bytes in
+    and out, and `payload_key`, the request-bucket object holding its payload when it was captured."""
+
+    id: str
+    trace_id: str
+    at: str
+    kind: str
+    module: str
+    version: str
+    replica: int | None
+    caller: str
+    caller_id: int | None
+    client: str | None
+    status: int
+    code: str | None
+    total_ms: float
+    queue_ms: float
+    compute_ms: float
+    batch_size: int
+    records: int
+    request_bytes: int
+    response_bytes: int
+    model_key: str | None
+    payload_key: str | None
+
+
+class RequestList(Record):
+    """One page of the calls the caller may see, newest first; `next_cursor` is passed back as `cursor` for
+    the older ones (None on the last page)."""
+
+    requests: list[RequestRecord]
+    next_cursor: str | None
+
+
+class RequestDetail(RequestRecord):
+    """One call with its captured payload (`inputs`, `parameters`, `outputs`, `uploads`, redacted as the
+    module's `Api` says; None when it was not captured or is no longer kept) and where its log lines are."""
+
+    payload: dict[str, Any] | None
+    logs_url: str
+
+
+# Statistics
+
+
+class LatencyQuantiles(Record):
+    """Latency percentiles in milliseconds, each within 1 % of the true value (None: no call measured)."""
+
+    p50: float | None
+    p90: float | None
+    p95: float | None
+    p99: float | None
+
+
+class LatencyStats(LatencyQuantiles):
+    """The whole call's percentiles (at the top, and again as `total`), with those of the wait for a
+    worker (`queue`: calls that reached a queue) and of the computation (`compute`: calls a worker ran)."""
+
+    total: LatencyQuantiles
+    queue: LatencyQuantiles
+    compute: LatencyQuantiles
+
+
+class SeriesLatency(Record):
+    """One point's whole-call latency percentiles in milliseconds (None: no calls in it)."""
+
+    p50: float | None
+    p95: float | None
+    p99: float | None
+
+
+class StatsPoint(Record):
+    """One step of a series, from `start` (ISO 8601, UTC): a step without calls has zero counts."""
+
+    start: str
+    calls: int
+    errors: int
+    throughput_rps: float
+    """Calls a second over the step (over its elapsed part, for the current one)."""
+    latency_ms: SeriesLatency
+
+
+class ModuleStats(Record):
+    """A module's calls over `window` (all versions, or `version`): totals, then `series` in `step`s, the
+    last one holding now. `errors` are calls answered 5xx; `codes` counts calls by error code (`ok` for
+    answers without one); `batch_sizes` counts the calls a worker ran by the size of their batch."""
+
+    module: str
+    version: str | None
+    window: str
+    step: str
+    calls: int
+    errors: int
+    error_rate: float
+    throughput_rps: float
+    request_bytes: int
+    response_bytes: int
+    codes: dict[str, int]
+    batch_sizes: dict[str, int]
+    latency_ms: LatencyStats
+    series: list[StatsPoint]
+
+
 # Storage
 
 
@@ -335,3 +528,64 @@ class PresignedUrl(Record):
     expires_at: str
     size: int | None = None
     """The exact size a `PUT` URL uploads (sent as `Content-Length`)."""
+
+
+# Drift
+
+
+class FeatureSummary(Record):
+    """What one feature's values look like: how many there are and, for numbers, their mean, median and
+    range, or, for categories, the share of the most common ones (at most 10, the largest first)."""
+
+    count: int
+    mean: float | None
+    median: float | None
+    min: float | None
+    max: float | None
+    shares: dict[str, float] | None
+
+
+class DriftFeature(Record):
+    """One feature compared: its PSI against the reference (and, for numbers, the two-sample KS statistic
+    and its p-value), what the values look like on each side, and whether it drifts."""
+
+    name: str
+    kind: FeatureKind
+    psi: float | None
+    ks: float | None
+    p_value: float | None
+    verdict: DriftVerdict
+    reference_summary: FeatureSummary
+    recent_summary: FeatureSummary
+
+
+class DriftReferenceInfo(Record):
+    """Where the reference comes from (`first-calls`, or the `bucket/key` of a JSONL object), how many
+    calls it holds (0 until it is taken), how many it needs, and why there is none yet (`message`)."""
+
+    source: str
+    calls: int
+    needed: int
+    message: str | None
+
+
+class DriftWindow(Record):
+    """The recent calls compared with the reference: how many, how many a verdict needs, and when the
+    oldest of them arrived."""
+
+    calls: int
+    needed: int
+    since: str | None
+
+
+class DriftReport(Record):
+    """A module version's recent calls against its reference: `drift` when any feature drifts,
+    `insufficient_data` while the reference or the window is not complete yet."""
+
+    module: str
+    version: str
+    threshold: float
+    reference: DriftReferenceInfo
+    window: DriftWindow
+    verdict: DriftVerdict
+    features: list[DriftFeature]

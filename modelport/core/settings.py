@@ -202,6 +202,39 @@ class Settings(BaseSettings):
     """How long each step of a version's environment build (uv creating it, uv installing the requirements)
     may run; a step that takes longer is killed and the build fails."""
 
+    log_max_bytes: int = Field(10 * 1024 * 1024, ge=4096, le=1024**3)
+    """Size at which a module's worker log file is rotated (`<module>.log` becomes `<module>.log.1`)."""
+
+    log_backups: int = Field(3, ge=0, le=100)
+    """Rotated worker log files kept per module, besides the current one."""
+
+    request_log: bool = True
+    """Keep a row per answered call in the request log (off: no rows and no payloads are written)."""
+
+    request_log_buffer: int = Field(100_000, ge=1, le=10_000_000)
+    """Calls the request log holds in memory while they wait to be written; past it new ones are dropped."""
+
+    request_log_flush_seconds: float = Field(1.0, gt=0, le=60)
+    """How often the request log writes what it holds (at most this much is lost if the server is killed)."""
+
+    request_log_days: float = Field(30.0, gt=0, le=3650)
+    """How long the request log keeps a call's row (captured payloads go with the request bucket's)."""
+
+    metrics_public: bool = False
+    """Serve `GET /metrics` (Prometheus) to anyone; by default only an admin's token may scrape it."""
+
+    stats_minute_days: float = Field(8.0, gt=0, le=3650)
+    """How long call statistics keep their per-minute rollups (the steps of 1m and 5m read them)."""
+
+    stats_hour_days: float = Field(400.0, gt=0, le=3650)
+    """How long call statistics keep their per-hour rollups (the steps of 1h read them)."""
+
+    drift_max_samples_per_minute: int = Field(600, gt=0, le=1_000_000)
+    """Records of each module version whose features drift watching keeps per minute; the rest are skipped."""
+
+    drift_days: float = Field(30.0, gt=0, le=3650)
+    """How long drift watching keeps a call's features (references taken from them are kept apart)."""
+
     @field_validator("host")
     @classmethod
     def _host(cls, value: str) -> str:

@@ -35,13 +35,19 @@ from modelport.gateway.auth import Authenticate, owner_key
 from modelport.gateway.context import RequestContext
 from modelport.gateway.control_api import control_router
 from modelport.gateway.cors import ApiCors
+from modelport.gateway.drift_api import drift_router
 from modelport.gateway.errors import error_response
+from modelport.gateway.history_api import history_router
 from modelport.gateway.identity_api import identity_router
+from modelport.gateway.logs_api import logs_router
+from modelport.gateway.metrics_api import metrics_router
 from modelport.gateway.middleware import BodyLimit, Limits, call_limits
 from modelport.gateway.pages import render_swagger_ui, render_try_page
 from modelport.gateway.predict import PredictRoute
 from modelport.gateway.ratelimit import RateLimiter
+from modelport.gateway.requests_api import requests_router
 from modelport.gateway.routes import ANYONE, MODULE, PREDICT, RouteTable, Rule, allow
+from modelport.gateway.stats_api import stats_router
 from modelport.gateway.storage_api import storage_router
 from modelport.sdk.openapi import module_openapi
 from modelport.storage import ObjectReader
@@ -281,6 +287,12 @@ def create_platform_app(
     api.include_router(control_router(services))
     api.include_router(identity_router(services))
     api.include_router(storage_router(services))
+    api.include_router(requests_router(services))
+    api.include_router(history_router(services))
+    api.include_router(drift_router(services))
+    api.include_router(stats_router(services))
+    api.include_router(logs_router(services))
+    api.include_router(metrics_router(services))
     pinned = [_VERSION_PARAMETER]
     inference: list[tuple[str, str, Callable[[Request], Awaitable[Response]], Rule, str, dict[str, Any]]] = [
         ("POST", PREDICT_PATH, predict.handle, PREDICT, "Call a module", {"requestBody": _PREDICT_BODY}),

@@ -1,4 +1,4 @@
-"""The control-plane routes (modules, versions, deployments, logs) with their request and response schemas.
+"""The control-plane routes (modules, versions, deployments) with their request and response schemas.
 
 The services wait on the database, so the routes are plain functions, which run in worker threads; the few
 that must be coroutines (pushing streams the body, deleting a module stops its workers) leave the database
@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
-from fastapi.responses import PlainTextResponse, Response
+from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from modelport.control.access import Permit
@@ -160,22 +160,6 @@ def control_router(services: Services) -> APIRouter:
     )
     def rollback(request: Request, module: str) -> DeploymentInfo:
         return services.deployments.rollback(module, actor=actor_of(request))
-
-    @router.get(
-        "/modules/{module}/logs",
-        response_class=PlainTextResponse,
-        summary="A module's worker logs, or a version's build log",
-    )
-    def logs(
-        request: Request,
-        module: str,
-        build: Annotated[str | None, Query(description="Show this version's build log.")] = None,
-        tail: Annotated[int, Query(ge=1, le=100_000)] = 200,
-    ) -> PlainTextResponse:
-        if build is not None:
-            return PlainTextResponse(services.versions.build_log(module, build))
-        services.module(module)
-        return PlainTextResponse(services.logs.tail(module, tail))
 
     manifests = APIRouter(tags=["manifests"])
 

@@ -135,6 +135,7 @@ class FileChecker:
             return [
                 self._resolve_value(field, v, f"{label}[{i}]", problems, large) for i, v in enumerate(value)
             ]
+        reference = value.ref if isinstance(value, ObjectFile) else None
         if isinstance(value, ObjectFile):
             if self.fetch is None:
                 problems.append(
@@ -157,7 +158,10 @@ class FileChecker:
             value = self._write(value)
         if not isinstance(value, UploadedFile):
             return value
-        return self._check(field, value, label, problems, large)
+        checked = self._check(field, value, label, problems, large)
+        if reference is not None and checked is not None:
+            checked["object"] = reference  # the request log names the object, never the local copy
+        return checked
 
     def _write(self, data_file: DataFile) -> UploadedFile:
         handle, path = tempfile.mkstemp(dir=self.directory, prefix="data-")

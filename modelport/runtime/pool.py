@@ -331,7 +331,9 @@ class WorkerPool:
     # the replica loop
 
     async def _spawn(self, slot: int) -> WorkerProcess:
-        worker = WorkerProcess(self.config.launch, name=f"{self.config.name}-{slot}", log=self._log)
+        worker = WorkerProcess(
+            self.config.launch, name=f"{self.config.name}-{slot}", log=self._log, replica=slot
+        )
         self._workers[slot] = worker
         await worker.start()
         return worker
@@ -358,8 +360,9 @@ class WorkerPool:
             with contextlib.suppress(WorkerDied):  # it died meanwhile: the supervisor replaces it
                 if not await worker.ping(self.config.health_timeout):
                     self._log(
-                        "stderr",
-                        f"modelport: worker {worker.name} did not answer a health check within "
+                        slot,
+                        "modelport",
+                        f"worker {worker.name} did not answer a health check within "
                         f"{self.config.health_timeout:g} s; replacing it",
                     )
 
@@ -381,6 +384,8 @@ class WorkerPool:
         return worker is not None and worker.accepting
 
     async def _restart(self, slot: int) -> bool:
+        name = f"{self.config.name}-{slot}"
+        self._log(slot, "modelport", f"worker {name} stopped; starting it again in {self._backoff[slot]:g} s")
         await asyncio.sleep(self._backoff[slot])
         self._backoff[slot] = min(self._backoff[slot] * 2, _MAX_BACKOFF)
         self.restarts += 1
@@ -390,9 +395,7 @@ class WorkerPool:
             self._failures[slot] += 1
             if self._failures[slot] >= _CRASH_LOOP:
                 self.failure = f"crash loop: {exc.message}"
-            self._log(
-                "stderr", f"modelport: restarting worker {self.config.name}-{slot} failed: {exc.message}"
-            )
+            self._log(slot, "modelport", f"restarting worker {name} failed: {exc.message}")
             if not self.live_workers:
                 self._fail_queue(ModuleUnavailable(exc.message, retry_after=self._backoff[slot]))
             return False

@@ -39,8 +39,9 @@ from modelport.runtime.isolation import worker_environment
 
 __all__ = ["LOG_LINE_BYTES", "LogSink", "ProcessState", "WorkerLaunch", "WorkerProcess"]
 
-LogSink = Callable[[str, str], None]
-"""Receives (stream name, line) for every line a worker prints."""
+LogSink = Callable[[int, str, str], None]
+"""Receives (replica, stream, line) for every line a module's workers print (stream `stdout` or `stderr`) and
+for what the pool says about them (stream `modelport`)."""
 
 LOG_LINE_BYTES = 16 * 1024
 """The longest line of a worker's output that goes to the log whole; longer ones are cut."""
@@ -73,8 +74,8 @@ class WorkerLaunch:
 class WorkerProcess:
     """A live worker: `start()` returns once it is ready (or raises `SetupFailed`)."""
 
-    def __init__(self, launch: WorkerLaunch, *, name: str, log: LogSink) -> None:
-        self.launch, self.name, self._log = launch, name, log
+    def __init__(self, launch: WorkerLaunch, *, name: str, log: LogSink, replica: int = 0) -> None:
+        self.launch, self.name, self._log, self.replica = launch, name, log, replica
         self.state = ProcessState.STARTING
         self.pid: int | None = None
         self._process: asyncio.subprocess.Process | None = None
@@ -242,15 +243,15 @@ class WorkerProcess:
                 if cutting:  # the end of a line already cut
                     cutting = False
                     continue
-                self._log(name, line.decode("utf-8", "replace"))
+                self._log(self.replica, name, line.decode("utf-8", "replace"))
             if len(pending) > LOG_LINE_BYTES:
                 if not cutting:
                     kept = pending[:LOG_LINE_BYTES].decode("utf-8", "replace")
-                    self._log(name, f"{kept} [line cut at {LOG_LINE_BYTES} bytes]")
+                    self._log(self.replica, name, f"{kept} [line cut at {LOG_LINE_BYTES} bytes]")
                     cutting = True
                 pending = b""
         if pending and not cutting:
-            self._log(name, pending.decode("utf-8", "replace"))
+            self._log(self.replica, name, pending.decode("utf-8", "replace"))
 
     async def _watch(self) -> None:
         assert self._process is not None

@@ -183,6 +183,7 @@ class Worker:
         finally:
             sys.stdout.flush()
             sys.stderr.flush()
+            TaggedLines.end_lines()
             _tag.value = b""
             served(token)
 
@@ -355,6 +356,16 @@ class TaggedLines(io.RawIOBase):
             _write_all(self._fd, data)
             self._line_start = data.endswith((b"\n", b"\r"))
         return len(data)
+
+    @staticmethod
+    def end_lines() -> None:
+        """End a line a call left open on `sys.stdout` or `sys.stderr` (flushed), so that the next call's
+        output starts a line of its own under its own ids, instead of being filed under this call's."""
+        for stream in (sys.stdout, sys.stderr):
+            raw = getattr(getattr(stream, "buffer", None), "raw", None)
+            if isinstance(raw, TaggedLines) and not raw._line_start:
+                _write_all(raw._fd, b"\n")
+                raw._line_start = True
 
     def writable(self) -> bool:
         return True

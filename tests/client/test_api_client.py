@@ -18,6 +18,7 @@ from modelport.client import (
     Client,
     ConnectionFailed,
     DeploymentInfo,
+    LogGap,
     ModuleInfo,
     RolloutInfo,
     VersionInfo,
@@ -80,7 +81,11 @@ def test_the_exports_are_pinned() -> None:
             "ConfigError",
             "ConnectionFailed",
             "DeploymentInfo",
+            "DriftFeature",
+            "DriftReport",
             "GroupInfo",
+            "LogGap",
+            "LogLine",
             "Login",
             "ModuleInfo",
             "NewToken",
@@ -88,6 +93,9 @@ def test_the_exports_are_pinned() -> None:
             "ObjectInfo",
             "ObjectListing",
             "PresignedUrl",
+            "RequestDetail",
+            "RequestList",
+            "RequestRecord",
             "Progress",
             "Pushed",
             "Role",
@@ -165,12 +173,45 @@ def test_deploy_sends_only_what_is_given(client_for: Any) -> None:
     assert json.loads(seen.requests[1].content) == {"version": "v3", "replicas": 2, "canary_percent": 10}
 
 
-def test_logs_ask_for_a_build_or_a_tail(client_for: Any) -> None:
-    client, seen = client_for(lambda r: httpx.Response(200, text="line\n"))
-    assert client.logs("echo", build="v1") == "line\n"
-    assert client.logs("echo", tail=5) == "line\n"
+def test_logs_ask_for_a_build_or_filtered_lines(client_for: Any) -> None:
+    line = {
+        "time": "2026-01-02T03:04:05.678Z",
+        "version": "v1",
+        "replica": 0,
+        "stream": "stdout",
+        "request_ids": ["r1"],
+        "line": "hello",
+    }
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if "build" in request.url.params:
+            return httpx.Response(200, text="line\n")
+        return httpx.Response(200, json={"lines": [line]})
+
+    client, seen = client_for(answer)
+    assert client.build_log("echo", "v1") == "line\n"
+    (got,) = client.logs("echo", tail=5, replica=0, since="10m", request_id="r1")
+    assert got.line == "hello" and got.request_ids == ["r1"]
     assert dict(seen.requests[0].url.params) == {"build": "v1"}
-    assert dict(seen.requests[1].url.params) == {"tail": "5"}
+    query = {"tail": "5", "replica": "0", "since": "10m", "request_id": "r1"}
+    assert dict(seen.requests[1].url.params) == query
+
+
+def test_following_logs_reads_the_events(client_for: Any) -> None:
+    line = {"time": "t", "version": "v1", "replica": 1, "stream": "stderr", "request_ids": [], "line": "x"}
+    events = (
+        f": following\n\ndata: {json.dumps(line)}\n\n: heartbeat\n\n"
+        f'event: gap\ndata: {{"dropped": 3}}\n\nevent: other\ndata: {{}}\n\ndata: {json.dumps(line)}\n\n'
+    )
+    client, seen = client_for(
+        lambda r: httpx.Response(200, text=events, headers={"Content-Type": "text/event-stream"})
+    )
+    got = list(client.follow_logs("echo", version="v1", tail=1))
+    assert [type(item).__name__ for item in got] == ["LogLine", "LogGap", "LogLine"]
+    assert got[1] == LogGap(dropped=3) and got[2].replica == 1
+    request = seen.requests[0]
+    assert dict(request.url.params) == {"version": "v1", "tail": "1", "follow": "true"}
+    assert request.headers["Accept"] == "text/event-stream"
 
 
 def test_apply_diff_and_delete_send_documents(client_for: Any) -> None:

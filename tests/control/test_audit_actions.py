@@ -48,13 +48,23 @@ ACTIONS = [
 ]
 
 
+def _audit_record(node: ast.expr) -> bool:
+    """Whether `node` is the audit trail's `record` (`audit.record`, `self.audit.record`), not another
+    service's (the publication history's `history.record`)."""
+    return (
+        isinstance(node, ast.Attribute)
+        and node.attr == "record"
+        and ast.unparse(node.value).endswith("audit")
+    )
+
+
 def _action_argument(call: ast.Call) -> ast.expr | None:
     """The action of `audit.record(actor, action, ...)`, or of a call handed `audit.record` and its
     arguments (`run(audit.record, actor, action, ...)`); None for any other call."""
-    if isinstance(call.func, ast.Attribute) and call.func.attr == "record":
+    if _audit_record(call.func):
         return call.args[1]
     for index, argument in enumerate(call.args):
-        if isinstance(argument, ast.Attribute) and argument.attr == "record":
+        if _audit_record(argument):
             return call.args[index + 2]
     return None
 

@@ -47,7 +47,7 @@ def serving(tmp_path: Path, fixture_module: Callable[[str], Path]) -> Callable[.
             version="t",
             settings=Settings(data_dir=tmp_path / "data"),
             replicas=1,
-            log=lambda stream, line: None,
+            log=lambda replica, stream, line: None,
             weights=weights,
         )
         try:

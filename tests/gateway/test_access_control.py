@@ -278,6 +278,7 @@ def fill(path: str, world: World, owner: str) -> str:
         "name": "out.png",
         "bucket": "bucket-b",  # for user-a: a bucket of another group
         "key": "k",
+        "request_id": "0" * 32,  # a call nobody made
     }
     return re.sub(r"{(\w+)}", lambda m: values[m.group(1)], path)
 
@@ -301,6 +302,16 @@ async def test_every_control_route_refuses_the_user_role_and_callers_without_a_t
                     assert [b["name"] for b in response.json()["buckets"]] == ["bucket-a"]
                 assert (await nobody.request(method, url)).status_code == 401, (method, path)
                 continue
+            if "requests" in operation.get("tags", []):
+                # Everyone signed in reads the request log, whatever the role: a user lists only its own
+                # calls, and a call it did not make does not exist for it.
+                response = await user.request(method, url)
+                expected = 200 if path == "/api/v1/requests" else 404
+                assert response.status_code == expected, (method, path, response.status_code, response.text)
+                if path == "/api/v1/requests":
+                    assert {r["caller"] for r in response.json()["requests"]} <= {"user-a"}
+                assert (await nobody.request(method, url)).status_code == 401, (method, path)
+                continue
             response = await user.request(method, url, json=body)
             assert response.status_code == 403, (method, path, response.status_code, response.text)
             assert (await nobody.request(method, url)).status_code == 401, (method, path)
@@ -320,7 +331,9 @@ async def test_ids_of_one_user_replayed_by_another_are_404_or_empty(world: World
     async with world.client("dev-a") as dev_a:
         token = (await dev_a.post("/api/v1/tokens", json={"name": "mine"})).json()
         output = await call_files(dev_a)
+        request_id = await logged_call(dev_a)
     ids = {
+        "request_id": request_id,
         "module": "mod-a",
         "version": "v1",
         "user_id": str(world.users["dev-a"]),
@@ -350,6 +363,18 @@ async def test_ids_of_one_user_replayed_by_another_are_404_or_empty(world: World
         assert (await dev_a.get(f"/api/v1/tokens/{token['id']}")).json()["revoked_at"] is None
         assert (await dev_a.get(output)).status_code == 200
         assert (await dev_a.get("/api/v1/storage/bucket-a/objects/k")).content == b"bucket-a"
+
+
+async def logged_call(client: httpx.AsyncClient) -> str:
+    """The request id of a call the client makes, once the request log shows it to the client."""
+    response = await client.post("/api/v1/modules/mod-f/predict", json={"inputs": {"text": "private"}})
+    assert response.status_code == 200, response.text
+    request_id = response.headers["x-request-id"]
+    deadline = time.monotonic() + 15
+    while (await client.get(f"/api/v1/requests/{request_id}")).status_code != 200:
+        assert time.monotonic() < deadline, "the call was not logged in time"
+        await asyncio.sleep(0.05)
+    return request_id
 
 
 async def call_files(client: httpx.AsyncClient) -> str:

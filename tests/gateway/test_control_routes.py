@@ -103,8 +103,10 @@ def test_replicas_logs_pins_and_delete(platform_client, git_module):
 
     not_running = client.post("/api/v1/modules/versioned/predict?version=v7", json={"inputs": {"text": "x"}})
     assert not_running.status_code == 404 and not_running.json()["error"]["code"] == "version_not_found"
-    logs = client.get("/api/v1/modules/versioned/logs", params={"tail": 50}).text
-    assert "v1 stdout: release one loaded model default" in logs
+    lines = client.get("/api/v1/modules/versioned/logs", params={"tail": 50}).json()["lines"]
+    loaded = [line for line in lines if line["line"] == "release one loaded model default"]
+    assert {(line["version"], line["stream"]) for line in loaded} == {("v1", "stdout")}
+    assert {line["replica"] for line in loaded} == {0, 1}  # each replica loads it
     assert client.get("/api/v1/modules/nothing/logs").status_code == 404
 
     tag_release(repository, "v2", release="two")

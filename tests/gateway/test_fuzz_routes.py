@@ -15,7 +15,8 @@ never break later examples:
 - deploys and rollbacks never name a real module: one that succeeds starts up to 64 worker processes and a
   rollout in the background, past this test's budget (`test_control_routes.py` deploys real versions).
 
-Nothing here streams without end or long-polls: object downloads and file outputs are finite, read whole.
+Nothing here streams without end or long-polls: object downloads and file outputs are finite, read whole,
+and draws that would follow a module's log (`follow=true`) are rejected.
 Examples are derandomized, so every run sends the same requests.
 """
 
@@ -238,8 +239,15 @@ def error_shape(
     assert isinstance(error.get("message"), str) and error["message"], f"the error has no message: {body!r}"
 
 
+def follows_a_log(case: schemathesis.Case) -> bool:
+    """A log follow that the server would accept: an event stream without end, which the fuzz cannot read
+    whole (`tests/server/test_worker_logs.py` follows logs)."""
+    follow = str((case.query or {}).get("follow", "")).lower()
+    return case.path == "/api/v1/modules/{module}/logs" and follow in ("true", "1", "yes", "on", "t", "y")
+
+
 def call(case: schemathesis.Case, world: World, who: str) -> None:
-    if harms_a_caller(case, world):
+    if harms_a_caller(case, world) or follows_a_log(case):
         hypothesis.reject()
     case.call_and_validate(
         session=world.sessions[who], base_url=BASE_URL, checks=[not_a_server_error, no_traceback, error_shape]

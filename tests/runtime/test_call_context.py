@@ -19,7 +19,7 @@ async def test_batched_records_keep_their_own_request_and_their_prints_are_tagge
         version="v1",
         settings=Settings(data_dir=tmp_path / "data"),
         replicas=1,
-        log=lambda stream, line: lines.append((stream, line)),
+        log=lambda replica, stream, line: lines.append((stream, line)),
     )
     try:
         timings = [CallTiming() for _ in range(3)]

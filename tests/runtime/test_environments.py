@@ -237,7 +237,7 @@ async def test_a_worker_serves_from_inside_its_environment(with_six, tmp_path):
     lines: list[tuple[str, str]] = []
     pool = WorkerPool(
         PoolConfig(name="where", launch=launch, output_names=spec.output_names),
-        log=lambda stream, line: lines.append((stream, line)),
+        log=lambda replica, stream, line: lines.append((stream, line)),
     )
     await pool.start()
     try:

@@ -58,7 +58,7 @@ async def started_pool(directory: Path, log: list[str], **options: float) -> Asy
     config = PoolConfig(
         name=definition.name, launch=launch, output_names=definition.spec.output_names, **options
     )
-    pool = WorkerPool(config, log=lambda stream, line: log.append(line))
+    pool = WorkerPool(config, log=lambda replica, stream, line: log.append(line))
     await pool.start()
     try:
         yield pool

@@ -180,7 +180,7 @@ async def test_setup_failure_surfaces_through_start_module(fixture_module):
             version="t",
             settings=Settings(data_dir=directory / ".data"),
             replicas=1,
-            log=lambda stream, line: None,
+            log=lambda replica, stream, line: None,
         )
     assert failure.value.status == 503
     assert "RuntimeError" in failure.value.message

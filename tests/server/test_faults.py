@@ -127,3 +127,10 @@ def test_a_crash_looping_version_is_marked_failed_and_the_previous_one_restored(
     assert "v2 is failing" in deployment["message"] and "rolled back to v1" in deployment["message"]
     call = client.post("/api/v1/modules/versioned/predict", json={"inputs": {"text": "x"}})
     assert call.status_code == 200 and call.json()["outputs"]["release"] == "one"
+    history = client.get("/api/v1/modules/versioned/history", params={"kind": "failure,rollback,switch"})
+    events = [(e["kind"], e["from_version"], e["version"], e["actor"]) for e in history.json()["events"]]
+    assert events[:3] == [
+        ("switch", "v2", "v1", None),
+        ("rollback", "v2", "v1", "system"),  # the platform's own, for the crash loop
+        ("failure", None, "v2", None),
+    ], events
