@@ -85,6 +85,7 @@ class Call:
     pid: int | None
     retry_after: str | None
     code: str | None
+    request_id: str | None = None
 
     @property
     def seconds(self) -> float:
@@ -142,6 +143,7 @@ class Load:
                         outputs.get("pid"),
                         response.headers.get("retry-after"),
                         body.get("error", {}).get("code"),
+                        response.headers.get("x-request-id"),
                     )
                 )
 
