@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import gc
 import logging
 import math
 import os
@@ -310,6 +311,10 @@ def _serve(
             await asyncio.sleep(0.05)
         if uvicorn_server.started:
             port = uvicorn_server.servers[0].sockets[0].getsockname()[1]
+            # What the server made to start (modules, routes, the database's metadata) lives as long as it
+            # does: kept out of the collector's sight, the objects of calls are collected without it.
+            gc.collect()
+            gc.freeze()
             on_ready(f"http://{settings.host}:{port}")
         await task
 

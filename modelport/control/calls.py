@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
+import random
 import re
 import shutil
 import tempfile
@@ -49,14 +49,14 @@ class Trace:
     def continuing(cls, traceparent: str | None) -> Trace:
         """This request's context: a child of `traceparent` when it is a valid W3C header, else a new trace
         (an invalid header is ignored, as the recommendation says)."""
-        span = os.urandom(8).hex()
+        span = f"{random.getrandbits(64) or 1:016x}"
         match = _TRACEPARENT.match(traceparent.strip().lower()) if traceparent else None
         if match:
             version, trace_id, parent, flags, rest = match.groups()
             valid = version != "ff" and (version != "00" or rest is None)
             if valid and trace_id != "0" * 32 and parent != "0" * 16:
                 return cls(trace_id, span, flags)
-        return cls(os.urandom(16).hex(), span)
+        return cls(f"{random.getrandbits(128) or 1:032x}", span)
 
     @property
     def traceparent(self) -> str:

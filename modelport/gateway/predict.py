@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import tempfile
 from collections.abc import AsyncGenerator, Callable, Coroutine
@@ -28,7 +27,7 @@ from modelport.core.errors import (
 )
 from modelport.core.settings import Settings
 from modelport.gateway.auth import client_address, owner_key, principal_of
-from modelport.gateway.context import request_id_of, trace_of
+from modelport.gateway.context import new_request_id, request_id_of, trace_of
 from modelport.gateway.errors import error_response, to_modelport_error
 from modelport.sdk.validation import ParsedRequest, UploadedFile, parse_form, parse_json
 
@@ -55,7 +54,7 @@ class PredictRoute:
 
     async def handle(self, request: Request) -> Response:
         scope = request.scope
-        request_id = request_id_of(scope) or os.urandom(16).hex()
+        request_id = request_id_of(scope) or new_request_id()
         call = ModuleCall(
             request_id=request_id,
             trace=trace_of(scope),

@@ -19,7 +19,7 @@ from sqlalchemy import event, func, select
 
 from modelport.control.access import AccessPolicies, ApiAccess, ModulePolicy
 from modelport.control.identity import Principal
-from modelport.control.payloads import REDACTED, payload_document, payload_key
+from modelport.control.payloads import REDACTED, payload_document
 from modelport.control.requests import RequestLog, parse_instant
 from modelport.core.errors import InvalidCursor, ModelportError, ModuleNotFound, NotFound, ValidationFailed
 from modelport.core.manifests import ApiLogging, Cors, ManifestError, parse_document
@@ -472,16 +472,29 @@ def test_a_sampled_call_keeps_its_payload_redacted(request_log: RequestLog) -> N
     request_log.payloads.drain()
     request_log.flush()
     record = request_log.get(ADMIN, call(1).id)
-    assert record.payload_key == payload_key("alpha", call(1).id, at=call(1).at)
     assert record.payload_key.startswith("payloads/alpha/2026-11-30/")
+    assert record.payload_key.endswith(".jsonl#0")
     assert record.payload == {
         "inputs": {"text": REDACTED, "n": 1},
         "parameters": {"api_key": REDACTED, "mode": "fast"},
         "outputs": {"label": "ok", "probabilities": [0.9, 0.1]},
         "uploads": {},
     }
-    stored = request_log.store.get("requests", record.payload_key)
+    stored = request_log.store.get("requests", record.payload_key.partition("#")[0])
     assert b"secret words" not in stored and b"k-123" not in stored
+
+
+def test_the_payloads_of_a_second_are_one_object_of_lines(request_log: RequestLog) -> None:
+    for number in range(3):
+        request_log.observe(call(number), payload())
+    request_log.payloads.drain()
+    request_log.flush()
+    keys = [request_log.get(ADMIN, call(number).id).payload_key for number in range(3)]
+    objects = {key.partition("#")[0] for key in keys}
+    assert len(objects) == 1 and [key.partition("#")[2] for key in keys] == ["0", "1", "2"]
+    assert list(request_log.store.walk("requests")) and all(
+        request_log.get(ADMIN, call(number).id).payload is not None for number in range(3)
+    )
 
 
 def test_modules_without_capture_and_unsampled_calls_keep_no_payload(request_log: RequestLog) -> None:
@@ -495,13 +508,14 @@ def test_modules_without_capture_and_unsampled_calls_keep_no_payload(request_log
 
 
 def test_a_full_payload_queue_drops_payloads_not_calls(request_log: RequestLog) -> None:
-    for number in range(1005):
+    for number in range(request_log.payloads.capacity + 5):
         request_log.observe(call(number), payload())
     assert request_log.payloads.dropped == 5
     request_log.flush()
-    assert request_log.get(ADMIN, call(1004).id).payload_key is None
+    last = request_log.payloads.capacity + 4
+    assert request_log.get(ADMIN, call(last).id).payload_key is None
     assert request_log.get(ADMIN, call(0).id).payload_key is not None
-    assert rows(request_log.database) == 1005
+    assert rows(request_log.database) == last + 1
 
 
 def test_redaction_reaches_every_record_nested_fields_and_lists() -> None:
