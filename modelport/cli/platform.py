@@ -104,7 +104,9 @@ def register(app: typer.Typer) -> None:
     app.add_typer(get_app, name="get")
 
 
-get_app = typer.Typer(help="List modules, versions, buckets or calls (the request log).", no_args_is_help=True)
+get_app = typer.Typer(
+    help="List modules, versions, buckets or calls (the request log).", no_args_is_help=True
+)
 
 
 # Errors

@@ -2,8 +2,8 @@
 
 `RequestContext` is the outermost layer of both applications. It puts the request id and the `Trace` in
 `scope["state"]` (the predict route, the error mapping and the audit trail read them from there) and in the
-log context, and adds `X-Request-Id` and `traceparent` to every answer, errors included, so that any 5xx a
-caller sees names the log line that explains it.
+log context, and adds `X-Request-Id` to every answer, errors included, so that any 5xx a caller sees names the
+log line that explains it; a caller that sent a `traceparent` gets one back, naming the span of its call.
 """
 
 from __future__ import annotations
@@ -29,20 +29,18 @@ class RequestContext:
             await self.app(scope, receive, send)
             return
         request_id = new_request_id()
-        trace = Trace.continuing(_header(scope, b"traceparent"))
+        traceparent = _header(scope, b"traceparent")
+        trace = Trace.continuing(traceparent)
         state = scope.setdefault("state", {})
         state["request_id"], state["trace"] = request_id, trace
         token = request_id_var.set(request_id)
-        extra = [(b"x-request-id", request_id.encode()), (b"traceparent", trace.traceparent.encode())]
+        extra = [(b"x-request-id", request_id.encode())]
+        if traceparent is not None:  # a caller that traces is told the span its call is in
+            extra.append((b"traceparent", trace.traceparent.encode()))
 
         async def send_with_ids(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = [
-                    (name, value)
-                    for name, value in message.get("headers", [])
-                    if name.lower() not in (b"x-request-id", b"traceparent")
-                ]
-                message["headers"] = headers + extra
+                message["headers"] = [*message.get("headers", ()), *extra]
             await send(message)
 
         try:

@@ -70,9 +70,7 @@ def error_response(exc: BaseException, *, request_id: str | None = None) -> Resp
     body: dict[str, object] = {"code": error.code, "message": error.public_message()}
     if error.details is not None and error.status < 500:
         body["details"] = error.details
-    headers = {}
-    if request_id:
-        headers["X-Request-Id"] = request_id
+    headers = {}  # the request's id goes on every answer from `gateway/context.py`
     if error.retry_after is not None:
         headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
     if error.status == 401:

@@ -35,6 +35,7 @@ from modelport.core.records import (
 from modelport.core.roles import Role
 from modelport.db.models import utcnow
 from modelport.gateway.auth import client_address, principal_of
+from modelport.gateway.context import request_id_of
 from modelport.gateway.routes import ANYONE, SIGNED_IN, allow
 
 __all__ = ["actor_of", "identity_router"]
@@ -98,7 +99,7 @@ def actor_of(request: Request) -> Actor:
     return Actor(
         principal_of(request.scope).name,
         client=client_address(request.scope),
-        request_id=request.headers.get("x-request-id"),
+        request_id=request_id_of(request.scope),
     )
 
 

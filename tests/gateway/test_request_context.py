@@ -18,8 +18,13 @@ _CALLER = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
 
 def _ids(response: httpx.Response) -> tuple[str, str, str]:
+    """The request id, and the trace and span ids of the answer's `traceparent` (given only to a caller that
+    sent one)."""
     request_id = response.headers["x-request-id"]
     assert re.fullmatch(r"[0-9a-f]{32}", request_id)
+    assert response.headers.get_list("x-request-id") == [request_id]  # one id, never two
+    if "traceparent" not in response.headers:
+        return request_id, "", ""
     match = _TRACEPARENT.match(response.headers["traceparent"])
     assert match, response.headers["traceparent"]
     return request_id, match.group(1), match.group(2)
@@ -68,6 +73,11 @@ async def test_errors_of_a_call_name_their_request(fixture_module, serve):
         missing = await served.client.post("/api/v1/modules/nope/predict", json={"inputs": {"text": "a"}})
         assert missing.status_code == 404
         _ids(missing)
+        assert "traceparent" not in missing.headers  # the caller sent none
+        traced = await served.client.post(
+            "/api/v1/modules/nope/predict", json={"inputs": {"text": "a"}}, headers={"traceparent": _CALLER}
+        )
+        assert _ids(traced)[1] == "4bf92f3577b34da6a3ce929d0e0e4736"
 
 
 def test_every_platform_route_answers_with_its_request_id(tmp_path):
