@@ -46,7 +46,7 @@ _QUEUE = 10_000
 _BATCH_LINES = 1000
 """Payloads in one object at most."""
 _BATCH_BYTES = 16 * 1024 * 1024
-"""The most bytes one object may take (the sum of its payloads' `maxBytes`), past which a new one starts."""
+"""The bytes of one object past which a new one starts."""
 JSON_LINES = "application/jsonl"
 _FILE_KEYS = frozenset({"path", "content_type", "filename", "size", "object"})
 _GROUPS = ("inputs", "parameters", "outputs")
@@ -190,20 +190,13 @@ def _unknown(value: Any) -> Any:
 _encoder = msgspec.json.Encoder(enc_hook=_unknown)
 
 
-@dataclass(frozen=True, slots=True)
-class _Job:
-    payload: CallPayload
-    logging: ApiLogging
-
-
 @dataclass(eq=False)
 class _Batch:
     """The payloads of one module and day written together as one JSON Lines object."""
 
     key: str
-    jobs: list[_Job] = field(default_factory=list)
-    budget: int = 0
-    """The most bytes its lines may take (each payload's `maxBytes`)."""
+    lines: list[bytes] = field(default_factory=list)
+    size: int = 0
 
 
 class PayloadWriter:
@@ -233,7 +226,17 @@ class PayloadWriter:
 
     def submit(self, module: str, at: float, payload: CallPayload, logging: ApiLogging) -> str | None:
         """Queue a payload of a call of `module` that arrived at `at`; its reference (`<key>#<line>`), or
-        None (and counted) when too many wait. Never blocks on the store."""
+        None (and counted) when too many wait. Never blocks on the store.
+
+        The payload is redacted and encoded here, at once (a few microseconds for a small call; at most what
+        decoding the call's body took): what waits for the writer is bytes, not the call's objects, which
+        would otherwise outlive the call by a second and make the collector's work grow with the load."""
+        if self._waiting >= self.capacity:
+            self.dropped += 1
+            return None
+        line = payload_document(
+            payload, bucket=self.bucket, redact_paths=logging.redact, max_bytes=logging.max_bytes
+        )
         day = _day(int(at // 86_400))
         with self._lock:
             if self._waiting >= self.capacity:
@@ -242,11 +245,11 @@ class PayloadWriter:
             batch = self._open.get((module, day))
             if batch is None:
                 batch = self._open[(module, day)] = _Batch(payload_batch_key(module, day))
-            batch.jobs.append(_Job(payload, logging))
-            batch.budget += logging.max_bytes
+            batch.lines.append(line)
+            batch.size += len(line) + 1
             self._waiting += 1
-            reference = f"{batch.key}#{len(batch.jobs) - 1}"
-            if len(batch.jobs) >= _BATCH_LINES or batch.budget >= _BATCH_BYTES:
+            reference = f"{batch.key}#{len(batch.lines) - 1}"
+            if len(batch.lines) >= _BATCH_LINES or batch.size >= _BATCH_BYTES:
                 self._closed.append(self._open.pop((module, day)))
                 self._wake.set()
         return reference
@@ -274,23 +277,14 @@ class PayloadWriter:
         for batch in batches:
             self.write(batch)
             with self._lock:
-                self._waiting -= len(batch.jobs)
+                self._waiting -= len(batch.lines)
 
     def write(self, batch: _Batch) -> None:
-        """Redact, cut and store one batch; failures are counted and logged, once per run of them."""
+        """Store one batch; failures are counted and logged, once per run of them."""
         try:
-            lines = [
-                payload_document(
-                    job.payload,
-                    bucket=self.bucket,
-                    redact_paths=job.logging.redact,
-                    max_bytes=job.logging.max_bytes,
-                )
-                for job in batch.jobs
-            ]
-            self.store.put(self.bucket, batch.key, b"\n".join(lines) + b"\n", content_type=JSON_LINES)
+            self.store.put(self.bucket, batch.key, b"\n".join(batch.lines) + b"\n", content_type=JSON_LINES)
         except Exception as exc:  # the store's failure, whatever it is, never stops the writer
-            self.failed += len(batch.jobs)
+            self.failed += len(batch.lines)
             if not self._failing:
                 log.warning("keeping call payloads failed (%s); calls go on without them", exc)
             self._failing = True
