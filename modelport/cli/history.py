@@ -12,8 +12,7 @@ is neither a time nor a span, a request the server rejected as invalid).
 
 from __future__ import annotations
 
-import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -34,12 +33,11 @@ from modelport.cli.platform import (
     when,
 )
 from modelport.core.records import ModuleEventRecord
+from modelport.core.times import parse_instant
 
 __all__ = ["register"]
 
 _COLUMNS = ("TIME", "EVENT", "VERSION", "WHO", "TOOK", "OUTCOME", "DETAIL")
-_SPAN = re.compile(r"^(\d{1,9})\s*([smhdw])$")
-_SPAN_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 _SHORT_DIGEST = 19  # `sha256:` and 12 hex digits
 
 
@@ -99,18 +97,13 @@ def history(
 
 
 def moment(value: str | None, *, now: datetime, option: str) -> datetime | None:
-    """The time an option names: an ISO 8601 time (UTC when it gives no offset), or a span before `now`
-    (`30m`, `12h`, `7d`, `2w`); exits 2 for anything else."""
+    """The time an option names (`core/times.py`); exits 2 for anything else."""
     if value is None:
         return None
-    span = _SPAN.match(value.strip())
-    if span:
-        return now - timedelta(**{_SPAN_UNITS[span[2]]: int(span[1])})
     try:
-        parsed = datetime.fromisoformat(value.strip())
-    except ValueError:
-        fail(f"{option} {value!r} is neither an ISO 8601 time nor a span such as 30m, 12h, 7d or 2w", 2)
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+        return parse_instant(value, now=now)
+    except ValueError as exc:
+        fail(f"{option} {value!r}: {exc}", 2)
 
 
 def row(event: ModuleEventRecord) -> tuple[str, ...]:

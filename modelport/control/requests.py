@@ -52,12 +52,13 @@ from modelport.core.errors import (
 from modelport.core.records import RequestDetail, RequestList, RequestRecord
 from modelport.core.roles import Role
 from modelport.core.settings import Settings
+from modelport.core.times import parse_instant
 from modelport.db import Database, Module, RequestLogEntry, ServerKey
 from modelport.db.database import failure, unavailable
 from modelport.obs.calls import CallPayload, CallRecord
 from modelport.storage import ObjectStore
 
-__all__ = ["RequestLog", "parse_instant"]
+__all__ = ["RequestLog"]
 
 log = logging.getLogger("modelport.requests")
 
@@ -71,9 +72,6 @@ _SWEEP_RETRY_SECONDS = 60.0
 _SWEEP_BATCH = 5000
 _CURSOR_KEY = "request-log-cursor"
 """The `server_keys` row whose secret signs the request log's cursors."""
-_DURATION = re.compile(r"^(\d{1,9})(s|m|h|d)$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
-_LONGEST = timedelta(days=36_500)
 _STATUS = re.compile(r"^([1-5])(?:xx|\d\d)$")
 _MAX_LIMIT = 1000
 _Buffered = tuple[CallRecord, str | None]
@@ -445,7 +443,7 @@ class _Query:
         for name, value in (("since", since), ("until", until)):
             if value is not None:
                 try:
-                    instants[name] = parse_instant(value, now=now)
+                    instants[name] = parse_instant(value, now=datetime.fromtimestamp(now, UTC))
                 except ValueError as exc:
                     problems.append(field_error(name, "invalid", str(exc)))
         first, last = instants["since"], instants["until"]
@@ -471,25 +469,6 @@ def _statuses(status: str) -> tuple[int, int] | None:
         first = int(match.group(1)) * 100
         return first, first + 99
     return int(status), int(status)
-
-
-def parse_instant(value: str, *, now: float) -> datetime:
-    """An ISO 8601 instant (UTC when it names no zone), or a duration before `now` (`90s`, `30m`, `1h`,
-    `7d`); ValueError saying what is expected otherwise."""
-    text = value.strip()
-    match = _DURATION.match(text)
-    if match is not None:
-        span = timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
-        if span > _LONGEST:
-            raise ValueError("a duration of at most 36500 days")
-        return datetime.fromtimestamp(now, UTC) - span
-    try:
-        instant = datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(
-            "expected an ISO 8601 time (2026-12-01T10:00:00Z) or a duration before now (30m, 1h, 7d)"
-        ) from None
-    return instant.replace(tzinfo=UTC) if instant.tzinfo is None else instant.astimezone(UTC)
 
 
 @functools.lru_cache(maxsize=8)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import re
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
@@ -25,6 +24,7 @@ from modelport.control.platform import Services
 from modelport.core.errors import Forbidden, ValidationFailed, field_error
 from modelport.core.records import LogLines
 from modelport.core.roles import Role
+from modelport.core.times import parse_instant
 from modelport.gateway.auth import principal_of
 from modelport.gateway.routes import SIGNED_IN, allow
 from modelport.obs.logs import Follower, LogEntry, LogGap, log_time
@@ -34,8 +34,6 @@ __all__ = ["HEARTBEAT_SECONDS", "EventStream", "log_events", "logs_router", "par
 HEARTBEAT_SECONDS = 15.0
 """How often a follow with nothing to say sends a comment, so that proxies and clients keep it open."""
 
-_RELATIVE = re.compile(r"^(\d{1,9})(s|m|h|d)$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 _ENCODER = msgspec.json.Encoder()
 
 _DESCRIPTION = """The module's worker logs: every line its workers printed (`stdout`, `stderr`) and what the
@@ -117,23 +115,14 @@ def logs_router(services: Services, *, heartbeat: float = HEARTBEAT_SECONDS) -> 
 
 
 def parse_since(value: str | None, *, now: datetime) -> datetime | None:
-    """The instant `since` names: an ISO 8601 time (UTC when it gives no offset), or a span before `now`
-    such as `10m`; 422 naming the field otherwise."""
+    """The instant `since` names (`core/times.py`); 422 naming the field otherwise."""
     if value is None:
         return None
-    relative = _RELATIVE.match(value.strip())
-    if relative:
-        return now - timedelta(**{_UNITS[relative[2]]: int(relative[1])})
     try:
-        moment = datetime.fromisoformat(value.strip())
-    except ValueError:
-        problem = field_error(
-            "query.since",
-            "invalid_since",
-            "since must be an ISO 8601 time (2026-01-02T03:04:05Z) or a span such as 30s, 10m, 2h or 1d",
-        )
+        return parse_instant(value, now=now)
+    except ValueError as exc:
+        problem = field_error("query.since", "invalid_since", f"since: {exc}")
         raise ValidationFailed("the log query is not valid", details=[problem]) from None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def text_line(entry: LogEntry) -> str:

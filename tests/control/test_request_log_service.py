@@ -11,6 +11,7 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import closing
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +21,12 @@ from sqlalchemy import event, func, select
 from modelport.control.access import AccessPolicies, ApiAccess, ModulePolicy
 from modelport.control.identity import Principal
 from modelport.control.payloads import REDACTED, payload_document
-from modelport.control.requests import RequestLog, parse_instant
+from modelport.control.requests import RequestLog
 from modelport.core.errors import InvalidCursor, ModelportError, ModuleNotFound, NotFound, ValidationFailed
 from modelport.core.manifests import ApiLogging, Cors, ManifestError, parse_document
 from modelport.core.roles import Role
 from modelport.core.settings import Settings
+from modelport.core.times import parse_instant
 from modelport.db import ApiDefinition, Database, Module, RequestLogEntry
 from modelport.obs.calls import CallPayload, CallRecord
 from modelport.sdk.validation import ObjectFile, UploadedFile
@@ -388,11 +390,16 @@ def test_every_bad_parameter_is_named_at_once(request_log: RequestLog) -> None:
 
 
 def test_instants_are_iso_times_or_spans_before_now() -> None:
-    assert parse_instant("30m", now=NOW).timestamp() == NOW - 1800
-    assert parse_instant("7d", now=NOW).timestamp() == NOW - 7 * 86_400
-    assert parse_instant("2026-12-01T10:00:00+01:00", now=NOW).isoformat() == "2026-12-01T09:00:00+00:00"
+    now = datetime.fromtimestamp(NOW, UTC)
+    assert parse_instant("30m", now=now).timestamp() == NOW - 1800
+    assert parse_instant("7d", now=now).timestamp() == NOW - 7 * 86_400
+    assert parse_instant("2w", now=now).timestamp() == NOW - 14 * 86_400
+    assert parse_instant("2026-12-01T10:00:00+01:00", now=now).isoformat() == "2026-12-01T09:00:00+00:00"
+    assert parse_instant("2026-12-01T10:00:00", now=now).isoformat() == "2026-12-01T10:00:00+00:00"
     with pytest.raises(ValueError, match="ISO 8601"):
-        parse_instant("1 hour", now=NOW)
+        parse_instant("1 hour", now=now)
+    with pytest.raises(ValueError, match="36500 days"):
+        parse_instant("999999999d", now=now)
 
 
 # Who sees which calls
