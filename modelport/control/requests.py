@@ -26,7 +26,6 @@ import logging
 import math
 import random
 import re
-import secrets
 import threading
 import time
 from collections import deque
@@ -36,7 +35,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, CursorResult, and_, delete, false, or_, select, true
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 
 from modelport.control.access import AccessPolicies, may_call, may_manage
 from modelport.control.identity import Principal
@@ -53,8 +52,9 @@ from modelport.core.records import RequestDetail, RequestList, RequestRecord
 from modelport.core.roles import Role
 from modelport.core.settings import Settings
 from modelport.core.times import parse_instant
-from modelport.db import Database, Module, RequestLogEntry, ServerKey
+from modelport.db import Database, Module, RequestLogEntry
 from modelport.db.database import failure, unavailable
+from modelport.db.keys import server_secret
 from modelport.obs.calls import CallPayload, CallRecord
 from modelport.storage import ObjectStore
 
@@ -391,25 +391,8 @@ class RequestLog:
     def _secret(self) -> bytes:
         """The cursor-signing key every gateway shares, made by whichever needs it first."""
         if self._key is None:
-            self._key = bytes.fromhex(_server_key(self.database, _CURSOR_KEY))
+            self._key = server_secret(self.database, _CURSOR_KEY)
         return self._key
-
-
-def _server_key(database: Database, name: str) -> str:
-    """The secret of the `server_keys` row `name`, made now if no gateway has made it yet."""
-    with database.session() as session:
-        row = session.get(ServerKey, name)
-        if row is not None:
-            return row.secret
-    try:
-        with database.session() as session:
-            session.add(ServerKey(name=name, secret=secrets.token_hex(32)))
-    except IntegrityError:  # another gateway made it first
-        pass
-    with database.session() as session:
-        row = session.get(ServerKey, name)
-        assert row is not None
-        return row.secret
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,6 @@ import hashlib
 import hmac
 import logging
 import math
-import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -37,7 +36,6 @@ from urllib.parse import quote
 
 from pydantic import ValidationError
 from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
 
 from modelport.control.audit import Actor, AuditTrail
 from modelport.control.identity import Principal
@@ -55,7 +53,8 @@ from modelport.core.manifests import Cors, StorageManifest
 from modelport.core.records import BucketInfo, ObjectInfo, ObjectListing, PresignedUrl, PresignMethod
 from modelport.core.roles import Role
 from modelport.core.settings import Settings
-from modelport.db import Bucket, Database, ServerKey
+from modelport.db import Bucket, Database
+from modelport.db.keys import server_secret
 from modelport.storage import ObjectInfo as StoredObject
 from modelport.storage import ObjectStore, ObjectWriter, check_key, check_prefix
 
@@ -378,23 +377,8 @@ class Storage:
         if self._presign_key is None:
             with self._lock:
                 if self._presign_key is None:
-                    self._presign_key = bytes.fromhex(self._load_or_make_key())
+                    self._presign_key = server_secret(self.database, _PRESIGN_KEY)
         return self._presign_key
-
-    def _load_or_make_key(self) -> str:
-        with self.database.session() as session:
-            row = session.get(ServerKey, _PRESIGN_KEY)
-            if row is not None:
-                return row.secret
-        try:
-            with self.database.session() as session:
-                session.add(ServerKey(name=_PRESIGN_KEY, secret=secrets.token_hex(32)))
-        except IntegrityError:  # another gateway made it first
-            pass
-        with self.database.session() as session:
-            row = session.get(ServerKey, _PRESIGN_KEY)
-            assert row is not None
-            return row.secret
 
     def _check_room(self, bucket: str, size: int) -> None:
         """Refuse now an upload of `size` bytes that the bucket's quota has no room for."""
