@@ -27,8 +27,7 @@ import math
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -39,7 +38,7 @@ import numpy.typing as npt
 from ddsketch.ddsketch import BaseDDSketch
 from ddsketch.mapping import LogarithmicMapping
 from ddsketch.store import DenseStore
-from sqlalchemy import delete, select, text
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -408,18 +407,9 @@ class Stats:
             hour = (HOUR, module, version, start - start % HOUR)
             held = rows.get(hour)
             rows[hour] = counts if held is None else held.merged(counts)
-        with self._writing() as session:
+        with self.database.writing() as session:
             for key in sorted(rows):  # every gateway locks rows in one order: no deadlock between them
                 _merge_row(session, *key, rows[key])
-
-    @contextmanager
-    def _writing(self) -> Iterator[Session]:
-        """A transaction for read-modify-writes. SQLite takes its write lock before the first read
-        (`BEGIN IMMEDIATE`), so no other writer commits between what is read and what is written."""
-        with self.database.session() as session:
-            if self.database.dialect == "sqlite":
-                session.execute(text("BEGIN IMMEDIATE"))
-            yield session
 
     def sweep(self, *, now: float | None = None) -> int:
         """Delete minute rows older than `minute_days` and hour rows older than `hour_days`; returns how many

@@ -70,6 +70,12 @@ class ModuleNotFound(NotFound):
     code = "module_not_found"
 
 
+class JobNotFound(NotFound):
+    """No such job, or none the caller may see."""
+
+    code = "job_not_found"
+
+
 class ModelNotFound(NotFound):
     """No weights for this model key in the module's bucket."""
 
@@ -142,6 +148,18 @@ class VersionFailed(Conflict):
     code = "version_failed"
 
 
+class JobFinished(Conflict):
+    """The job has already finished: there is nothing left to cancel."""
+
+    code = "job_finished"
+
+
+class JobExists(Conflict):
+    """A job with this id already exists with another request."""
+
+    code = "job_exists"
+
+
 class InvalidCursor(BadRequest):
     """The cursor is not one this server gave: pass back a page's `next_cursor` unchanged."""
 
@@ -200,6 +218,24 @@ class ValidationFailed(ModelportError):
     """The request does not match the module's API; `details` lists each bad field."""
 
     status, code = 422, "validation_failed"
+
+
+class IdempotencyConflict(ModelportError):
+    """This `Idempotency-Key` was used before with another request; use a new key for a new request."""
+
+    status, code = 422, "idempotency_conflict"
+
+
+class WebhookRefused(ModelportError):
+    """The webhook URL is not one the platform may call: not http(s), or an address it may not reach."""
+
+    status, code = 422, "webhook_refused"
+
+
+class JobCanceled(ModelportError):
+    """The job was canceled before it finished."""
+
+    status, code, public = 499, "canceled", True
 
 
 # 5xx: the module's or the platform's fault

@@ -39,6 +39,13 @@ __all__ = [
     "GroupList",
     "HistoryList",
     "IdentitySource",
+    "JobError",
+    "JobEvent",
+    "JobInfo",
+    "JobKind",
+    "JobList",
+    "JobProgress",
+    "JobStatus",
     "LatencyQuantiles",
     "LatencyStats",
     "LogGap",
@@ -74,6 +81,9 @@ __all__ = [
     "VersionDetail",
     "VersionInfo",
     "VersionList",
+    "WebhookAttempt",
+    "WebhookAttemptList",
+    "WebhookSecret",
 ]
 
 ServingRole = Literal["active", "canary", "previous"]
@@ -86,6 +96,9 @@ PresignMethod = Literal["GET", "PUT"]
 DriftVerdict = Literal["ok", "drift", "insufficient_data"]
 FeatureKind = Literal["numeric", "categorical"]
 LogStream = Literal["stdout", "stderr", "modelport"]
+JobStatus = Literal["queued", "running", "succeeded", "failed", "canceled"]
+JobKind = Literal["job", "batch"]
+JobEvent = Literal["started", "completed"]
 ModuleEventKind = Literal[
     "push", "build", "deploy", "switch", "canary", "rollback", "scale", "failure", "delete"
 ]
@@ -589,3 +602,98 @@ class DriftReport(Record):
     window: DriftWindow
     verdict: DriftVerdict
     features: list[DriftFeature]
+
+
+# Jobs, batches and webhooks
+
+
+class JobError(Record):
+    """Why a job failed (or was canceled): the error's stable `code`, its message and details, as a
+    synchronous call would have answered them, with the HTTP `status` it would have had."""
+
+    code: str
+    message: str
+    status: int
+    details: Any = None
+
+
+class JobProgress(Record):
+    """How far a batch has got: records `done` of `total` (None until the input is counted), of them
+    `failed`, the rate over the last minute in records per second, and the estimated seconds left."""
+
+    done: int
+    total: int | None
+    failed: int
+    rate: float | None
+    eta_seconds: float | None
+
+
+class JobInfo(Record):
+    """One asynchronous job (`kind` `job`: one prediction; `batch`: a file of records). `version` is the
+    version it is pinned to (None: the active one when it runs), `served_version` the one that ran it.
+    `attempts` counts runs started; `run_at` is when a queued job may run next (after a retryable
+    failure, a backoff). A job that `succeeded` has `outputs` shaped like a synchronous answer's (one
+    record or a list); file outputs are stored objects. `webhook` is where its events go, when it has one."""
+
+    id: str
+    kind: JobKind
+    module: str
+    version: str | None
+    served_version: str | None
+    status: JobStatus
+    caller: str
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    run_at: str | None
+    expires_at: str | None
+    attempts: int
+    max_attempts: int
+    outputs: Any = None
+    error: JobError | None = None
+    progress: JobProgress | None = None
+    webhook: str | None = None
+    webhook_events_filter: list[JobEvent] = Field(default_factory=list)
+    request_id: str | None = None
+    """The request-log id of the job's last run."""
+    output: str | None = None
+    """A batch's results: the `bucket/prefix` its JSON Lines parts are written under."""
+
+
+class JobList(Record):
+    """One page of the jobs the caller may see, newest first; pass `next_cursor` back as `cursor`."""
+
+    jobs: list[JobInfo]
+    next_cursor: str | None
+
+
+class WebhookAttempt(Record):
+    """One attempt to deliver a job's event: the Standard Webhooks message id (`webhook-id`, the same for
+    every attempt of one event), when, where, the receiver's status (None: no answer), the error when it
+    failed, how long it took, and whether the event was delivered by it."""
+
+    message_id: str
+    event: str
+    attempt: int
+    at: str
+    url: str
+    status: int | None
+    error: str | None
+    duration_ms: float
+    delivered: bool
+
+
+class WebhookAttemptList(Record):
+    """Every delivery attempt of a job's events, oldest first, and the events still waiting to be
+    delivered (`pending`) with when their next attempt is due."""
+
+    attempts: list[WebhookAttempt]
+    pending: list[dict[str, Any]]
+
+
+class WebhookSecret(Record):
+    """The caller's webhook signing secret (`whsec_…`, in the Standard Webhooks format): shown once, when it
+    is made or rotated; afterwards only `created_at` is told and `secret` is None."""
+
+    secret: str | None
+    created_at: str

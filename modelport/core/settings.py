@@ -235,6 +235,47 @@ class Settings(BaseSettings):
     drift_days: float = Field(30.0, gt=0, le=3650)
     """How long drift watching keeps a call's features (references taken from them are kept apart)."""
 
+    job_concurrency: int = Field(8, ge=1, le=10_000)
+    """Jobs of one module each gateway runs at once: asynchronous work has its own cap, so a flood of jobs
+    never takes every worker from synchronous calls."""
+
+    job_lease_seconds: float = Field(30.0, ge=1, le=3600)
+    """How long a gateway's claim on a running job lasts without a heartbeat (renewed every third of it);
+    a job whose gateway died runs again after this."""
+
+    job_max_attempts: int = Field(5, ge=1, le=100)
+    """Runs a job gets for retryable failures (a worker died, a timeout, the module unavailable)."""
+
+    job_retry_seconds: float = Field(2.0, gt=0, le=3600)
+    """The first retry's backoff; each further one doubles it (with jitter), up to an hour."""
+
+    job_ttl_hours: float = Field(24.0, gt=0, le=24 * 3650)
+    """How long a finished job, its inputs and its outputs are kept before they are swept."""
+
+    job_max_wait_seconds: float = Field(60.0, ge=0, le=3600)
+    """The longest `GET /api/v1/jobs/{id}?wait=` long-poll a caller may ask for."""
+
+    batch_concurrency: int = Field(4, ge=1, le=1024)
+    """Requests of up to `maxBatchSize` records each that a batch keeps in its module's queue at once."""
+
+    batch_part_records: int = Field(10_000, ge=1, le=10_000_000)
+    """Records per results part of a batch: a part is written whole, and is the unit a resumed batch
+    skips."""
+
+    webhook_allowed_networks: Annotated[list[str], NoDecode] = []
+    """Networks (comma-separated CIDRs) webhooks may reach although they are private, loopback or
+    link-local: for tests and on-premise receivers. Empty: only public addresses."""
+
+    webhook_timeout_seconds: float = Field(10.0, gt=0, le=300)
+    """How long one webhook delivery may take, connection included."""
+
+    webhook_retry_seconds: float = Field(5.0, gt=0, le=86_400)
+    """The first redelivery's delay; each further one grows (5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h at
+    the default), scaled by this over 5 s."""
+
+    webhook_retry_hours: float = Field(36.0, gt=0, le=24 * 30)
+    """How long an event keeps being retried before it is marked failed."""
+
     @field_validator("host")
     @classmethod
     def _host(cls, value: str) -> str:
@@ -349,11 +390,23 @@ class Settings(BaseSettings):
             raise _invalid(f"expected absolute paths: {', '.join(relative)}")
         return value
 
-    @field_validator("oidc_audience", "oidc_algorithms", "worker_paths", mode="before")
+    @field_validator(
+        "oidc_audience", "oidc_algorithms", "worker_paths", "webhook_allowed_networks", mode="before"
+    )
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("webhook_allowed_networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for network in value:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise _invalid(f"{network!r} is not a network (an address or a CIDR such as 10.0.0.0/8)")
         return value
 
     @field_validator("oidc_algorithms")

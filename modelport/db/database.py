@@ -17,7 +17,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event, exc
+from sqlalchemy import Engine, create_engine, event, exc, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from modelport.core.names import database_url
@@ -75,6 +75,16 @@ class Database:
     def session(self) -> Iterator[Session]:
         """A session in one transaction: committed when the block ends, rolled back if it raises."""
         with self._sessions.begin() as session:
+            yield session
+
+    @contextmanager
+    def writing(self) -> Iterator[Session]:
+        """A session for read-modify-writes. SQLite takes its write lock before the first read
+        (`BEGIN IMMEDIATE`), so no other writer commits between what is read and what is written;
+        PostgreSQL callers lock the rows they read (`FOR UPDATE`)."""
+        with self.session() as session:
+            if self.dialect == "sqlite":
+                session.execute(text("BEGIN IMMEDIATE"))
             yield session
 
     def close(self) -> None:

@@ -1,6 +1,7 @@
 """The tables: modules, their immutable versions, each module's desired deployment, APIs, identity (users,
 groups, API tokens, the audit trail), storage buckets, and what the platform observes (the request log,
-statistics rollups, the publication history, drift samples and references)."""
+statistics rollups, the publication history, drift samples and references), and the asynchronous half: the job
+queue, webhook signing secrets, the webhook outbox and its delivery attempts."""
 
 from __future__ import annotations
 
@@ -42,6 +43,7 @@ __all__ = [
     "DriftSample",
     "Group",
     "IdentityRevision",
+    "Job",
     "Module",
     "ModuleEvent",
     "RequestLogEntry",
@@ -49,6 +51,9 @@ __all__ = [
     "StatsRollup",
     "User",
     "Version",
+    "WebhookDelivery",
+    "WebhookMessage",
+    "WebhookSecret",
     "utcnow",
 ]
 
@@ -274,6 +279,10 @@ class ServerKey(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     secret: Mapped[str] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    previous: Mapped[str | None] = mapped_column(String(128))
+    """The secret before the last rotation: messages are signed with both until `previous_until`, so that
+    receivers can switch without missing one."""
+    previous_until: Mapped[datetime | None] = mapped_column()
 
 
 class RequestLogEntry(Base):
@@ -389,3 +398,116 @@ class DriftReference(Base):
     features: Mapped[dict[str, Any]] = mapped_column(default=dict)
     """Feature name → its reference values (or summary)."""
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Job(Base):
+    """One asynchronous job: a prediction (`kind` `job`) or a file of records (`batch`), queued in the
+    database so that it outlives any gateway. A gateway claims a job by taking its lease (`lease_token`
+    until `lease_expires`, renewed while it runs); a lease that runs out puts the job back. Only the
+    holder of the current lease may record its outcome, so each job's result is recorded once."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        UniqueConstraint("owner", "idempotency_key"),
+        Index("ix_jobs_claim", "module", "status", "run_at"),
+        Index("ix_jobs_lease", "status", "lease_expires"),
+        Index("ix_jobs_module_created", "module", "created_at", "id"),
+        Index("ix_jobs_caller_created", "caller_id", "created_at", "id"),
+        Index("ix_jobs_created", "created_at", "id"),
+        Index("ix_jobs_expires", "expires_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    module: Mapped[str] = mapped_column(String(63))
+    version: Mapped[str | None] = mapped_column(String(64))
+    """The version the job is pinned to (None: the module's active version when it runs)."""
+    served_version: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))
+    caller: Mapped[str] = mapped_column(String(255))
+    caller_id: Mapped[int | None] = mapped_column(Integer)
+    owner: Mapped[str] = mapped_column(String(255))
+    """The caller's key: whose files the job's are, and the scope of its idempotency key."""
+    client: Mapped[str | None] = mapped_column(String(64))
+    request: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    """What to run: a prediction's body (files as stored objects) or a batch's input and output."""
+    digest: Mapped[str] = mapped_column(String(64))
+    """SHA-256 of the canonical request: the same key (or id) with another request is refused."""
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    traceparent: Mapped[str | None] = mapped_column(String(64))
+    webhook: Mapped[str | None] = mapped_column(String(2048))
+    webhook_events: Mapped[list[str]] = mapped_column(JSON, default=list)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=1)
+    run_at: Mapped[datetime] = mapped_column()
+    """When a queued job may run (now, or after a retry's backoff)."""
+    lease_token: Mapped[str | None] = mapped_column(String(32))
+    leased_by: Mapped[str | None] = mapped_column(String(64))
+    lease_expires: Mapped[datetime | None] = mapped_column()
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column()
+    finished_at: Mapped[datetime | None] = mapped_column()
+    expires_at: Mapped[datetime | None] = mapped_column()
+    """When a finished job, its inputs and its outputs are swept."""
+    outputs: Mapped[Any] = mapped_column(JSON, nullable=True)
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    progress: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    request_id: Mapped[str | None] = mapped_column(String(32))
+    """The request-log id of the job's last run."""
+
+
+class WebhookSecret(Base):
+    """A caller's webhook signing secret (Standard Webhooks `whsec_`), shown once when made or rotated."""
+
+    __tablename__ = "webhook_secrets"
+
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    secret: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    previous: Mapped[str | None] = mapped_column(String(128))
+    """The secret before the last rotation: messages are signed with both until `previous_until`, so that
+    receivers can switch without missing one."""
+    previous_until: Mapped[datetime | None] = mapped_column()
+
+
+class WebhookMessage(Base):
+    """One event of a job to deliver (the outbox): written in the same transaction as the job's change, so
+    that no event is lost; its `body` is fixed then, so every attempt sends the same bytes under the same
+    `webhook-id`."""
+
+    __tablename__ = "webhook_messages"
+    __table_args__ = (Index("ix_webhook_messages_due", "state", "next_at"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    event: Mapped[str] = mapped_column(String(32))
+    url: Mapped[str] = mapped_column(String(2048))
+    user_id: Mapped[int | None] = mapped_column(Integer)
+    """Whose secret signs it."""
+    body: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    """`pending`, `delivered`, or `failed` once every retry is spent."""
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    next_at: Mapped[datetime] = mapped_column(default=utcnow)
+    """When the next attempt is due (a deliverer that takes it moves this past its own attempt)."""
+
+
+class WebhookDelivery(Base):
+    """One attempt to deliver a webhook message, as the receiver answered it."""
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    message_id: Mapped[str] = mapped_column(
+        ForeignKey("webhook_messages.id", ondelete="CASCADE"), index=True
+    )
+    job_id: Mapped[str] = mapped_column(String(64), index=True)
+    attempt: Mapped[int] = mapped_column(Integer)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    url: Mapped[str] = mapped_column(String(2048))
+    status: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    duration_ms: Mapped[float] = mapped_column(Float)
+    delivered: Mapped[bool] = mapped_column(Boolean, default=False)

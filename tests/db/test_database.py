@@ -36,12 +36,13 @@ def test_migrate_creates_the_schema_and_is_idempotent(database_url):
     try:
         assert db.revision() is None
         db.migrate()
-        assert db.revision() == Database.head() == "0006"
+        assert db.revision() == Database.head() == "0007"
         db.migrate()
-        assert db.revision() == "0006"
+        assert db.revision() == "0007"
         tables = set(inspect(db.engine).get_table_names())
         assert {"modules", "versions", "deployments", "apis", "api_tokens", "alembic_version"} <= tables
         assert {"users", "groups", "memberships", "audit_events", "buckets", "server_keys"} <= tables
+        assert {"jobs", "webhook_secrets", "webhook_messages", "webhook_deliveries"} <= tables
     finally:
         db.close()
 
