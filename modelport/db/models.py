@@ -279,10 +279,6 @@ class ServerKey(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     secret: Mapped[str] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    previous: Mapped[str | None] = mapped_column(String(128))
-    """The secret before the last rotation: messages are signed with both until `previous_until`, so that
-    receivers can switch without missing one."""
-    previous_until: Mapped[datetime | None] = mapped_column()
 
 
 class RequestLogEntry(Base):
