@@ -26,7 +26,14 @@ from sqlalchemy import select
 from modelport.control.identity import Principal
 from modelport.control.policies import PolicyCache
 from modelport.core.errors import Forbidden, ModuleNotFound, Unauthorized
-from modelport.core.manifests import ApiLogging, ApiManifest, Cors, DriftMonitoring, without_retired_fields
+from modelport.core.manifests import (
+    ApiJobs,
+    ApiLogging,
+    ApiManifest,
+    Cors,
+    DriftMonitoring,
+    without_retired_fields,
+)
 from modelport.core.roles import Role
 from modelport.db import ApiDefinition, Database, Module
 
@@ -44,6 +51,7 @@ __all__ = [
 log = logging.getLogger("modelport.access")
 
 _DEFAULT_DRIFT = DriftMonitoring()
+_DEFAULT_JOBS = ApiJobs()
 
 
 @dataclass(frozen=True)
@@ -61,6 +69,8 @@ class ApiAccess:
     """`logging`: what the request log keeps of the module's calls (None: the manifest says nothing)."""
     drift: DriftMonitoring | None = None
     """`monitoring.drift`: how the module's drift is watched (None: the manifest says nothing)."""
+    jobs: ApiJobs | None = None
+    """`jobs`: how the module's asynchronous jobs are retried and timed (None: the manifest says nothing)."""
 
 
 @dataclass(frozen=True)
@@ -100,6 +110,12 @@ class ModulePolicy:
         """How the module's drift is watched: the `monitoring.drift` of its first `Api` (by name) that sets
         one, else the defaults (the first 500 calls against the last 500, PSI threshold 0.2)."""
         return next((api.drift for api in self.apis if api.drift is not None), _DEFAULT_DRIFT)
+
+    @property
+    def jobs(self) -> ApiJobs:
+        """How the module's jobs run: the `jobs` of its first `Api` (by name) that sets one, else the
+        defaults."""
+        return next((api.jobs for api in self.apis if api.jobs is not None), _DEFAULT_JOBS)
 
     def cors(self) -> Cors | None:
         """The module's browser access: the origins every enabled `Api` of the module allows."""
@@ -253,6 +269,7 @@ def _api_access(name: str, manifest: dict[str, object]) -> ApiAccess | None:
         sync_timeout=api.spec.sync_timeout_seconds,
         logging=api.spec.logging,
         drift=api.spec.monitoring.drift,
+        jobs=api.spec.jobs,
     )
 
 

@@ -87,6 +87,13 @@ class ModuleCall:
     """The call's own directory for its uploads and fetched objects, removed when the call is done."""
     record: CallRecord | None = None
     payload: CallPayload | None = None
+    pinned: str | None = None
+    """The version the caller pinned (`?version=`); None: whichever the module's routing picks."""
+    reader: Principal | None = None
+    """Who reads the stored objects the call names (None: its principal): a job's run reads the copies
+    the platform made when it accepted the job."""
+    timeout: float | None = None
+    """Seconds from arrival the call may take (None: the module's `Api`, else its pool, decides)."""
 
 
 class Calls:
@@ -116,13 +123,15 @@ class Calls:
         """The version that serves `call` (`version` pins a running one); raises `ModuleNotFound`,
         `VersionNotFound` or `ModuleUnavailable`."""
         served = self.registry.get(module, version)
-        call.served = served
+        call.served, call.pinned = served, version
         return served
 
     def deadline(self, call: ModuleCall) -> float:
         """When `call` is answered at the latest (a `time.monotonic()` instant)."""
         assert call.served is not None
-        timeout = self.sync_timeout(call.served.name) if self.sync_timeout is not None else None
+        timeout = call.timeout
+        if timeout is None and self.sync_timeout is not None:
+            timeout = self.sync_timeout(call.served.name)
         return call.arrived + (call.served.pool.sync_timeout if timeout is None else timeout)
 
     def workdir(self, call: ModuleCall) -> Path:
@@ -143,7 +152,7 @@ class Calls:
                 directory=self.workdir(call),
                 max_upload_bytes=self.settings.max_upload_bytes,
                 max_image_pixels=self.settings.max_image_pixels,
-                fetch=self.files.fetcher(call.principal, self.workdir(call)),
+                fetch=self.files.fetcher(call.reader or call.principal, self.workdir(call)),
             )
             await asyncio.to_thread(checker.resolve, served.spec, parsed)
             call.uploads = _uploaded_files(served, parsed)

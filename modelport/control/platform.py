@@ -1,5 +1,5 @@
 """The platform's services in one object: identity and access, versions, deployments, manifests, git sources,
-storage, the audit trail."""
+storage, the audit trail, calls and what observes them, jobs, batches and webhooks."""
 
 from __future__ import annotations
 
@@ -15,11 +15,13 @@ from sqlalchemy import func, select
 from modelport.artifacts import Artifact
 from modelport.control.access import AccessPolicies, Permit
 from modelport.control.audit import SYSTEM, Actor, AuditTrail
+from modelport.control.batches import Batches
 from modelport.control.calls import Calls
 from modelport.control.deployments import Deployments
 from modelport.control.drift import Drift
 from modelport.control.history import History
 from modelport.control.identity import TOKEN_PREFIX, Identity, Principal
+from modelport.control.jobs import Jobs
 from modelport.control.manifests import Manifests
 from modelport.control.modules import ModuleRegistry
 from modelport.control.oidc import OidcVerifier
@@ -29,6 +31,7 @@ from modelport.control.sources import GitSources
 from modelport.control.stats import Stats
 from modelport.control.storage import Storage
 from modelport.control.versions import ArtifactFile, Versions
+from modelport.control.webhooks import Webhooks
 from modelport.control.weights import ModelWeights
 from modelport.core.errors import ModuleNotFound, SetupFailed
 from modelport.core.records import ApplyResult, ModuleInfo, VersionInfo
@@ -83,6 +86,7 @@ class Services:
             session_seconds=settings.session_seconds,
             login_attempts=settings.login_attempts,
         )
+        self.webhooks = Webhooks(database, settings=settings)
         self.oidc = OidcVerifier.from_settings(settings)
         self.policies = AccessPolicies(database)
         self.calls = Calls(
@@ -136,6 +140,20 @@ class Services:
         )
         self.calls.observers.append(self.drift)
         self.calls.file_observers.append(self.drift)
+        self.jobs = Jobs(
+            database,
+            calls=self.calls,
+            registry=self.registry,
+            policies=self.policies,
+            files=self.request_files,
+            settings=settings,
+            check_webhook=lambda url: self.webhooks.check(url),
+            has_secret=lambda user_id: self.webhooks.has_secret(user_id),
+            on_finished=lambda: self.webhooks.wake(),
+        )
+        self.batches = Batches(
+            self.jobs, calls=self.calls, storage=self.storage, store=store, settings=settings
+        )
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
@@ -157,6 +175,8 @@ class Services:
             asyncio.create_task(self._sweep_storage(stop), name="storage"),
             asyncio.create_task(self.drift.run(stop), name="drift"),
             asyncio.create_task(self.stats.run(stop), name="stats"),
+            asyncio.create_task(self.jobs.run(stop), name="jobs"),
+            asyncio.create_task(self.webhooks.run(stop), name="webhooks"),
         ]
         try:
             yield
@@ -189,6 +209,10 @@ class Services:
                 await asyncio.to_thread(self.sweep_work_files)
             except OSError:
                 log.exception("removing stale work files failed; trying again later")
+            try:
+                await asyncio.to_thread(self.jobs.sweep)
+            except Exception:
+                log.exception("sweeping finished jobs failed; trying again later")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.settings.storage_sweep_seconds)
 

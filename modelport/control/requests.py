@@ -16,12 +16,8 @@ Pages are ordered newest first and continued with an opaque cursor signed with a
 
 from __future__ import annotations
 
-import base64
 import builtins
 import functools
-import hashlib
-import hmac
-import json
 import logging
 import math
 import random
@@ -38,10 +34,10 @@ from sqlalchemy import ColumnElement, CursorResult, and_, delete, false, or_, se
 from sqlalchemy.exc import SQLAlchemyError
 
 from modelport.control.access import AccessPolicies, may_call, may_manage
+from modelport.control.cursors import Cursors
 from modelport.control.identity import Principal
 from modelport.control.payloads import PayloadWriter, read_payload
 from modelport.core.errors import (
-    InvalidCursor,
     ModelportError,
     ModuleNotFound,
     NotFound,
@@ -54,7 +50,6 @@ from modelport.core.settings import Settings
 from modelport.core.times import parse_instant
 from modelport.db import Database, Module, RequestLogEntry
 from modelport.db.database import failure, unavailable
-from modelport.db.keys import server_secret
 from modelport.obs.calls import CallPayload, CallRecord
 from modelport.storage import ObjectStore
 
@@ -106,7 +101,7 @@ class RequestLog:
         self._thread: threading.Thread | None = None
         self._outage = False
         self._next_sweep = 0.0
-        self._key: bytes | None = None
+        self.cursors = Cursors(database, _CURSOR_KEY)
 
     # Taking note (the event loop)
 
@@ -292,7 +287,7 @@ class RequestLog:
             limit=limit,
             now=self.clock(),
         )
-        after = self._decode(cursor) if cursor is not None else None
+        after = self.cursors.decode(cursor) if cursor is not None else None
         entry = RequestLogEntry
         conditions: builtins.list[ColumnElement[bool]] = [self._visible(principal, module)]
         for column, value in ((entry.module, module), (entry.version, version), (entry.code, code)):
@@ -317,7 +312,8 @@ class RequestLog:
         with self.database.session() as session:
             rows = session.scalars(statement).all()
         page = [_record(row) for row in rows[:limit]]
-        following = self._encode(rows[limit - 1]) if len(rows) > limit else None
+        oldest = rows[limit - 1] if len(rows) > limit else None
+        following = self.cursors.encode(oldest.at, oldest.id) if oldest is not None else None
         return RequestList(requests=page, next_cursor=following)
 
     def get(self, principal: Principal, request_id: str) -> RequestDetail:
@@ -366,33 +362,6 @@ class RequestLog:
             return True
         policy = self.policies.policy(row.module)
         return policy is not None and may_manage(principal, policy)
-
-    # Cursors
-
-    def _encode(self, row: RequestLogEntry) -> str:
-        body = base64.urlsafe_b64encode(json.dumps([row.at.isoformat(), row.id]).encode()).rstrip(b"=")
-        return f"{body.decode()}.{self._sign(body)}"
-
-    def _decode(self, cursor: str) -> tuple[datetime, str]:
-        body, _, signature = cursor.partition(".")
-        refused = InvalidCursor("the cursor is not one this server gave: pass back a page's next_cursor")
-        if not body or not hmac.compare_digest(self._sign(body.encode()).encode(), signature.encode()):
-            raise refused
-        try:
-            at, last = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
-            return datetime.fromisoformat(at).astimezone(UTC), str(last)
-        except (ValueError, TypeError):
-            raise refused from None
-
-    def _sign(self, body: bytes) -> str:
-        digest = hmac.new(self._secret(), body, hashlib.sha256).digest()
-        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
-
-    def _secret(self) -> bytes:
-        """The cursor-signing key every gateway shares, made by whichever needs it first."""
-        if self._key is None:
-            self._key = server_secret(self.database, _CURSOR_KEY)
-        return self._key
 
 
 @dataclass(frozen=True)

@@ -76,6 +76,12 @@ class JobNotFound(NotFound):
     code = "job_not_found"
 
 
+class WebhookSecretNotFound(NotFound):
+    """The caller has no webhook signing secret yet."""
+
+    code = "webhook_secret_not_found"
+
+
 class ModelNotFound(NotFound):
     """No weights for this model key in the module's bucket."""
 

@@ -336,6 +336,18 @@ class DriftMonitoring(_Strict):
         return bucket, key
 
 
+class ApiJobs(_Strict):
+    """How the module's asynchronous jobs run: `maxAttempts` runs for retryable failures (a worker died, a
+    timeout, the module unavailable; the server's `MODELPORT_JOB_MAX_ATTEMPTS` without it), whether an error
+    the module's own code raised is retried too (`retryModuleErrors`; by default it fails the job at once, as
+    a request that does not validate always does), and how long one run may take (`timeoutSeconds`; without
+    it twice the module's `timeoutSeconds`)."""
+
+    max_attempts: int | None = Field(None, ge=1, le=100, alias="maxAttempts")
+    retry_module_errors: bool = Field(False, alias="retryModuleErrors")
+    timeout_seconds: float | None = Field(None, gt=0, le=7 * 86_400, alias="timeoutSeconds")
+
+
 class Monitoring(_Strict):
     """What the platform watches in a module's calls besides the request log: `drift`."""
 
@@ -354,6 +366,8 @@ class ApiManifestSpec(_Strict):
     """Drift watching (`monitoring.drift`); without it, drift is watched with the defaults."""
     logging: ApiLogging | None = None
     """Payload capture for the request log (`ApiLogging`); without it only the calls' metadata is kept."""
+    jobs: ApiJobs | None = None
+    """How asynchronous jobs of the module are retried and timed (`ApiJobs`)."""
 
 
 _RETIRED_API_FIELDS = ("cache", "canary")

@@ -406,7 +406,9 @@ class Settings(BaseSettings):
             try:
                 ipaddress.ip_network(network, strict=False)
             except ValueError:
-                raise _invalid(f"{network!r} is not a network (an address or a CIDR such as 10.0.0.0/8)")
+                raise _invalid(
+                    f"{network!r} is not a network (an address or a CIDR such as 10.0.0.0/8)"
+                ) from None
         return value
 
     @field_validator("oidc_algorithms")

@@ -39,6 +39,7 @@ from modelport.gateway.drift_api import drift_router
 from modelport.gateway.errors import error_response
 from modelport.gateway.history_api import history_router
 from modelport.gateway.identity_api import identity_router
+from modelport.gateway.jobs_api import JobRoutes, jobs_router
 from modelport.gateway.logs_api import logs_router
 from modelport.gateway.metrics_api import metrics_router
 from modelport.gateway.middleware import BodyLimit, Limits, call_limits
@@ -49,6 +50,7 @@ from modelport.gateway.requests_api import requests_router
 from modelport.gateway.routes import ANYONE, MODULE, PREDICT, RouteTable, Rule, allow
 from modelport.gateway.stats_api import stats_router
 from modelport.gateway.storage_api import storage_router
+from modelport.gateway.webhooks_api import webhooks_router
 from modelport.sdk.openapi import module_openapi
 from modelport.storage import ObjectReader
 
@@ -250,6 +252,43 @@ _PREDICT_BODY = {
 }
 
 
+_JOB_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["inputs"],
+                "properties": {
+                    **_PREDICT_BODY["content"]["application/json"]["schema"]["properties"],  # type: ignore[index]
+                    "webhook": {
+                        "type": "string",
+                        "format": "uri",
+                        "description": "Where the job's events go.",
+                    },
+                    "webhook_events_filter": {
+                        "type": "array",
+                        "items": {"enum": ["started", "completed"]},
+                        "description": "Which events to send (default: `completed`).",
+                    },
+                },
+            }
+        },
+        "multipart/form-data": {"schema": {"type": "object"}},
+    },
+}
+_JOB_RESPONSES = {
+    "202": {
+        "description": "The job, queued; `Location` is where to read it.",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/JobInfo"}}},
+    },
+    "200": {
+        "description": "The job made before with this `Idempotency-Key` and request.",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/JobInfo"}}},
+    },
+}
+
+
 def create_platform_app(
     *,
     services: Services,
@@ -260,7 +299,8 @@ def create_platform_app(
     """The platform's application: the control API, every deployed module, authentication on all of it,
     the `Api` manifests' access rules, rate limits and CORS in front of the modules."""
 
-    predict = PredictRoute(calls=services.calls, settings=settings)
+    jobs = JobRoutes(services=services, predict=PredictRoute(calls=services.calls, settings=settings))
+    predict = PredictRoute(calls=services.calls, settings=settings, respond_async=jobs.submit)
     handlers = ModuleRoutes(registry=services.registry, files=services.request_files)
     api = FastAPI(
         title="modelport",
@@ -293,9 +333,19 @@ def create_platform_app(
     api.include_router(stats_router(services))
     api.include_router(logs_router(services))
     api.include_router(metrics_router(services))
+    api.include_router(jobs_router(services, jobs))
+    api.include_router(webhooks_router(services))
     pinned = [_VERSION_PARAMETER]
     inference: list[tuple[str, str, Callable[[Request], Awaitable[Response]], Rule, str, dict[str, Any]]] = [
         ("POST", PREDICT_PATH, predict.handle, PREDICT, "Call a module", {"requestBody": _PREDICT_BODY}),
+        (
+            "POST",
+            "/api/v1/modules/{module}/jobs",
+            jobs.submit,
+            PREDICT,
+            "Submit a job",
+            {"requestBody": _JOB_BODY, "responses": _JOB_RESPONSES},
+        ),
         (
             "GET",
             "/api/v1/modules/{module}/openapi.json",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import tempfile
-from collections.abc import AsyncGenerator, Callable, Coroutine
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from modelport.control.calls import Calls, ModuleCall
-from modelport.control.modules import ServedModule
 from modelport.core.errors import (
     BadRequest,
     InvalidJson,
@@ -48,21 +47,37 @@ class PredictRoute:
     """`POST /api/v1/modules/{module}/predict`, for every module the registry serves: HTTP in and out; the
     call itself goes through `control/calls.py`."""
 
-    def __init__(self, *, calls: Calls, settings: Settings) -> None:
+    def __init__(
+        self,
+        *,
+        calls: Calls,
+        settings: Settings,
+        respond_async: Callable[[Request], Awaitable[Response]] | None = None,
+    ) -> None:
+        """`respond_async` answers a call whose client prefers an asynchronous answer (`Prefer:
+        respond-async`) by queueing it as a job; None (the dev server): such calls are answered at once."""
         self.calls = calls
         self.settings = settings
+        self.respond_async = respond_async
 
-    async def handle(self, request: Request) -> Response:
+    def new_call(self, request: Request, *, kind: str = "sync") -> ModuleCall:
+        """The call `request` makes: its ids, who makes it and from where."""
         scope = request.scope
-        request_id = request_id_of(scope) or new_request_id()
-        call = ModuleCall(
-            request_id=request_id,
+        return ModuleCall(
+            request_id=request_id_of(scope) or new_request_id(),
             trace=trace_of(scope),
             principal=principal_of(scope),
             owner=owner_key(scope),
             client=client_address(scope),
             request_bytes=_content_length(request),
+            kind=kind,
         )
+
+    async def handle(self, request: Request) -> Response:
+        if self.respond_async is not None and _prefers_async(request):
+            return await self.respond_async(request)
+        call = self.new_call(request)
+        request_id = call.request_id
         try:
             served = self.calls.route(
                 call, request.path_params["module"], request.query_params.get("version")
@@ -88,7 +103,7 @@ class PredictRoute:
         served = call.served
         assert served is not None
         try:
-            parsed = await self._parse(request, served, lambda: self.calls.workdir(call))
+            parsed, _ = await self.parse(request, call)
             outputs = await _unless_disconnected(request, self.calls.run(call, parsed))
             body = {
                 "outputs": outputs if parsed.batch else outputs[0],
@@ -105,16 +120,30 @@ class PredictRoute:
             response.headers["X-Model-Version"] = served.version
             return response, to_modelport_error(exc).code
 
-    async def _parse(
-        self, request: Request, served: ServedModule, workdir: Callable[[], Path]
-    ) -> ParsedRequest:
+    async def parse(
+        self, request: Request, call: ModuleCall, *, extras: tuple[str, ...] = ()
+    ) -> tuple[ParsedRequest, dict[str, Any]]:
+        """The request's body validated against the routed version's API, and the values of the `extras`
+        fields (besides the prediction's own, such as a job's `webhook`; a form part may repeat)."""
+        served = call.served
+        assert served is not None
         content_type = (
             request.headers.get("content-type", "application/json").split(";", 1)[0].strip().lower()
         )
+        found: dict[str, Any] = {}
         if content_type in ("application/json", "") or content_type.endswith("+json"):
-            return parse_json(served.spec, self._decode(await _read(request)))
+            body = self._decode(await _read(request))
+            if extras and isinstance(body, dict):
+                found = {name: body.pop(name) for name in extras if name in body}
+            return parse_json(served.spec, body), found
         if content_type in _FORMS:
-            return parse_form(served.spec, await self._form(request, content_type, workdir))
+            items = await self._form(request, content_type, lambda: self.calls.workdir(call))
+            if extras:
+                for name, value in items:
+                    if name in extras and isinstance(value, str):
+                        found.setdefault(name, []).append(value)
+                items = [(name, value) for name, value in items if name not in extras]
+            return parse_form(served.spec, items), found
         raise UnsupportedMediaType(
             f"content type {content_type!r} is not accepted; send application/json or multipart/form-data"
         )
@@ -165,6 +194,14 @@ class PredictRoute:
         finally:
             await form.close()
         return items
+
+
+def _prefers_async(request: Request) -> bool:
+    """Whether the client asked for an asynchronous answer (RFC 7240 `Prefer: respond-async`)."""
+    prefer = request.headers.get("prefer")
+    if not prefer:
+        return False
+    return any(part.split(";", 1)[0].strip().lower() == "respond-async" for part in prefer.split(","))
 
 
 def _content_length(request: Request) -> int:

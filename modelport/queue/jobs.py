@@ -57,7 +57,7 @@ class NewJob:
     max_attempts: int
     idempotency_key: str | None = None
     chosen_id: bool = False
-    """The caller chose the id (`PUT /api/v1/jobs/{id}`): the same id with the same request is the same job."""
+    """The caller chose the id (`PUT /api/v1/jobs/{id}`): the same id and request are the same job."""
     traceparent: str | None = None
     webhook: str | None = None
     webhook_events: tuple[str, ...] = ()
@@ -294,7 +294,9 @@ class JobQueue:
                         job.error = outcome.error
                         job.lease_token = job.leased_by = job.lease_expires = None
                         continue
-                    self._close(session, job, outcome.status, now, outputs=outcome.outputs, error=outcome.error)
+                    self._close(
+                        session, job, outcome.status, now, outputs=outcome.outputs, error=outcome.error
+                    )
             session.flush()
         return recorded
 
@@ -425,11 +427,11 @@ def job_info(job: Job) -> JobInfo:
     request = job.request or {}
     return JobInfo(
         id=job.id,
-        kind=job.kind,  # type: ignore[arg-type]
+        kind=job.kind,
         module=job.module,
         version=job.version,
         served_version=job.served_version,
-        status=job.status,  # type: ignore[arg-type]
+        status=job.status,
         caller=job.caller,
         created_at=_iso(job.created_at),
         started_at=_iso(job.started_at),
@@ -442,7 +444,7 @@ def job_info(job: Job) -> JobInfo:
         error=JobError(**job.error) if job.error and job.status != "succeeded" else None,
         progress=JobProgress(**job.progress) if job.progress else None,
         webhook=job.webhook,
-        webhook_events_filter=list(job.webhook_events or []),  # type: ignore[arg-type]
+        webhook_events_filter=list(job.webhook_events or []),
         request_id=job.request_id,
         output=request.get("output") if job.kind == "batch" else None,
     )

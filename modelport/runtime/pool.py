@@ -194,6 +194,8 @@ class WorkerPool:
         self._backoff = [1.0] * config.replicas
         self._failures = [0] * config.replicas
         self._restarting = [asyncio.Lock() for _ in range(config.replicas)]
+        self._sent: list[list[list[_Item]]] = [[] for _ in range(config.replicas)]
+        """The batches each slot's worker has been sent and has not answered yet."""
         self.failure: str | None = None
         self.calls = 0
         self.batched_records = 0
@@ -328,6 +330,21 @@ class WorkerPool:
             if timing is not None:
                 _time(timing, items)
 
+    async def abort(self, request_id: str) -> bool:
+        """Stop the computation of `request_id`'s records (its caller has cancelled the call, which already
+        dropped those still queued): a worker that has been sent only this request's records is killed, and
+        replaced as after a crash. A worker also computing other callers' records is left to finish, and
+        this request's answer is discarded. Returns whether a worker was stopped."""
+        stopped = False
+        for slot, batches in enumerate(self._sent):
+            worker = self._workers[slot]
+            mine = [all(item.request_id == request_id for item in batch) for batch in batches]
+            if worker is not None and mine and all(mine):
+                self._log(slot, "modelport", f"stopping worker {worker.name}: its call was canceled")
+                await worker.kill()
+                stopped = True
+        return stopped
+
     # the replica loop
 
     async def _spawn(self, slot: int) -> WorkerProcess:
@@ -423,6 +440,7 @@ class WorkerPool:
         sent = time.monotonic()
         for item in batch:
             item.sent, item.batch_size, item.replica = sent, len(batch), slot
+        self._sent[slot].append(batch)
         try:
             answer = await asyncio.wait_for(worker.call(call), self.config.timeout)
         except TimeoutError:
@@ -432,6 +450,8 @@ class WorkerPool:
         except WorkerDied as exc:
             self._on_death(batch, exc)
             return
+        finally:
+            self._sent[slot].remove(batch)
         self.calls += 1
         self.batched_records += len(batch)
         for item in batch:

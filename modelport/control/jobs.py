@@ -1,0 +1,767 @@
+"""Asynchronous jobs: accepted work that outlives its connection, runs at least once, and is recorded once.
+
+A job is accepted only once it is checked and stored: its request validated against the module's API, its
+files checked and copied into the request bucket (`jobs/<caller>/<job id>/<field>`), its webhook URL past the
+guard, and its row committed to the queue (`queue/jobs.py`). Submissions that arrive together share one
+transaction, so accepting a job costs a fraction of a commit.
+
+Every gateway runs the same loop: claim due jobs of the modules it serves, as many as each module's job
+concurrency leaves room for (`MODELPORT_JOB_CONCURRENCY`, apart from synchronous calls), run each through
+the one call path (`control/calls.py`: the request log and statistics see it with kind `job`), renew the
+leases while they run, and record the outcomes, again several to a transaction. A run that fails in a way
+worth retrying (a worker died, a timeout, the module unavailable) is queued again after an exponential
+backoff with jitter; an invalid request or an error raised by the module's code fails the job at once,
+unless its `Api` asks for retries. A gateway that dies leaves its leases to expire: another gateway (or
+this one, restarted) runs those jobs again. Results are recorded only under the current lease, so a job
+that ran twice is recorded once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import random
+import re
+import secrets
+import shutil
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+import msgspec
+from sqlalchemy import ColumnElement, false, or_, select, true
+
+from modelport.control.access import AccessPolicies, may_manage
+from modelport.control.calls import Calls, ModuleCall, Trace
+from modelport.control.cursors import Cursors
+from modelport.control.identity import Principal
+from modelport.control.modules import ModuleRegistry
+from modelport.control.request_files import RequestFiles
+from modelport.core.errors import (
+    BadRequest,
+    DatabaseUnavailable,
+    JobCanceled,
+    JobNotFound,
+    ModelportError,
+    ModuleError,
+    ModuleTimeout,
+    ModuleUnavailable,
+    StorageUnavailable,
+    ValidationFailed,
+    WebhookRefused,
+    field_error,
+)
+from modelport.core.records import JobInfo, JobList
+from modelport.core.roles import Role
+from modelport.core.settings import Settings
+from modelport.core.times import parse_instant
+from modelport.db import Database, Module
+from modelport.db.models import Job
+from modelport.queue import JobQueue, NewJob, Outcome, job_info
+from modelport.queue.jobs import FINISHED
+from modelport.sdk.validation import InvalidRequest, ParsedRequest, parse_json
+from modelport.storage import check_key
+
+__all__ = ["JOB_ID", "JobSubmission", "Jobs", "new_job_id"]
+
+log = logging.getLogger("modelport.jobs")
+
+JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+"""An id a caller may choose for a job (`PUT /api/v1/jobs/{id}`)."""
+EVENTS = ("started", "completed")
+JOB_READER = Principal(user_id=None, name="modelport-jobs", role=Role.ADMIN, source="system")
+"""Who reads a job's stored inputs when it runs: they were checked against its caller when it was accepted,
+and copied where only the platform reads them."""
+_RETRYABLE = (ModuleUnavailable, ModuleTimeout, DatabaseUnavailable, StorageUnavailable)
+_MAX_BACKOFF = 3600.0
+_POLL = 0.5
+"""Seconds between looks for jobs due (other gateways' submissions, retries whose backoff has passed)."""
+_encoder = msgspec.json.Encoder()
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def new_job_id() -> str:
+    """32 hex digits: the time in milliseconds, then 80 bits from the system's secure source. Ids sort by
+    creation; a job's id is all an anonymous caller needs to read it, so it cannot be guessed."""
+    return f"{int(time.time() * 1000) & 0xFFFFFFFFFFFF:012x}{secrets.token_hex(10)}"
+
+
+@dataclass
+class JobSubmission:
+    """What a caller asks for besides the prediction itself."""
+
+    webhook: str | None = None
+    events: tuple[str, ...] = ("completed",)
+    idempotency_key: str | None = None
+    job_id: str | None = None
+    """The caller's own id (`PUT`); None: the server makes one."""
+    kind: str = "job"
+    request: dict[str, Any] | None = None
+    """A batch's request (`input`, `output`, ...); None for a prediction, whose request is the parsed body."""
+
+
+class _Grouped(Generic[T, R]):
+    """Items handed in while a write is in progress wait for the next one: under load, one transaction
+    carries many of them; alone, an item is written at once."""
+
+    def __init__(self, write: Callable[[list[T]], Sequence[R | Exception]]) -> None:
+        self._write = write
+        self._pending: list[tuple[T, asyncio.Future[R]]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def __call__(self, item: T) -> R:
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._pending.append((item, future))
+        if self._task is None:
+            self._task = asyncio.create_task(self._drain())
+        return await asyncio.shield(future)
+
+    async def _drain(self) -> None:
+        try:
+            while self._pending:
+                taken, self._pending = self._pending, []
+                try:
+                    results: Sequence[R | Exception] = await asyncio.to_thread(
+                        self._write, [item for item, _ in taken]
+                    )
+                except Exception as exc:
+                    results = [exc] * len(taken)
+                for (_, future), result in zip(taken, results, strict=True):
+                    if future.done():
+                        continue
+                    if isinstance(result, Exception):
+                        future.set_exception(result)
+                    else:
+                        future.set_result(result)
+        finally:
+            self._task = None
+
+    async def idle(self) -> None:
+        while self._task is not None:
+            await asyncio.sleep(0.01)
+
+
+@dataclass(eq=False)
+class RunningJob:
+    job: Job
+    token: str
+    task: asyncio.Task[Outcome | None] | None = None
+    call: ModuleCall | None = None
+    canceling: bool = False
+
+
+class Jobs:
+    """The jobs of the modules in `registry`, queued in `database` and run through `calls`."""
+
+    def __init__(
+        self,
+        database: Database,
+        *,
+        calls: Calls,
+        registry: ModuleRegistry,
+        policies: AccessPolicies,
+        files: RequestFiles,
+        settings: Settings,
+        check_webhook: Callable[[str], None] | None = None,
+        has_secret: Callable[[int], bool] | None = None,
+        on_finished: Callable[[], None] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.database = database
+        self.calls = calls
+        self.registry = registry
+        self.policies = policies
+        self.files = files
+        self.settings = settings
+        self.check_webhook = check_webhook
+        self.has_secret = has_secret
+        self.on_finished = on_finished
+        self.clock = clock
+        self.queue = JobQueue(database, ttl=settings.job_ttl_hours * 3600)
+        self.cursors = Cursors(database, "jobs-cursor")
+        self.executors: dict[str, Callable[[Job, RunningJob], Awaitable[Outcome]]] = {"job": self._predict}
+        self._submit: _Grouped[NewJob, tuple[Job, bool]] = _Grouped(self._insert)
+        self._record: _Grouped[Outcome, bool] = _Grouped(self._write_outcomes)
+        self._running: dict[str, RunningJob] = {}
+        self._wake = asyncio.Event()
+        self._finished: dict[str, asyncio.Event] = {}
+        self._stopping = False
+
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(self.clock(), UTC)
+
+    # accepting
+
+    async def submit(
+        self, call: ModuleCall, parsed: ParsedRequest | None, submission: JobSubmission
+    ) -> tuple[JobInfo, bool]:
+        """Accept a job for the module `call` was routed to: check the webhook, store the request's files,
+        queue it. Returns the job and whether it is new (False: the same idempotency key or id and request
+        were seen before). Raises the request's error; nothing is queued then."""
+        served = call.served
+        assert served is not None
+        principal = call.principal
+        await self._check_webhook(principal, submission)
+        job_id = submission.job_id or new_job_id()
+        if submission.job_id is not None and principal.is_anonymous:
+            raise BadRequest("anonymous callers cannot choose a job's id; POST the job instead")
+        stored: list[str] = []
+        try:
+            if parsed is not None:
+                request, digest, stored = await asyncio.to_thread(self._store_request, call, parsed, job_id)
+            else:
+                request = dict(submission.request or {})
+                digest = _digest({"kind": submission.kind, "request": request})
+            version = call.pinned
+            digest = _digest({"digest": digest, "module": served.name, "version": version})
+            new = NewJob(
+                id=job_id,
+                kind=submission.kind,
+                module=served.name,
+                version=version,
+                caller=principal.name,
+                caller_id=principal.user_id,
+                owner=call.owner,
+                client=call.client,
+                request=request,
+                digest=digest,
+                max_attempts=self._max_attempts(served.name),
+                idempotency_key=submission.idempotency_key,
+                chosen_id=submission.job_id is not None,
+                traceparent=call.trace.traceparent,
+                webhook=submission.webhook,
+                webhook_events=submission.events if submission.webhook else (),
+            )
+            job, created = await self._submit(new)
+        except BaseException:
+            if stored:
+                await asyncio.to_thread(self._remove_stored, stored)
+            raise
+        if not created and stored:
+            await asyncio.to_thread(self._remove_stored, stored)
+        if created:
+            self._wake.set()
+        return job_info(job), created
+
+    def _insert(self, jobs: list[NewJob]) -> Sequence[tuple[Job, bool] | Exception]:
+        return self.queue.submit(jobs, now=self.now())
+
+    async def _check_webhook(self, principal: Principal, submission: JobSubmission) -> None:
+        if submission.webhook is None:
+            return
+        unknown = [event for event in submission.events if event not in EVENTS]
+        if unknown or not submission.events:
+            raise ValidationFailed(
+                "the webhook's events are not known",
+                details=[
+                    field_error(
+                        "webhook_events_filter",
+                        "invalid",
+                        f"expected a non-empty list of {', '.join(EVENTS)}",
+                    )
+                ],
+            )
+        if principal.user_id is None:
+            raise WebhookRefused("anonymous callers cannot have webhooks: sign in to use one")
+        if self.has_secret is not None and not await asyncio.to_thread(self.has_secret, principal.user_id):
+            raise WebhookRefused(
+                "you have no webhook signing secret yet: make one with `POST /api/v1/webhooks/secret` "
+                "(`modelport webhooks secret`) and keep it to verify the deliveries"
+            )
+        if self.check_webhook is not None:
+            await asyncio.to_thread(self.check_webhook, submission.webhook)
+
+    def _store_request(
+        self, call: ModuleCall, parsed: ParsedRequest, job_id: str
+    ) -> tuple[dict[str, Any], str, list[str]]:
+        """The request as the queue keeps it: each file checked, copied into the request bucket and named by
+        its object; with the digest that tells one request from another (files by their SHA-256)."""
+        served = call.served
+        assert served is not None
+        stored: list[str] = []
+        hashed: list[dict[str, Any]] = []
+        records: list[dict[str, Any]] = []
+        try:
+            if served.spec.has_file_inputs:
+                from modelport.runtime.files import FileChecker
+
+                checker = FileChecker(
+                    directory=self.calls.workdir(call),
+                    max_upload_bytes=self.settings.max_upload_bytes,
+                    max_image_pixels=self.settings.max_image_pixels,
+                    fetch=self.files.fetcher(call.principal, self.calls.workdir(call)),
+                )
+                checker.resolve(served.spec, parsed)
+            for index, record in enumerate(parsed.records):
+                kept: dict[str, Any] = {}
+                seen: dict[str, Any] = {}
+                for name, value in record.items():
+                    label = f"{index}-{name}" if parsed.batch else name
+                    kept[name], seen[name] = self._keep_value(call, job_id, label, value, stored)
+                records.append(kept)
+                hashed.append(seen)
+        finally:
+            if call.workdir is not None:
+                shutil.rmtree(call.workdir, ignore_errors=True)
+                call.workdir = None
+        request: dict[str, Any] = {
+            "inputs": records if parsed.batch else records[0],
+            "parameters": parsed.parameters,
+        }
+        if parsed.output_fields:
+            request["output_fields"] = list(parsed.output_fields)
+        if parsed.model_key is not None:
+            request["model_key"] = parsed.model_key
+        digest = _digest({**request, "inputs": hashed})
+        return request, digest, stored
+
+    def _keep_value(
+        self, call: ModuleCall, job_id: str, label: str, value: Any, stored: list[str]
+    ) -> tuple[Any, Any]:
+        """(what the queue keeps, what the digest sees) of one input value."""
+        if isinstance(value, list):
+            pairs = [
+                self._keep_value(call, job_id, f"{label}-{i}", item, stored) for i, item in enumerate(value)
+            ]
+            return [kept for kept, _ in pairs], [seen for _, seen in pairs]
+        if isinstance(value, dict) and "path" in value and "content_type" in value:
+            path = Path(value["path"])
+            sha = hashlib.sha256()
+            with path.open("rb") as source:
+                for chunk in iter(lambda: source.read(1 << 20), b""):
+                    sha.update(chunk)
+            key = check_key(f"jobs/{call.owner}/{job_id}/{label}")
+            with path.open("rb") as source:
+                self.files.store.put(self.files.bucket, key, source, content_type=value["content_type"])
+            stored.append(key)
+            return {"object": f"{self.files.bucket}/{key}"}, {"sha256": sha.hexdigest()}
+        return value, value
+
+    def _remove_stored(self, keys: list[str]) -> None:
+        for key in keys:
+            with contextlib.suppress(ModelportError, OSError):
+                self.files.store.delete(self.files.bucket, key)
+
+    def _max_attempts(self, module: str) -> int:
+        policy = self.policies.cached(module)
+        configured = policy.jobs.max_attempts if policy is not None else None
+        return configured or self.settings.job_max_attempts
+
+    # reading
+
+    def get(self, principal: Principal, job_id: str) -> JobInfo:
+        return job_info(self._visible(principal, job_id))
+
+    async def wait(self, principal: Principal, job_id: str, seconds: float) -> JobInfo:
+        """The job once it has finished, or as it is after `seconds`."""
+        if seconds > self.settings.job_max_wait_seconds:
+            raise ValidationFailed(
+                "the wait is too long",
+                details=[
+                    field_error(
+                        "wait",
+                        "too_large",
+                        f"wait at most {self.settings.job_max_wait_seconds:g} seconds, then ask again",
+                    )
+                ],
+            )
+        job = await asyncio.to_thread(self._visible, principal, job_id)
+        deadline = time.monotonic() + max(0.0, seconds)
+        while job.status not in FINISHED and time.monotonic() < deadline:
+            event = self._finished.setdefault(job_id, asyncio.Event())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), min(_POLL * 2, max(0.0, deadline - time.monotonic())))
+            found = await asyncio.to_thread(self.queue.get, job_id)
+            if found is None:
+                raise JobNotFound(f"no job {job_id!r}, or none you may see")
+            job = found
+        if job.status in FINISHED:
+            self._finished.pop(job_id, None)
+        return job_info(job)
+
+    def listing(
+        self,
+        principal: Principal,
+        *,
+        module: str | None = None,
+        status: str | None = None,
+        kind: str | None = None,
+        since: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> JobList:
+        """The jobs `principal` may see, newest first (admins every job, developers their modules' jobs
+        and their own, everyone else their own; anonymous callers none: they read jobs by id)."""
+        problems = []
+        if status is not None and status not in (*FINISHED, "queued", "running"):
+            problems.append(
+                field_error("status", "invalid", "expected queued, running, succeeded, failed or canceled")
+            )
+        if not 1 <= limit <= 1000:
+            problems.append(field_error("limit", "out_of_range", "expected 1 to 1000"))
+        since_at = None
+        if since is not None:
+            try:
+                since_at = parse_instant(since, now=self.now())
+            except ValueError as exc:
+                problems.append(field_error("since", "invalid", str(exc)))
+        if problems:
+            raise ValidationFailed("the query is not valid", details=problems)
+        where: list[ColumnElement[bool]] = [self._listable(principal)]
+        if module is not None:
+            where.append(Job.module == module)
+        if status is not None:
+            where.append(Job.status == status)
+        if kind is not None:
+            where.append(Job.kind == kind)
+        if since_at is not None:
+            where.append(Job.created_at >= since_at)
+        before = self.cursors.decode(cursor) if cursor is not None else None
+        rows = self.queue.page(where=where, before=before, limit=limit + 1)
+        following = None
+        if len(rows) > limit:
+            rows = rows[:limit]
+            following = self.cursors.encode(rows[-1].created_at, rows[-1].id)
+        return JobList(jobs=[job_info(row) for row in rows], next_cursor=following)
+
+    def _listable(self, principal: Principal) -> ColumnElement[bool]:
+        if principal.role == Role.ADMIN:
+            return true()
+        if principal.user_id is None:
+            return false()
+        own = Job.caller_id == principal.user_id
+        if principal.role == Role.DEVELOPER and principal.groups:
+            owned = select(Module.name).where(Module.owner.in_(sorted(principal.groups)))
+            return or_(Job.module.in_(owned), own)
+        return own
+
+    def _visible(self, principal: Principal, job_id: str) -> Job:
+        """The job, if `principal` submitted it, manages its module or is an admin; else `JobNotFound`.
+        An anonymous caller's job is read by its id, which nobody can guess."""
+        job = self.queue.get(job_id) if len(job_id) <= 64 else None
+        if job is not None and self._may_see(principal, job):
+            return job
+        raise JobNotFound(f"no job {job_id!r}, or none you may see")
+
+    def _may_see(self, principal: Principal, job: Job) -> bool:
+        if principal.is_admin:
+            return True
+        if job.caller_id is None:
+            return principal.is_anonymous and job.owner == "anonymous"
+        if principal.user_id == job.caller_id:
+            return True
+        policy = self.policies.policy(job.module)
+        return policy is not None and may_manage(principal, policy)
+
+    def check_visible(self, principal: Principal, job_id: str) -> None:
+        """Raise `JobNotFound` unless `principal` may see the job."""
+        self._visible(principal, job_id)
+
+    async def cancel(self, principal: Principal, job_id: str) -> JobInfo:
+        """Cancel a job: a queued one at once; a running one has its call aborted (here at once, on another
+        gateway at its next heartbeat). `JobFinished` (409) for a job that has finished."""
+        await asyncio.to_thread(self._visible, principal, job_id)
+        job = await asyncio.to_thread(self.queue.cancel, job_id, now=self.now())
+        running = self._running.get(job_id)
+        if running is not None:
+            running.canceling = True
+            await self._abort(running)
+        elif job.status in FINISHED:
+            self._finished_event(job_id)
+            self._notify()
+        return job_info(job)
+
+    # running
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Claim and run due jobs until `stop` is set; then put back what is still running."""
+        heartbeat = asyncio.create_task(self._heartbeat(stop), name="job-leases")
+        watcher = asyncio.create_task(self._watch_waiters(stop), name="job-waiters")
+        try:
+            while not stop.is_set():
+                claimed = await self._claim()
+                if claimed:
+                    continue  # there may be more, and room for them
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(_first(stop.wait(), self._wake.wait()), _POLL)
+        finally:
+            heartbeat.cancel()
+            watcher.cancel()
+            await self._stop_running()
+
+    async def _claim(self) -> int:
+        capacity = self._capacity()
+        if not capacity:
+            return 0
+        try:
+            jobs = await asyncio.to_thread(
+                self.queue.claim, capacity, now=self.now(), lease=self.settings.job_lease_seconds
+            )
+        except Exception as exc:
+            log.warning("claiming jobs failed (%s); trying again shortly", type(exc).__name__)
+            await asyncio.sleep(_POLL)
+            return 0
+        for job in jobs:
+            assert job.lease_token is not None
+            running = RunningJob(job, job.lease_token)
+            self._running[job.id] = running
+            running.task = asyncio.create_task(self._execute(job, running), name=f"job-{job.id}")
+        return len(jobs)
+
+    def _capacity(self) -> dict[str, int]:
+        busy: dict[str, int] = {}
+        for running in self._running.values():
+            busy[running.job.module] = busy.get(running.job.module, 0) + 1
+        names = {served.name for served in self.registry.running()}
+        limit = self.settings.job_concurrency
+        return {name: limit - busy.get(name, 0) for name in names if busy.get(name, 0) < limit}
+
+    async def _execute(self, job: Job, running: RunningJob) -> Outcome | None:
+        outcome: Outcome
+        try:
+            executor = self.executors.get(job.kind)
+            if executor is None:
+                outcome = self._failed(
+                    running, BadRequest(f"this server cannot run jobs of kind {job.kind!r}")
+                )
+            else:
+                outcome = await executor(job, running)
+        except asyncio.CancelledError:
+            if self._stopping or not running.canceling:
+                return None  # put back on stop; a lost lease is another gateway's now
+            outcome = self._failed(running, JobCanceled("the job was canceled while it ran"), "canceled")
+        except Exception as exc:
+            outcome = self._outcome(job, running, exc)
+        try:
+            recorded = await self._record(outcome)
+        except Exception:
+            recorded = False
+            log.exception(
+                "job %s: recording its outcome failed; its lease runs out and it runs again", job.id
+            )
+        finally:
+            self._running.pop(job.id, None)
+            self._wake.set()
+        if recorded and outcome.status != "queued":
+            self._finished_event(job.id)
+            self._notify()
+        return outcome
+
+    async def _predict(self, job: Job, running: RunningJob) -> Outcome:
+        """One run of a prediction job, through the one call path."""
+        request = job.request
+        call = ModuleCall(
+            request_id=new_call_id(),
+            trace=Trace.continuing(job.traceparent),
+            principal=Principal(user_id=job.caller_id, name=job.caller, role=Role.USER),
+            owner=job.owner,
+            client=job.client,
+            kind="job",
+            request_bytes=len(_encoder.encode(request)),
+            reader=JOB_READER,
+            timeout=self._timeout(job.module),
+        )
+        running.call = call
+        try:
+            served = self.calls.route(call, job.module, job.version)
+            served.in_flight += 1
+            try:
+                parsed = parse_json(served.spec, request)
+                outputs = await self.calls.run(call, parsed)
+            finally:
+                served.in_flight -= 1
+            body = outputs if parsed.batch else outputs[0]
+            self.calls.finish(call, status=200, code=None, response_bytes=len(_encoder.encode(body)))
+            return Outcome(
+                job.id,
+                running.token,
+                "succeeded",
+                outputs=body,
+                served_version=served.version,
+                request_id=call.request_id,
+            )
+        except asyncio.CancelledError:
+            if running.canceling:
+                self.calls.finish(call, status=499, code="canceled", response_bytes=0)
+            raise
+        except Exception as exc:
+            error = as_error(exc)
+            self.calls.finish(call, status=error.status, code=error.code, response_bytes=0)
+            raise
+        finally:
+            await asyncio.to_thread(self.calls.settle, call)
+
+    def _timeout(self, module: str) -> float | None:
+        policy = self.policies.cached(module)
+        return policy.jobs.timeout_seconds if policy is not None else None
+
+    def _outcome(self, job: Job, running: RunningJob, exc: Exception) -> Outcome:
+        error = as_error(exc)
+        policy = self.policies.cached(job.module)
+        retry_module = policy is not None and policy.jobs.retry_module_errors
+        retryable = isinstance(error, _RETRYABLE) or (retry_module and isinstance(error, ModuleError))
+        if isinstance(exc, InvalidRequest | ValidationFailed):
+            retryable = False
+        if retryable and job.attempts < job.max_attempts:
+            delay = min(_MAX_BACKOFF, self.settings.job_retry_seconds * 2 ** (job.attempts - 1))
+            delay *= random.uniform(0.5, 1.0)
+            if error.retry_after is not None:
+                delay = max(delay, error.retry_after)
+            run_at = self.now() + timedelta(seconds=delay)
+            return Outcome(job.id, running.token, "queued", error=error_body(error), run_at=run_at)
+        return self._failed(running, error)
+
+    def _failed(self, running: RunningJob, error: ModelportError, status: str = "failed") -> Outcome:
+        call = running.call
+        return Outcome(
+            running.job.id,
+            running.token,
+            status,  # type: ignore[arg-type]
+            error=error_body(error),
+            served_version=call.served.version if call is not None and call.served is not None else None,
+            request_id=call.request_id if call is not None else None,
+        )
+
+    def _write_outcomes(self, outcomes: list[Outcome]) -> list[bool]:
+        recorded = self.queue.finish(outcomes, now=self.now())
+        return [outcome.id in recorded for outcome in outcomes]
+
+    def _finished_event(self, job_id: str) -> None:
+        event = self._finished.get(job_id)
+        if event is not None:
+            event.set()
+
+    def _notify(self) -> None:
+        if self.on_finished is not None:
+            try:
+                self.on_finished()
+            except Exception:
+                log.exception("telling of finished jobs failed")
+
+    async def _abort(self, running: RunningJob) -> None:
+        """Stop a running job: its call's records leave the queue, and a worker that has only this job's
+        records is stopped (its replacement starts at once)."""
+        task = running.task
+        call = running.call
+        if task is not None:
+            task.cancel()
+        if call is not None and call.served is not None:
+            await call.served.pool.abort(call.request_id)
+
+    async def _heartbeat(self, stop: asyncio.Event) -> None:
+        """Renew the leases of the jobs running here every third of a lease; abort those whose lease is lost
+        (another gateway took them over) or whose caller asked to cancel them elsewhere."""
+        interval = self.settings.job_lease_seconds / 3
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval)
+            leases = {job_id: running.token for job_id, running in self._running.items()}
+            if not leases:
+                continue
+            try:
+                lost, cancel = await asyncio.to_thread(
+                    self.queue.renew, leases, now=self.now(), lease=self.settings.job_lease_seconds
+                )
+            except Exception as exc:
+                log.warning("renewing job leases failed (%s); trying again", type(exc).__name__)
+                continue
+            for job_id in lost | cancel:
+                running = self._running.get(job_id)
+                if running is not None:
+                    running.canceling = job_id in cancel
+                    await self._abort(running)
+
+    async def _watch_waiters(self, stop: asyncio.Event) -> None:
+        """Wake long-polls of jobs that finished on other gateways."""
+        while not stop.is_set():
+            await asyncio.sleep(_POLL)
+            waiting = [job_id for job_id, event in self._finished.items() if not event.is_set()]
+            if not waiting:
+                continue
+            try:
+                statuses = await asyncio.to_thread(self.queue.statuses, waiting)
+            except Exception as exc:  # the long-polls read the job themselves every second meanwhile
+                log.debug("reading the status of awaited jobs failed: %s", exc)
+                continue
+            for job_id in waiting:
+                if statuses.get(job_id, "canceled") in FINISHED:
+                    self._finished[job_id].set()
+
+    async def _stop_running(self) -> None:
+        """Stop the jobs still running and put them back in the queue, their run not counted."""
+        self._stopping = True
+        running = list(self._running.values())
+        for item in running:
+            if item.task is not None:
+                item.task.cancel()
+        await asyncio.gather(
+            *(item.task for item in running if item.task is not None), return_exceptions=True
+        )
+        await self._record.idle()
+        leases = {item.job.id: item.token for item in running}
+        if leases:
+            try:
+                await asyncio.to_thread(self.queue.release, leases, now=self.now())
+            except Exception:
+                log.warning("putting back %d running jobs failed; their leases run out instead", len(leases))
+
+    # sweeping
+
+    def sweep(self) -> int:
+        """Delete finished jobs past their time, with their stored inputs; returns how many went."""
+        removed = 0
+        while True:
+            rows = self.queue.sweep(now=self.now())
+            for job in rows:
+                prefix = f"jobs/{job.owner}/{job.id}/"
+                with contextlib.suppress(ModelportError, OSError):
+                    for info in list(self.files.store.walk(self.files.bucket, prefix=prefix)):
+                        self.files.store.delete(self.files.bucket, info.key)
+            removed += len(rows)
+            if len(rows) < 1000:
+                return removed
+
+
+def as_error(exc: BaseException) -> ModelportError:
+    if isinstance(exc, ModelportError):
+        return exc
+    if isinstance(exc, InvalidRequest):
+        return ValidationFailed("the request does not match the module's API", details=exc.details)
+    return ModelportError(f"{type(exc).__name__}: {exc}")
+
+
+def error_body(error: ModelportError) -> dict[str, Any]:
+    return {
+        "code": error.code,
+        "message": error.public_message(),
+        "status": error.status,
+        "details": error.details,
+    }
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def new_call_id() -> str:
+    """The request-log id of one run of a job (or one request of a batch), made as the gateway makes a
+    request's."""
+    return f"{int(time.time() * 1000) & 0xFFFFFFFFFFFF:012x}{random.getrandbits(80):020x}"
+
+
+async def _first(*waits: Awaitable[Any]) -> None:
+    tasks = [asyncio.ensure_future(wait) for wait in waits]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
