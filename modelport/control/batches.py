@@ -67,6 +67,8 @@ _RETRIES = 4
 """Tries of one request of records when the module is unavailable or times out, before the run stops."""
 _RETRYABLE = (ModuleUnavailable, ModuleTimeout, DatabaseUnavailable, StorageUnavailable)
 _JSONL = (".jsonl", ".ndjson", ".json")
+_REQUEST_RECORDS = 256
+"""Records per request of a batch through the call path (the pool cuts it into the module's batches)."""
 _decoder = msgspec.json.Decoder()
 _encoder = msgspec.json.Encoder()
 
@@ -285,7 +287,11 @@ class Batches:
     ) -> tuple[list[bytes], int, str | None]:
         """The result lines of one part, how many of its records failed, and the version that ran them."""
         served = self.calls.registry.get(job.module, job.version)
-        size = max(1, served.pool.config.max_batch_size)
+        config = served.pool.config
+        # Requests of several worker batches each, so that the call path's cost is paid per hundreds of
+        # records, not per record; all of them in flight fill at most half the module's queue.
+        room = config.max_queue // (2 * self.settings.batch_concurrency)
+        size = max(1, config.max_batch_size, min(_REQUEST_RECORDS, room))
         lines: list[bytes] = [b""] * len(records)
         failures = 0
         semaphore = asyncio.Semaphore(self.settings.batch_concurrency)

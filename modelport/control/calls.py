@@ -167,6 +167,7 @@ class Calls:
             request_id=call.request_id,
             traceparent=call.trace.traceparent,
             timing=call.timing,
+            background=call.kind != "sync",
         )
         if served.spec.has_file_outputs:
             await asyncio.to_thread(self._publish_all, served, outputs, call.owner)

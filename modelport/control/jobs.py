@@ -28,11 +28,11 @@ import re
 import secrets
 import shutil
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 import msgspec
 from sqlalchemy import ColumnElement, false, or_, select, true
@@ -91,7 +91,15 @@ R = TypeVar("R")
 def new_job_id() -> str:
     """32 hex digits: the time in milliseconds, then 80 bits from the system's secure source. Ids sort by
     creation; a job's id is all an anonymous caller needs to read it, so it cannot be guessed."""
-    return f"{int(time.time() * 1000) & 0xFFFFFFFFFFFF:012x}{secrets.token_hex(10)}"
+    global _random_at, _random_bytes
+    if _random_at + 10 > len(_random_bytes):
+        _random_bytes, _random_at = secrets.token_bytes(4000), 0  # one system call for 400 ids
+    taken = _random_bytes[_random_at : _random_at + 10]
+    _random_at += 10
+    return f"{int(time.time() * 1000) & 0xFFFFFFFFFFFF:012x}{taken.hex()}"
+
+
+_random_bytes, _random_at = b"", 0
 
 
 @dataclass
@@ -106,47 +114,6 @@ class JobSubmission:
     kind: str = "job"
     request: dict[str, Any] | None = None
     """A batch's request (`input`, `output`, ...); None for a prediction, whose request is the parsed body."""
-
-
-class _Grouped(Generic[T, R]):
-    """Items handed in while a write is in progress wait for the next one: under load, one transaction
-    carries many of them; alone, an item is written at once."""
-
-    def __init__(self, write: Callable[[list[T]], Sequence[R | Exception]]) -> None:
-        self._write = write
-        self._pending: list[tuple[T, asyncio.Future[R]]] = []
-        self._task: asyncio.Task[None] | None = None
-
-    async def __call__(self, item: T) -> R:
-        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-        self._pending.append((item, future))
-        if self._task is None:
-            self._task = asyncio.create_task(self._drain())
-        return await asyncio.shield(future)
-
-    async def _drain(self) -> None:
-        try:
-            while self._pending:
-                taken, self._pending = self._pending, []
-                try:
-                    results: Sequence[R | Exception] = await asyncio.to_thread(
-                        self._write, [item for item, _ in taken]
-                    )
-                except Exception as exc:
-                    results = [exc] * len(taken)
-                for (_, future), result in zip(taken, results, strict=True):
-                    if future.done():
-                        continue
-                    if isinstance(result, Exception):
-                        future.set_exception(result)
-                    else:
-                        future.set_result(result)
-        finally:
-            self._task = None
-
-    async def idle(self) -> None:
-        while self._task is not None:
-            await asyncio.sleep(0.01)
 
 
 @dataclass(eq=False)
@@ -188,8 +155,12 @@ class Jobs:
         self.queue = JobQueue(database, ttl=settings.job_ttl_hours * 3600)
         self.cursors = Cursors(database, "jobs-cursor")
         self.executors: dict[str, Callable[[Job, RunningJob], Awaitable[Outcome]]] = {"job": self._predict}
-        self._submit: _Grouped[NewJob, tuple[Job, bool]] = _Grouped(self._insert)
-        self._record: _Grouped[Outcome, bool] = _Grouped(self._write_outcomes)
+        self._new: list[tuple[NewJob, asyncio.Future[tuple[Job, bool]]]] = []
+        self._outcomes: list[tuple[Outcome, asyncio.Future[bool]]] = []
+        self._due = True
+        """Whether jobs may be waiting for this gateway: a submission here, a slot set free, a claim that took
+        all it asked for, or the poll interval (other gateways' submissions, retries coming due)."""
+        self._closed = False
         self._running: dict[str, RunningJob] = {}
         self._wake = asyncio.Event()
         self._finished: dict[str, asyncio.Event] = {}
@@ -215,13 +186,14 @@ class Jobs:
             raise BadRequest("anonymous callers cannot choose a job's id; POST the job instead")
         stored: list[str] = []
         try:
-            if parsed is not None:
-                request, digest, stored = await asyncio.to_thread(self._store_request, call, parsed, job_id)
+            if parsed is None:
+                request, seen = dict(submission.request or {}), dict(submission.request or {})
+            elif served.spec.has_file_inputs:  # files are checked and stored: off the event loop
+                request, seen, stored = await asyncio.to_thread(self._store_request, call, parsed, job_id)
             else:
-                request = dict(submission.request or {})
-                digest = _digest({"kind": submission.kind, "request": request})
+                request, seen, stored = self._store_request(call, parsed, job_id)
             version = call.pinned
-            digest = _digest({"digest": digest, "module": served.name, "version": version})
+            digest = _digest([submission.kind, served.name, version, seen])
             new = NewJob(
                 id=job_id,
                 kind=submission.kind,
@@ -240,7 +212,7 @@ class Jobs:
                 webhook=submission.webhook,
                 webhook_events=submission.events if submission.webhook else (),
             )
-            job, created = await self._submit(new)
+            job, created = await self._write(self._new, new)
         except BaseException:
             if stored:
                 await asyncio.to_thread(self._remove_stored, stored)
@@ -250,9 +222,6 @@ class Jobs:
         if created:
             self._wake.set()
         return job_info(job), created
-
-    def _insert(self, jobs: list[NewJob]) -> Sequence[tuple[Job, bool] | Exception]:
-        return self.queue.submit(jobs, now=self.now())
 
     async def _check_webhook(self, principal: Principal, submission: JobSubmission) -> None:
         if submission.webhook is None:
@@ -281,9 +250,10 @@ class Jobs:
 
     def _store_request(
         self, call: ModuleCall, parsed: ParsedRequest, job_id: str
-    ) -> tuple[dict[str, Any], str, list[str]]:
-        """The request as the queue keeps it: each file checked, copied into the request bucket and named by
-        its object; with the digest that tells one request from another (files by their SHA-256)."""
+    ) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
+        """The request as the queue keeps it (each file checked, copied into the request bucket and named by
+        its object), what tells it from another request (the same, with files by their SHA-256), and the
+        keys of the objects stored."""
         served = call.served
         assert served is not None
         stored: list[str] = []
@@ -320,8 +290,7 @@ class Jobs:
             request["output_fields"] = list(parsed.output_fields)
         if parsed.model_key is not None:
             request["model_key"] = parsed.model_key
-        digest = _digest({**request, "inputs": hashed})
-        return request, digest, stored
+        return request, {**request, "inputs": hashed if parsed.batch else hashed[0]}, stored
 
     def _keep_value(
         self, call: ModuleCall, job_id: str, label: str, value: Any, stored: list[str]
@@ -482,40 +451,80 @@ class Jobs:
     # running
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Claim and run due jobs until `stop` is set; then put back what is still running."""
+        """Write, claim and run jobs until `stop` is set; then put back what is still running.
+
+        One loop does every write a job needs besides its heartbeat: the submissions and outcomes that came
+        in since its last turn, and a claim for the room they leave, in one transaction (`JobQueue.cycle`)."""
         heartbeat = asyncio.create_task(self._heartbeat(stop), name="job-leases")
         watcher = asyncio.create_task(self._watch_waiters(stop), name="job-waiters")
         try:
             while not stop.is_set():
-                claimed = await self._claim()
-                if claimed:
-                    continue  # there may be more, and room for them
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(_first(stop.wait(), self._wake.wait()), _POLL)
+                if not await self._turn(claim=True):
+                    self._wake.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(_first(stop.wait(), self._wake.wait()), _POLL)
+                    if not self._wake.is_set():
+                        self._due = True  # the poll interval has passed
         finally:
             heartbeat.cancel()
             watcher.cancel()
             await self._stop_running()
 
-    async def _claim(self) -> int:
-        capacity = self._capacity()
-        if not capacity:
-            return 0
+    async def _write(self, pending: list[tuple[T, asyncio.Future[R]]], item: T) -> R:
+        """Hand `item` to the next turn of the loop; its result when written."""
+        if self._closed:
+            raise ModuleUnavailable("the server is stopping; submit the job again", retry_after=2)
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        pending.append((item, future))
+        self._wake.set()
+        return await asyncio.shield(future)
+
+    async def _turn(self, *, claim: bool) -> bool:
+        """One turn: write what is pending and claim what there is room for. Whether it did anything."""
+        new, self._new = self._new, []
+        outcomes, self._outcomes = self._outcomes, []
+        capacity = self._capacity() if claim and self._due else {}
+        if not (new or outcomes or capacity):
+            return False
         try:
-            jobs = await asyncio.to_thread(
-                self.queue.claim, capacity, now=self.now(), lease=self.settings.job_lease_seconds
+            submitted, recorded, claimed = await asyncio.to_thread(
+                self.queue.cycle,
+                [item for item, _ in new],
+                [item for item, _ in outcomes],
+                capacity,
+                now=self.now(),
+                lease=self.settings.job_lease_seconds,
             )
         except Exception as exc:
-            log.warning("claiming jobs failed (%s); trying again shortly", type(exc).__name__)
+            log.warning("writing the job queue failed (%s); trying again shortly", type(exc).__name__)
+            for _, future in new:
+                if not future.done():
+                    future.set_exception(exc)
+            for _, done in outcomes:
+                if not done.done():
+                    done.set_exception(exc)
             await asyncio.sleep(_POLL)
-            return 0
-        for job in jobs:
+            return True
+        for (_, future), result in zip(new, submitted, strict=True):
+            if future.done():
+                continue
+            if isinstance(result, Exception):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+                self._due = self._due or result[1]
+        for outcome, done in outcomes:
+            if not done.done():
+                done.set_result(outcome.id in recorded)
+        if capacity:
+            asked = sum(capacity.values())
+            self._due = len(claimed) >= asked  # all it asked for: there may be more
+        for job in claimed:
             assert job.lease_token is not None
             running = RunningJob(job, job.lease_token)
             self._running[job.id] = running
             running.task = asyncio.create_task(self._execute(job, running), name=f"job-{job.id}")
-        return len(jobs)
+        return True
 
     def _capacity(self) -> dict[str, int]:
         busy: dict[str, int] = {}
@@ -541,16 +550,15 @@ class Jobs:
             outcome = self._failed(running, JobCanceled("the job was canceled while it ran"), "canceled")
         except Exception as exc:
             outcome = self._outcome(job, running, exc)
+        self._running.pop(job.id, None)
+        self._due = True  # a slot is free
         try:
-            recorded = await self._record(outcome)
+            recorded = await self._write(self._outcomes, outcome)
         except Exception:
             recorded = False
             log.exception(
                 "job %s: recording its outcome failed; its lease runs out and it runs again", job.id
             )
-        finally:
-            self._running.pop(job.id, None)
-            self._wake.set()
         if recorded and outcome.status != "queued":
             self._finished_event(job.id)
             self._notify()
@@ -598,7 +606,8 @@ class Jobs:
             self.calls.finish(call, status=error.status, code=error.code, response_bytes=0)
             raise
         finally:
-            await asyncio.to_thread(self.calls.settle, call)
+            if call.workdir is not None or call.uploads:
+                await asyncio.to_thread(self.calls.settle, call)
 
     def _timeout(self, module: str) -> float | None:
         policy = self.policies.cached(module)
@@ -630,10 +639,6 @@ class Jobs:
             served_version=call.served.version if call is not None and call.served is not None else None,
             request_id=call.request_id if call is not None else None,
         )
-
-    def _write_outcomes(self, outcomes: list[Outcome]) -> list[bool]:
-        recorded = self.queue.finish(outcomes, now=self.now())
-        return [outcome.id in recorded for outcome in outcomes]
 
     def _finished_event(self, job_id: str) -> None:
         event = self._finished.get(job_id)
@@ -706,7 +711,9 @@ class Jobs:
         await asyncio.gather(
             *(item.task for item in running if item.task is not None), return_exceptions=True
         )
-        await self._record.idle()
+        self._closed = True
+        while self._new or self._outcomes:  # answer what was handed in meanwhile
+            await self._turn(claim=False)
         leases = {item.job.id: item.token for item in running}
         if leases:
             try:

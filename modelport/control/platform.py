@@ -86,7 +86,7 @@ class Services:
             session_seconds=settings.session_seconds,
             login_attempts=settings.login_attempts,
         )
-        self.webhooks = Webhooks(database, settings=settings)
+        self.webhooks = Webhooks(database, settings=settings, audit=self.audit)
         self.oidc = OidcVerifier.from_settings(settings)
         self.policies = AccessPolicies(database)
         self.calls = Calls(

@@ -235,9 +235,9 @@ class Settings(BaseSettings):
     drift_days: float = Field(30.0, gt=0, le=3650)
     """How long drift watching keeps a call's features (references taken from them are kept apart)."""
 
-    job_concurrency: int = Field(8, ge=1, le=10_000)
-    """Jobs of one module each gateway runs at once: asynchronous work has its own cap, so a flood of jobs
-    never takes every worker from synchronous calls."""
+    job_concurrency: int = Field(32, ge=1, le=10_000)
+    """Jobs of one module each gateway runs at once. Their records wait behind synchronous calls' in the
+    module's queue, so a flood of jobs never delays a caller waiting on its connection."""
 
     job_lease_seconds: float = Field(30.0, ge=1, le=3600)
     """How long a gateway's claim on a running job lasts without a heartbeat (renewed every third of it);

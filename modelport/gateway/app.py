@@ -59,27 +59,34 @@ __all__ = ["STATIC_DIR", "ModuleRoutes", "PredictFastPath", "create_app", "creat
 STATIC_DIR = Path(__file__).parent / "static"
 _OUTPUT_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 PREDICT_PATH = "/api/v1/modules/{module}/predict"
+JOBS_PATH = "/api/v1/modules/{module}/jobs"
+_FastRoute = tuple[BaseRoute | RouteContext, Callable[[Request], Awaitable[Response]]]
 
 
 class PredictFastPath:
-    """Sends POSTs to the predict route straight to its handler; everything else goes to the full app.
+    """Sends POSTs to the module call routes (predict, and on the platform the jobs route) straight to their
+    handlers; everything else goes to the full app.
 
-    The predict handler answers every error itself, so the router and the exception layers around it only
-    cost time on the one path whose overhead users pay on every call. `route` is the app's own predict
-    route, so the path is matched exactly as the router would match it.
+    Those handlers answer every error themselves, so the router and the exception layers around them only
+    cost time on the paths whose overhead users pay on every call. Each route is the app's own, so the path is
+    matched exactly as the router would match it.
     """
 
-    def __init__(self, app: ASGIApp, predict: PredictRoute, route: BaseRoute | RouteContext) -> None:
-        self.app, self.predict, self.route = app, predict, route
+    def __init__(
+        self, app: ASGIApp, predict: PredictRoute, route: BaseRoute | RouteContext, *others: _FastRoute
+    ) -> None:
+        self.app = app
+        self.routes: tuple[_FastRoute, ...] = ((route, predict.handle), *others)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
-            found, child = self.route.matches(scope)
-            if found is Match.FULL:
-                scope["path_params"] = child["path_params"]
-                response = await self.predict.handle(Request(scope, receive))
-                await response(scope, receive, send)
-                return
+            for route, handle in self.routes:
+                found, child = route.matches(scope)
+                if found is Match.FULL:
+                    scope["path_params"] = child["path_params"]
+                    response = await handle(Request(scope, receive))
+                    await response(scope, receive, send)
+                    return
         await self.app(scope, receive, send)
 
 
@@ -340,7 +347,7 @@ def create_platform_app(
         ("POST", PREDICT_PATH, predict.handle, PREDICT, "Call a module", {"requestBody": _PREDICT_BODY}),
         (
             "POST",
-            "/api/v1/modules/{module}/jobs",
+            JOBS_PATH,
             jobs.submit,
             PREDICT,
             "Submit a job",
@@ -387,7 +394,7 @@ def create_platform_app(
     # The document and the static files are routes without dependencies: their rules are given here.
     routes = RouteTable(api.routes, others={"/openapi.json": ANYONE, "/static": ANYONE})
     _declare_security(api, routes)
-    fast = PredictFastPath(api, predict, routes.route(PREDICT_PATH))
+    fast = PredictFastPath(api, predict, routes.route(PREDICT_PATH), (routes.route(JOBS_PATH), jobs.submit))
     gate = CallGate(fast, policies=services.policies, limiter=limiter, routes=routes)
     authenticated = Authenticate(gate, verify=services.authenticate, routes=routes)
 

@@ -14,7 +14,6 @@ import shutil
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path, Query, Request
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
@@ -26,10 +25,10 @@ from modelport.control.platform import Services
 from modelport.core.errors import ValidationFailed, field_error
 from modelport.core.records import JobEvent, JobInfo, JobList, JobStatus, WebhookAttemptList
 from modelport.gateway.auth import principal_of
-from modelport.gateway.errors import error_response
+from modelport.gateway.errors import error_response, to_modelport_error
 from modelport.gateway.predict import PredictRoute
 from modelport.gateway.routes import ANYONE, PREDICT, SIGNED_IN, allow
-from modelport.sdk.validation import parse_json
+from modelport.sdk.validation import InvalidRequest, parse_json
 
 __all__ = ["JobRoutes", "jobs_router"]
 
@@ -132,7 +131,10 @@ def jobs_router(services: Services, routes: JobRoutes) -> APIRouter:
             include={"inputs", "parameters", "output_fields", "model_key"}, exclude_none=True
         )
         try:
-            parsed = parse_json(call.served.spec, predict_body)  # type: ignore[union-attr]
+            try:
+                parsed = parse_json(call.served.spec, predict_body)  # type: ignore[union-attr]
+            except InvalidRequest as exc:  # raised as itself, it would reach the server as a crash
+                raise to_modelport_error(exc) from None
             submission = JobSubmission(
                 job_id=job_id,
                 idempotency_key=_idempotency_key(request),
@@ -252,7 +254,10 @@ async def _drop_work_files(call: ModuleCall) -> None:
 
 def _accepted(info: JobInfo, created: bool, *, status: int = 202) -> Response:
     headers = {"Location": f"/api/v1/jobs/{info.id}", "Preference-Applied": "respond-async"}
-    return JSONResponse(info.model_dump(mode="json"), status_code=status if created else 200, headers=headers)
+    body = info.model_dump_json()
+    return Response(
+        body, status_code=status if created else 200, headers=headers, media_type="application/json"
+    )
 
 
 def _idempotency_key(request: Request) -> str | None:

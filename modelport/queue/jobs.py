@@ -38,6 +38,7 @@ FINISHED = ("succeeded", "failed", "canceled")
 
 _IN_CLAUSE = 500
 """Ids per `IN (...)` list: well under every database's limit on bound parameters."""
+_CANCELED = {"code": "canceled", "message": "the job was canceled while it ran", "status": 499}
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,12 +103,43 @@ class JobQueue:
         error that refused it (`IdempotencyConflict`, `JobExists`). A database failure raises."""
         try:
             with self.database.writing() as session:
-                results = [self._submit_one(session, job, now) for job in jobs]
-                session.flush()
+                results = self._submit_in(session, jobs, now)
         except IntegrityError:
             # Another gateway queued the same key or id in between: take them one by one, each seeing it.
             return [self._submit_alone(job, now) for job in jobs]
         return results
+
+    def _submit_in(
+        self, session: Session, jobs: Sequence[NewJob], now: datetime
+    ) -> list[tuple[Job, bool] | Exception]:
+        results = [self._submit_one(session, job, now) for job in jobs]
+        session.flush()
+        return results
+
+    def cycle(
+        self,
+        jobs: Sequence[NewJob],
+        outcomes: Sequence[Outcome],
+        capacity: dict[str, int],
+        *,
+        now: datetime,
+        lease: float,
+    ) -> tuple[list[tuple[Job, bool] | Exception], set[str], list[Job]]:
+        """What a gateway has to write, in one transaction: queue `jobs`, record `outcomes`, then claim for
+        `capacity` (as `submit`, `finish` and `claim` do). One transaction instead of three keeps the
+        database's write lock, which SQLite holds for one writer at a time, taken as seldom as possible."""
+        try:
+            with self.database.writing() as session:
+                submitted = self._submit_in(session, jobs, now)
+                recorded = self._finish_in(session, outcomes, now)
+                claimed = self._claim_in(session, capacity, now, lease)
+            return submitted, recorded, claimed
+        except IntegrityError:
+            if not jobs:
+                raise
+        submitted = [self._submit_alone(job, now) for job in jobs]
+        recorded, claimed = self.finish(outcomes, now=now), self.claim(capacity, now=now, lease=lease)
+        return submitted, recorded, claimed
 
     def _submit_alone(self, job: NewJob, now: datetime) -> tuple[Job, bool] | Exception:
         for _ in range(3):
@@ -169,16 +201,23 @@ class JobQueue:
         """Take up to `capacity[module]` jobs of each module that are due: queued ones whose `run_at` has
         come, oldest first, and running ones whose lease ran out (their gateway died). Each gets a new
         lease token, its `attempts` counted; jobs that had used every attempt fail instead (their message
-        is queued), and are not returned."""
-        wanted = {module: n for module, n in capacity.items() if n > 0}
-        if not wanted:
+        is queued), jobs whose caller asked to cancel them are canceled, and neither is returned."""
+        if not any(n > 0 for n in capacity.values()):
             return []
+        with self.database.writing() as session:
+            return self._claim_in(session, capacity, now, lease)
+
+    def _claim_in(self, session: Session, capacity: dict[str, int], now: datetime, lease: float) -> list[Job]:
+        wanted = {module: n for module, n in capacity.items() if n > 0}
         expires = now + timedelta(seconds=lease)
         claimed: list[Job] = []
-        with self.database.writing() as session:
+        if wanted:
             for module, limit in sorted(wanted.items()):
                 rows = self._due(session, module, limit, now)
                 for job in rows:
+                    if job.cancel_requested:  # put back (a retry, a lapsed lease) after its caller canceled
+                        self._close(session, job, "canceled", now, error=dict(_CANCELED))
+                        continue
                     if job.status == "running" and job.attempts >= job.max_attempts:
                         self._fail_exhausted(session, job, now)
                         continue
@@ -270,11 +309,15 @@ class JobQueue:
     def finish(self, outcomes: Sequence[Outcome], *, now: datetime) -> set[str]:
         """Record `outcomes` in one transaction; returns the ids recorded. An outcome whose lease is no longer
         held (the job was taken over, or already finished) is dropped: each job's result is written once."""
-        recorded: set[str] = set()
         if not outcomes:
-            return recorded
-        by_id = {outcome.id: outcome for outcome in outcomes}
+            return set()
         with self.database.writing() as session:
+            return self._finish_in(session, outcomes, now)
+
+    def _finish_in(self, session: Session, outcomes: Sequence[Outcome], now: datetime) -> set[str]:
+        recorded: set[str] = set()
+        by_id = {outcome.id: outcome for outcome in outcomes}
+        if by_id:
             for ids in _chunks(sorted(by_id)):
                 query = select(Job).where(Job.id.in_(ids), Job.status == "running")
                 if self.database.dialect == "postgresql":
@@ -288,6 +331,9 @@ class JobQueue:
                     job.request_id = outcome.request_id or job.request_id
                     if outcome.progress is not None:
                         job.progress = outcome.progress
+                    if outcome.status == "queued" and job.cancel_requested:
+                        self._close(session, job, "canceled", now, error=dict(_CANCELED))
+                        continue
                     if outcome.status == "queued":
                         job.status = "queued"
                         job.run_at = outcome.run_at or now
@@ -324,7 +370,8 @@ class JobQueue:
         found: dict[str, str] = {}
         with self.database.session() as session:
             for chunk in _chunks(sorted(set(ids))):
-                found.update(session.execute(select(Job.id, Job.status).where(Job.id.in_(chunk))).tuples())
+                rows = session.execute(select(Job.id, Job.status).where(Job.id.in_(chunk)))
+                found.update((job_id, status) for job_id, status in rows)
         return found
 
     def cancel(self, job_id: str, *, now: datetime) -> Job:

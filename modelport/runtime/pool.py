@@ -94,6 +94,8 @@ class _Item:
     replica: int | None = None
     retried: bool = False
     solo: bool = False
+    background: bool = False
+    """Asynchronous work (a job's, a batch's): it waits behind synchronous calls."""
     queued: bool = False
     """In the queue and counted there; a record whose caller is gone stays in the deque uncounted until
     `take` skips it or the queue is compacted."""
@@ -102,40 +104,60 @@ class _Item:
 class _BatchQueue:
     """Records waiting for a worker; `take` forms batches of one model_key.
 
+    Records of asynchronous work (jobs, batches) wait in a queue of their own behind the synchronous calls'
+    queue: a worker takes them only when no synchronous call waits, so a flood of jobs never delays a caller
+    who waits on the connection (a batch still fills up with them).
+
     Its length counts only the records whose callers still wait: `discard` uncounts the records of a caller
-    that has gone, at once, and drops them from the deque once they make up most of it."""
+    that has gone, at once, and drops them from the deques once they make up most of them."""
 
     def __init__(self) -> None:
         self._items: deque[_Item] = deque()
+        self._background: deque[_Item] = deque()
         self._waiting = 0
+        self._waiting_background = 0
         self._changed = asyncio.Event()
 
     def __len__(self) -> int:
         return self._waiting
 
+    @property
+    def foreground(self) -> int:
+        """Records of synchronous calls waiting: what a synchronous call queues behind."""
+        return self._waiting - self._waiting_background
+
+    def _uncount(self, item: _Item) -> None:
+        item.queued = False
+        self._waiting -= 1
+        if item.background:
+            self._waiting_background -= 1
+
     def put(self, item: _Item, *, front: bool = False) -> None:
         if item.future.done():
             return
-        (self._items.appendleft if front else self._items.append)(item)
+        items = self._background if item.background else self._items
+        (items.appendleft if front else items.append)(item)
         item.queued = True
         self._waiting += 1
+        self._waiting_background += item.background
         self._changed.set()
 
     def discard(self, items: Sequence[_Item]) -> None:
         """Uncount the records of a caller that stopped waiting (they are never sent)."""
         for item in items:
             if item.queued:
-                item.queued = False
-                self._waiting -= 1
-        if len(self._items) > 2 * self._waiting + 64:
+                self._uncount(item)
+        if len(self._items) + len(self._background) > 2 * self._waiting + 64:
             self._items = deque(item for item in self._items if item.queued)
+            self._background = deque(item for item in self._background if item.queued)
 
     def drain(self) -> list[_Item]:
-        items = [item for item in self._items if item.queued]
+        items = [item for item in (*self._items, *self._background) if item.queued]
         for item in items:
             item.queued = False
         self._items.clear()
-        self._waiting = 0
+        self._background.clear()
+        self._waiting = self._waiting_background = 0
         return items
 
     async def take(self, max_size: int, wait: float) -> list[_Item]:
@@ -154,29 +176,30 @@ class _BatchQueue:
 
     async def _first(self) -> _Item:
         while True:
-            while self._items:
-                item = self._pop()
-                if not item.future.done():
-                    return item
+            for items in (self._items, self._background):
+                while items:
+                    item = self._pop(items)
+                    if not item.future.done():
+                        return item
             self._changed.clear()
             await self._changed.wait()
 
     def _fill(self, batch: list[_Item], max_size: int) -> None:
         key, path = batch[0].model_key, batch[0].model_path
-        while self._items and len(batch) < max_size:
-            head = self._items[0]
-            if head.future.done():
-                self._pop()
-                continue
-            if head.solo or head.model_key != key or head.model_path != path:
-                break
-            batch.append(self._pop())
+        for items in (self._items, self._background):
+            while items and len(batch) < max_size:
+                head = items[0]
+                if head.future.done():
+                    self._pop(items)
+                    continue
+                if head.solo or head.model_key != key or head.model_path != path:
+                    break
+                batch.append(self._pop(items))
 
-    def _pop(self) -> _Item:
-        item = self._items.popleft()
+    def _pop(self, items: deque[_Item]) -> _Item:
+        item = items.popleft()
         if item.queued:
-            item.queued = False
-            self._waiting -= 1
+            self._uncount(item)
         return item
 
 
@@ -280,6 +303,7 @@ class WorkerPool:
         request_id: str = "",
         traceparent: str = "",
         timing: CallTiming | None = None,
+        background: bool = False,
     ) -> list[dict[str, Any]]:
         """Run the records through the module; one output dict per record, in order.
 
@@ -288,13 +312,15 @@ class WorkerPool:
         answered at the latest: `QueueTimeout` if no record had reached a worker, `ModuleTimeout` if one had.
         Cancelling the call (its client went away) drops its records that still wait in the queue.
         `request_id` and `traceparent` go to the worker with the records; `timing`, when given, is filled in
-        with where the call's time went, whatever its outcome."""
+        with where the call's time went, whatever its outcome. `background` records (a job's, a batch's) wait
+        until no synchronous call does."""
         deadline = time.monotonic() + self.sync_timeout if deadline is None else deadline
         if self._closing or (not self.live_workers and self.failure is not None):
             # While a worker is being replaced, calls queue for it; a crash-looping pool fails them fast.
             retry = min(self._backoff) if self._backoff else 1.0
             raise ModuleUnavailable(f"module {self.config.name} has no running worker", retry_after=retry)
-        if len(self._queue) + len(records) > self.config.max_queue:
+        queued = len(self._queue) if background else self._queue.foreground
+        if queued + len(records) > self.config.max_queue:
             raise Overloaded(f"module {self.config.name} has {len(self._queue)} records waiting")
         loop = asyncio.get_running_loop()
         items = [
@@ -307,6 +333,7 @@ class WorkerPool:
                 model_path,
                 request_id,
                 traceparent,
+                background=background,
             )
             for record in records
         ]

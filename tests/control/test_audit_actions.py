@@ -45,6 +45,7 @@ ACTIONS = [
     "user.delete",
     "user.update",
     "version.push",
+    "webhook.rotate",
 ]
 
 

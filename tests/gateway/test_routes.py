@@ -24,6 +24,10 @@ ANONYMOUS_OPERATIONS = {
     ("GET", "/api/v1/modules/{module}/openapi.json"): "module",
     ("GET", "/api/v1/modules/{module}/try"): "module",
     ("GET", "/api/v1/modules/{module}/outputs/{name}"): "module",
+    ("POST", "/api/v1/modules/{module}/jobs"): "predict",
+    ("POST", "/api/v1/modules/{module}/batches"): "predict",
+    ("GET", "/api/v1/jobs/{job_id}"): "anyone",
+    ("POST", "/api/v1/jobs/{job_id}/cancel"): "anyone",
 }
 PRESIGNED_OPERATIONS = {
     ("PUT", "/api/v1/storage/{bucket}/objects/{key}"),
