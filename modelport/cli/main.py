@@ -269,9 +269,11 @@ def main() -> None:
     app()
 
 
+from modelport.cli import batch as _batch  # noqa: E402
 from modelport.cli import drift as _drift  # noqa: E402
 from modelport.cli import history as _history  # noqa: E402
 from modelport.cli import identity as _identity  # noqa: E402 (registered after the local commands)
+from modelport.cli import jobs as _jobs  # noqa: E402
 from modelport.cli import platform as _platform  # noqa: E402
 from modelport.cli import requests as _requests  # noqa: E402
 from modelport.cli import stats as _stats  # noqa: E402
@@ -284,3 +286,5 @@ _requests.register(app)
 _stats.register(app)
 _history.register(app)
 _drift.register(app)
+_jobs.register(app)
+_batch.register(app)

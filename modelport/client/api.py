@@ -8,12 +8,13 @@ the URL. Passwords go only into request bodies, never into an error's message.
 from __future__ import annotations
 
 import hashlib
+import json
 import mimetypes
 import os
 import secrets
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parsedate_to_datetime
@@ -40,6 +41,8 @@ from modelport.core.records import (
     GroupInfo,
     GroupList,
     HistoryList,
+    JobInfo,
+    JobList,
     LogGap,
     LogLine,
     LogLines,
@@ -61,6 +64,8 @@ from modelport.core.records import (
     VersionDetail,
     VersionInfo,
     VersionList,
+    WebhookAttemptList,
+    WebhookSecret,
 )
 from modelport.core.roles import Role
 
@@ -82,6 +87,7 @@ _ENCODED_TYPES = {"gzip": "application/gzip", "bzip2": "application/x-bzip2", "x
 _SHOWN_BODY = 200
 _SETTLED_BUILD = ("ready", "failed")
 _SETTLED_ROLLOUT = ("ready", "failed")
+_FINISHED_JOB = ("succeeded", "failed", "canceled")
 
 _R = TypeVar("_R", bound=Record)
 
@@ -609,6 +615,145 @@ class Client:
         """One call (its `X-Request-Id`), with its captured payload and where its log lines are."""
         return self._record(RequestDetail, "GET", f"/api/v1/requests/{quote(request_id, safe='')}")
 
+    # Jobs and batches
+
+    def submit_job(
+        self,
+        module: str,
+        inputs: Mapping[str, Any] | None = None,
+        *,
+        parameters: Mapping[str, Any] | None = None,
+        files: Mapping[str, Path] | None = None,
+        output_fields: Sequence[str] | None = None,
+        model_key: str | None = None,
+        version: str | None = None,
+        webhook: str | None = None,
+        webhook_events: Sequence[str] | None = None,
+        idempotency_key: str | None = None,
+    ) -> JobInfo:
+        """Queue one prediction of `module` and return the job as queued; `wait_job` follows it.
+
+        The request is a predict call's: JSON, or, when `files` (input name → path) is given, even empty, a
+        multipart form whose text values the server reads by their declared types (as it reads `modelport
+        predict`'s `-i` and `-p`). `version` pins the job to one version (else the active one when it runs).
+        `webhook` is told of the `webhook_events` (`started`, `completed`; the server's default:
+        `completed`). The same `idempotency_key` with the same request gives back the job it made
+        (`ApiError` `idempotency_conflict` with another request).
+        """
+        body = _job_body(inputs, parameters, output_fields, model_key, webhook, webhook_events)
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key is not None else None
+        with ExitStack() as opened:
+            parts = None if files is None else _form_parts(body, files, opened)
+            response = self._send(
+                "POST",
+                _path(module, "jobs"),
+                params=_present(version=version),
+                headers=headers,
+                json=None if parts else body,
+                files=parts or None,
+                timeout=self._transfer_timeout if files else None,
+            )
+        return _parse(JobInfo, response)
+
+    def put_job(
+        self,
+        job_id: str,
+        module: str,
+        inputs: Mapping[str, Any] | None = None,
+        *,
+        parameters: Mapping[str, Any] | None = None,
+        output_fields: Sequence[str] | None = None,
+        model_key: str | None = None,
+        version: str | None = None,
+        webhook: str | None = None,
+        webhook_events: Sequence[str] | None = None,
+    ) -> JobInfo:
+        """Queue a JSON job under an id of the caller's choosing, as `submit_job` does. Putting the same
+        request again gives back the job already there; another request under the id is `ApiError`
+        `job_exists`."""
+        body = _job_body(inputs, parameters, output_fields, model_key, webhook, webhook_events)
+        body |= _present(module=module, version=version)
+        return self._record(JobInfo, "PUT", _job_path(job_id), json=body)
+
+    def job(self, job_id: str, *, wait: float | None = None) -> JobInfo:
+        """One job; with `wait` the server holds the answer until the job finishes or `wait` seconds pass
+        (at most its `job_max_wait_seconds`: longer is `ApiError` 422)."""
+        params = _present(wait=None if wait is None else _seconds(wait))
+        timeout = None if wait is None else self._long_poll(wait)
+        return _parse(JobInfo, self._send("GET", _job_path(job_id), params=params, timeout=timeout))
+
+    def jobs(
+        self,
+        *,
+        module: str | None = None,
+        status: str | None = None,
+        since: datetime | str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> JobList:
+        """One page of the jobs the token may see, newest first: of `module`, in `status`, created at or
+        after `since` (a time, or a span before now such as `1h`), at most `limit`. `status` is `queued`,
+        `running`, `succeeded`, `failed` or `canceled`. Pass the page's
+        `next_cursor` as `cursor` for the older jobs."""
+        when = since.isoformat() if isinstance(since, datetime) else since
+        params = _present(module=module, status=status, since=when, limit=limit, cursor=cursor)
+        return self._record(JobList, "GET", "/api/v1/jobs", params=params)
+
+    def cancel_job(self, job_id: str) -> JobInfo:
+        """Cancel a queued or running job (`ApiError` code `job_finished` once it has finished)."""
+        return self._record(JobInfo, "POST", _job_path(job_id, "cancel"))
+
+    def wait_job(self, job_id: str, *, timeout: float, poll_wait: float = 30) -> JobInfo:
+        """Long-poll until the job has finished (succeeded, failed or canceled) and return it; `WaitTimeout`
+        (with the job last seen) if it has not within `timeout` seconds. Each poll asks the server to hold
+        its answer for up to `poll_wait` seconds."""
+        deadline = time.monotonic() + timeout
+        info = self.job(job_id)
+        while info.status not in _FINISHED_JOB:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                message = f"job {job_id} did not finish within {timeout:g} s (it is {info.status})"
+                raise WaitTimeout(message, info)
+            info = self.job(job_id, wait=min(poll_wait, remaining))
+        return info
+
+    def job_deliveries(self, job_id: str) -> WebhookAttemptList:
+        """Every attempt to deliver the job's webhook events, oldest first, and the events still pending."""
+        return self._record(WebhookAttemptList, "GET", _job_path(job_id, "deliveries"))
+
+    def submit_batch(
+        self,
+        module: str,
+        *,
+        input: str,
+        output: str,
+        parameters: Mapping[str, Any] | None = None,
+        output_fields: Sequence[str] | None = None,
+        model_key: str | None = None,
+        webhook: str | None = None,
+    ) -> JobInfo:
+        """Queue a batch: every record of `input` (a JSON Lines object `bucket/key`, or every object under
+        `bucket/prefix/`) through `module`, the results written as JSON Lines parts under `output`
+        (`bucket/prefix/`). The job's `progress` says how far it has got."""
+        body = {"input": input, "output": output}
+        body |= _present(
+            parameters=dict(parameters) if parameters is not None else None,
+            output_fields=list(output_fields) if output_fields is not None else None,
+            model_key=model_key,
+            webhook=webhook,
+        )
+        return self._record(JobInfo, "POST", _path(module, "batches"), json=body)
+
+    # Webhooks
+
+    def webhook_secret(self) -> WebhookSecret:
+        """When the caller's webhook signing secret was made; the secret itself is not shown again."""
+        return self._record(WebhookSecret, "GET", "/api/v1/webhooks/secret")
+
+    def rotate_webhook_secret(self) -> WebhookSecret:
+        """Make the caller's webhook signing secret, or replace it; the answer holds it, shown only now."""
+        return self._record(WebhookSecret, "POST", "/api/v1/webhooks/secret")
+
     # HTTP
 
     def _documents(self, path: str, documents: list[dict[str, Any]], *, dry_run: bool) -> list[ApplyResult]:
@@ -635,6 +780,7 @@ class Client:
         json: Any = None,
         headers: Mapping[str, str] | None = None,
         content: Iterator[bytes] | None = None,
+        files: list[tuple[str, _Part]] | None = None,
         timeout: httpx.Timeout | None = None,
     ) -> httpx.Response:
         try:
@@ -645,6 +791,7 @@ class Client:
                 json=json,
                 headers=headers,
                 content=content,
+                files=files,
                 timeout=timeout or httpx.USE_CLIENT_DEFAULT,
             )
         except httpx.TimeoutException:
@@ -654,6 +801,12 @@ class Client:
         if response.is_error:
             raise _api_error(response)
         return response
+
+    def _long_poll(self, wait: float) -> httpx.Timeout:
+        """The client's timeouts, with `wait` more seconds to read the answer the server holds back."""
+        usual = self._http.timeout
+        read = None if usual.read is None else usual.read + wait
+        return httpx.Timeout(connect=usual.connect, read=read, write=usual.write, pool=usual.pool)
 
     @contextmanager
     def _stream(
@@ -681,6 +834,10 @@ class Client:
 
 def _path(module: str, *parts: str) -> str:
     return "/".join(["/api/v1/modules", *(quote(p, safe="") for p in (module, *parts))])
+
+
+def _job_path(job_id: str, *parts: str) -> str:
+    return "/".join(["/api/v1/jobs", *(quote(p, safe="") for p in (job_id, *parts))])
 
 
 def _bucket_path(bucket: str, *parts: str) -> str:
@@ -819,6 +976,58 @@ def _log_events(lines: Iterator[str]) -> Iterator[LogLine | LogGap]:
                     raise ApiError(200, "invalid_response", message) from None
         elif not line:
             event = ""
+
+
+_Part = tuple[str | None, str | BinaryIO, str | None]
+"""A multipart part: its file name (None for a text field), its content, and its content type."""
+
+
+def _job_body(
+    inputs: Mapping[str, Any] | None,
+    parameters: Mapping[str, Any] | None,
+    output_fields: Sequence[str] | None,
+    model_key: str | None,
+    webhook: str | None,
+    events: Sequence[str] | None,
+) -> dict[str, Any]:
+    """A job's request as JSON: a predict call's body, and where its events go."""
+    return {"inputs": dict(inputs or {})} | _present(
+        parameters=dict(parameters) if parameters is not None else None,
+        output_fields=list(output_fields) if output_fields is not None else None,
+        model_key=model_key,
+        webhook=webhook,
+        webhook_events_filter=list(events) if events is not None else None,
+    )
+
+
+def _form_parts(
+    body: dict[str, Any], files: Mapping[str, Path], opened: ExitStack
+) -> list[tuple[str, _Part]]:
+    """The job's request as the parts of a predict form: `inputs.<name>` and `parameters.<name>` text
+    fields, the `files` as `inputs.<name>` file parts (opened in `opened`), and a part per item of a list."""
+    parts: list[tuple[str, _Part]] = []
+    for key, value in body.items():
+        if key in ("inputs", "parameters"):
+            parts.extend((f"{key}.{name}", (None, _text(item), None)) for name, item in value.items())
+        elif isinstance(value, list):
+            parts.extend((key, (None, _text(item), None)) for item in value)
+        else:
+            parts.append((key, (None, _text(value), None)))
+    for name, source in files.items():
+        path = Path(source)
+        file = opened.enter_context(path.open("rb"))
+        parts.append((f"inputs.{name}", (path.name, file, _guess_type(path))))
+    return parts
+
+
+def _text(value: Any) -> str:
+    """A form field's text: strings as they are, anything else as JSON (which the server reads back by the
+    field's declared type: `3`, `true`, `[1, 2]`)."""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.3f}".rstrip("0").rstrip(".")
 
 
 def _present(**values: Any) -> dict[str, Any]:

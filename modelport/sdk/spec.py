@@ -649,12 +649,31 @@ def _check_type(type_: TypeSpec, value: Any) -> str | None:
         assert type_.item is not None
         if type_.item.kind is Kind.FILE:
             return None
+        if _plain_scalars(type_.item.kind, value):
+            return None
         for i, item in enumerate(value):
             problem = _check_type(type_.item, item)
             if problem:
                 return f"item {i}: {problem}"
         return None
     return "expected a file"
+
+
+_SCALAR_TYPES = {
+    Kind.FLOAT: frozenset({float, int}),
+    Kind.INT: frozenset({int}),
+    Kind.STR: frozenset({str}),
+    Kind.BOOL: frozenset({bool}),
+}
+
+
+def _plain_scalars(kind: Kind, values: list[Any]) -> bool:
+    """Whether every item of `values` is a valid `kind` scalar, checked in C loops (the common case, such as
+    a vector of numbers); False sends the list through the item-by-item check, which says what is wrong."""
+    allowed = _SCALAR_TYPES.get(kind)
+    if allowed is None or not set(map(type, values)) <= allowed:
+        return False
+    return kind is not Kind.FLOAT or all(map(math.isfinite, values))
 
 
 def _check_bounds(spec: FieldSpec, type_: TypeSpec, value: Any) -> str | None:

@@ -28,6 +28,8 @@ from modelport.core.records import (
     GroupInfo,
     GroupList,
     HistoryList,
+    JobInfo,
+    JobList,
     LogLines,
     ModuleInfo,
     ModuleList,
@@ -45,6 +47,8 @@ from modelport.core.records import (
     VersionDetail,
     VersionInfo,
     VersionList,
+    WebhookAttemptList,
+    WebhookSecret,
 )
 from modelport.core.settings import Settings
 
@@ -112,6 +116,35 @@ CALLS: dict[str, tuple[Call, str, str, type[Record]]] = {
     "requests": (lambda c, t: c.requests("m", status="5xx"), "get", "/api/v1/requests", RequestList),
     "request": (lambda c, t: c.request("0" * 32), "get", "/api/v1/requests/{request_id}", RequestDetail),
     "stats": (lambda c, t: c.stats("m"), "get", "/api/v1/modules/{module}/stats", ModuleStats),
+    "submit_job": (
+        lambda c, t: c.submit_job("m", {"x": 1}),
+        "post",
+        "/api/v1/modules/{module}/jobs",
+        JobInfo,
+    ),
+    "put_job": (lambda c, t: c.put_job("j", "m", {"x": 1}), "put", "/api/v1/jobs/{job_id}", JobInfo),
+    "job": (lambda c, t: c.job("j", wait=1), "get", "/api/v1/jobs/{job_id}", JobInfo),
+    "jobs": (lambda c, t: c.jobs(module="m"), "get", "/api/v1/jobs", JobList),
+    "cancel_job": (lambda c, t: c.cancel_job("j"), "post", "/api/v1/jobs/{job_id}/cancel", JobInfo),
+    "job_deliveries": (
+        lambda c, t: c.job_deliveries("j"),
+        "get",
+        "/api/v1/jobs/{job_id}/deliveries",
+        WebhookAttemptList,
+    ),
+    "submit_batch": (
+        lambda c, t: c.submit_batch("m", input="b/in.jsonl", output="b/out/"),
+        "post",
+        "/api/v1/modules/{module}/batches",
+        JobInfo,
+    ),
+    "webhook_secret": (lambda c, t: c.webhook_secret(), "get", "/api/v1/webhooks/secret", WebhookSecret),
+    "rotate_webhook_secret": (
+        lambda c, t: c.rotate_webhook_secret(),
+        "post",
+        "/api/v1/webhooks/secret",
+        WebhookSecret,
+    ),
 }
 
 NOT_READ_FROM_JSON = {
@@ -122,6 +155,7 @@ NOT_READ_FROM_JSON = {
     "download": "describes the object from the response's headers",
     "follow_logs": "reads server-sent events, each one `LogLine` (or `LogGap`)",
     "stat_object": "describes the object from the response's headers",
+    "wait_job": "long-polls `job`",
 }
 
 
@@ -283,10 +317,13 @@ def _record_schema(record: type[Record]) -> Node:
 
 
 def _answer_schema(openapi: dict[str, Any], method: str, path: str) -> Node:
-    """The JSON schema of the operation's successful answer in the server's OpenAPI document."""
+    """The JSON schema of the operation's successful answer in the server's OpenAPI document (one schema,
+    when several statuses succeed: a job answers 202 when it is made and 200 when it was made before)."""
     responses = openapi["paths"][path][method]["responses"]
-    (success,) = [r for code, r in responses.items() if code.startswith("2") and "content" in r]
-    schema = success["content"]["application/json"]["schema"]
+    successes = [r for code, r in responses.items() if code.startswith("2") and "content" in r]
+    schemas = [r["content"]["application/json"]["schema"] for r in successes]
+    assert schemas and all(s == schemas[0] for s in schemas), f"{method} {path}: {schemas}"
+    schema = schemas[0]
     return Definitions(openapi["components"]["schemas"], "#/components/schemas/").resolve(schema)
 
 
