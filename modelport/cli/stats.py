@@ -59,6 +59,8 @@ def print_report(found: ModuleStats) -> None:
         ("CALLS", "ERRORS", "ERROR RATE", "REQ/S"),
         [(str(found.calls), str(found.errors), f"{found.error_rate:.2%}", _number(found.throughput_rps))],
     )
+    if set(found.kinds) - {"sync"}:  # jobs or batches ran: say how the calls divide
+        sys.stdout.write("by kind: " + ", ".join(f"{kind} {n}" for kind, n in found.kinds.items()) + "\n")
     sys.stdout.write("\n")
     latency = found.latency_ms
     kinds: list[tuple[str, LatencyQuantiles]] = [

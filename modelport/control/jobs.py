@@ -1,9 +1,10 @@
 """Asynchronous jobs: accepted work that outlives its connection, runs at least once, and is recorded once.
 
 A job is accepted only once it is checked and stored: its request validated against the module's API, its
-files checked and copied into the request bucket (`jobs/<caller>/<job id>/<field>`), its webhook URL past the
-guard, and its row committed to the queue (`queue/jobs.py`). Submissions that arrive together share one
-transaction, so accepting a job costs a fraction of a commit.
+files checked and copied into the request bucket (`jobs/<caller>/<job id>/<field>/<file name>`, so that the
+module sees the name it was uploaded with), its webhook URL past the guard, and its row committed to the queue
+(`queue/jobs.py`). Submissions that arrive together share one transaction, so accepting a job costs a
+fraction of a commit.
 
 Every gateway runs the same loop: claim due jobs of the modules it serves, as many as each module's job
 concurrency leaves room for (`MODELPORT_JOB_CONCURRENCY`, apart from synchronous calls), run each through
@@ -46,6 +47,7 @@ from modelport.control.request_files import RequestFiles
 from modelport.core.errors import (
     BadRequest,
     DatabaseUnavailable,
+    InvalidKey,
     JobCanceled,
     JobNotFound,
     ModelportError,
@@ -307,7 +309,7 @@ class Jobs:
             with path.open("rb") as source:
                 for chunk in iter(lambda: source.read(1 << 20), b""):
                     sha.update(chunk)
-            key = check_key(f"jobs/{call.owner}/{job_id}/{label}")
+            key = _named(check_key(f"jobs/{call.owner}/{job_id}/{label}"), value.get("filename"))
             with path.open("rb") as source:
                 self.files.store.put(self.files.bucket, key, source, content_type=value["content_type"])
             stored.append(key)
@@ -545,8 +547,12 @@ class Jobs:
             else:
                 outcome = await executor(job, running)
         except asyncio.CancelledError:
-            if self._stopping or not running.canceling:
-                return None  # put back on stop; a lost lease is another gateway's now
+            if self._stopping:
+                return None  # put back by `_stop_running`
+            if not running.canceling:  # its lease was lost: the job is another gateway's now
+                self._running.pop(job.id, None)
+                self._due = True
+                return None
             outcome = self._failed(running, JobCanceled("the job was canceled while it ran"), "canceled")
         except Exception as exc:
             outcome = self._outcome(job, running, exc)
@@ -753,6 +759,17 @@ def error_body(error: ModelportError) -> dict[str, Any]:
         "status": error.status,
         "details": error.details,
     }
+
+
+def _named(key: str, filename: Any) -> str:
+    """`key/filename` where the upload's name makes a key (the module then sees it as the file's name, as a
+    synchronous call's module does), else `key`."""
+    if not isinstance(filename, str) or not filename or "/" in filename:
+        return key
+    try:
+        return check_key(f"{key}/{filename}")
+    except InvalidKey:
+        return key
 
 
 def _digest(value: Any) -> str:

@@ -223,6 +223,8 @@ class _Counts:
     total: Histogram = field(default_factory=Histogram.empty)
     queue: Histogram = field(default_factory=Histogram.empty)
     compute: Histogram = field(default_factory=Histogram.empty)
+    kinds: dict[str, int] = field(default_factory=dict)
+    """Calls by kind: `sync`, `job`, `batch`."""
 
     def merged(self, other: _Counts) -> _Counts:
         """Both together (neither is changed: a failed write retries the same counts)."""
@@ -236,6 +238,7 @@ class _Counts:
             self.total.merged(other.total),
             self.queue.merged(other.queue),
             self.compute.merged(other.compute),
+            _added(self.kinds, other.kinds),
         )
 
 
@@ -252,6 +255,7 @@ class _Minute:
         "codes",
         "compute",
         "errors",
+        "kinds",
         "queue",
         "request_bytes",
         "response_bytes",
@@ -262,12 +266,14 @@ class _Minute:
         self.calls = self.errors = self.request_bytes = self.response_bytes = 0
         self.codes: Counter[str] = Counter()
         self.batches: Counter[str] = Counter()
+        self.kinds: Counter[str] = Counter()
         self.total, self.queue, self.compute = _Latency(), _Latency(), _Latency()
 
     def add(self, record: CallRecord) -> None:
         self.calls += 1
         self.errors += int(record.status >= 500)
         self.codes[record.code or ("ok" if record.status < 400 else str(record.status))] += 1
+        self.kinds[record.kind] += 1
         self.request_bytes += record.request_bytes
         self.response_bytes += record.response_bytes
         self.total.add(record.total * 1000)
@@ -288,6 +294,7 @@ class _Minute:
             self.total.histogram(),
             self.queue.histogram(),
             self.compute.histogram(),
+            dict(self.kinds),
         )
 
 
@@ -460,6 +467,7 @@ class Stats:
             response_bytes=whole.response_bytes,
             codes=dict(sorted(whole.codes.items())),
             batch_sizes=dict(sorted(whole.batches.items(), key=lambda item: int(item[0]))),
+            kinds=dict(sorted(whole.kinds.items())),
             latency_ms=whole.latency(),
             series=[point.point(min(step_seconds, now - point.start)) for point in series],
         )
@@ -479,6 +487,7 @@ class Stats:
             StatsRollup.total,
             StatsRollup.queue,
             StatsRollup.compute,
+            StatsRollup.kinds,
         ).where(
             StatsRollup.module == module,
             StatsRollup.resolution == resolution,
@@ -541,7 +550,7 @@ def _merge_row(
             row = session.scalars(query).one()
     held = _counts_of(row).merged(counts)
     row.calls, row.errors = held.calls, held.errors
-    row.codes, row.batches = held.codes, held.batches
+    row.codes, row.batches, row.kinds = held.codes, held.batches, held.kinds
     row.request_bytes, row.response_bytes = held.request_bytes, held.response_bytes
     row.total, row.queue, row.compute = held.total.encode(), held.queue.encode(), held.compute.encode()
 
@@ -558,6 +567,7 @@ def _counts_of(row: Any) -> _Counts:
         Histogram.decode(row.total),
         Histogram.decode(row.queue),
         Histogram.decode(row.compute),
+        row.kinds or {},
     )
 
 
@@ -576,6 +586,7 @@ def _new_row(module: str, version: str, resolution: int, at: datetime, counts: _
         total=counts.total.encode(),
         queue=counts.queue.encode(),
         compute=counts.compute.encode(),
+        kinds=counts.kinds,
     )
 
 
@@ -589,6 +600,7 @@ class _Window:
     response_bytes: int = 0
     codes: Counter[str] = field(default_factory=Counter)
     batches: Counter[str] = field(default_factory=Counter)
+    kinds: Counter[str] = field(default_factory=Counter)
     total: list[Histogram] = field(default_factory=list)
     queue: list[Histogram] = field(default_factory=list)
     compute: list[Histogram] = field(default_factory=list)
@@ -600,6 +612,7 @@ class _Window:
         self.response_bytes += counts.response_bytes
         self.codes.update(counts.codes)
         self.batches.update(counts.batches)
+        self.kinds.update(counts.kinds)
         self.total.append(counts.total)
         self.queue.append(counts.queue)
         self.compute.append(counts.compute)

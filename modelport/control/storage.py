@@ -394,14 +394,16 @@ class Storage:
 
     def sweep(self) -> dict[str, int]:
         """Delete objects past their bucket's retention and recount each bucket's usage; returns the number
-        of objects deleted per bucket."""
+        of objects deleted per bucket. The inputs of jobs (`jobs/` in the request bucket) live as long as
+        their job, which sweeps them itself: a job queued longer than the retention still finds them."""
         deleted: dict[str, int] = {}
         now = datetime.fromtimestamp(self.clock(), UTC)
         for policy, _ in self._all():
             cutoff = now - timedelta(days=policy.retention_days) if policy.retention_days else None
             used, count = 0, 0
             for info in self.store.walk(policy.name):
-                if cutoff is not None and info.modified < cutoff:
+                kept_by_job = policy.name == self.settings.request_bucket and info.key.startswith("jobs/")
+                if cutoff is not None and info.modified < cutoff and not kept_by_job:
                     if self.store.delete(policy.name, info.key):
                         count += 1
                     continue

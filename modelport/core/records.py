@@ -467,7 +467,8 @@ class StatsPoint(Record):
 class ModuleStats(Record):
     """A module's calls over `window` (all versions, or `version`): totals, then `series` in `step`s, the
     last one holding now. `errors` are calls answered 5xx; `codes` counts calls by error code (`ok` for
-    answers without one); `batch_sizes` counts the calls a worker ran by the size of their batch."""
+    answers without one); `batch_sizes` counts the calls a worker ran by the size of their batch; `kinds`
+    counts calls by kind (`sync`, `job`: a run of a job, `batch`: a request of a batch)."""
 
     module: str
     version: str | None
@@ -481,6 +482,7 @@ class ModuleStats(Record):
     response_bytes: int
     codes: dict[str, int]
     batch_sizes: dict[str, int]
+    kinds: dict[str, int] = Field(default_factory=dict)
     latency_ms: LatencyStats
     series: list[StatsPoint]
 

@@ -337,6 +337,8 @@ class StatsRollup(Base):
     """Calls by error code (and `ok`)."""
     batches: Mapped[dict[str, Any]] = mapped_column(default=dict)
     """Calls by the size of the batch that answered them."""
+    kinds: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    """Calls by kind: `sync`, `job`, `batch`."""
     request_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     response_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     total: Mapped[bytes] = mapped_column(LargeBinary)
@@ -496,9 +498,7 @@ class WebhookDelivery(Base):
     __tablename__ = "webhook_deliveries"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    message_id: Mapped[str] = mapped_column(
-        ForeignKey("webhook_messages.id", ondelete="CASCADE"), index=True
-    )
+    message_id: Mapped[str] = mapped_column(ForeignKey("webhook_messages.id", ondelete="CASCADE"), index=True)
     job_id: Mapped[str] = mapped_column(String(64), index=True)
     attempt: Mapped[int] = mapped_column(Integer)
     at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,4 +1,5 @@
-"""jobs: the durable job queue, webhook signing secrets, the webhook outbox and its delivery attempts
+"""jobs: the durable job queue, webhook signing secrets, the webhook outbox and its delivery attempts; calls
+by kind in the statistics rollups
 
 Revision ID: 0007
 Revises: 0006
@@ -17,6 +18,8 @@ depends_on = None
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("stats_rollups") as table:
+        table.add_column(sa.Column("kinds", sa.JSON(), nullable=False, server_default="{}"))
     op.create_table(
         "jobs",
         sa.Column("id", sa.String(length=64), nullable=False),
@@ -116,3 +119,5 @@ def downgrade() -> None:
     for index in ("expires", "created", "caller_created", "module_created", "lease", "claim"):
         op.drop_index(f"ix_jobs_{index}", table_name="jobs")
     op.drop_table("jobs")
+    with op.batch_alter_table("stats_rollups") as table:
+        table.drop_column("kinds")
