@@ -21,9 +21,9 @@ import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import JSON, Table, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -36,6 +36,7 @@ __all__ = ["FINISHED", "JobQueue", "NewJob", "Outcome", "job_info"]
 
 FINISHED = ("succeeded", "failed", "canceled")
 
+_JOBS = cast(Table, Job.__table__)
 _IN_CLAUSE = 500
 """Ids per `IN (...)` list: well under every database's limit on bound parameters."""
 _CANCELED = {"code": "canceled", "message": "the job was canceled while it ran", "status": 499}
@@ -112,8 +113,20 @@ class JobQueue:
     def _submit_in(
         self, session: Session, jobs: Sequence[NewJob], now: datetime
     ) -> list[tuple[Job, bool] | Exception]:
-        results = [self._submit_one(session, job, now) for job in jobs]
+        """Jobs with an idempotency key or a chosen id are looked for first, one by one; the rest (most)
+        go in with one statement for all of them."""
+        results: list[tuple[Job, bool] | Exception] = []
+        plain: list[dict[str, Any]] = []
+        for new in jobs:
+            if new.idempotency_key is not None or new.chosen_id:
+                results.append(self._submit_one(session, new, now))
+                continue
+            values = _row(new, now)
+            plain.append(values)
+            results.append((Job(**values), True))
         session.flush()
+        if plain:
+            session.execute(insert(_JOBS), plain)
         return results
 
     def cycle(
@@ -170,28 +183,7 @@ class JobQueue:
                 if existing.owner != new.owner or existing.digest != new.digest:
                     return JobExists(f"a job with id {new.id!r} already exists with another request")
                 return existing, False
-        job = Job(
-            id=new.id,
-            kind=new.kind,
-            module=new.module,
-            version=new.version,
-            status="queued",
-            caller=new.caller,
-            caller_id=new.caller_id,
-            owner=new.owner,
-            client=new.client,
-            request=new.request,
-            digest=new.digest,
-            idempotency_key=new.idempotency_key,
-            traceparent=new.traceparent,
-            webhook=new.webhook,
-            webhook_events=list(new.webhook_events),
-            attempts=0,
-            max_attempts=new.max_attempts,
-            run_at=now,
-            cancel_requested=False,
-            created_at=now,
-        )
+        job = Job(**_row(new, now))
         session.add(job)
         return job, True
 
@@ -211,29 +203,47 @@ class JobQueue:
         wanted = {module: n for module, n in capacity.items() if n > 0}
         expires = now + timedelta(seconds=lease)
         claimed: list[Job] = []
-        if wanted:
-            for module, limit in sorted(wanted.items()):
-                rows = self._due(session, module, limit, now)
-                for job in rows:
-                    if job.cancel_requested:  # put back (a retry, a lapsed lease) after its caller canceled
-                        self._close(session, job, "canceled", now, error=dict(_CANCELED))
-                        continue
-                    if job.status == "running" and job.attempts >= job.max_attempts:
-                        self._fail_exhausted(session, job, now)
-                        continue
-                    first = job.started_at is None
-                    job.status = "running"
-                    job.lease_token = secrets.token_hex(16)
-                    job.leased_by = self.owner
-                    job.lease_expires = expires
-                    job.attempts += 1
-                    if first:
-                        job.started_at = now
-                        if "started" in job.webhook_events:
-                            self._message(session, job, "job.started", now)
+        for module, limit in sorted(wanted.items()):
+            for job in self._due(session, module, limit, now):
+                if job.cancel_requested:  # put back (a retry, a lapsed lease) after its caller canceled
+                    self._close(session, job, "canceled", now, error=dict(_CANCELED))
+                elif job.status == "running" and job.attempts >= job.max_attempts:
+                    self._fail_exhausted(session, job, now)
+                elif job.started_at is None and "started" in job.webhook_events and job.webhook:
+                    self._start(job, now, expires)  # its message names it running: changed in the session
+                    self._message(session, job, "job.started", now)
                     claimed.append(job)
-            session.flush()
+                else:
+                    session.expunge(job)  # written below, with the others, by one statement
+                    self._start(job, now, expires)
+                    claimed.append(job)
+        session.flush()
+        taken = [job for job in claimed if job not in session]
+        if taken:
+            session.execute(
+                update(_JOBS).where(_JOBS.c.id == bindparam("job_id")),
+                [
+                    {
+                        "job_id": job.id,
+                        "status": "running",
+                        "lease_token": job.lease_token,
+                        "leased_by": job.leased_by,
+                        "lease_expires": job.lease_expires,
+                        "attempts": job.attempts,
+                        "started_at": job.started_at,
+                    }
+                    for job in taken
+                ],
+            )
         return claimed
+
+    def _start(self, job: Job, now: datetime, expires: datetime) -> None:
+        job.status = "running"
+        job.lease_token = secrets.token_hex(16)
+        job.leased_by = self.owner
+        job.lease_expires = expires
+        job.attempts += 1
+        job.started_at = job.started_at or now
 
     def _due(self, session: Session, module: str, limit: int, now: datetime) -> list[Job]:
         skip_locked = self.database.dialect == "postgresql"
@@ -315,36 +325,89 @@ class JobQueue:
             return self._finish_in(session, outcomes, now)
 
     def _finish_in(self, session: Session, outcomes: Sequence[Outcome], now: datetime) -> set[str]:
+        """Record the outcomes whose lease is held. Most (no webhook message to write, no cancellation to
+        honour) are written by one statement; the others through their rows."""
         recorded: set[str] = set()
         by_id = {outcome.id: outcome for outcome in outcomes}
-        if by_id:
-            for ids in _chunks(sorted(by_id)):
-                query = select(Job).where(Job.id.in_(ids), Job.status == "running")
-                if self.database.dialect == "postgresql":
-                    query = query.with_for_update()
-                for job in session.scalars(query):
-                    outcome = by_id[job.id]
-                    if job.lease_token != outcome.token:
-                        continue
-                    recorded.add(job.id)
-                    job.served_version = outcome.served_version or job.served_version
-                    job.request_id = outcome.request_id or job.request_id
-                    if outcome.progress is not None:
-                        job.progress = outcome.progress
-                    if outcome.status == "queued" and job.cancel_requested:
-                        self._close(session, job, "canceled", now, error=dict(_CANCELED))
-                        continue
-                    if outcome.status == "queued":
-                        job.status = "queued"
-                        job.run_at = outcome.run_at or now
-                        job.error = outcome.error
-                        job.lease_token = job.leased_by = job.lease_expires = None
-                        continue
-                    self._close(
-                        session, job, outcome.status, now, outputs=outcome.outputs, error=outcome.error
-                    )
-            session.flush()
+        plain: list[dict[str, Any]] = []
+        special: list[str] = []
+        for ids in _chunks(sorted(by_id)):
+            query = select(
+                Job.id, Job.lease_token, Job.cancel_requested, Job.webhook, Job.webhook_events
+            ).where(Job.id.in_(ids), Job.status == "running")
+            if self.database.dialect == "postgresql":
+                query = query.with_for_update()
+            for row in session.execute(query):
+                outcome = by_id[row.id]
+                if row.lease_token != outcome.token:
+                    continue
+                recorded.add(row.id)
+                if row.cancel_requested or (row.webhook and "completed" in (row.webhook_events or [])):
+                    special.append(row.id)
+                else:
+                    plain.append(self._finished_values(outcome, now))
+        if plain:
+            columns = (_JOBS.c.id == bindparam("job_id"), _JOBS.c.lease_token == bindparam("token"))
+            statement = (
+                update(_JOBS)
+                .where(*columns, _JOBS.c.status == "running")
+                .values(  # what an outcome does not say stays as it was
+                    served_version=func.coalesce(bindparam("new_version"), _JOBS.c.served_version),
+                    request_id=func.coalesce(bindparam("new_request_id"), _JOBS.c.request_id),
+                    progress=func.coalesce(
+                        bindparam("new_progress", type_=JSON(none_as_null=True)), _JOBS.c.progress
+                    ),
+                )
+            )
+            for kind in ("queued", "finished"):  # each statement sets the same columns for every row
+                rows = [values for values in plain if (values["status"] == "queued") == (kind == "queued")]
+                if rows:
+                    session.execute(statement, rows)
+        for ids in _chunks(special):
+            for job in session.scalars(select(Job).where(Job.id.in_(ids))):
+                self._apply(session, job, by_id[job.id], now)
+        session.flush()
         return recorded
+
+    def _finished_values(self, outcome: Outcome, now: datetime) -> dict[str, Any]:
+        """The columns an outcome sets (for `_finish_in`'s one statement), with the row's keys."""
+        values: dict[str, Any] = {
+            "job_id": outcome.id,
+            "token": outcome.token,
+            "status": outcome.status,
+            "error": outcome.error,
+            "lease_token": None,
+            "leased_by": None,
+            "lease_expires": None,
+            "new_version": outcome.served_version,
+            "new_request_id": outcome.request_id,
+            "new_progress": outcome.progress,
+        }
+        if outcome.status == "queued":
+            values["run_at"] = outcome.run_at or now
+        else:
+            values |= {
+                "outputs": outcome.outputs,
+                "finished_at": now,
+                "expires_at": now + timedelta(seconds=self.ttl),
+            }
+        return values
+
+    def _apply(self, session: Session, job: Job, outcome: Outcome, now: datetime) -> None:
+        """Record `outcome` through the job's row (it writes a webhook message, or honours a cancellation)."""
+        job.served_version = outcome.served_version or job.served_version
+        job.request_id = outcome.request_id or job.request_id
+        if outcome.progress is not None:
+            job.progress = outcome.progress
+        if outcome.status == "queued" and job.cancel_requested:
+            self._close(session, job, "canceled", now, error=dict(_CANCELED))
+        elif outcome.status == "queued":
+            job.status = "queued"
+            job.run_at = outcome.run_at or now
+            job.error = outcome.error
+            job.lease_token = job.leased_by = job.lease_expires = None
+        else:
+            self._close(session, job, outcome.status, now, outputs=outcome.outputs, error=outcome.error)
 
     def release(self, leases: dict[str, str], *, now: datetime) -> None:
         """Put back jobs this gateway holds but will not finish (it is stopping), without counting the
@@ -467,6 +530,32 @@ class JobQueue:
                 next_at=now,
             )
         )
+
+
+def _row(new: NewJob, now: datetime) -> dict[str, Any]:
+    """The columns of a job being queued."""
+    return {
+        "id": new.id,
+        "kind": new.kind,
+        "module": new.module,
+        "version": new.version,
+        "status": "queued",
+        "caller": new.caller,
+        "caller_id": new.caller_id,
+        "owner": new.owner,
+        "client": new.client,
+        "request": new.request,
+        "digest": new.digest,
+        "idempotency_key": new.idempotency_key,
+        "traceparent": new.traceparent,
+        "webhook": new.webhook,
+        "webhook_events": list(new.webhook_events),
+        "attempts": 0,
+        "max_attempts": new.max_attempts,
+        "run_at": now,
+        "cancel_requested": False,
+        "created_at": now,
+    }
 
 
 def job_info(job: Job) -> JobInfo:
