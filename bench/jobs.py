@@ -110,7 +110,8 @@ def measure_jobs(url: str, headers: dict[str, str], duration: float, connections
     end = last or drained_at
     print(
         f"jobs: {accepted} accepted over {result.duration_s:.1f} s "
-        f"({accepted / result.duration_s:,.0f}/s submitted, p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms, {result.errors} errors); "
+        f"({accepted / result.duration_s:,.0f}/s submitted, p50 {result.p50_ms:.1f} ms, "
+        f"p99 {result.p99_ms:.1f} ms, {result.errors} errors); "
         f"all finished {end - submitted_at:.2f} s after the last submission; {failed} failed"
     )
     print(
