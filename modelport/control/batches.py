@@ -125,6 +125,14 @@ class Batches:
             bucket, _, rest = value.partition("/")
             if not BUCKET_NAME.match(bucket) or not rest:
                 problems.append(field_error(name, "invalid", "expected bucket/key or bucket/prefix/"))
+        if not problems and _overlaps(submission.input, output):
+            problems.append(
+                field_error(
+                    "output",
+                    "overlaps_input",
+                    "write the results outside the input: a resumed batch would read them as records",
+                )
+            )
         if problems:
             raise ValidationFailed("the batch is not valid", details=problems)
         source = await asyncio.to_thread(self._source, call.principal, submission.input)
@@ -394,6 +402,14 @@ class Batches:
         ) as upload:
             upload.write(data)
             upload.commit()
+
+
+def _overlaps(source: str, output: str) -> bool:
+    """Whether the parts written under `output` would be read as records of `source`: an output under the
+    input prefix, or an input object that is one of the parts."""
+    if source.endswith("/"):
+        return output.startswith(source)
+    return source.startswith(output) and _PART.fullmatch(source[len(output) :]) is not None
 
 
 def _take(
