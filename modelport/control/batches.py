@@ -18,9 +18,11 @@ run: the job's own retry resumes it later from its last part.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,6 +59,7 @@ from modelport.core.roles import Role
 from modelport.core.settings import Settings
 from modelport.db.models import Job
 from modelport.queue import Outcome
+from modelport.sdk.spec import ApiSpec
 from modelport.sdk.validation import InvalidRequest, ParsedRequest, parse_json
 from modelport.storage import ObjectStore, check_key
 
@@ -250,110 +253,143 @@ class Batches:
         part_size = self.settings.batch_part_records
         parts = max(1, -(-total // part_size))
         progress = dict(job.progress or {})
-        done_parts = int(progress.get("parts", 0))
+        done_parts, failed = int(progress.get("parts", 0)), int(progress.get("failed", 0))
+        # Parts written after the last progress was recorded (the gateway stopped in between) are kept.
+        adopted, more_failed = await asyncio.to_thread(
+            self._written_parts, job.id, out_bucket, out_prefix, done_parts, parts
+        )
+        done_parts, failed = done_parts + adopted, failed + more_failed
         done = min(total, done_parts * part_size)
-        failed = int(progress.get("failed", 0))
         started, started_done = time.monotonic(), done
         served_version: str | None = None
         records = self._records(source, skip=done)
-        for part in range(done_parts, parts):
-            chunk = await asyncio.to_thread(_take, records, min(part_size, total - part * part_size))
-            lines, errors, served_version = await self._part(job, principal, request, part * part_size, chunk)
-            data = b"".join(lines)
-            key = check_key(f"{out_prefix}part-{part:05d}.jsonl")
-            await asyncio.to_thread(self._write, out_bucket, key, data, Actor(job.caller))
-            done += len(chunk)
-            failed += errors
-            elapsed = time.monotonic() - started
-            rate = (done - started_done) / elapsed if elapsed > 0 else None
-            progress = {
-                "done": done,
-                "total": total,
-                "failed": failed,
-                "rate": rate,
-                "eta_seconds": (total - done) / rate if rate else None,
-                "parts": part + 1,
-            }
-            await asyncio.to_thread(self.jobs.queue.progress, job.id, running.token, progress)
+        pending: asyncio.Future[_Part] | None = None
+        try:
+            for part in range(done_parts, parts):
+                first = part * part_size
+                if pending is None:
+                    pending = self._prepare(job, request, records, first, min(part_size, total - first))
+                prepared = await pending
+                following = first + part_size
+                pending = None
+                if part + 1 < parts:  # read and check the next part while this one runs
+                    pending = self._prepare(
+                        job, request, records, following, min(part_size, total - following)
+                    )
+                lines, errors, served_version = await self._part(job, principal, request, prepared)
+                key = check_key(f"{out_prefix}part-{part:05d}.jsonl")
+                await _finished(
+                    asyncio.to_thread(self._write, out_bucket, key, b"".join(lines), Actor(job.caller))
+                )
+                done += len(prepared.records)
+                failed += errors
+                elapsed = time.monotonic() - started
+                rate = (done - started_done) / elapsed if elapsed > 0 else None
+                progress = {
+                    "done": done,
+                    "total": total,
+                    "failed": failed,
+                    "rate": rate,
+                    "eta_seconds": (total - done) / rate if rate else None,
+                    "parts": part + 1,
+                }
+                await asyncio.to_thread(self.jobs.queue.progress, job.id, running.token, progress)
+        finally:
+            if pending is not None:
+                pending.cancel()
         outputs = {"output": request["output"], "parts": parts, "records": total, "failed": failed}
+        if not progress or progress.get("done") != total:
+            progress = {"done": total, "total": total, "failed": failed, "rate": None, "parts": parts}
         return Outcome(
             job.id,
             running.token,
             "succeeded",
             outputs=outputs,
             served_version=served_version,
-            progress={**progress, "done": total, "total": total, "eta_seconds": 0.0} if total else progress,
+            progress={**progress, "eta_seconds": 0.0},
         )
 
-    async def _part(
+    def _prepare(
         self,
         job: Job,
-        principal: Principal,
         request: dict[str, Any],
+        records: Iterator[dict[str, Any] | ModelportError],
         first: int,
-        records: list[dict[str, Any] | ModelportError],
-    ) -> tuple[list[bytes], int, str | None]:
-        """The result lines of one part, how many of its records failed, and the version that ran them."""
+        count: int,
+    ) -> asyncio.Future[_Part]:
+        """The next `count` records, read and checked in a thread, cut into requests."""
         served = self.calls.registry.get(job.module, job.version)
         config = served.pool.config
         # Requests of several worker batches each, so that the call path's cost is paid per hundreds of
         # records, not per record; all of them in flight fill at most half the module's queue.
         room = config.max_queue // (2 * self.settings.batch_concurrency)
         size = max(1, config.max_batch_size, min(_REQUEST_RECORDS, room))
-        lines: list[bytes] = [b""] * len(records)
+
+        def prepare() -> _Part:
+            taken = _take(records, count)
+            requests = [
+                _checked(served.spec, request, first + start, taken[start : start + size])
+                for start in range(0, len(taken), size)
+            ]
+            return _Part(first, taken, requests)
+
+        return asyncio.ensure_future(asyncio.to_thread(prepare))
+
+    async def _part(
+        self, job: Job, principal: Principal, request: dict[str, Any], part: _Part
+    ) -> tuple[list[bytes], int, str | None]:
+        """The result lines of one part, how many of its records failed, and the version that ran them."""
+        lines: list[bytes] = [b""] * len(part.records)
         failures = 0
         semaphore = asyncio.Semaphore(self.settings.batch_concurrency)
+        version: str | None = None
 
-        async def run(start: int) -> None:
-            nonlocal failures
+        async def run(checked: _Request) -> None:
+            nonlocal failures, version
             async with semaphore:
-                items = records[start : start + size]
-                results = await self._request(job, principal, request, items)
+                results, version = await self._request(job, principal, request, checked)
                 for offset, result in enumerate(results):
-                    index = first + start + offset
+                    index = checked.first + offset
                     if isinstance(result, ModelportError):
                         failures += 1
                         line = {"index": index, "error": error_body(result)}
                     else:
                         line = {"index": index, "outputs": result}
-                    lines[start + offset] = _encoder.encode(line) + b"\n"
+                    lines[index - part.first] = _encoder.encode(line) + b"\n"
 
-        await asyncio.gather(*(run(start) for start in range(0, len(records), size)))
-        return lines, failures, served.version
+        await asyncio.gather(*(run(checked) for checked in part.requests))
+        return lines, failures, version
 
     async def _request(
-        self,
-        job: Job,
-        principal: Principal,
-        request: dict[str, Any],
-        items: list[dict[str, Any] | ModelportError],
-    ) -> list[dict[str, Any] | ModelportError]:
-        """The outputs (or error) of each record of `items`, run as one request, or one by one if it fails."""
-        valid = [item for item in items if isinstance(item, dict)]
-        results: list[dict[str, Any] | ModelportError] = list(items)
-        if not valid:
-            return results
+        self, job: Job, principal: Principal, request: dict[str, Any], checked: _Request
+    ) -> tuple[list[dict[str, Any] | ModelportError], str | None]:
+        """The outputs (or error) of each record of a request, run as one request, or one by one if it
+        fails; and the version that ran it."""
+        results: list[dict[str, Any] | ModelportError] = list(checked.items)
+        if checked.parsed is None:
+            return results, None
         try:
-            outputs = await self._call(job, principal, request, valid)
+            outputs, version = await self._call(job, principal, checked.parsed)
         except ModelportError as exc:
+            version = None
+            valid = [item for item in checked.items if isinstance(item, dict)]
             if len(valid) == 1:
                 outputs = [exc]
             else:  # find the records at fault: each alone
-                outputs = [(await self._request(job, principal, request, [item]))[0] for item in valid]
+                outputs = []
+                for item in valid:
+                    alone = _checked(self._spec(job), request, checked.first, [item])
+                    answer, version = await self._request(job, principal, request, alone)
+                    outputs.append(answer[0])
         answers = iter(outputs)
-        return [next(answers) if isinstance(item, dict) else item for item in results]
+        return [next(answers) if isinstance(item, dict) else item for item in results], version
+
+    def _spec(self, job: Job) -> ApiSpec:
+        return self.calls.registry.get(job.module, job.version).spec
 
     async def _call(
-        self, job: Job, principal: Principal, request: dict[str, Any], records: list[dict[str, Any]]
-    ) -> list[dict[str, Any] | ModelportError]:
-        body: dict[str, Any] = {
-            "inputs": [_as_inputs(record, self.calls, job.module, job.version) for record in records],
-            "parameters": request.get("parameters") or {},
-        }
-        if request.get("output_fields"):
-            body["output_fields"] = request["output_fields"]
-        if request.get("model_key") is not None:
-            body["model_key"] = request["model_key"]
+        self, job: Job, principal: Principal, parsed: ParsedRequest
+    ) -> tuple[list[dict[str, Any] | ModelportError], str]:
         for attempt in range(_RETRIES):
             call = ModuleCall(
                 request_id=new_call_id(),
@@ -367,18 +403,12 @@ class Batches:
             status, code = 200, None
             try:
                 served = self.calls.route(call, job.module, job.version)
-                try:
-                    parsed: ParsedRequest = parse_json(served.spec, body)
-                except InvalidRequest as exc:
-                    raise ValidationFailed(
-                        "the record does not match the module's API", details=exc.details
-                    ) from None
                 served.in_flight += 1
                 try:
-                    outputs = await self.calls.run(call, parsed)
+                    outputs = await self.calls.run(call, _fresh(parsed))
                 finally:
                     served.in_flight -= 1
-                return list(outputs)
+                return list(outputs), served.version
             except asyncio.CancelledError:
                 status, code = 499, "canceled"
                 raise
@@ -396,9 +426,41 @@ class Batches:
                     await asyncio.to_thread(self.calls.settle, call)
         raise AssertionError("unreachable")
 
-    def _write(self, bucket: str, key: str, data: bytes, actor: Actor) -> None:
+    def _written_parts(
+        self, job_id: str, bucket: str, prefix: str, recorded: int, parts: int
+    ) -> tuple[int, int]:
+        """Parts after the first `recorded` that this job wrote before it stopped (the marker
+        `_batch.json` under the output names the job), as (how many in a row, their failed records); on a
+        first run the marker is written."""
+        marker = check_key(f"{prefix}_batch.json")
+        try:
+            with self.store.reader(bucket, marker) as reader:
+                owner = json.loads(b"".join(reader)).get("job")
+        except (ModelportError, ValueError, OSError):
+            owner = None
+        if owner != job_id:
+            body = json.dumps({"job": job_id}).encode()
+            self._write(bucket, marker, body, Actor("modelport"), content_type="application/json")
+            return 0, 0
+        adopted = failed = 0
+        for part in range(recorded, parts):
+            key = check_key(f"{prefix}part-{part:05d}.jsonl")
+            try:
+                with self.store.reader(bucket, key) as reader:
+                    data = b"".join(reader)
+            except ModelportError:
+                break
+            adopted += 1
+            failed += sum(
+                1 for line in data.splitlines() if line.strip() and "error" in _decoder.decode(line)
+            )
+        return adopted, failed
+
+    def _write(
+        self, bucket: str, key: str, data: bytes, actor: Actor, *, content_type: str = "application/x-ndjson"
+    ) -> None:
         with self.storage.upload(
-            bucket, key, size=len(data), content_type="application/x-ndjson", actor=actor
+            bucket, key, size=len(data), content_type=content_type, actor=actor
         ) as upload:
             upload.write(data)
             upload.commit()
@@ -410,6 +472,75 @@ def _overlaps(source: str, output: str) -> bool:
     if source.endswith("/"):
         return output.startswith(source)
     return source.startswith(output) and _PART.fullmatch(source[len(output) :]) is not None
+
+
+@dataclass
+class _Request:
+    """Records of a part run as one request: `items` (a record, or the error of a line that is not one)
+    from input index `first`, and the valid ones parsed (None: none is valid)."""
+
+    first: int
+    items: list[dict[str, Any] | ModelportError]
+    parsed: ParsedRequest | None
+
+
+@dataclass
+class _Part:
+    first: int
+    records: list[dict[str, Any] | ModelportError]
+    requests: list[_Request]
+
+
+def _checked(
+    spec: ApiSpec, request: dict[str, Any], first: int, items: list[dict[str, Any] | ModelportError]
+) -> _Request:
+    """`items` checked against the module's API: a record that does not fit becomes its error."""
+    body: dict[str, Any] = {"parameters": request.get("parameters") or {}}
+    if request.get("output_fields"):
+        body["output_fields"] = request["output_fields"]
+    if request.get("model_key") is not None:
+        body["model_key"] = request["model_key"]
+    items = [_as_inputs(item, spec) if isinstance(item, dict) else item for item in items]
+    valid = [item for item in items if isinstance(item, dict)]
+    if not valid:
+        return _Request(first, items, None)
+    try:
+        return _Request(first, items, parse_json(spec, {**body, "inputs": valid}))
+    except InvalidRequest:
+        pass
+    checked: list[dict[str, Any] | ModelportError] = []
+    for item in items:
+        if isinstance(item, dict):
+            try:
+                parse_json(spec, {**body, "inputs": [item]})
+            except InvalidRequest as exc:
+                item = ValidationFailed("the record does not match the module's API", details=exc.details)
+        checked.append(item)
+    valid = [item for item in checked if isinstance(item, dict)]
+    return _Request(first, checked, parse_json(spec, {**body, "inputs": valid}) if valid else None)
+
+
+def _fresh(parsed: ParsedRequest) -> ParsedRequest:
+    """A copy of a parsed request whose records a call may change (file values are replaced in place)."""
+    return ParsedRequest(
+        [dict(record) for record in parsed.records],
+        parsed.parameters,
+        parsed.output_fields,
+        parsed.model_key,
+        parsed.batch,
+    )
+
+
+async def _finished(write: Awaitable[None]) -> None:
+    """Await a part's write; a batch canceled meanwhile waits for it to land before it stops, so that no
+    part appears after the job says it was canceled."""
+    task = asyncio.ensure_future(write)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await task
+        raise
 
 
 def _take(
@@ -436,16 +567,15 @@ def _record(line: bytes) -> dict[str, Any] | ModelportError:
     return value
 
 
-def _as_inputs(record: dict[str, Any], calls: Calls, module: str, version: str | None) -> dict[str, Any]:
+def _as_inputs(record: dict[str, Any], spec: ApiSpec) -> dict[str, Any] | ModelportError:
     """A record's inputs: an object of the input (not JSON Lines) is given to the module's one file input."""
     reference = record.get("__object__")
     if reference is None or len(record) != 1:
         return record
-    served = calls.registry.get(module, version)
-    files = [field.name for field in served.spec.inputs if field.has_file]
+    files = [field.name for field in spec.inputs if field.has_file]
     if len(files) != 1:
-        raise ValidationFailed(
+        return ValidationFailed(
             "objects that are not JSON Lines are records only for a module with one file input",
-            details=[field_error("input", "not_supported", f"module {module} has {len(files)} file inputs")],
+            details=[field_error("input", "not_supported", f"the module has {len(files)} file inputs")],
         )
     return {files[0]: {"object": reference}}

@@ -11,6 +11,7 @@ own, with parts of 100 records and 3 s leases, since it kills it.
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -26,6 +27,8 @@ from manifests import api, bucket, module_copy
 from platform_server import ADMIN_TOKEN, ServerProcess
 
 pytestmark = pytest.mark.slow
+
+PART = re.compile(r"part-\d{5}\.jsonl$")
 
 FINISHED = ("succeeded", "failed", "canceled")
 
@@ -135,11 +138,16 @@ def listing(client: httpx.Client, reference: str) -> dict[str, dict[str, Any]]:
             return found
 
 
+def parts_of(client: httpx.Client, reference: str) -> dict[str, dict[str, Any]]:
+    """The results parts under `reference` (not the marker naming the batch that writes there)."""
+    return {key: entry for key, entry in listing(client, reference).items() if PART.search(key)}
+
+
 def results(client: httpx.Client, reference: str) -> list[dict[str, Any]]:
     """Every line of every part under `reference`, parts in key order."""
     bucket_name = reference.partition("/")[0]
     lines: list[dict[str, Any]] = []
-    for key in sorted(listing(client, reference)):
+    for key in sorted(parts_of(client, reference)):
         part = client.get(obj(bucket_name, key))
         assert part.status_code == 200, part.text
         lines += [json.loads(line) for line in part.text.splitlines()]
@@ -174,7 +182,9 @@ def test_a_batch_writes_every_record_in_order_with_per_line_errors(world: World)
         assert job["outputs"] == {"output": output, "parts": 4, "records": 2000, "failed": 2}
         progress = job["progress"]
         assert (progress["done"], progress["total"], progress["failed"]) == (2000, 2000, 2)
-        assert sorted(listing(ann, output)) == part_keys(output, 4)
+        assert sorted(listing(ann, output)) == sorted([*part_keys(output, 4), f"out-{run}/_batch.json"])
+        marker = ann.get(obj("data", f"out-{run}/_batch.json"))
+        assert marker.json() == {"job": queued["id"]}
         written = results(ann, output)
     assert [line["index"] for line in written] == list(range(2000))
     for index, line in enumerate(written):
@@ -215,7 +225,7 @@ def test_a_canceled_batch_writes_no_more_parts(world: World) -> None:
             ann, "slow", input=f"data/long-{run}.jsonl", output=output, parameters={"seconds": 0.02}
         )
         deadline = time.monotonic() + 30
-        while not listing(ann, output):
+        while not parts_of(ann, output):
             assert time.monotonic() < deadline, "no part was written"
             time.sleep(0.05)
         canceled = ann.post(f"/api/v1/jobs/{queued['id']}/cancel")
@@ -223,10 +233,10 @@ def test_a_canceled_batch_writes_no_more_parts(world: World) -> None:
         job = wait_job(ann, queued["id"])
         assert job["status"] == "canceled", job
         assert job["error"]["code"] == "canceled"
-        parts = listing(ann, output)
+        parts = parts_of(ann, output)
         assert 1 <= len(parts) < 8
         time.sleep(2.0)  # longer than a part takes: a batch still running would have written one
-        assert listing(ann, output) == parts
+        assert parts_of(ann, output) == parts
         again = ann.post(f"/api/v1/jobs/{queued['id']}/cancel")
         assert again.status_code == 409 and again.json()["error"]["code"] == "job_finished"
 
@@ -289,7 +299,7 @@ def test_a_batch_resumes_after_a_kill_without_rewriting_its_parts(tmp_path: Path
                     break
                 assert time.monotonic() < deadline, "no part was recorded"
                 time.sleep(0.02)
-            before = listing(ann, output)
+            before = parts_of(ann, output)
         server.kill()
         counted = part_keys(output, progress["done"] // 100)
         assert len(before) < 10, "every part was written before the kill: nothing was left to resume"
@@ -299,10 +309,11 @@ def test_a_batch_resumes_after_a_kill_without_rewriting_its_parts(tmp_path: Path
             assert job["status"] == "succeeded", job
             assert job["attempts"] == 2
             assert job["outputs"]["records"] == 1000 and job["progress"]["done"] == 1000
-            after = listing(ann, output)
+            after = parts_of(ann, output)
             written = results(ann, output)
         assert sorted(after) == part_keys(output, 10)
-        for key in counted:  # parts the job had counted before the kill are kept as they were
+        assert set(counted) <= set(before)
+        for key in before:  # every part written before the kill is kept as it was, counted or not
             assert (after[key]["etag"], after[key]["modified"]) == (
                 before[key]["etag"],
                 before[key]["modified"],
