@@ -6,10 +6,11 @@ module sees the name it was uploaded with), its webhook URL past the guard, and 
 (`queue/jobs.py`). Submissions that arrive together share one transaction, so accepting a job costs a
 fraction of a commit.
 
-Every gateway runs the same loop: claim due jobs of the modules it serves, as many as each module's job
-concurrency leaves room for (`MODELPORT_JOB_CONCURRENCY`, apart from synchronous calls), run each through
-the one call path (`control/calls.py`: the request log and statistics see it with kind `job`), renew the
-leases while they run, and record the outcomes, again several to a transaction. A run that fails in a way
+Every gateway runs the same loop. Each turn writes, in one transaction, the submissions and outcomes handed
+in since the last one, and claims due jobs of the modules it serves, as many as each module's job
+concurrency leaves room for (`MODELPORT_JOB_CONCURRENCY`). Each job runs through the one call path
+(`control/calls.py`: the request log and statistics see it with kind `job`), its records behind synchronous
+calls' in the module's queue; a heartbeat renews the leases while they run. A run that fails in a way
 worth retrying (a worker died, a timeout, the module unavailable) is queued again after an exponential
 backoff with jitter; an invalid request or an error raised by the module's code fails the job at once,
 unless its `Api` asks for retries. A gateway that dies leaves its leases to expire: another gateway (or

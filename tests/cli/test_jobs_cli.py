@@ -572,7 +572,9 @@ def test_jobs_and_a_batch_from_the_command_line(
             3,
             0,
         )
-        (part,) = [o.key for o in client.walk_objects("data", "out/")]
+        written = sorted(o.key for o in client.walk_objects("data", "out/"))
+        assert written == ["out/_batch.json", "out/part-00000.jsonl"]  # the marker names the batch
+        part = written[1]
         target = tmp_path / "results.jsonl"
         client.download("data", part, target)
     lines = [json.loads(line) for line in target.read_text().splitlines()]

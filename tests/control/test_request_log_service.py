@@ -321,7 +321,7 @@ def test_an_edited_cursor_is_refused(request_log: RequestLog, database: Database
     at, _ = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
     forged = base64.urlsafe_b64encode(json.dumps([at, "f" * 32]).encode()).rstrip(b"=").decode()
     other_server = make_log(database, tmp_path / "other", Clock())
-    other_server._key = b"another key" * 3
+    other_server.cursors._secret = b"another key" * 3
     for edited in (f"{forged}.{signature}", f"{body}.{signature[:-2]}xx", "garbage", "é.ü", f"{body}."):
         with pytest.raises(InvalidCursor) as refused:
             request_log.list(ADMIN, cursor=edited)

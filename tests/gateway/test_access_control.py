@@ -262,7 +262,7 @@ def required_query(operation: dict[str, Any]) -> str:
     return "?" + "&".join(f"{name}=v9" for name in names) if names else ""
 
 
-SELF_SERVICE = ("/api/v1/auth/", "/api/v1/tokens")
+SELF_SERVICE = ("/api/v1/auth/", "/api/v1/tokens", "/api/v1/webhooks/")
 OPEN = ("/healthz", "/readyz")
 
 
@@ -279,6 +279,7 @@ def fill(path: str, world: World, owner: str) -> str:
         "bucket": "bucket-b",  # for user-a: a bucket of another group
         "key": "k",
         "request_id": "0" * 32,  # a call nobody made
+        "job_id": "0" * 32,  # a job nobody submitted
     }
     return re.sub(r"{(\w+)}", lambda m: values[m.group(1)], path)
 
@@ -301,6 +302,24 @@ async def test_every_control_route_refuses_the_user_role_and_callers_without_a_t
                 if path == "/api/v1/storage":
                     assert [b["name"] for b in response.json()["buckets"]] == ["bucket-a"]
                 assert (await nobody.request(method, url)).status_code == 401, (method, path)
+                continue
+            if "jobs" in operation.get("tags", []):
+                # Everyone signed in submits and follows jobs, whatever the role: a user lists only its own,
+                # a job it did not submit does not exist for it, and an empty body is refused as such.
+                response = await user.request(method, url, json=body)
+                expected = {"/api/v1/jobs": 200}.get(path, 422 if method in ("PUT", "POST") else 404)
+                if path.endswith("/cancel"):
+                    expected = 404
+                assert response.status_code == expected, (method, path, response.status_code, response.text)
+                if path == "/api/v1/jobs":
+                    assert {job["caller"] for job in response.json()["jobs"]} <= {"user-a"}
+                anonymous = await nobody.request(method, url, json=body)
+                # An anonymous caller reads (and cancels) its job by id: one nobody submitted is 404.
+                reads_by_id = (method, path) in (
+                    ("GET", "/api/v1/jobs/{job_id}"),
+                    ("POST", "/api/v1/jobs/{job_id}/cancel"),
+                )
+                assert anonymous.status_code == (404 if reads_by_id else 401), (method, path)
                 continue
             if "requests" in operation.get("tags", []):
                 # Everyone signed in reads the request log, whatever the role: a user lists only its own
@@ -332,6 +351,8 @@ async def test_ids_of_one_user_replayed_by_another_are_404_or_empty(world: World
         token = (await dev_a.post("/api/v1/tokens", json={"name": "mine"})).json()
         output = await call_files(dev_a)
         request_id = await logged_call(dev_a)
+        job = await dev_a.post("/api/v1/modules/mod-a/jobs", json={"inputs": {"text": "mine"}})
+        assert job.status_code == 202, job.text
     ids = {
         "request_id": request_id,
         "module": "mod-a",
@@ -342,12 +363,13 @@ async def test_ids_of_one_user_replayed_by_another_are_404_or_empty(world: World
         "name": output.rsplit("/", 1)[1],
         "bucket": "bucket-a",
         "key": "k",
+        "job_id": job.json()["id"],
     }
     async with world.client("dev-b") as dev_b, world.client("user-b") as user_b:
         assert (await dev_b.get(output)).status_code == 404
         checked = 0
         for method, path, _ in await operations(world):
-            if "{" not in path:
+            if "{" not in path or method == "PUT":  # PUT creates a job of the caller's own id
                 continue
             url = re.sub(r"{(\w+)}", lambda m: ids[m.group(1)], path)
             for client in (dev_b, user_b):
