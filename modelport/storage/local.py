@@ -74,7 +74,9 @@ _NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _DATA_NAME = re.compile(r"[0-9a-f]{32}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _MAX_POINTER_BYTES = 64 * 1024
-_READ_ATTEMPTS = 3
+_READ_ATTEMPTS = 20
+"""Reads of an object's pointer before a reader gives up on one that writers keep replacing under it: each
+lost race means another writer committed meanwhile, so a busy machine may lose a few in a row."""
 _STAGING = ".new-"
 
 
