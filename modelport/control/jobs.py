@@ -164,6 +164,8 @@ class Jobs:
         """Whether jobs may be waiting for this gateway: a submission here, a slot set free, a claim that took
         all it asked for, or the poll interval (other gateways' submissions, retries coming due)."""
         self._closed = False
+        self._poll = False
+        """Whether the poll interval has passed since the last look for due jobs."""
         self._running: dict[str, RunningJob] = {}
         self._wake = asyncio.Event()
         self._finished: dict[str, asyncio.Event] = {}
@@ -467,7 +469,7 @@ class Jobs:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(_first(stop.wait(), self._wake.wait()), _POLL)
                     if not self._wake.is_set():
-                        self._due = True  # the poll interval has passed
+                        self._poll = True  # the poll interval has passed
         finally:
             heartbeat.cancel()
             watcher.cancel()
@@ -486,6 +488,14 @@ class Jobs:
         """One turn: write what is pending and claim what there is room for. Whether it did anything."""
         new, self._new = self._new, []
         outcomes, self._outcomes = self._outcomes, []
+        if claim and self._poll and not self._due:
+            # Only a look, which takes no lock: the write lock is taken when a claim may find something.
+            self._poll = False
+            modules = sorted(self._capacity())
+            try:
+                self._due = bool(modules) and await asyncio.to_thread(self.queue.due, modules, now=self.now())
+            except Exception as exc:
+                log.warning("looking for due jobs failed (%s); trying again shortly", type(exc).__name__)
         capacity = self._capacity() if claim and self._due else {}
         if not (new or outcomes or capacity):
             return False

@@ -245,6 +245,16 @@ class JobQueue:
         job.attempts += 1
         job.started_at = job.started_at or now
 
+    def due(self, modules: Sequence[str], *, now: datetime) -> bool:
+        """Whether a claim for `modules` would find a job: a queued one whose time has come, or a running
+        one whose lease ran out. A read, which takes no lock."""
+        queued = select(Job.id).where(Job.module.in_(modules), Job.status == "queued", Job.run_at <= now)
+        lapsed = select(Job.id).where(
+            Job.module.in_(modules), Job.status == "running", Job.lease_expires < now
+        )
+        with self.database.session() as session:
+            return any(session.execute(query.limit(1)).first() is not None for query in (queued, lapsed))
+
     def _due(self, session: Session, module: str, limit: int, now: datetime) -> list[Job]:
         skip_locked = self.database.dialect == "postgresql"
         queued = (
