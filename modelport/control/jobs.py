@@ -496,7 +496,7 @@ class Jobs:
                 self._due = bool(modules) and await asyncio.to_thread(self.queue.due, modules, now=self.now())
             except Exception as exc:
                 log.warning("looking for due jobs failed (%s); trying again shortly", type(exc).__name__)
-        capacity = self._capacity() if claim and self._due else {}
+        capacity = self._capacity() if claim and (self._due or new) else {}  # new jobs may run at once
         if not (new or outcomes or capacity):
             return False
         try:
