@@ -621,13 +621,15 @@ class JobError(Record):
 
 class JobProgress(Record):
     """How far a batch has got: records `done` of `total` (None until the input is counted), of them
-    `failed`, the rate over the last minute in records per second, and the estimated seconds left."""
+    `failed`, the rate of this run in records per second, the estimated seconds left, and the results
+    parts written."""
 
     done: int
     total: int | None
     failed: int
     rate: float | None
     eta_seconds: float | None
+    parts: int | None = None
 
 
 class JobInfo(Record):

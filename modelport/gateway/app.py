@@ -286,7 +286,7 @@ _JOB_BODY = {
 }
 _JOB_RESPONSES = {
     "202": {
-        "description": "The job as accepted (queued, or already running); `Location` is where to read it.",
+        "description": "The job, as it was queued; `Location` is where to read it.",
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/JobInfo"}}},
     },
     "200": {

@@ -183,9 +183,9 @@ class JobQueue:
                 if existing.owner != new.owner or existing.digest != new.digest:
                     return JobExists(f"a job with id {new.id!r} already exists with another request")
                 return existing, False
-        job = Job(**_row(new, now))
-        session.add(job)
-        return job, True
+        values = _row(new, now)
+        session.add(Job(**values))
+        return Job(**values), True  # as queued, whatever a claim in the same transaction makes of it
 
     # claiming and holding
 
