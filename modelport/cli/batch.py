@@ -27,6 +27,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn
 
 from modelport.cli.jobs import duration, finish, progress_text, show
+from modelport.cli.options import OutputFields
 from modelport.cli.platform import Output, Token, Url, connect, err, fail
 from modelport.client import Client, WaitTimeout
 from modelport.core.records import JobInfo
@@ -65,9 +66,7 @@ def batch(
             "when it is JSON, else as text.",
         ),
     ] = None,
-    output_fields: Annotated[
-        list[str] | None, typer.Option("--output-field", help="Only these outputs.")
-    ] = None,
+    output_fields: OutputFields = None,
     model_key: Annotated[str | None, typer.Option(help="Which model to use.", show_default=False)] = None,
     webhook: Annotated[
         str | None, typer.Option(help="A URL told when the batch completes.", show_default=False)

@@ -23,6 +23,7 @@ from typing import Annotated, NoReturn
 import typer
 from rich.markup import escape
 
+from modelport.cli.options import Cursor, InputValues, OutputFields, ParameterValues
 from modelport.cli.platform import (
     Output,
     OutputOption,
@@ -75,16 +76,9 @@ def register(app: typer.Typer) -> None:
 @jobs_app.command("submit")
 def submit(
     module: Annotated[str, typer.Argument(help="The module.")],
-    inputs: Annotated[
-        list[str] | None,
-        typer.Option("--input", "-i", help="An input: name=value, or name=@file for a file."),
-    ] = None,
-    parameters: Annotated[
-        list[str] | None, typer.Option("--param", "-p", help="A parameter: name=value.")
-    ] = None,
-    output_fields: Annotated[
-        list[str] | None, typer.Option("--output-field", help="Only these outputs.")
-    ] = None,
+    inputs: InputValues = None,
+    parameters: ParameterValues = None,
+    output_fields: OutputFields = None,
     model_key: Annotated[str | None, typer.Option(help="Which model to use.", show_default=False)] = None,
     version: Annotated[
         str | None,
@@ -152,9 +146,7 @@ def list_jobs(
         typer.Option(help="An ISO 8601 time, or a span before now (30m, 1h, 7d).", show_default=False),
     ] = None,
     limit: Annotated[int, typer.Option(min=1, max=1000, help="Jobs on the page.")] = 100,
-    cursor: Annotated[
-        str | None, typer.Option(help="The cursor the page before printed.", show_default=False)
-    ] = None,
+    cursor: Cursor = None,
     output: OutputOption = Output.table,
     url: Url = None,
     token: Token = None,

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 
+from modelport.cli.options import InputValues, OutputFields, ParameterValues
 from modelport.core.errors import DatabaseUnavailable, ModelportError
 from modelport.core.manifests import ManifestError, load_module_manifest
 from modelport.core.settings import Settings
@@ -70,16 +71,9 @@ def dev(
 @app.command()
 def predict(
     target: Annotated[Path, typer.Argument(help="A module directory.")],
-    inputs: Annotated[
-        list[str] | None,
-        typer.Option("--input", "-i", help="An input: name=value, or name=@file for a file."),
-    ] = None,
-    parameters: Annotated[
-        list[str] | None, typer.Option("--param", "-p", help="A parameter: name=value.")
-    ] = None,
-    output_fields: Annotated[
-        list[str] | None, typer.Option("--output-field", help="Only these outputs.")
-    ] = None,
+    inputs: InputValues = None,
+    parameters: ParameterValues = None,
+    output_fields: OutputFields = None,
     model_key: Annotated[str | None, typer.Option(help="Which model to use.")] = None,
     output: Annotated[str, typer.Option("--output", "-o", help="json or yaml.")] = "json",
 ) -> None:

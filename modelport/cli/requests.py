@@ -14,6 +14,7 @@ from typing import Annotated
 
 import typer
 
+from modelport.cli.options import Cursor
 from modelport.cli.platform import (
     Output,
     OutputOption,
@@ -62,9 +63,7 @@ def get_requests(
         float | None, typer.Option(help="Only calls at least this slow.", show_default=False)
     ] = None,
     limit: Annotated[int, typer.Option(help="Calls on the page (1 to 1000).")] = 100,
-    cursor: Annotated[
-        str | None, typer.Option(help="The cursor the page before printed.", show_default=False)
-    ] = None,
+    cursor: Cursor = None,
     output: OutputOption = Output.table,
     url: Url = None,
     token: Token = None,

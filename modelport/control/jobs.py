@@ -68,6 +68,7 @@ from modelport.db import Database, Module
 from modelport.db.models import Job
 from modelport.queue import JobQueue, NewJob, Outcome, job_info
 from modelport.queue.jobs import FINISHED
+from modelport.runtime.files import FileChecker
 from modelport.sdk.validation import InvalidRequest, ParsedRequest, parse_json
 from modelport.storage import check_key
 
@@ -266,8 +267,6 @@ class Jobs:
         records: list[dict[str, Any]] = []
         try:
             if served.spec.has_file_inputs:
-                from modelport.runtime.files import FileChecker
-
                 checker = FileChecker(
                     directory=self.calls.workdir(call),
                     max_upload_bytes=self.settings.max_upload_bytes,
