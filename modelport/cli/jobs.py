@@ -54,6 +54,11 @@ class Event(StrEnum):
     completed = "completed"
 
 
+class Kind(StrEnum):
+    job = "job"
+    batch = "batch"
+
+
 class Status(StrEnum):
     queued = "queued"
     running = "running"
@@ -141,6 +146,9 @@ def list_jobs(
     status: Annotated[
         Status | None, typer.Option(help="Only jobs in this state.", show_default=False)
     ] = None,
+    kind: Annotated[
+        Kind | None, typer.Option(help="Only predictions (job) or batches.", show_default=False)
+    ] = None,
     since: Annotated[
         str | None,
         typer.Option(help="An ISO 8601 time, or a span before now (30m, 1h, 7d).", show_default=False),
@@ -153,7 +161,7 @@ def list_jobs(
 ) -> None:
     """List the jobs you may see, newest first."""
     with connect(url, token) as client:
-        page = client.jobs(module=module, status=status, since=since, limit=limit, cursor=cursor)
+        page = client.jobs(module=module, status=status, kind=kind, since=since, limit=limit, cursor=cursor)
     if output is not Output.table:
         dump(page, output)
         return

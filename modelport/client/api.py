@@ -690,13 +690,14 @@ class Client:
         since: datetime | str | None = None,
         limit: int = 100,
         cursor: str | None = None,
+        kind: str | None = None,
     ) -> JobList:
-        """One page of the jobs the token may see, newest first: of `module`, in `status`, created at or
-        after `since` (a time, or a span before now such as `1h`), at most `limit`. `status` is `queued`,
-        `running`, `succeeded`, `failed` or `canceled`. Pass the page's
+        """One page of the jobs the token may see, newest first: of `module`, in `status`, of `kind` (`job`
+        or `batch`), created at or after `since` (a time, or a span before now such as `1h`), at most
+        `limit`. `status` is `queued`, `running`, `succeeded`, `failed` or `canceled`. Pass the page's
         `next_cursor` as `cursor` for the older jobs."""
         when = since.isoformat() if isinstance(since, datetime) else since
-        params = _present(module=module, status=status, since=when, limit=limit, cursor=cursor)
+        params = _present(module=module, status=status, kind=kind, since=when, limit=limit, cursor=cursor)
         return self._record(JobList, "GET", "/api/v1/jobs", params=params)
 
     def cancel_job(self, job_id: str) -> JobInfo:

@@ -23,7 +23,7 @@ from modelport.control.calls import ModuleCall
 from modelport.control.jobs import EVENTS, JOB_ID, JobSubmission
 from modelport.control.platform import Services
 from modelport.core.errors import ValidationFailed, field_error
-from modelport.core.records import JobEvent, JobInfo, JobList, JobStatus, WebhookAttemptList
+from modelport.core.records import JobEvent, JobInfo, JobKind, JobList, JobStatus, WebhookAttemptList
 from modelport.gateway.auth import principal_of
 from modelport.gateway.errors import error_response, to_modelport_error
 from modelport.gateway.predict import PredictRoute
@@ -157,7 +157,7 @@ def jobs_router(services: Services, routes: JobRoutes) -> APIRouter:
         request: Request,
         module: Annotated[str | None, Query(max_length=63)] = None,
         status: Annotated[JobStatus | None, Query()] = None,
-        kind: Annotated[str | None, Query(max_length=16, description="`job` or `batch`.")] = None,
+        kind: Annotated[JobKind | None, Query(description="`job` or `batch`.")] = None,
         since: Annotated[str | None, Query(max_length=64)] = None,
         limit: Annotated[int, Query(description="1 to 1000.")] = 100,
         cursor: Annotated[str | None, Query(max_length=1024)] = None,

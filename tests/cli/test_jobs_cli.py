@@ -122,6 +122,7 @@ def test_a_parameter_cannot_be_a_file(tmp_path: Path) -> None:
     [
         ["jobs", "submit", "echo", "--event", "finished"],
         ["jobs", "list", "--status", "done"],
+        ["jobs", "list", "--kind", "nightly"],
         ["batch", "echo", "--input", "d/in.jsonl"],
     ],
 )
@@ -275,7 +276,20 @@ def test_jobs_are_listed_as_a_table_or_as_the_page(answer: Any) -> None:
     )
     page = {"jobs": [SUCCEEDED, FAILED, batch], "next_cursor": "c2"}
     seen = answer(lambda r: httpx.Response(200, json=page))
-    result = run("jobs", "list", "--module", "echo", "--status", "running", "--since", "1h", "--limit", "3")
+    result = run(
+        "jobs",
+        "list",
+        "--module",
+        "echo",
+        "--status",
+        "running",
+        "--kind",
+        "batch",
+        "--since",
+        "1h",
+        "--limit",
+        "3",
+    )
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines() == [
         "CREATED\tID\tMODULE\tKIND\tSTATUS\tVERSION\tATTEMPTS\tPROGRESS\tERROR",
@@ -284,7 +298,7 @@ def test_jobs_are_listed_as_a_table_or_as_the_page(answer: Any) -> None:
         "2026-01-02 03:04:05\tb1\techo\tbatch\trunning\t-\t0\t40/?\t-",
     ]
     assert "more: --cursor c2" in result.stderr
-    query = {"module": "echo", "status": "running", "since": "1h", "limit": "3"}
+    query = {"module": "echo", "status": "running", "kind": "batch", "since": "1h", "limit": "3"}
     assert dict(seen[0].url.params) == query
     listed = run("get", "jobs", "-o", "json")
     assert listed.exit_code == 0, listed.output

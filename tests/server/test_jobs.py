@@ -370,6 +370,7 @@ def test_a_job_is_seen_by_its_caller_the_modules_owners_and_admins_only(world: W
         first = dev.get("/api/v1/jobs", params={"limit": 1})
         assert len(first.json()["jobs"]) == 1 and first.json()["next_cursor"]
         refused(dev.get("/api/v1/jobs", params={"status": "lost"}), 422, "validation_failed")
+        refused(dev.get("/api/v1/jobs", params={"kind": "nightly"}), 422, "validation_failed")
 
 
 def test_bad_submissions_are_refused_precisely_and_queue_nothing(world: World) -> None:
