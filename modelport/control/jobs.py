@@ -199,7 +199,9 @@ class Jobs:
             else:
                 request, seen, stored = self._store_request(call, parsed, job_id)
             version = call.pinned
-            digest = _digest([submission.kind, served.name, version, seen])
+            # The whole request: the same key with another webhook is another request too.
+            hook = [submission.webhook, sorted(submission.events)] if submission.webhook else None
+            digest = _digest([submission.kind, served.name, version, seen, hook])
             new = NewJob(
                 id=job_id,
                 kind=submission.kind,

@@ -189,3 +189,20 @@ def test_a_receiver_that_was_down_gets_every_event_once(server: ServerProcess, s
                 assert len({a["message_id"] for a in deliveries["attempts"]}) == 1  # one id for every attempt
         finally:
             receiver.stop()
+
+
+def test_an_idempotency_key_covers_the_webhook(server: ServerProcess, secret: str) -> None:
+    receiver = Receiver()
+    body = {"inputs": {"text": "once"}, "parameters": {"seconds": 0}, "webhook": receiver.url}
+    key = {"Idempotency-Key": "hooked-once"}
+    with server.client() as admin:
+        first = admin.post("/api/v1/modules/slowpoke/jobs", json=body, headers=key)
+        assert first.status_code == 202, first.text
+        again = admin.post("/api/v1/modules/slowpoke/jobs", json=body, headers=key)
+        assert (again.status_code, again.json()["id"]) == (200, first.json()["id"])
+        elsewhere = {**body, "webhook": receiver.url + "/other"}
+        refused = admin.post("/api/v1/modules/slowpoke/jobs", json=elsewhere, headers=key)
+        assert (refused.status_code, refused.json()["error"]["code"]) == (422, "idempotency_conflict")
+        more = {**body, "webhook_events_filter": ["started", "completed"]}
+        refused = admin.post("/api/v1/modules/slowpoke/jobs", json=more, headers=key)
+        assert (refused.status_code, refused.json()["error"]["code"]) == (422, "idempotency_conflict")
