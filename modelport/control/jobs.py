@@ -332,9 +332,6 @@ class Jobs:
 
     # reading
 
-    def get(self, principal: Principal, job_id: str) -> JobInfo:
-        return job_info(self._visible(principal, job_id))
-
     async def wait(self, principal: Principal, job_id: str, seconds: float) -> JobInfo:
         """The job once it has finished, or as it is after `seconds`."""
         if seconds > self.settings.job_max_wait_seconds:

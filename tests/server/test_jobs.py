@@ -37,7 +37,7 @@ MAX_BODY = 65536
 MiB = 1024 * 1024
 MODULES = {  # name: (fixture, owner group, the `jobs` of its `Api`)
     "slowpoke": ("jobs", "/team", {"maxAttempts": 2}),
-    "retrier": ("jobs", "/team", {"maxAttempts": 3, "retryModuleErrors": True}),
+    "retrier": ("jobs", "/team", {"maxAttempts": 3, "retryModuleErrors": True, "timeoutSeconds": 1}),
     "files": ("files", "/team", None),
     "echo": ("echo", None, None),
 }
@@ -518,3 +518,8 @@ def test_retryable_failures_run_max_attempts_module_errors_once_unless_the_api_s
         assert (
             finished(ann, accepted(submit(ann, "slowpoke", {"text": "fine"}))["id"])["status"] == "succeeded"
         )
+        # The `Api`'s `timeoutSeconds` bounds each run: a 3 s call times out after 1 s, every attempt.
+        slow = accepted(submit(ann, "retrier", {"text": "slow"}, parameters={"seconds": 3}))
+        timed_out = finished(ann, slow["id"], timeout=30)
+        assert (timed_out["status"], timed_out["attempts"]) == ("failed", 3), timed_out
+        assert timed_out["error"]["code"] in ("module_timeout", "queue_timeout")
