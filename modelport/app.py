@@ -104,7 +104,11 @@ class DevServer:
             await self.module.close()
 
 
-DEMO_MODULES = ("digits", "text-classifier")
+DEMO_MODULES = ("digits", "text-classifier", "tesseract-ocr", "receipt-extractor")
+DEMO_MANIFESTS = ("receipt-payments/manifests.yaml",)
+DEMO_APPS = ("receipt-webapp",)
+"""Static client applications in the gallery the demo serves under `/apps/<name>/`."""
+"""Applied once the modules are deployed: the receipt pipeline and the Apis of the seed platform's gallery."""
 DEMO_ACTOR = "demo"
 """Who the audit trail says pushed and deployed the demo's modules."""
 
@@ -160,6 +164,7 @@ class PlatformServer:
             settings=settings,
             limiter=self.limiter,
             lifespan=lambda app: self.running(),
+            apps={name: self.gallery / name for name in DEMO_APPS} if self.gallery else None,
         )
 
     @contextlib.asynccontextmanager
@@ -203,6 +208,20 @@ class PlatformServer:
                     self.announce(f"demo: deploying {artifact.name} {version}")
             except ModelportError as exc:
                 self.announce(f"demo: {name} could not be deployed: {exc.message}")
+        for manifests in DEMO_MANIFESTS:
+            try:
+                await asyncio.to_thread(self._apply_demo, gallery / manifests, actor)
+            except ModelportError as exc:
+                self.announce(f"demo: {manifests} could not be applied: {exc.message}")
+
+    def _apply_demo(self, path: Path, actor: Any) -> None:
+        from modelport.core.manifests import load_documents
+
+        documents = load_documents(path.read_text(encoding="utf-8"), source=str(path))
+        changes = self.services.manifests.apply(documents, actor=actor)
+        for change in changes:
+            if change.action != "unchanged":
+                self.announce(f"demo: {change.kind} {change.name} {change.action}")
 
 
 def demo_admin_token(data_dir: Path) -> SecretStr:

@@ -3,7 +3,9 @@
 # rate-limit counters), Chromium (browser tests, driven by Playwright), and Node.js with npm for the OpenID
 # Connect provider (tests/oidc, which needs Node.js 20.18 or later), and curl, which the README's examples use
 # (the suite runs them), and Prometheus, which scrapes a real server's /metrics
-# (tests/server/test_prometheus.py starts its own; the Debian service is left disabled).
+# (tests/server/test_prometheus.py starts its own; the Debian service is left disabled), and Tesseract OCR with its
+# English and Russian data (gallery/tesseract-ocr) and the DejaVu, Liberation and FreeFont fonts its tests render
+# text with.
 # Does nothing when they are already there; needs root (or sudo) to install.
 set -euo pipefail
 
@@ -15,6 +17,10 @@ command -v node >/dev/null || missing+=(nodejs npm)
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v chromium >/dev/null || missing+=(chromium)
 command -v prometheus >/dev/null || missing+=(prometheus)
+if ! command -v tesseract >/dev/null || ! tesseract --list-langs 2>&1 | grep -x rus >/dev/null; then
+  missing+=(tesseract-ocr tesseract-ocr-eng tesseract-ocr-rus)
+fi
+[ -d /usr/share/fonts/truetype/dejavu ] || missing+=(fonts-dejavu-core fonts-liberation2 fonts-freefont-ttf)
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0

@@ -148,5 +148,16 @@ FRAMEWORKS: dict[str, Framework] = {
             ),
             variant=True,
         ),
+        Framework(
+            "modelport-platform-cache",
+            "modelport server, prediction cache",
+            (),
+            ("modelport", "uvicorn"),
+            # wrk repeats one request, so every call after the first is a hit: the cost of the hit path.
+            functools.partial(
+                _modelport_platform, variant="-cache", api={"cache": {"ttlSeconds": 3600, "scope": "shared"}}
+            ),
+            variant=True,
+        ),
     )
 }

@@ -103,12 +103,14 @@ def submit(
         typer.Option(help="Sending again with this key gives back the same job.", show_default=False),
     ] = None,
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Wait until the job finishes.")] = False,
+    pipeline: Annotated[bool, typer.Option("--pipeline", help="MODULE names a pipeline.")] = False,
     timeout: JobTimeout = 600,
     output: OutputOption = Output.table,
     url: Url = None,
     token: Token = None,
 ) -> None:
-    """Queue one prediction of a module; with --wait, follow it to its end."""
+    """Queue one prediction of a module (or, with --pipeline, one call of a pipeline); with --wait, follow
+    it to its end."""
     texts, files, params = _form_values(inputs or [], parameters or [])
     with connect(url, token) as client:
         job = client.submit_job(
@@ -122,6 +124,7 @@ def submit(
             webhook=webhook,
             webhook_events=events,
             idempotency_key=idempotency_key,
+            pipeline=pipeline,
         )
         if not wait:
             show(job, output)

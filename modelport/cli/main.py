@@ -171,6 +171,7 @@ def server(
                     f"{url}/api/v1/modules/text-classifier/predict",
                     soft_wrap=True,
                 )
+                err.print(f"  receipts:  {url}/apps/receipt-webapp/ (sign in with the token)", soft_wrap=True)
             err.print("  press Ctrl+C to stop")
 
     try:
@@ -268,6 +269,7 @@ from modelport.cli import drift as _drift  # noqa: E402
 from modelport.cli import history as _history  # noqa: E402
 from modelport.cli import identity as _identity  # noqa: E402 (registered after the local commands)
 from modelport.cli import jobs as _jobs  # noqa: E402
+from modelport.cli import pipelines as _pipelines  # noqa: E402
 from modelport.cli import platform as _platform  # noqa: E402
 from modelport.cli import requests as _requests  # noqa: E402
 from modelport.cli import stats as _stats  # noqa: E402
@@ -282,3 +284,4 @@ _history.register(app)
 _drift.register(app)
 _jobs.register(app)
 _batch.register(app)
+_pipelines.register(app)

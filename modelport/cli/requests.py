@@ -62,6 +62,13 @@ def get_requests(
     min_latency_ms: Annotated[
         float | None, typer.Option(help="Only calls at least this slow.", show_default=False)
     ] = None,
+    pipeline: Annotated[
+        str | None, typer.Option(help="Only the steps of this pipeline's calls.", show_default=False)
+    ] = None,
+    parent: Annotated[
+        str | None,
+        typer.Option(help="Only the steps of the pipeline call with this request id.", show_default=False),
+    ] = None,
     limit: Annotated[int, typer.Option(help="Calls on the page (1 to 1000).")] = 100,
     cursor: Cursor = None,
     output: OutputOption = Output.table,
@@ -79,6 +86,8 @@ def get_requests(
             since=since,
             until=until,
             min_latency_ms=min_latency_ms,
+            pipeline=pipeline,
+            parent=parent,
             limit=limit,
             cursor=cursor,
         )
@@ -111,7 +120,7 @@ def _row(record: RequestRecord) -> tuple[str, ...]:
     return (
         when(record.at),
         record.id,
-        record.module,
+        record.module if record.step is None else f"{record.module} ({record.pipeline} step {record.step})",
         record.version,
         record.caller,
         str(record.status),

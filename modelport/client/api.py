@@ -52,6 +52,8 @@ from modelport.core.records import (
     NewToken,
     ObjectInfo,
     ObjectListing,
+    PipelineInfo,
+    PipelineList,
     PresignedUrl,
     PresignMethod,
     Record,
@@ -590,13 +592,16 @@ class Client:
         since: datetime | str | None = None,
         until: datetime | str | None = None,
         min_latency_ms: float | None = None,
+        pipeline: str | None = None,
+        parent: str | None = None,
         limit: int | None = None,
         cursor: str | None = None,
     ) -> RequestList:
         """One page of the calls the token may see, newest first: of `module` (all it may see when None),
         matching each filter given. `status` is a status (200) or a class (`5xx`); `since` and `until` are
         times or spans before now (`30m`, `1h`, `7d`); at most `limit` (1 to 1000; the server's default is
-        100). Pass the page's `next_cursor` as `cursor` for the older calls."""
+        100); `pipeline` and `parent` (a pipeline call's request id) give the steps of pipeline calls. Pass
+        the page's `next_cursor` as `cursor` for the older calls."""
         params = _present(
             module=module,
             version=version,
@@ -606,6 +611,8 @@ class Client:
             since=since.isoformat() if isinstance(since, datetime) else since,
             until=until.isoformat() if isinstance(until, datetime) else until,
             min_latency_ms=str(min_latency_ms) if min_latency_ms is not None else None,
+            pipeline=pipeline,
+            parent=parent,
             limit=limit,
             cursor=cursor,
         )
@@ -630,8 +637,10 @@ class Client:
         webhook: str | None = None,
         webhook_events: Sequence[str] | None = None,
         idempotency_key: str | None = None,
+        pipeline: bool = False,
     ) -> JobInfo:
-        """Queue one prediction of `module` and return the job as queued; `wait_job` follows it.
+        """Queue one prediction of `module` (of the pipeline of that name, with `pipeline`) and return the job
+        as queued; `wait_job` follows it.
 
         The request is a predict call's: JSON, or, when `files` (input name → path) is given, even empty, a
         multipart form whose text values the server reads by their declared types (as it reads `modelport
@@ -644,9 +653,10 @@ class Client:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key is not None else None
         with ExitStack() as opened:
             parts = None if files is None else _form_parts(body, files, opened)
+            path = _pipeline_path(module, "jobs") if pipeline else _path(module, "jobs")
             response = self._send(
                 "POST",
-                _path(module, "jobs"),
+                path,
                 params=_present(version=version),
                 headers=headers,
                 json=None if parts else body,
@@ -747,6 +757,14 @@ class Client:
 
     # Webhooks
 
+    def pipelines(self) -> list[PipelineInfo]:
+        """The pipelines the token may call, each step with the version it runs now."""
+        return self._record(PipelineList, "GET", "/api/v1/pipelines").pipelines
+
+    def pipeline(self, name: str) -> PipelineInfo:
+        """One pipeline the token may call (`ApiError` 404 `pipeline_not_found` otherwise)."""
+        return self._record(PipelineInfo, "GET", _pipeline_path(name))
+
     def webhook_secret(self) -> WebhookSecret:
         """When the caller's webhook signing secret was made; the secret itself is not shown again."""
         return self._record(WebhookSecret, "GET", "/api/v1/webhooks/secret")
@@ -835,6 +853,10 @@ class Client:
 
 def _path(module: str, *parts: str) -> str:
     return "/".join(["/api/v1/modules", *(quote(p, safe="") for p in (module, *parts))])
+
+
+def _pipeline_path(pipeline: str, *parts: str) -> str:
+    return "/".join(["/api/v1/pipelines", *(quote(p, safe="") for p in (pipeline, *parts))])
 
 
 def _job_path(job_id: str, *parts: str) -> str:

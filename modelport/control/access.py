@@ -23,19 +23,22 @@ from dataclasses import dataclass
 from pydantic import ValidationError
 from sqlalchemy import select
 
+from modelport.control.cache import CacheRule
 from modelport.control.identity import Principal
 from modelport.control.policies import PolicyCache
-from modelport.core.errors import Forbidden, ModuleNotFound, Unauthorized
+from modelport.core.errors import Forbidden, ModuleNotFound, PipelineNotFound, Unauthorized
 from modelport.core.manifests import (
+    ApiCache,
     ApiJobs,
     ApiLogging,
     ApiManifest,
     Cors,
     DriftMonitoring,
+    PipelineManifest,
     without_retired_fields,
 )
 from modelport.core.roles import Role
-from modelport.db import ApiDefinition, Database, Module
+from modelport.db import ApiDefinition, Database, Module, PipelineDefinition
 
 __all__ = [
     "ALLOW_ALL",
@@ -43,6 +46,7 @@ __all__ = [
     "ApiAccess",
     "ModulePolicy",
     "Permit",
+    "PipelinePolicy",
     "check_call",
     "may_call",
     "may_manage",
@@ -71,6 +75,8 @@ class ApiAccess:
     """`monitoring.drift`: how the module's drift is watched (None: the manifest says nothing)."""
     jobs: ApiJobs | None = None
     """`jobs`: how the module's asynchronous jobs are retried and timed (None: the manifest says nothing)."""
+    cache: ApiCache | None = None
+    """`cache`: how the module's answers are cached (None: the manifest says nothing)."""
 
 
 @dataclass(frozen=True)
@@ -78,6 +84,8 @@ class ModulePolicy:
     module: str
     owner: str | None
     apis: tuple[ApiAccess, ...] = ()
+    created: str = ""
+    """When the module was made: tells it from one deleted before under the same name."""
 
     @property
     def sync_timeout(self) -> float | None:
@@ -103,6 +111,23 @@ class ModulePolicy:
                 "redact": sorted({path for spec in declared for path in spec.redact}),
                 "maxBytes": min(spec.max_bytes for spec in capturing),
             }
+        )
+
+    @functools.cached_property
+    def cache(self) -> CacheRule | None:
+        """The module's prediction cache, its `Api`s' `cache` merged (None: no `Api` caches its answers).
+
+        On if any `Api` turns it on, with the smallest `ttlSeconds` and the largest `maxEntries` of those
+        that do, and per caller if any says `caller`: that scope is the safer one, since a shared answer is
+        one caller's answer given to another."""
+        declared = [api.cache for api in self.apis if api.cache is not None]
+        if not declared:
+            return None
+        return CacheRule(
+            ttl=min(spec.ttl_seconds for spec in declared),
+            max_entries=max(spec.max_entries for spec in declared),
+            per_caller=any(spec.scope == "caller" for spec in declared),
+            generation=self.created,
         )
 
     @property
@@ -145,6 +170,17 @@ class ModulePolicy:
             for api in self.apis
             if api.rate is not None and (api.anonymous or api.groups & principal.groups or _staff(principal))
         ]
+
+
+@dataclass(frozen=True)
+class PipelinePolicy(ModulePolicy):
+    """A pipeline's owner and `Api` grants (`module` is the pipeline's name), with its manifest."""
+
+    manifest: PipelineManifest | None = None
+
+
+_PIPELINE = "pipeline:"
+"""Pipelines' policies are kept under this prefix (a name never holds a colon) beside the modules'."""
 
 
 def may_manage(principal: Principal, policy: ModulePolicy) -> bool:
@@ -206,21 +242,72 @@ class AccessPolicies:
     async def settle(self) -> None:
         await self._cache.settle()
 
+    # Pipelines: their owner, `Api` grants and manifest, kept beside the modules' policies.
+
+    def pipeline(self, name: str) -> PipelinePolicy | None:
+        """The pipeline's policy; None if there is no such pipeline (for threads)."""
+        policy = self._cache.get(_PIPELINE + name)
+        return policy if isinstance(policy, PipelinePolicy) else None
+
+    async def current_pipeline(self, name: str) -> PipelinePolicy | None:
+        """The pipeline's policy for the event loop; None if there is no such pipeline."""
+        policy = await self._cache.current(_PIPELINE + name)
+        return policy if isinstance(policy, PipelinePolicy) else None
+
+    def cached_pipeline(self, name: str) -> PipelinePolicy | None:
+        """The pipeline's policy in memory, for code on the event loop that cannot wait."""
+        policy = self._cache.cached(_PIPELINE + name)
+        return policy if isinstance(policy, PipelinePolicy) else None
+
+    def known_pipelines(self) -> list[str]:
+        """The names of the pipelines in memory (for the event loop: never waits on the database)."""
+        return [name[len(_PIPELINE) :] for name in self._cache.names() if name.startswith(_PIPELINE)]
+
+    def pipelines(self) -> list[PipelinePolicy]:
+        """Every pipeline's policy, by name (for threads)."""
+        policies = self._cache.snapshot()
+        return sorted((p for p in policies.values() if isinstance(p, PipelinePolicy)), key=lambda p: p.module)
+
+    def require_pipeline_call(self, principal: Principal, name: str) -> PipelinePolicy:
+        policy = self.pipeline(name)
+        check_call(principal, name, policy, what="pipeline")
+        assert policy is not None
+        return policy
+
     def _load(self) -> dict[str, ModulePolicy]:
         with self.database.session() as session:
-            owners = dict(session.execute(select(Module.name, Module.owner)).all())
+            modules = session.execute(select(Module.name, Module.owner, Module.created_at)).all()
+            pipelines = session.execute(
+                select(PipelineDefinition.name, PipelineDefinition.owner, PipelineDefinition.manifest)
+            ).all()
             grants: dict[str, list[ApiAccess]] = {}
-            for name, module, manifest in session.execute(
-                select(ApiDefinition.name, ApiDefinition.module_name, ApiDefinition.manifest).order_by(
-                    ApiDefinition.name
-                )
+            for name, module, pipeline, manifest in session.execute(
+                select(
+                    ApiDefinition.name,
+                    ApiDefinition.module_name,
+                    ApiDefinition.pipeline_name,
+                    ApiDefinition.manifest,
+                ).order_by(ApiDefinition.name)
             ):
                 access = _api_access(name, manifest)
                 if access is not None:
-                    grants.setdefault(module, []).append(access)
-        return {
-            name: ModulePolicy(name, owner, tuple(grants.get(name, ()))) for name, owner in owners.items()
+                    grants.setdefault(module if module is not None else _PIPELINE + pipeline, []).append(
+                        access
+                    )
+        policies = {
+            name: ModulePolicy(name, owner, tuple(grants.get(name, ())), created=created.isoformat())
+            for name, owner, created in modules
         }
+        for name, owner, manifest in pipelines:
+            try:
+                parsed = PipelineManifest.model_validate(manifest)
+            except ValidationError:  # written by an older schema: not served until applied again
+                log.warning("pipeline %r no longer matches the Pipeline schema; apply it again", name)
+                continue
+            policies[_PIPELINE + name] = PipelinePolicy(
+                name, owner, tuple(grants.get(_PIPELINE + name, ())), manifest=parsed
+            )
+        return policies
 
     # Guards: each returns the policy or raises what the caller may be told.
 
@@ -241,17 +328,22 @@ class AccessPolicies:
         return [m for m in modules if (p := self.policy(m)) is not None and may_manage(principal, p)]
 
 
-def check_call(principal: Principal, module: str, policy: ModulePolicy | None) -> ModulePolicy:
-    """`policy`, the module's, if `principal` may call the module; otherwise what the caller may be told."""
+def check_call(
+    principal: Principal, module: str, policy: ModulePolicy | None, *, what: str = "module"
+) -> ModulePolicy:
+    """`policy`, the module's (or the pipeline's, `what`), if `principal` may call it; otherwise what the
+    caller may be told."""
     if policy is None or not may_call(principal, policy):
-        _hidden(principal, module)
+        _hidden(principal, module, what)
     assert policy is not None
     return policy
 
 
-def _hidden(principal: Principal, module: str) -> None:
+def _hidden(principal: Principal, module: str, what: str = "module") -> None:
     if principal.is_anonymous:
         raise Unauthorized("send a bearer token as `Authorization: Bearer <token>`")
+    if what == "pipeline":
+        raise PipelineNotFound(f"no pipeline named {module!r}")
     raise ModuleNotFound(f"no module named {module!r}")
 
 
@@ -270,6 +362,7 @@ def _api_access(name: str, manifest: dict[str, object]) -> ApiAccess | None:
         logging=api.spec.logging,
         drift=api.spec.monitoring.drift,
         jobs=api.spec.jobs,
+        cache=api.spec.cache,
     )
 
 
@@ -282,6 +375,19 @@ class Permit:
     def manage(self, module: str) -> None:
         """Raise unless the principal may manage `module` (404 when it may not even see it)."""
         self.policies.require_manage(self.principal, module)
+
+    def call(self, module: str) -> None:
+        """Raise unless the principal may call `module` (a pipeline it makes may only call those)."""
+        self.policies.require_call(self.principal, module)
+
+    def manage_pipeline(self, name: str) -> None:
+        """Raise unless the principal may manage the pipeline `name` (404 when it may not even see it)."""
+        policy = self.policies.pipeline(name)
+        if policy is None or not (may_manage(self.principal, policy) or may_call(self.principal, policy)):
+            _hidden(self.principal, name, "pipeline")
+        assert policy is not None
+        if not may_manage(self.principal, policy):
+            raise Forbidden(f"managing pipeline {name!r} needs an admin or a developer of its owner group")
 
     def new_owner(self, declared: str | None) -> str | None:
         """The owner group of a module the principal creates, or whose owner it changes to `declared`.

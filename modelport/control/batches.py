@@ -29,17 +29,9 @@ from typing import Any
 import msgspec
 
 from modelport.control.audit import Actor
-from modelport.control.calls import Calls, ModuleCall, Trace
+from modelport.control.calls import Calls, ModuleCall, Trace, as_error, new_request_id
 from modelport.control.identity import Principal
-from modelport.control.jobs import (
-    JOB_READER,
-    Jobs,
-    JobSubmission,
-    RunningJob,
-    as_error,
-    error_body,
-    new_call_id,
-)
+from modelport.control.jobs import JOB_READER, Jobs, JobSubmission, RunningJob, error_body
 from modelport.control.storage import Storage
 from modelport.core.errors import (
     BadRequest,
@@ -392,7 +384,7 @@ class Batches:
     ) -> tuple[list[dict[str, Any] | ModelportError], str]:
         for attempt in range(_RETRIES):
             call = ModuleCall(
-                request_id=new_call_id(),
+                request_id=new_request_id(),
                 trace=Trace.continuing(job.traceparent),
                 principal=principal,
                 owner=job.owner,

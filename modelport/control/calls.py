@@ -1,7 +1,8 @@
 """Calling a module: the one path every call takes, whoever makes it.
 
 The predict route parses HTTP into a `ParsedRequest` and hands it here; so will jobs and pipelines. `Calls`
-routes the call to a version, checks its files where the bytes are, runs it through the version's pool
+routes the call to a version, checks its files where the bytes are, answers it from the prediction cache
+when the module's `Api` caches its answers (`control/cache.py`), else runs it through the version's pool
 (with the request id and trace context the worker tags its output with), publishes file outputs as the
 caller's own objects, keeps the uploads in the request bucket, and, once the caller has its answer, makes
 the call's one `CallRecord` and tells every observer (request log, statistics, metrics, drift).
@@ -21,20 +22,38 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from modelport.control.cache import CacheEntry, PredictionCache
 from modelport.control.identity import ANONYMOUS, Principal
 from modelport.control.modules import ModuleRegistry, ServedModule
 from modelport.control.request_files import RequestFiles
+from modelport.core.errors import ModelportError, ValidationFailed
 from modelport.core.settings import Settings
 from modelport.obs.calls import CallObserver, CallPayload, CallRecord, FileObserver
 from modelport.runtime.files import FileChecker
 from modelport.runtime.pool import CallTiming
-from modelport.sdk.validation import ParsedRequest
+from modelport.sdk.validation import InvalidRequest, ParsedRequest
 
-__all__ = ["Calls", "ModuleCall", "Trace"]
+__all__ = ["Calls", "ModuleCall", "Trace", "as_error", "new_request_id"]
 
 log = logging.getLogger("modelport.calls")
 
 _TRACEPARENT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?$")
+
+
+def new_request_id() -> str:
+    """32 hex digits: the time in milliseconds, then 80 random bits. Ids made later sort later, so the request
+    log's rows go in at the end of its index, as its other indexes (by time) do. Every call has one: a
+    request's (`X-Request-Id`), a job's run, a batch's request, a pipeline's step."""
+    return f"{int(time.time() * 1000) & 0xFFFFFFFFFFFF:012x}{random.getrandbits(80):020x}"
+
+
+def as_error(exc: BaseException) -> ModelportError:
+    """What a caller is told of `exc`, raised by a call."""
+    if isinstance(exc, ModelportError):
+        return exc
+    if isinstance(exc, InvalidRequest):
+        return ValidationFailed("the request does not match the module's API", details=exc.details)
+    return ModelportError(f"{type(exc).__name__}: {exc}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +113,18 @@ class ModuleCall:
     the platform made when it accepted the job."""
     timeout: float | None = None
     """Seconds from arrival the call may take (None: the module's `Api`, else its pool, decides)."""
+    cache_control: frozenset[str] = frozenset()
+    """The request's `Cache-Control` directives: `no-cache` skips the prediction cache's lookup, `no-store`
+    that and keeping the answer."""
+    cache: str | None = None
+    """`hit` or `miss` once the prediction cache was asked; None where the module's answers are not cached."""
+    parent: str | None = None
+    """A pipeline step's call: the request id of the pipeline call it is part of (with `pipeline`, `step`)."""
+    pipeline: str | None = None
+    step: str | None = None
+    publish: bool = True
+    """Whether file outputs become the caller's URLs (a pipeline step's stay the worker's files, for the
+    steps after it; the pipeline publishes those it answers with)."""
 
 
 class Calls:
@@ -108,15 +139,18 @@ class Calls:
         sync_timeout: Callable[[str], float | None] | None = None,
         observers: Sequence[CallObserver] = (),
         file_observers: Sequence[FileObserver] = (),
+        cache: PredictionCache | None = None,
     ) -> None:
         """`sync_timeout(module)` is the `syncTimeoutSeconds` of the module's `Api` manifests (None where none
-        sets one: the deadline is then the pool's `sync_timeout`)."""
+        sets one: the deadline is then the pool's `sync_timeout`). `cache` answers again what it kept (None:
+        every call reaches a worker)."""
         self.registry = registry
         self.settings = settings
         self.files = files
         self.sync_timeout = sync_timeout
         self.observers = list(observers)
         self.file_observers = list(file_observers)
+        self.cache = cache
         self.uploads_dir = settings.data_dir / "uploads"
 
     def route(self, call: ModuleCall, module: str, version: str | None = None) -> ServedModule:
@@ -142,8 +176,9 @@ class Calls:
         return call.workdir
 
     async def run(self, call: ModuleCall, parsed: ParsedRequest) -> list[dict[str, Any]]:
-        """Run a validated request through the version `route` chose: check its files, predict, publish
-        file outputs. Returns one output dict per record; raises the call's error."""
+        """Run a validated request through the version `route` chose: check its files, answer it from the
+        prediction cache or predict, publish file outputs. Returns one output dict per record; raises the
+        call's error."""
         served = call.served
         assert served is not None
         call.parsed = parsed
@@ -157,22 +192,48 @@ class Calls:
             await asyncio.to_thread(checker.resolve, served.spec, parsed)
             call.uploads = _uploaded_files(served, parsed)
         model_key = parsed.model_key or served.default_model_key
+        model_path = await served.model_path(model_key)
+        cached = await self._cached(call, parsed, model_key, model_path)
+        if cached is not None and cached.outputs is not None:
+            call.outputs = cached.outputs
+            return cached.outputs
         outputs = await served.pool.predict(
             parsed.records,
             parameters=parsed.parameters,
             model_key=model_key,
             output_fields=parsed.output_fields,
-            model_path=await served.model_path(model_key),
+            model_path=model_path,
             deadline=self.deadline(call),
             request_id=call.request_id,
             traceparent=call.trace.traceparent,
             timing=call.timing,
             background=call.kind != "sync",
         )
-        if served.spec.has_file_outputs:
+        if served.spec.has_file_outputs and call.publish:
             await asyncio.to_thread(self._publish_all, served, outputs, call.owner)
         call.outputs = outputs
+        if cached is not None:
+            await cached.keep(outputs)
         return outputs
+
+    async def _cached(
+        self, call: ModuleCall, parsed: ParsedRequest, model_key: str, model_path: str | None
+    ) -> CacheEntry | None:
+        """The call's entry in the prediction cache (None: the module's answers are not cached)."""
+        if self.cache is None:
+            return None
+        assert call.served is not None
+        entry = await self.cache.lookup(
+            call.served,
+            parsed,
+            model_key=model_key,
+            model_path=model_path,
+            caller=call.principal.user_id,
+            directives=call.cache_control,
+        )
+        if entry is not None:
+            call.cache = "hit" if entry.hit else "miss"
+        return entry
 
     def finish(self, call: ModuleCall, *, status: int, code: str | None, response_bytes: int) -> None:
         """The caller has its answer: make the call's record and tell every observer. Never raises."""
@@ -201,6 +262,9 @@ class Calls:
             request_bytes=call.request_bytes,
             response_bytes=response_bytes,
             model_key=(parsed.model_key or served.default_model_key) if parsed is not None else None,
+            parent=call.parent,
+            pipeline=call.pipeline,
+            step=call.step,
         )
         payload = None
         if parsed is not None:

@@ -37,10 +37,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import msgspec
-from sqlalchemy import ColumnElement, false, or_, select, true
+from sqlalchemy import ColumnElement, and_, false, or_, select, true
 
-from modelport.control.access import AccessPolicies, may_manage
-from modelport.control.calls import Calls, ModuleCall, Trace
+from modelport.control.access import AccessPolicies, ModulePolicy, may_manage
+from modelport.control.calls import Calls, ModuleCall, Trace, as_error, new_request_id
 from modelport.control.cursors import Cursors
 from modelport.control.identity import Principal
 from modelport.control.modules import ModuleRegistry
@@ -64,11 +64,12 @@ from modelport.core.records import JobInfo, JobList
 from modelport.core.roles import Role
 from modelport.core.settings import Settings
 from modelport.core.times import parse_instant
-from modelport.db import Database, Module
+from modelport.db import Database, Module, PipelineDefinition
 from modelport.db.models import Job
 from modelport.queue import JobQueue, NewJob, Outcome, job_info
 from modelport.queue.jobs import FINISHED
 from modelport.runtime.files import FileChecker
+from modelport.sdk.spec import ApiSpec
 from modelport.sdk.validation import InvalidRequest, ParsedRequest, parse_json
 from modelport.storage import check_key
 
@@ -159,6 +160,8 @@ class Jobs:
         self.queue = JobQueue(database, ttl=settings.job_ttl_hours * 3600)
         self.cursors = Cursors(database, "jobs-cursor")
         self.executors: dict[str, Callable[[Job, RunningJob], Awaitable[Outcome]]] = {"job": self._predict}
+        self.targets: dict[str, Callable[[], list[str]]] = {}
+        """Kinds of jobs whose target is not a module (`pipeline`): the names this gateway may run jobs of."""
         self._new: list[tuple[NewJob, asyncio.Future[tuple[Job, bool]]]] = []
         self._outcomes: list[tuple[Outcome, asyncio.Future[bool]]] = []
         self._due = True
@@ -178,13 +181,21 @@ class Jobs:
     # accepting
 
     async def submit(
-        self, call: ModuleCall, parsed: ParsedRequest | None, submission: JobSubmission
+        self,
+        call: ModuleCall,
+        parsed: ParsedRequest | None,
+        submission: JobSubmission,
+        *,
+        target: tuple[str, ApiSpec] | None = None,
     ) -> tuple[JobInfo, bool]:
-        """Accept a job for the module `call` was routed to: check the webhook, store the request's files,
-        queue it. Returns the job and whether it is new (False: the same idempotency key or id and request
-        were seen before). Raises the request's error; nothing is queued then."""
-        served = call.served
-        assert served is not None
+        """Accept a job for the module `call` was routed to (or for `target`, the name and API of what runs
+        it, such as a pipeline): check the webhook, store the request's files, queue it. Returns the job and
+        whether it is new (False: the same idempotency key or id and request were seen before). Raises the
+        request's error; nothing is queued then."""
+        if target is None:
+            assert call.served is not None
+            target = (call.served.name, call.served.spec)
+        name, spec = target
         principal = call.principal
         await self._check_webhook(principal, submission)
         job_id = submission.job_id or new_job_id()
@@ -194,18 +205,20 @@ class Jobs:
         try:
             if parsed is None:
                 request, seen = dict(submission.request or {}), dict(submission.request or {})
-            elif served.spec.has_file_inputs:  # files are checked and stored: off the event loop
-                request, seen, stored = await asyncio.to_thread(self._store_request, call, parsed, job_id)
+            elif spec.has_file_inputs:  # files are checked and stored: off the event loop
+                request, seen, stored = await asyncio.to_thread(
+                    self._store_request, call, spec, parsed, job_id
+                )
             else:
-                request, seen, stored = self._store_request(call, parsed, job_id)
+                request, seen, stored = self._store_request(call, spec, parsed, job_id)
             version = call.pinned
             # The whole request: the same key with another webhook is another request too.
             hook = [submission.webhook, sorted(submission.events)] if submission.webhook else None
-            digest = _digest([submission.kind, served.name, version, seen, hook])
+            digest = _digest([submission.kind, name, version, seen, hook])
             new = NewJob(
                 id=job_id,
                 kind=submission.kind,
-                module=served.name,
+                module=name,
                 version=version,
                 caller=principal.name,
                 caller_id=principal.user_id,
@@ -213,7 +226,7 @@ class Jobs:
                 client=call.client,
                 request=request,
                 digest=digest,
-                max_attempts=self._max_attempts(served.name),
+                max_attempts=self._max_attempts(name, submission.kind),
                 idempotency_key=submission.idempotency_key,
                 chosen_id=submission.job_id is not None,
                 traceparent=call.trace.traceparent,
@@ -257,25 +270,23 @@ class Jobs:
             await asyncio.to_thread(self.check_webhook, submission.webhook)
 
     def _store_request(
-        self, call: ModuleCall, parsed: ParsedRequest, job_id: str
+        self, call: ModuleCall, spec: ApiSpec, parsed: ParsedRequest, job_id: str
     ) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
         """The request as the queue keeps it (each file checked, copied into the request bucket and named by
         its object), what tells it from another request (the same, with files by their SHA-256), and the
         keys of the objects stored."""
-        served = call.served
-        assert served is not None
         stored: list[str] = []
         hashed: list[dict[str, Any]] = []
         records: list[dict[str, Any]] = []
         try:
-            if served.spec.has_file_inputs:
+            if spec.has_file_inputs:
                 checker = FileChecker(
                     directory=self.calls.workdir(call),
                     max_upload_bytes=self.settings.max_upload_bytes,
                     max_image_pixels=self.settings.max_image_pixels,
                     fetch=self.files.fetcher(call.principal, self.calls.workdir(call)),
                 )
-                checker.resolve(served.spec, parsed)
+                checker.resolve(spec, parsed)
             for index, record in enumerate(parsed.records):
                 kept: dict[str, Any] = {}
                 seen: dict[str, Any] = {}
@@ -325,8 +336,14 @@ class Jobs:
             with contextlib.suppress(ModelportError, OSError):
                 self.files.store.delete(self.files.bucket, key)
 
-    def _max_attempts(self, module: str) -> int:
-        policy = self.policies.cached(module)
+    def _policy(self, module: str, kind: str) -> ModulePolicy | None:
+        """The policy of a job's module, or of its pipeline (from memory)."""
+        if kind == "pipeline":
+            return self.policies.cached_pipeline(module)
+        return self.policies.cached(module)
+
+    def _max_attempts(self, module: str, kind: str) -> int:
+        policy = self._policy(module, kind)
         configured = policy.jobs.max_attempts if policy is not None else None
         return configured or self.settings.job_max_attempts
 
@@ -411,8 +428,14 @@ class Jobs:
             return false()
         own = Job.caller_id == principal.user_id
         if principal.role == Role.DEVELOPER and principal.groups:
-            owned = select(Module.name).where(Module.owner.in_(sorted(principal.groups)))
-            return or_(Job.module.in_(owned), own)
+            groups = sorted(principal.groups)
+            owned = select(Module.name).where(Module.owner.in_(groups))
+            pipelines = select(PipelineDefinition.name).where(PipelineDefinition.owner.in_(groups))
+            return or_(
+                and_(Job.kind != "pipeline", Job.module.in_(owned)),
+                and_(Job.kind == "pipeline", Job.module.in_(pipelines)),
+                own,
+            )
         return own
 
     def _visible(self, principal: Principal, job_id: str) -> Job:
@@ -430,7 +453,9 @@ class Jobs:
             return principal.is_anonymous and job.owner == "anonymous"
         if principal.user_id == job.caller_id:
             return True
-        policy = self.policies.policy(job.module)
+        policy = (
+            self.policies.pipeline(job.module) if job.kind == "pipeline" else self.policies.policy(job.module)
+        )
         return policy is not None and may_manage(principal, policy)
 
     def check_visible(self, principal: Principal, job_id: str) -> None:
@@ -542,6 +567,8 @@ class Jobs:
         for running in self._running.values():
             busy[running.job.module] = busy.get(running.job.module, 0) + 1
         names = {served.name for served in self.registry.running()}
+        for targets in self.targets.values():
+            names.update(targets())
         limit = self.settings.job_concurrency
         return {name: limit - busy.get(name, 0) for name in names if busy.get(name, 0) < limit}
 
@@ -583,7 +610,7 @@ class Jobs:
         """One run of a prediction job, through the one call path."""
         request = job.request
         call = ModuleCall(
-            request_id=new_call_id(),
+            request_id=new_request_id(),
             trace=Trace.continuing(job.traceparent),
             principal=Principal(user_id=job.caller_id, name=job.caller, role=Role.USER),
             owner=job.owner,
@@ -630,7 +657,7 @@ class Jobs:
 
     def _outcome(self, job: Job, running: RunningJob, exc: Exception) -> Outcome:
         error = as_error(exc)
-        policy = self.policies.cached(job.module)
+        policy = self._policy(job.module, job.kind)
         retry_module = policy is not None and policy.jobs.retry_module_errors
         retryable = isinstance(error, _RETRYABLE) or (retry_module and isinstance(error, ModuleError))
         if isinstance(exc, InvalidRequest | ValidationFailed):
@@ -753,14 +780,6 @@ class Jobs:
                 return removed
 
 
-def as_error(exc: BaseException) -> ModelportError:
-    if isinstance(exc, ModelportError):
-        return exc
-    if isinstance(exc, InvalidRequest):
-        return ValidationFailed("the request does not match the module's API", details=exc.details)
-    return ModelportError(f"{type(exc).__name__}: {exc}")
-
-
 def error_body(error: ModelportError) -> dict[str, Any]:
     return {
         "code": error.code,
@@ -783,12 +802,6 @@ def _named(key: str, filename: Any) -> str:
 
 def _digest(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def new_call_id() -> str:
-    """The request-log id of one run of a job (or one request of a batch), made as the gateway makes a
-    request's."""
-    return f"{int(time.time() * 1000) & 0xFFFFFFFFFFFF:012x}{random.getrandbits(80):020x}"
 
 
 async def _first(*waits: Awaitable[Any]) -> None:

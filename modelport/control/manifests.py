@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 from pydantic import ValidationError
-from sqlalchemy import delete, select
+from sqlalchemy import delete, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -35,6 +35,7 @@ from modelport.control.access import ALLOW_ALL, Permit
 from modelport.control.audit import Actor, AuditTrail, manifest_action
 from modelport.control.deployments import scale
 from modelport.control.history import History
+from modelport.control.pipelines import compose, step_specs
 from modelport.core.errors import BadRequest, BucketNotFound, Conflict, Forbidden, ModelportError, NotFound
 from modelport.core.manifests import (
     KINDS,
@@ -43,6 +44,7 @@ from modelport.core.manifests import (
     ManifestError,
     Metadata,
     ModuleManifest,
+    PipelineManifest,
     Problem,
     StorageManifest,
     parse_document,
@@ -50,7 +52,7 @@ from modelport.core.manifests import (
 )
 from modelport.core.records import ApplyResult
 from modelport.core.roles import Role
-from modelport.db import ApiDefinition, Bucket, Database, Module
+from modelport.db import ApiDefinition, Bucket, Database, Module, PipelineDefinition
 from modelport.storage import ObjectStore
 
 __all__ = ["BucketNotEmpty", "ManifestInvalid", "Manifests"]
@@ -89,7 +91,7 @@ class BucketNotEmpty(Conflict):
     code = "bucket_not_empty"
 
 
-Row = Module | ApiDefinition | Bucket
+Row = Module | ApiDefinition | Bucket | PipelineDefinition
 
 
 class Manifests:
@@ -129,10 +131,13 @@ class Manifests:
         manifests = _validate(documents)
         try:
             with self.database.session() as session:
-                _check_modules(session, manifests)
-                created = {m.metadata.name for m in manifests if isinstance(m, ModuleManifest)}
-                # Modules first, so that the APIs' foreign keys find them; results in document order.
-                order = sorted(range(len(manifests)), key=lambda i: manifests[i].kind != "Module")
+                _check_targets(session, manifests, permit)
+                created = {
+                    m.metadata.name for m in manifests if isinstance(m, ModuleManifest | PipelineManifest)
+                }
+                # Modules and pipelines first, so that the APIs' foreign keys find them; results in document
+                # order.
+                order = sorted(range(len(manifests)), key=lambda i: manifests[i].kind == "Api")
                 changes: dict[int, ApplyResult] = {}
                 for index in order:
                     changes[index] = _apply_one(
@@ -288,17 +293,40 @@ def _validate(documents: list[dict[str, Any]]) -> list[Manifest]:
     return manifests
 
 
-def _check_modules(session: Session, manifests: list[Manifest]) -> None:
-    """Each `Api` must name a module that exists or that this request creates."""
-    created = {m.metadata.name for m in manifests if isinstance(m, ModuleManifest)}
-    apis = [(i, m) for i, m in enumerate(manifests) if isinstance(m, ApiManifest)]
-    wanted = {m.spec.module for _, m in apis} - created
-    existing = set(session.scalars(select(Module.name).where(Module.name.in_(wanted)))) if wanted else set()
-    problems = [
-        _problem(i, "Api", m.metadata.name, "spec.module", f"unknown module {m.spec.module!r}")
-        for i, m in apis
-        if m.spec.module not in created | existing
-    ]
+def _check_targets(session: Session, manifests: list[Manifest], permit: Permit | None) -> None:
+    """Each `Api` must name a module or pipeline that exists or that this request creates; each `Pipeline`
+    must fit the versions its steps run (`control/pipelines.py`), call only modules its author may call, and
+    not take a module's name."""
+    problems: list[Problem] = []
+    created = {
+        kind: {m.metadata.name for m in manifests if m.kind == kind} for kind in ("Module", "Pipeline")
+    }
+    for index, manifest in enumerate(manifests):
+        if isinstance(manifest, ApiManifest):
+            kind, name = manifest.target
+            model = Module if kind == "module" else PipelineDefinition
+            if name not in created[kind.title()] and session.get(model, name) is None:
+                problems.append(
+                    _problem(index, "Api", manifest.metadata.name, f"spec.{kind}", f"unknown {kind} {name!r}")
+                )
+        elif isinstance(manifest, PipelineManifest):
+            name = manifest.metadata.name
+            if name in created["Module"] or session.get(Module, name) is not None:
+                message = f"a module is named {name!r}; a pipeline takes a name no module has"
+                problems.append(_problem(index, "Pipeline", name, "metadata.name", message))
+            if permit is not None:
+                for step_index, step in enumerate(manifest.spec.steps):
+                    try:
+                        permit.call(step.module)
+                    except ModelportError:
+                        message = f"unknown module {step.module!r}"  # as for one that does not exist
+                        problems.append(
+                            _problem(index, "Pipeline", name, f"spec.steps[{step_index}].module", message)
+                        )
+            if not problems:
+                specs, missing = step_specs(session, manifest, document=index)
+                _, mismatched = compose(manifest, specs, document=index)
+                problems += missing + mismatched
     if problems:
         raise ManifestInvalid.of(problems)
 
@@ -362,7 +390,16 @@ def _apply_one(
     if row is None and isinstance(manifest, ModuleManifest):
         session.add(Module(name=name, owner=owner, manifest=new))
     elif row is None and isinstance(manifest, ApiManifest):
-        session.add(ApiDefinition(name=name, module_name=manifest.spec.module, manifest=new))
+        session.add(
+            ApiDefinition(
+                name=name,
+                module_name=manifest.spec.module,
+                pipeline_name=manifest.spec.pipeline,
+                manifest=new,
+            )
+        )
+    elif row is None and isinstance(manifest, PipelineManifest):
+        session.add(PipelineDefinition(name=name, owner=owner, manifest=new))
     elif row is None and isinstance(manifest, StorageManifest):
         session.add(Bucket(name=name, manifest=new, quota_bytes=manifest.spec.quota_bytes, used_bytes=0))
     elif row is not None:
@@ -370,8 +407,8 @@ def _apply_one(
         if isinstance(row, Bucket) and isinstance(manifest, StorageManifest):
             row.quota_bytes = manifest.spec.quota_bytes
         if isinstance(row, ApiDefinition) and isinstance(manifest, ApiManifest):
-            row.module_name = manifest.spec.module
-        if isinstance(row, Module) and isinstance(manifest, ModuleManifest) and manifest.spec.owner:
+            row.module_name, row.pipeline_name = manifest.spec.module, manifest.spec.pipeline
+        if isinstance(row, Module | PipelineDefinition) and manifest.spec.owner:  # type: ignore[union-attr]
             row.owner = owner
     return change
 
@@ -406,17 +443,18 @@ def _owner(row: Row | None, manifest: Manifest, permit: Permit | None, created: 
         return None
     if isinstance(manifest, ApiManifest):
         if permit is not None:
-            if manifest.spec.module not in created:
-                permit.manage(manifest.spec.module)
-            if isinstance(row, ApiDefinition) and row.module_name != manifest.spec.module:
-                permit.manage(row.module_name)
+            kind, target = manifest.target
+            if target not in created:
+                permit.manage(target) if kind == "module" else permit.manage_pipeline(target)
+            if isinstance(row, ApiDefinition):
+                _may_change(permit, row)
         return None
     declared = manifest.spec.owner
     if row is None:
         return declared if permit is None else permit.new_owner(declared)
-    assert isinstance(row, Module)
+    assert isinstance(row, Module | PipelineDefinition)
     if permit is not None:
-        permit.manage(row.name)
+        _may_change(permit, row)
         if declared is not None and declared != row.owner:
             permit.new_owner(declared)
     return declared or row.owner
@@ -425,8 +463,15 @@ def _owner(row: Row | None, manifest: Manifest, permit: Permit | None, created: 
 def _may_change(permit: Permit, row: Row) -> None:
     if isinstance(row, Bucket):
         _admin_only(permit)
+    elif isinstance(row, Module):
+        permit.manage(row.name)
+    elif isinstance(row, PipelineDefinition):
+        permit.manage_pipeline(row.name)
+    elif row.module_name is not None:
+        permit.manage(row.module_name)
     else:
-        permit.manage(row.name if isinstance(row, Module) else row.module_name)
+        assert row.pipeline_name is not None
+        permit.manage_pipeline(row.pipeline_name)
 
 
 def _admin_only(permit: Permit) -> None:
@@ -434,26 +479,32 @@ def _admin_only(permit: Permit) -> None:
         raise Forbidden("buckets (Storage manifests) are declared by admins")
 
 
-_MODELS: dict[str, type[Row]] = {"Module": Module, "Api": ApiDefinition, "Storage": Bucket}
+_MODELS: dict[str, type[Row]] = {
+    "Module": Module,
+    "Api": ApiDefinition,
+    "Storage": Bucket,
+    "Pipeline": PipelineDefinition,
+}
 
 
 def _row(session: Session, kind: str, name: str) -> Row | None:
     row = session.get(_MODELS[kind], name)
-    assert row is None or isinstance(row, Module | ApiDefinition | Bucket)
+    assert row is None or isinstance(row, Module | ApiDefinition | Bucket | PipelineDefinition)
     return row
 
 
 def _cascaded_apis(
     session: Session, rows: list[tuple[str, str, dict[str, Any]]]
 ) -> list[tuple[str, str, Any]]:
-    """The APIs of the modules being deleted that the request does not name itself."""
+    """The APIs of the modules and pipelines being deleted that the request does not name itself."""
     modules = {name for kind, name, _ in rows if kind == "Module"}
+    pipelines = {name for kind, name, _ in rows if kind == "Pipeline"}
     named = {name for kind, name, _ in rows if kind == "Api"}
-    if not modules:
+    if not modules and not pipelines:
         return []
     found = session.execute(
         select(ApiDefinition.name, ApiDefinition.manifest)
-        .where(ApiDefinition.module_name.in_(modules))
+        .where(or_(ApiDefinition.module_name.in_(modules), ApiDefinition.pipeline_name.in_(pipelines)))
         .order_by(ApiDefinition.name)
     )
     return [("Api", name, manifest) for name, manifest in found if name not in named]
@@ -469,6 +520,9 @@ def _delete(session: Session, rows: list[tuple[str, str, Any]]) -> None:
         session.execute(delete(ApiDefinition).where(ApiDefinition.name.in_(apis)))
     if modules:  # versions, deployments and APIs go with them (ON DELETE CASCADE)
         session.execute(delete(Module).where(Module.name.in_(modules)))
+    pipelines = [name for kind, name, _ in rows if kind == "Pipeline"]
+    if pipelines:
+        session.execute(delete(PipelineDefinition).where(PipelineDefinition.name.in_(pipelines)))
 
 
 # Stored documents

@@ -1,5 +1,5 @@
 """The platform's services in one object: identity and access, versions, deployments, manifests, git sources,
-storage, the audit trail, calls and what observes them, jobs, batches and webhooks."""
+storage, the audit trail, calls, the prediction cache and what observes them, jobs, batches and webhooks."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from modelport.artifacts import Artifact
 from modelport.control.access import AccessPolicies, Permit
 from modelport.control.audit import SYSTEM, Actor, AuditTrail
 from modelport.control.batches import Batches
+from modelport.control.cache import CacheRule, PredictionCache, open_store
 from modelport.control.calls import Calls
 from modelport.control.deployments import Deployments
 from modelport.control.drift import Drift
@@ -25,6 +26,7 @@ from modelport.control.jobs import Jobs
 from modelport.control.manifests import Manifests
 from modelport.control.modules import ModuleRegistry
 from modelport.control.oidc import OidcVerifier
+from modelport.control.pipelines import Pipelines
 from modelport.control.request_files import RequestFiles
 from modelport.control.requests import RequestLog
 from modelport.control.sources import GitSources
@@ -89,11 +91,13 @@ class Services:
         self.webhooks = Webhooks(database, settings=settings, audit=self.audit)
         self.oidc = OidcVerifier.from_settings(settings)
         self.policies = AccessPolicies(database)
+        self.cache = PredictionCache(open_store(settings.redis_url), rules=self._cache_rule)
         self.calls = Calls(
             registry=self.registry,
             settings=settings,
             files=self.request_files,
             sync_timeout=self._sync_timeout,
+            cache=self.cache,
         )
         self.request_log = RequestLog(database, settings=settings, store=store, policies=self.policies)
         self.calls.observers.append(self.request_log)
@@ -154,6 +158,7 @@ class Services:
         self.batches = Batches(
             self.jobs, calls=self.calls, storage=self.storage, store=store, settings=settings
         )
+        self.pipelines = Pipelines(calls=self.calls, policies=self.policies, jobs=self.jobs)
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
@@ -193,6 +198,7 @@ class Services:
             await self.versions.close()
             await self.policies.settle()
             await self.storage.policies.settle()
+            await self.cache.close()
             await asyncio.to_thread(self.identity.close)
             self.logs.close()
             self.store.close()
@@ -227,6 +233,10 @@ class Services:
     def _sync_timeout(self, module: str) -> float | None:
         policy = self.policies.cached(module)  # from memory: a call never waits on the database
         return None if policy is None else policy.sync_timeout
+
+    def _cache_rule(self, module: str) -> CacheRule | None:
+        policy = self.policies.cached(module)  # from memory: a cache hit never waits on the database
+        return None if policy is None else policy.cache
 
     def _running_versions(self) -> list[tuple[str, str, int, int]]:
         """(module, version, calls in flight, worker restarts) of every running version, for `/metrics`."""

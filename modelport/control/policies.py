@@ -89,6 +89,20 @@ class PolicyCache(Generic[T]):
             self._read_in_thread(MISS_RELOAD_SECONDS)
         return self._known(name)
 
+    def names(self) -> list[str]:
+        """The names in memory, for code on the event loop that cannot wait; a read that is due starts in a
+        worker thread."""
+        if self._due(self.refresh_seconds):
+            self._read_in_background()
+        return list(self._policies)
+
+    def snapshot(self) -> dict[str, T]:
+        """Every policy (for threads: the database is read here when a read is due)."""
+        self._read_in_thread(self.refresh_seconds)
+        if self._failing and not self._policies:
+            raise DatabaseUnavailable()
+        return dict(self._policies)
+
     async def current(self, name: str) -> T | None:
         """The policy of `name` for the event loop; None if there is none. Memory answers, while a read that
         is due runs in a worker thread; a name missing from memory waits for a read (at most every

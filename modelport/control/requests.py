@@ -60,7 +60,7 @@ log = logging.getLogger("modelport.requests")
 _BATCH = 1000
 _COLUMNS = tuple(column.name for column in RequestLogEntry.__table__.columns)
 _ROWS_PER_STATEMENT = 400
-"""Rows per INSERT statement: 400 rows of 21 values stay under SQLite's and PostgreSQL's parameter limits."""
+"""Rows per INSERT statement: 400 rows of 24 values stay under SQLite's and PostgreSQL's parameter limits."""
 """Calls written per transaction; a full batch is written at once, without waiting for the interval."""
 _SWEEP_SECONDS = 3600.0
 _SWEEP_RETRY_SECONDS = 60.0
@@ -270,6 +270,8 @@ class RequestLog:
         since: str | None = None,
         until: str | None = None,
         min_latency_ms: float | None = None,
+        pipeline: str | None = None,
+        parent: str | None = None,
         limit: int = 100,
         cursor: str | None = None,
     ) -> RequestList:
@@ -290,7 +292,14 @@ class RequestLog:
         after = self.cursors.decode(cursor) if cursor is not None else None
         entry = RequestLogEntry
         conditions: builtins.list[ColumnElement[bool]] = [self._visible(principal, module)]
-        for column, value in ((entry.module, module), (entry.version, version), (entry.code, code)):
+        filters = (
+            (entry.module, module),
+            (entry.version, version),
+            (entry.code, code),
+            (entry.pipeline, pipeline),
+            (entry.parent_id, parent),
+        )
+        for column, value in filters:
             if value is not None:
                 conditions.append(column == value)
         if caller is not None:
@@ -458,6 +467,9 @@ def _row(record: CallRecord, key: str | None, *, postgres: bool) -> tuple[Any, .
         record.response_bytes,
         record.model_key[:128] if record.model_key else None,
         key,
+        record.parent[:32] if record.parent else None,
+        record.pipeline[:63] if record.pipeline else None,
+        record.step[:63] if record.step else None,
     )
 
 
@@ -484,4 +496,7 @@ def _record(row: RequestLogEntry) -> RequestRecord:
         response_bytes=row.response_bytes,
         model_key=row.model_key,
         payload_key=row.payload,
+        parent_id=row.parent_id,
+        pipeline=row.pipeline,
+        step=row.step,
     )

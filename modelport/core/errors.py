@@ -70,6 +70,12 @@ class ModuleNotFound(NotFound):
     code = "module_not_found"
 
 
+class PipelineNotFound(NotFound):
+    """No such pipeline, or none the caller may see."""
+
+    code = "pipeline_not_found"
+
+
 class JobNotFound(NotFound):
     """No such job, or none the caller may see."""
 
@@ -264,6 +270,33 @@ class ModuleUnavailable(ModelportError):
 
     status, code, public = 503, "module_unavailable", True
     retry_after = 1.0
+
+
+class StepUnavailable(ModuleUnavailable):
+    """A step of this pipeline has no module version to run it (its module was deleted or is not deployed, or
+    its version no longer fits the pipeline)."""
+
+    code = "step_unavailable"
+
+
+class StepFailed(ModelportError):
+    """A step of a pipeline call failed: the step's own error, its status and code kept, naming the step."""
+
+    public = True
+
+    @classmethod
+    def of(cls, step: str, module: str, error: ModelportError) -> StepFailed:
+        failed = cls(
+            f"step {step!r} (module {module!r}) failed: {error.public_message()}",
+            details={
+                "step": step,
+                "module": module,
+                "details": error.details if error.status < 500 or error.public else None,
+            },
+            retry_after=error.retry_after,
+        )
+        failed.status, failed.code = error.status, error.code
+        return failed
 
 
 class WorkerDied(ModuleUnavailable):

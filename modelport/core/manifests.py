@@ -31,7 +31,9 @@ from modelport.core.names import BUCKET_NAME
 
 __all__ = [
     "KINDS",
+    "MAX_PIPELINE_STEPS",
     "Access",
+    "ApiCache",
     "ApiLogging",
     "ApiManifest",
     "ApiManifestSpec",
@@ -44,8 +46,12 @@ __all__ = [
     "ModuleManifest",
     "ModuleSpec",
     "Monitoring",
+    "PipelineManifest",
+    "PipelineSpec",
+    "PipelineStep",
     "Problem",
     "RateLimit",
+    "Reference",
     "Resources",
     "RestfulApi",
     "SourceSpec",
@@ -57,6 +63,7 @@ __all__ = [
     "load_module_manifest",
     "parse_document",
     "parse_rate",
+    "parse_reference",
     "parse_size",
     "to_document",
     "without_retired_fields",
@@ -348,6 +355,19 @@ class ApiJobs(_Strict):
     timeout_seconds: float | None = Field(None, gt=0, le=7 * 86_400, alias="timeoutSeconds")
 
 
+class ApiCache(_Strict):
+    """The prediction cache: an answer is kept `ttlSeconds` and given again for the same request (module,
+    version, model key, inputs with files by their bytes, parameters, output fields), to the caller who made
+    it (`scope: caller`, the default; anonymous calls are then not cached) or to every caller (`shared`).
+    `maxEntries` bounds the answers one gateway process keeps in memory per module; in Redis
+    (`MODELPORT_REDIS_URL`) entries expire after `ttlSeconds` and Redis evicts by its own policy. Modules with
+    file outputs are never cached: their files are published per caller."""
+
+    ttl_seconds: float = Field(gt=0, le=30 * 86_400, alias="ttlSeconds")
+    max_entries: int = Field(1024, ge=1, le=1_000_000, alias="maxEntries")
+    scope: Literal["caller", "shared"] = "caller"
+
+
 class Monitoring(_Strict):
     """What the platform watches in a module's calls besides the request log: `drift`."""
 
@@ -355,7 +375,10 @@ class Monitoring(_Strict):
 
 
 class ApiManifestSpec(_Strict):
-    module: str = Field(pattern=_NAME)
+    module: str | None = Field(None, pattern=_NAME)
+    """The module this `Api` opens (exactly one of `module` and `pipeline`)."""
+    pipeline: str | None = Field(None, pattern=_NAME)
+    """The pipeline this `Api` opens."""
     restful_api: RestfulApi = Field(RestfulApi(), alias="restfulApi")
     access: Access = Access()
     rate_limit: RateLimit = Field(RateLimit(), alias="rateLimit")
@@ -369,8 +392,21 @@ class ApiManifestSpec(_Strict):
     jobs: ApiJobs | None = None
     """How asynchronous jobs of the module are retried and timed (`ApiJobs`)."""
 
+    @model_validator(mode="after")
+    def _one_target(self) -> ApiManifestSpec:
+        if self.module is None and self.pipeline is None:
+            raise ValueError("required: `module` (the module this Api opens) or `pipeline`")
+        if self.module is not None and self.pipeline is not None:
+            raise ValueError("an Api opens one module (`module`) or one pipeline (`pipeline`), not both")
+        if self.pipeline is not None and self.monitoring.drift is not None:
+            raise ValueError("`monitoring.drift` watches a module; a pipeline's steps are watched as modules")
+        return self
 
-_RETIRED_API_FIELDS = ("cache", "canary")
+    cache: ApiCache | None = None
+    """The prediction cache (`ApiCache`); without it every call reaches a worker."""
+
+
+_RETIRED_API_FIELDS = ("canary",)
 """`Api` spec fields that earlier schemas accepted and that never had an effect: refused when applied,
 dropped when a stored manifest is read (`without_retired_fields`)."""
 
@@ -382,11 +418,21 @@ _RETIRED_HINTS: dict[tuple[type[BaseModel] | None, str], str] = {
 
 def without_retired_fields(document: dict[str, Any]) -> dict[str, Any]:
     """A stored `Api` document without the fields earlier schemas accepted and this one refuses, so that
-    manifests stored before keep granting what they grant."""
+    manifests stored before keep granting what they grant.
+
+    That includes a `cache` in the earlier schema's form for "off" (`ttlSeconds: 0`, or no `ttlSeconds`),
+    which this schema refuses; an earlier `cache` with a positive `ttlSeconds` is a valid one, and now
+    caches as its author asked (per caller, unless it says otherwise)."""
     spec = document.get("spec")
-    if not isinstance(spec, dict) or not any(name in spec for name in _RETIRED_API_FIELDS):
+    if not isinstance(spec, dict):
         return document
-    kept = {name: value for name, value in spec.items() if name not in _RETIRED_API_FIELDS}
+    retired = {name for name in _RETIRED_API_FIELDS if name in spec}
+    cache = spec.get("cache")
+    if isinstance(cache, dict) and not cache.get("ttlSeconds"):
+        retired.add("cache")
+    if not retired:
+        return document
+    kept = {name: value for name, value in spec.items() if name not in retired}
     return {**document, "spec": kept}
 
 
@@ -397,6 +443,190 @@ class ApiManifest(_Strict):
     kind: Literal["Api"] = "Api"
     metadata: Metadata
     spec: ApiManifestSpec
+
+    @property
+    def target(self) -> tuple[str, str]:
+        """(`module` or `pipeline`, its name)."""
+        if self.spec.pipeline is not None:
+            return "pipeline", self.spec.pipeline
+        assert self.spec.module is not None
+        return "module", self.spec.module
+
+
+# Pipeline
+
+_STEP_NAME = r"^[a-z][a-z0-9_-]{0,62}$"
+_REF = re.compile(
+    r"^\$\.(?:(?P<group>inputs|parameters)\.(?P<name>[A-Za-z_][A-Za-z0-9_]*)"
+    r"|steps\.(?P<step>[a-z][a-z0-9_-]{0,62})\.outputs\.(?P<output>[A-Za-z_][A-Za-z0-9_]*))$"
+)
+MAX_PIPELINE_STEPS = 32
+
+
+class Reference(TypedDict):
+    """Where a value comes from: the request's `inputs`/`parameters` field `name`, or the output `name` of
+    the earlier `step` (`group` is then `steps`)."""
+
+    group: Literal["inputs", "parameters", "steps"]
+    step: str | None
+    name: str
+
+
+def parse_reference(value: Any) -> Reference | None:
+    """The reference `value` spells (`$.inputs.image`, `$.parameters.language`, `$.steps.ocr.outputs.text`);
+    None when it is a constant (anything that is not a string starting with `$`). A string starting with `$`
+    that is not a reference is a `ValueError`."""
+    if not isinstance(value, str) or not value.startswith("$"):
+        return None
+    match = _REF.match(value)
+    if match is None:
+        raise ValueError(
+            f"{value!r} is not a reference: expected $.inputs.NAME, $.parameters.NAME or "
+            "$.steps.STEP.outputs.NAME"
+        )
+    if match.group("step") is not None:
+        return {"group": "steps", "step": match.group("step"), "name": match.group("output")}
+    if match.group("group") == "inputs":
+        return {"group": "inputs", "step": None, "name": match.group("name")}
+    return {"group": "parameters", "step": None, "name": match.group("name")}
+
+
+class PipelineStep(_Strict):
+    """One module call of a pipeline: its `inputs` and `parameters` are references (`$.inputs.image`,
+    `$.steps.ocr.outputs.text`) or constants; `version` pins one (else the module's active version)."""
+
+    name: str = Field(pattern=_STEP_NAME)
+    module: str = Field(pattern=_NAME)
+    version: str | None = Field(None, min_length=1, max_length=64)
+    model_key: str | None = Field(None, min_length=1, max_length=128, alias="modelKey")
+    inputs: dict[str, Any] = {}
+    parameters: dict[str, Any] = {}
+
+    @field_validator("inputs", "parameters")
+    @classmethod
+    def _references(cls, values: dict[str, Any]) -> dict[str, Any]:
+        for field, value in values.items():
+            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", field):
+                raise ValueError(f"{field!r} is not a field name")
+            if parse_reference(value) is not None and not isinstance(value, str):
+                raise ValueError(f"{field}: a reference is a string")
+        return values
+
+    def references(self) -> list[tuple[str, str, Reference]]:
+        """(group, field, reference) of every value this step takes from elsewhere."""
+        found: list[tuple[str, str, Reference]] = []
+        for group, values in (("inputs", self.inputs), ("parameters", self.parameters)):
+            for field, value in values.items():
+                reference = parse_reference(value)
+                if reference is not None:
+                    found.append((group, field, reference))
+        return found
+
+    @property
+    def needs(self) -> frozenset[str]:
+        """The steps whose outputs this step takes."""
+        return frozenset(r["step"] for _, _, r in self.references() if r["step"] is not None)
+
+
+class PipelineSpec(_Strict):
+    description: str = Field("", max_length=4096)
+    owner: str | None = None
+    """The group (full path) whose developers manage the pipeline; none: only admins."""
+    steps: list[PipelineStep] = Field(min_length=1, max_length=MAX_PIPELINE_STEPS)
+    outputs: dict[str, str] = Field(min_length=1)
+    """The pipeline's outputs, each a step's output (`$.steps.extract.outputs.total`) or a request input."""
+
+    @field_validator("owner")
+    @classmethod
+    def _owner_group(cls, value: str | None) -> str | None:
+        return None if value is None else check_group_path(value)
+
+    @field_validator("outputs")
+    @classmethod
+    def _output_references(cls, values: dict[str, str]) -> dict[str, str]:
+        for field, value in values.items():
+            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", field):
+                raise ValueError(f"{field!r} is not a field name")
+            if parse_reference(value) is None:
+                raise ValueError(f"{field}: expected a reference such as $.steps.STEP.outputs.NAME")
+        return values
+
+    @model_validator(mode="after")
+    def _graph(self) -> PipelineSpec:
+        names = [step.name for step in self.steps]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"step names must be unique; repeated: {', '.join(repeated)}")
+        known = set(names)
+        for step in self.steps:
+            for group, field, reference in step.references():
+                if reference["step"] is not None and reference["step"] not in known:
+                    raise ValueError(
+                        f"step {step.name!r} {group}.{field}: there is no step {reference['step']!r}"
+                    )
+        for field, value in self.outputs.items():
+            output = parse_reference(value)
+            if output is not None and output["step"] is not None and output["step"] not in known:
+                raise ValueError(f"output {field!r}: there is no step {output['step']!r}")
+        cycle = _cycle({step.name: step.needs for step in self.steps})
+        if cycle:
+            raise ValueError(f"the steps form a cycle: {' -> '.join(cycle)}")
+        return self
+
+    def order(self) -> list[PipelineStep]:
+        """The steps in an order where each comes after the steps it needs."""
+        done: set[str] = set()
+        ordered: list[PipelineStep] = []
+        pending = list(self.steps)
+        while pending:
+            ready = [step for step in pending if step.needs <= done]
+            ordered.extend(ready)
+            done.update(step.name for step in ready)
+            pending = [step for step in pending if step.name not in done]
+        return ordered
+
+
+def _cycle(graph: dict[str, frozenset[str]]) -> list[str]:
+    """A cycle in `graph` (step → the steps it needs): the steps along it, the first repeated last; [] if
+    none."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str]:
+        state[node] = 1
+        path.append(node)
+        for need in sorted(graph.get(node, ())):
+            if state.get(need) == 1:
+                return [*path[path.index(need) :], need]
+            if need not in state and (found := visit(need)):
+                return found
+        path.pop()
+        state[node] = 2
+        return []
+
+    for node in sorted(graph):
+        if node not in state and (found := visit(node)):
+            return found
+    return []
+
+
+class PipelineManifest(_Strict):
+    """A DAG of module calls served like a module: steps run as soon as what they need exists."""
+
+    api_version: Literal["modelport/v1"] = Field("modelport/v1", alias="apiVersion")
+    kind: Literal["Pipeline"] = "Pipeline"
+    metadata: Metadata
+    spec: PipelineSpec
+
+    @model_validator(mode="after")
+    def _not_itself(self) -> PipelineManifest:
+        for step in self.spec.steps:
+            if step.module == self.metadata.name:
+                raise ValueError(
+                    f"step {step.name!r} calls {step.module!r}, the pipeline itself: "
+                    "a pipeline's steps are modules"
+                )
+        return self
 
 
 # Storage
@@ -451,10 +681,13 @@ class StorageManifest(_Strict):
         return value
 
 
-Manifest = ModuleManifest | ApiManifest | StorageManifest
-KINDS: dict[str, type[ModuleManifest] | type[ApiManifest] | type[StorageManifest]] = {
+Manifest = ModuleManifest | ApiManifest | StorageManifest | PipelineManifest
+KINDS: dict[
+    str, type[ModuleManifest] | type[ApiManifest] | type[StorageManifest] | type[PipelineManifest]
+] = {
     "Api": ApiManifest,
     "Module": ModuleManifest,
+    "Pipeline": PipelineManifest,
     "Storage": StorageManifest,
 }
 """The kinds `parse_document` knows, by the name a document's `kind` gives."""

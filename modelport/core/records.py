@@ -21,6 +21,7 @@ __all__ = [
     "ApplyResultList",
     "AuditEvent",
     "AuditList",
+    "AuthConfig",
     "BucketAccess",
     "BucketInfo",
     "BucketList",
@@ -60,6 +61,10 @@ __all__ = [
     "NewToken",
     "ObjectInfo",
     "ObjectListing",
+    "OidcClient",
+    "PipelineInfo",
+    "PipelineList",
+    "PipelineStepInfo",
     "PresignMethod",
     "PresignedUrl",
     "Record",
@@ -97,7 +102,8 @@ DriftVerdict = Literal["ok", "drift", "insufficient_data"]
 FeatureKind = Literal["numeric", "categorical"]
 LogStream = Literal["stdout", "stderr", "modelport"]
 JobStatus = Literal["queued", "running", "succeeded", "failed", "canceled"]
-JobKind = Literal["job", "batch"]
+JobKind = Literal["job", "batch", "pipeline"]
+"""A prediction of a module, a batch of them, or a call of a pipeline (its `module` is the pipeline)."""
 JobEvent = Literal["started", "completed"]
 ModuleEventKind = Literal[
     "push", "build", "deploy", "switch", "canary", "rollback", "scale", "failure", "delete"
@@ -285,6 +291,21 @@ class AccessToken(Record):
     expires_at: str
 
 
+class OidcClient(Record):
+    """The OpenID Connect provider and the public client (authorization code with PKCE) that browser
+    applications sign in with; the access tokens they get are what the platform accepts."""
+
+    issuer: str
+    client_id: str
+
+
+class AuthConfig(Record):
+    """How a browser application signs in to this platform: through `oidc`, or, where that is None, with a
+    modelport token (`mp_...`)."""
+
+    oidc: OidcClient | None
+
+
 class CallerInfo(Record):
     """Who the token belongs to; `token_id` is None for a caller not signed in with a stored token."""
 
@@ -406,6 +427,10 @@ class RequestRecord(Record):
     response_bytes: int
     model_key: str | None
     payload_key: str | None
+    parent_id: str | None = None
+    """A pipeline step's call (`kind` `pipeline`): the request id of the pipeline call it was part of."""
+    pipeline: str | None = None
+    step: str | None = None
 
 
 class RequestList(Record):
@@ -701,3 +726,36 @@ class WebhookSecret(Record):
 
     secret: str | None
     created_at: str
+
+
+# Pipelines
+
+
+class PipelineStepInfo(Record):
+    """One step of a pipeline: the module it calls, the version it is pinned to (None: the active one), the
+    version that runs it now, and `problem`, why it cannot run (None: it can)."""
+
+    name: str
+    module: str
+    version: str | None
+    serving: str | None
+    needs: list[str]
+    problem: str | None
+
+
+class PipelineInfo(Record):
+    """A pipeline the caller may call: `ready` when every step can run now; `inputs`, `parameters` and
+    `outputs` name its API's fields (empty when it cannot run); `manifest` is its stored manifest."""
+
+    name: str
+    owner: str | None
+    ready: bool
+    steps: list[PipelineStepInfo]
+    inputs: list[str]
+    parameters: list[str]
+    outputs: list[str]
+    manifest: dict[str, Any]
+
+
+class PipelineList(Record):
+    pipelines: list[PipelineInfo]

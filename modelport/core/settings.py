@@ -112,6 +112,11 @@ class Settings(BaseSettings):
     oidc_audience: Annotated[list[str], NoDecode] = []
     """Accepted audiences: a token passes if its `aud` contains one of them or its `azp` is one of them."""
 
+    oidc_client_id: str | None = None
+    """The public OpenID Connect client (authorization code with PKCE) that browser applications sign in
+    with. `GET /api/v1/auth/config` names it, with the issuer, to pages such as the gallery's receipt page;
+    its access tokens must still name an accepted audience (`aud` or `azp`)."""
+
     oidc_algorithms: Annotated[list[str], NoDecode] = [
         "RS256",
         "RS384",

@@ -25,6 +25,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
@@ -154,12 +155,29 @@ class Deployment(Base):
 
 
 class ApiDefinition(Base):
-    """An applied `Api` manifest: the public face of a module."""
+    """An applied `Api` manifest: the public face of a module or of a pipeline (one of the two is set)."""
 
     __tablename__ = "apis"
 
     name: Mapped[str] = mapped_column(String(63), primary_key=True)
-    module_name: Mapped[str] = mapped_column(ForeignKey("modules.name", ondelete="CASCADE"), index=True)
+    module_name: Mapped[str | None] = mapped_column(
+        ForeignKey("modules.name", ondelete="CASCADE"), index=True
+    )
+    pipeline_name: Mapped[str | None] = mapped_column(
+        ForeignKey("pipelines.name", ondelete="CASCADE"), index=True
+    )
+    manifest: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class PipelineDefinition(Base):
+    """An applied `Pipeline` manifest: a graph of module calls served like a module."""
+
+    __tablename__ = "pipelines"
+
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    owner: Mapped[str | None] = mapped_column(String(255))
     manifest: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
@@ -290,6 +308,12 @@ class RequestLogEntry(Base):
         Index("ix_request_log_module_at", "module", "at", "id"),
         Index("ix_request_log_caller_at", "caller_id", "at", "id"),
         Index("ix_request_log_at", "at", "id"),
+        Index(
+            "ix_request_log_parent",
+            "parent_id",
+            sqlite_where=text("parent_id IS NOT NULL"),
+            postgresql_where=text("parent_id IS NOT NULL"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
@@ -314,6 +338,10 @@ class RequestLogEntry(Base):
     model_key: Mapped[str | None] = mapped_column(String(128))
     payload: Mapped[str | None] = mapped_column(String(1024))
     """The key of the captured payload object in the request bucket (None: not captured)."""
+    parent_id: Mapped[str | None] = mapped_column(String(32))
+    """A pipeline step's call: the request id of the pipeline call it is part of."""
+    pipeline: Mapped[str | None] = mapped_column(String(63))
+    step: Mapped[str | None] = mapped_column(String(63))
 
 
 class StatsRollup(Base):

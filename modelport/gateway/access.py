@@ -34,13 +34,18 @@ class CallGate:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         match = self.routes.match(scope) if scope["type"] == "http" else None
-        if match is None or not match.rule.module:
+        if match is None or not match.rule.called:
             await self.app(scope, receive, send)
             return
         principal = principal_of(scope)
         try:
-            module = match.params["module"]
-            policy = check_call(principal, module, await self.policies.current(module))
+            if match.rule.pipeline:
+                name = match.params["pipeline"]
+                found = await self.policies.current_pipeline(name)
+                policy = check_call(principal, name, found, what="pipeline")
+            else:
+                module = match.params["module"]
+                policy = check_call(principal, module, await self.policies.current(module))
             decision: Decision | None = None
             if match.rule.metered:
                 for api, rate in policy.rates(principal):
@@ -71,7 +76,8 @@ class CallGate:
 
         await self.app(scope, receive, send_with_limits)
 
-    def cors(self, module: str) -> Cors | None:
-        """The CORS rules of a module: those of its `Api`s (from memory: a preflight never waits)."""
-        policy = self.policies.cached(module)
+    def cors(self, module: str, *, pipeline: bool = False) -> Cors | None:
+        """The CORS rules of a module (or pipeline): those of its `Api`s (from memory: a preflight never
+        waits)."""
+        policy = self.policies.cached_pipeline(module) if pipeline else self.policies.cached(module)
         return None if policy is None else policy.cors()

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
@@ -44,10 +45,16 @@ from modelport.gateway.logs_api import logs_router
 from modelport.gateway.metrics_api import metrics_router
 from modelport.gateway.middleware import BodyLimit, Limits, call_limits
 from modelport.gateway.pages import render_swagger_ui, render_try_page
+from modelport.gateway.pipelines_api import (
+    PIPELINE_JOBS_PATH,
+    PIPELINE_PREDICT_PATH,
+    PipelineRoutes,
+    pipelines_router,
+)
 from modelport.gateway.predict import PredictRoute
 from modelport.gateway.ratelimit import RateLimiter
 from modelport.gateway.requests_api import requests_router
-from modelport.gateway.routes import ANYONE, MODULE, PREDICT, RouteTable, Rule, allow
+from modelport.gateway.routes import ANYONE, MODULE, PIPELINE, PIPELINE_CALL, PREDICT, RouteTable, Rule, allow
 from modelport.gateway.stats_api import stats_router
 from modelport.gateway.storage_api import storage_router
 from modelport.gateway.webhooks_api import webhooks_router
@@ -302,13 +309,16 @@ def create_platform_app(
     settings: Settings,
     limiter: RateLimiter,
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None,
+    apps: Mapping[str, Path] | None = None,
 ) -> ASGIApp:
     """The platform's application: the control API, every deployed module, authentication on all of it,
-    the `Api` manifests' access rules, rate limits and CORS in front of the modules."""
+    the `Api` manifests' access rules, rate limits and CORS in front of the modules; and `apps`, static
+    client applications served as they are under `/apps/<name>/` (the demo's receipt page)."""
 
     jobs = JobRoutes(services=services, predict=PredictRoute(calls=services.calls, settings=settings))
     predict = PredictRoute(calls=services.calls, settings=settings, respond_async=jobs.submit)
     handlers = ModuleRoutes(registry=services.registry, files=services.request_files)
+    pipelines = PipelineRoutes(services=services, predict=predict)
     api = FastAPI(
         title="modelport",
         version=__version__,
@@ -342,6 +352,7 @@ def create_platform_app(
     api.include_router(metrics_router(services))
     api.include_router(jobs_router(services, jobs))
     api.include_router(webhooks_router(services))
+    api.include_router(pipelines_router(services))
     pinned = [_VERSION_PARAMETER]
     inference: list[tuple[str, str, Callable[[Request], Awaitable[Response]], Rule, str, dict[str, Any]]] = [
         ("POST", PREDICT_PATH, predict.handle, PREDICT, "Call a module", {"requestBody": _PREDICT_BODY}),
@@ -363,10 +374,50 @@ def create_platform_app(
         ),
         ("GET", "/api/v1/modules/{module}/try", handlers.try_page, MODULE, "Try-it page", {}),
         ("GET", "/api/v1/modules/{module}/outputs/{name}", handlers.output_file, MODULE, "A file output", {}),
+        (
+            "POST",
+            PIPELINE_PREDICT_PATH,
+            pipelines.handle,
+            PIPELINE_CALL,
+            "Call a pipeline",
+            {"requestBody": _PREDICT_BODY},
+        ),
+        (
+            "POST",
+            PIPELINE_JOBS_PATH,
+            pipelines.submit,
+            PIPELINE_CALL,
+            "Submit a pipeline job",
+            {"requestBody": _JOB_BODY, "responses": _JOB_RESPONSES},
+        ),
+        (
+            "GET",
+            "/api/v1/pipelines/{pipeline}/openapi.json",
+            pipelines.openapi,
+            PIPELINE,
+            "A pipeline's OpenAPI document",
+            {},
+        ),
+        (
+            "GET",
+            "/api/v1/pipelines/{pipeline}/try",
+            pipelines.try_page,
+            PIPELINE,
+            "A pipeline's try-it page",
+            {},
+        ),
+        (
+            "GET",
+            "/api/v1/pipelines/{pipeline}/outputs/{name}",
+            pipelines.output_file,
+            PIPELINE,
+            "A pipeline's file output",
+            {},
+        ),
     ]
     for method, path, endpoint, rule, summary, extra in inference:
         # The handlers read the raw request, so the document learns their parameters from here.
-        takes_version = "/outputs/" not in path
+        takes_version = "/outputs/" not in path and "{pipeline}" not in path
         parameters = _path_parameters(path) + (pinned if takes_version else [])
         api.add_api_route(
             path,
@@ -381,6 +432,9 @@ def create_platform_app(
     async def docs(request: Request) -> Response:
         if request.query_params.get("module"):
             return await handlers.module_docs(request)
+        if pipeline := request.query_params.get("pipeline"):
+            openapi_url = f"/api/v1/pipelines/{quote(pipeline, safe='')}/openapi.json"
+            return HTMLResponse(render_swagger_ui(openapi_url=openapi_url, title=f"{pipeline} · API"))
         return HTMLResponse(render_swagger_ui(openapi_url="/openapi.json", title="modelport · API"))
 
     async def root(request: Request) -> Response:
@@ -391,17 +445,29 @@ def create_platform_app(
     api.add_api_route("/", root, **hidden)
     api.add_api_route("/favicon.ico", handlers.favicon, **hidden)
     api.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    for name, directory in (apps or {}).items():
+        api.mount(f"/apps/{name}", StaticFiles(directory=directory, html=True), name=f"app-{name}")
     # The document and the static files are routes without dependencies: their rules are given here.
-    routes = RouteTable(api.routes, others={"/openapi.json": ANYONE, "/static": ANYONE})
+    served_apps = {f"/apps/{name}": ANYONE for name in apps or {}}
+    routes = RouteTable(api.routes, others={"/openapi.json": ANYONE, "/static": ANYONE, **served_apps})
     _declare_security(api, routes)
-    fast = PredictFastPath(api, predict, routes.route(PREDICT_PATH), (routes.route(JOBS_PATH), jobs.submit))
+    fast = PredictFastPath(
+        api,
+        predict,
+        routes.route(PREDICT_PATH),
+        (routes.route(JOBS_PATH), jobs.submit),
+        (routes.route(PIPELINE_PREDICT_PATH), pipelines.handle),
+        (routes.route(PIPELINE_JOBS_PATH), pipelines.submit),
+    )
     gate = CallGate(fast, policies=services.policies, limiter=limiter, routes=routes)
     authenticated = Authenticate(gate, verify=services.authenticate, routes=routes)
 
     async def cors(scope: Scope) -> Cors | None:
         match = routes.match(scope)
-        if match.rule.module:
-            return gate.cors(match.params["module"])
+        if match.rule.called:
+            return gate.cors(
+                match.params["pipeline" if match.rule.pipeline else "module"], pipeline=match.rule.pipeline
+            )
         bucket = match.params.get("bucket")
         return None if bucket is None else await services.storage.cors(bucket)
 
@@ -415,7 +481,7 @@ def create_platform_app(
 
     def body_limits(scope: Scope) -> Limits:
         match = routes.match(scope)
-        if match.rule is PREDICT:
+        if match.rule is PREDICT or match.rule is PIPELINE_CALL:
             return call(scope)
         return streamed.get(getattr(match.route, "name", ""), held)
 
@@ -446,7 +512,7 @@ def _declare_security(api: FastAPI, routes: RouteTable) -> None:
                 if operation is not None:
                     operation["x-access"] = rule.name
                     if rule.anonymous:
-                        operation["security"] = [] if not rule.module else [{}, {"bearer": []}]
+                        operation["security"] = [] if not rule.called else [{}, {"bearer": []}]
             api.openapi_schema = document
         return api.openapi_schema
 

@@ -8,13 +8,11 @@ log line that explains it; a caller that sent a `traceparent` gets one back, nam
 
 from __future__ import annotations
 
-import random
-import time
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from modelport.control.calls import Trace
+from modelport.control.calls import Trace, new_request_id
 from modelport.obs.context import request_id_var
 
 __all__ = ["RequestContext", "new_request_id", "request_id_of", "trace_of"]
@@ -47,12 +45,6 @@ class RequestContext:
             await self.app(scope, receive, send_with_ids)
         finally:
             request_id_var.reset(token)
-
-
-def new_request_id() -> str:
-    """32 hex digits: the time in milliseconds, then 80 random bits. Ids made later sort later, so the request
-    log's rows go in at the end of its index, as its other indexes (by time) do."""
-    return f"{int(time.time() * 1000) & 0xFFFFFFFFFFFF:012x}{random.getrandbits(80):020x}"
 
 
 def request_id_of(scope: Scope) -> str | None:

@@ -68,7 +68,7 @@ def error_response(exc: BaseException, *, request_id: str | None = None) -> Resp
     elif error.status >= 500:
         log.error("request %s failed: %s: %s", request_id, type(exc).__name__, exc, exc_info=error is not exc)
     body: dict[str, object] = {"code": error.code, "message": error.public_message()}
-    if error.details is not None and error.status < 500:
+    if error.details is not None and (error.status < 500 or error.public):
         body["details"] = error.details
     headers = {}  # the request's id goes on every answer from `gateway/context.py`
     if error.retry_after is not None:

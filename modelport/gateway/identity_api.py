@@ -1,4 +1,5 @@
-"""The identity routes: password exchange, who am I, users, groups, tokens, and the audit trail.
+"""The identity routes: how to sign in, password exchange, who am I, users, groups, tokens, and the audit
+trail.
 
 Users, groups and the audit trail are for admins. Everyone signed in manages their own tokens; admins
 everyone's. A caller who may not see an object gets 404 for it, exactly as if it did not exist; one who may
@@ -23,22 +24,25 @@ from modelport.core.manifests import check_group_path
 from modelport.core.records import (
     AccessToken,
     AuditList,
+    AuthConfig,
     CallerInfo,
     GroupInfo,
     GroupList,
     NewToken,
+    OidcClient,
     TokenInfo,
     TokenList,
     UserInfo,
     UserList,
 )
 from modelport.core.roles import Role
+from modelport.core.settings import Settings
 from modelport.db.models import utcnow
 from modelport.gateway.auth import client_address, principal_of
 from modelport.gateway.context import request_id_of
 from modelport.gateway.routes import ANYONE, SIGNED_IN, allow
 
-__all__ = ["actor_of", "identity_router"]
+__all__ = ["actor_of", "auth_config", "identity_router"]
 
 
 class _Strict(BaseModel):
@@ -103,8 +107,16 @@ def actor_of(request: Request) -> Actor:
     )
 
 
+def auth_config(settings: Settings) -> AuthConfig:
+    """What a browser application needs to sign in: the issuer and its public client, where both are set."""
+    if settings.oidc_issuer and settings.oidc_client_id:
+        return AuthConfig(oidc=OidcClient(issuer=settings.oidc_issuer, client_id=settings.oidc_client_id))
+    return AuthConfig(oidc=None)
+
+
 def identity_router(services: Services) -> APIRouter:
     identity, audit = services.identity, services.audit
+    config = auth_config(services.settings)
 
     def admin_only(request: Request) -> None:
         """Before anything else, even validation: admins pass; others get 404 for users and groups they
@@ -130,6 +142,20 @@ def identity_router(services: Services) -> APIRouter:
     router = APIRouter(prefix="/api/v1")
     signed_in = APIRouter(dependencies=[allow(SIGNED_IN)])
     admin = APIRouter(dependencies=[Depends(admin_only)])
+
+    @router.get(
+        "/auth/config",
+        dependencies=[allow(ANYONE)],
+        response_model=AuthConfig,
+        tags=["identity"],
+        summary="How browser applications sign in",
+        description="The OpenID Connect issuer and public client (authorization code with PKCE) that "
+        "browser applications sign in with, or `null` where there is none (sign in with a modelport "
+        "token). Public, and readable from any origin: it holds nothing secret.",
+    )
+    async def get_auth_config(response: Response) -> AuthConfig:
+        response.headers["Access-Control-Allow-Origin"] = "*"
+        return config
 
     @router.post(
         "/auth/token",

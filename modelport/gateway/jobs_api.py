@@ -30,7 +30,7 @@ from modelport.gateway.predict import PredictRoute
 from modelport.gateway.routes import ANYONE, PREDICT, SIGNED_IN, allow
 from modelport.sdk.validation import InvalidRequest, parse_json
 
-__all__ = ["JobRoutes", "jobs_router"]
+__all__ = ["JobRoutes", "accepted", "idempotency_key", "jobs_router", "webhook_of"]
 
 _EXTRAS = ("webhook", "webhook_events_filter")
 _MAX_KEY = 255
@@ -48,15 +48,15 @@ class JobRoutes:
         call = self.predict.new_call(request, kind="job")
         try:
             self.predict.calls.route(call, request.path_params["module"], request.query_params.get("version"))
-            key = _idempotency_key(request)
+            key = idempotency_key(request)
             parsed, extras = await self.predict.parse(request, call, extras=_EXTRAS)
-            submission = JobSubmission(idempotency_key=key, **_webhook(extras))
+            submission = JobSubmission(idempotency_key=key, **webhook_of(extras))
             info, created = await self.services.jobs.submit(call, parsed, submission)
         except Exception as exc:
             return error_response(exc, request_id=call.request_id)
         finally:
             await _drop_work_files(call)
-        return _accepted(info, created)
+        return accepted(info, created)
 
 
 class JobBody(BaseModel):
@@ -137,13 +137,13 @@ def jobs_router(services: Services, routes: JobRoutes) -> APIRouter:
                 raise to_modelport_error(exc) from None
             submission = JobSubmission(
                 job_id=job_id,
-                idempotency_key=_idempotency_key(request),
-                **_webhook(body.model_dump(include=set(_EXTRAS), exclude_none=True)),
+                idempotency_key=idempotency_key(request),
+                **webhook_of(body.model_dump(include=set(_EXTRAS), exclude_none=True)),
             )
             info, created = await jobs.submit(call, parsed, submission)
         finally:
             await _drop_work_files(call)
-        return _accepted(info, created, status=201)
+        return accepted(info, created, status=201)
 
     @router.get(
         "/jobs",
@@ -236,11 +236,11 @@ def jobs_router(services: Services, routes: JobRoutes) -> APIRouter:
             output_fields=body.output_fields,
             model_key=body.model_key,
         )
-        extras = _webhook(body.model_dump(include=set(_EXTRAS), exclude_none=True))
+        extras = webhook_of(body.model_dump(include=set(_EXTRAS), exclude_none=True))
         info, created = await services.batches.submit(
-            call, submission, idempotency_key=_idempotency_key(request), **extras
+            call, submission, idempotency_key=idempotency_key(request), **extras
         )
-        return _accepted(info, created)
+        return accepted(info, created)
 
     return router
 
@@ -252,7 +252,7 @@ async def _drop_work_files(call: ModuleCall) -> None:
         call.workdir = None
 
 
-def _accepted(info: JobInfo, created: bool, *, status: int = 202) -> Response:
+def accepted(info: JobInfo, created: bool, *, status: int = 202) -> Response:
     headers = {"Location": f"/api/v1/jobs/{info.id}", "Preference-Applied": "respond-async"}
     body = info.model_dump_json()
     return Response(
@@ -260,7 +260,7 @@ def _accepted(info: JobInfo, created: bool, *, status: int = 202) -> Response:
     )
 
 
-def _idempotency_key(request: Request) -> str | None:
+def idempotency_key(request: Request) -> str | None:
     key = request.headers.get("idempotency-key")
     if key is None:
         return None
@@ -273,7 +273,7 @@ def _idempotency_key(request: Request) -> str | None:
     return key
 
 
-def _webhook(extras: dict[str, Any]) -> dict[str, Any]:
+def webhook_of(extras: dict[str, Any]) -> dict[str, Any]:
     """`webhook` and `events` of a submission from its `webhook` and `webhook_events_filter` fields (a JSON
     body's values, or a form's parts)."""
     webhook = extras.get("webhook")

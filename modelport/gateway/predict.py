@@ -1,4 +1,8 @@
-"""The inference route: parse and validate the request, check its files, run it, shape the answer."""
+"""The inference route: parse and validate the request, check its files, run it, shape the answer.
+
+A module whose `Api` caches its answers says on each of them whether it came from the cache (`X-Cache: hit`)
+or not (`miss`); a request's `Cache-Control: no-cache` skips the lookup, `no-store` also keeping the answer.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from starlette.formparsers import MultiPartParser
 from starlette.requests import Request
 from starlette.responses import Response
 
+from modelport.control.cache import cache_directives
 from modelport.control.calls import Calls, ModuleCall
 from modelport.core.errors import (
     BadRequest,
@@ -28,18 +33,28 @@ from modelport.core.settings import Settings
 from modelport.gateway.auth import client_address, owner_key, principal_of
 from modelport.gateway.context import new_request_id, request_id_of, trace_of
 from modelport.gateway.errors import error_response, to_modelport_error
+from modelport.sdk.spec import ApiSpec
 from modelport.sdk.validation import ParsedRequest, UploadedFile, parse_form, parse_json
 
-__all__ = ["PredictRoute"]
+__all__ = [
+    "CLIENT_CLOSED",
+    "Disconnected",
+    "PredictRoute",
+    "encode_json",
+    "prefers_async",
+    "unless_disconnected",
+]
 
 _encoder = msgspec.json.Encoder()
+encode_json = _encoder.encode
+"""JSON as every call route answers it."""
 _decoder = msgspec.json.Decoder()
 _FORMS = ("multipart/form-data", "application/x-www-form-urlencoded")
 _MAX_FIELD_BYTES = 1024 * 1024
 """Largest text field of a form: more than a model's text input needs; larger values go as files."""
 _WATCH_AFTER = 0.05
 """Seconds a call runs before the gateway starts watching for its client's disconnect."""
-_CLIENT_CLOSED = 499
+CLIENT_CLOSED = 499
 """The status logged for a call whose client disconnected before its answer (nobody receives it)."""
 
 
@@ -71,10 +86,11 @@ class PredictRoute:
             client=client_address(scope),
             request_bytes=_content_length(request),
             kind=kind,
+            cache_control=cache_directives(request.headers.get("cache-control")),
         )
 
     async def handle(self, request: Request) -> Response:
-        if self.respond_async is not None and _prefers_async(request):
+        if self.respond_async is not None and prefers_async(request):
             return await self.respond_async(request)
         call = self.new_call(request)
         request_id = call.request_id
@@ -104,7 +120,7 @@ class PredictRoute:
         assert served is not None
         try:
             parsed, _ = await self.parse(request, call)
-            outputs = await _unless_disconnected(request, self.calls.run(call, parsed))
+            outputs = await unless_disconnected(request, self.calls.run(call, parsed))
             body = {
                 "outputs": outputs if parsed.batch else outputs[0],
                 "module": served.name,
@@ -112,21 +128,32 @@ class PredictRoute:
                 "request_id": call.request_id,
             }
             headers = {"X-Model-Version": served.version}
+            if call.cache is not None:
+                headers["X-Cache"] = call.cache
             return Response(_encoder.encode(body), headers=headers, media_type="application/json"), None
-        except _Disconnected:
-            return Response(status_code=_CLIENT_CLOSED), "client_closed"
+        except Disconnected:
+            return Response(status_code=CLIENT_CLOSED), "client_closed"
         except Exception as exc:
             response = error_response(exc, request_id=call.request_id)
             response.headers["X-Model-Version"] = served.version
+            if call.cache is not None:
+                response.headers["X-Cache"] = call.cache
             return response, to_modelport_error(exc).code
 
     async def parse(
-        self, request: Request, call: ModuleCall, *, extras: tuple[str, ...] = ()
+        self,
+        request: Request,
+        call: ModuleCall,
+        *,
+        extras: tuple[str, ...] = (),
+        spec: ApiSpec | None = None,
     ) -> tuple[ParsedRequest, dict[str, Any]]:
-        """The request's body validated against the routed version's API, and the values of the `extras`
-        fields (besides the prediction's own, such as a job's `webhook`; a form part may repeat)."""
-        served = call.served
-        assert served is not None
+        """The request's body validated against the routed version's API (or `spec`, a pipeline's), and the
+        values of the `extras` fields (besides the prediction's own, such as a job's `webhook`; a form part
+        may repeat)."""
+        if spec is None:
+            assert call.served is not None
+            spec = call.served.spec
         content_type = (
             request.headers.get("content-type", "application/json").split(";", 1)[0].strip().lower()
         )
@@ -135,7 +162,7 @@ class PredictRoute:
             body = self._decode(await _read(request))
             if extras and isinstance(body, dict):
                 found = {name: body.pop(name) for name in extras if name in body}
-            return parse_json(served.spec, body), found
+            return parse_json(spec, body), found
         if content_type in _FORMS:
             items = await self._form(request, content_type, lambda: self.calls.workdir(call))
             if extras:
@@ -143,7 +170,7 @@ class PredictRoute:
                     if name in extras and isinstance(value, str):
                         found.setdefault(name, []).append(value)
                 items = [(name, value) for name, value in items if name not in extras]
-            return parse_form(served.spec, items), found
+            return parse_form(spec, items), found
         raise UnsupportedMediaType(
             f"content type {content_type!r} is not accepted; send application/json or multipart/form-data"
         )
@@ -196,7 +223,7 @@ class PredictRoute:
         return items
 
 
-def _prefers_async(request: Request) -> bool:
+def prefers_async(request: Request) -> bool:
     """Whether the client asked for an asynchronous answer (RFC 7240 `Prefer: respond-async`)."""
     prefer = request.headers.get("prefer")
     if not prefer:
@@ -211,15 +238,15 @@ def _content_length(request: Request) -> int:
         return 0
 
 
-class _Disconnected(Exception):
+class Disconnected(Exception):
     """The client went away before its answer was ready."""
 
 
-async def _unless_disconnected(
+async def unless_disconnected(
     request: Request, call: Coroutine[Any, Any, list[dict[str, Any]]]
 ) -> list[dict[str, Any]]:
     """What `call` returns, unless the client disconnects first: then `call` is cancelled (which drops its
-    records still queued) and `_Disconnected` raised. The body has been read by now, so the next message
+    records still queued) and `Disconnected` raised. The body has been read by now, so the next message
     the server delivers is `http.disconnect`.
 
     Most calls are answered within milliseconds, so the watch for a disconnect starts only once the call has
@@ -246,7 +273,7 @@ async def _unless_disconnected(
     except asyncio.CancelledError:
         if gone:
             task.uncancel()
-            raise _Disconnected from None
+            raise Disconnected from None
         raise
     finally:
         timer.cancel()

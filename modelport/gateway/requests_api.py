@@ -48,6 +48,10 @@ def requests_router(services: Services) -> APIRouter:
         since: Annotated[str | None, Query(max_length=_TEXT)] = None,
         until: Annotated[str | None, Query(max_length=_TEXT)] = None,
         min_latency_ms: Annotated[float | None, Query(description="Only calls at least this slow.")] = None,
+        pipeline: Annotated[str | None, Query(description="Only the steps of this pipeline's calls.")] = None,
+        parent: Annotated[
+            str | None, Query(description="Only the steps of the pipeline call with this request id.")
+        ] = None,
         limit: Annotated[int, Query(description="1 to 1000.")] = 100,
         cursor: Annotated[str | None, Query(max_length=1024)] = None,
     ) -> RequestList:
@@ -61,6 +65,8 @@ def requests_router(services: Services) -> APIRouter:
             since=since,
             until=until,
             min_latency_ms=min_latency_ms,
+            pipeline=pipeline,
+            parent=parent,
             limit=limit,
             cursor=cursor,
         )

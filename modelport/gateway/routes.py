@@ -25,6 +25,8 @@ from starlette.types import Scope
 __all__ = [
     "ANYONE",
     "MODULE",
+    "PIPELINE",
+    "PIPELINE_CALL",
     "PREDICT",
     "PRESIGNED",
     "SIGNED_IN",
@@ -44,7 +46,7 @@ class Rule:
     or refuse; `module`: the route is about the module named by its `{module}` parameter, whose `Api`
     manifests decide who may call it; `metered`: each call counts against those manifests' rate limits;
     `presigned`: a request without credentials goes on if its query carries a signature, which the route
-    checks.
+    checks; `pipeline`: as `module`, for the pipeline named by its `{pipeline}` parameter.
     """
 
     name: str
@@ -52,6 +54,12 @@ class Rule:
     module: bool = False
     metered: bool = False
     presigned: bool = False
+    pipeline: bool = False
+
+    @property
+    def called(self) -> bool:
+        """Whether an `Api` manifest decides who may call the route (a module's or a pipeline's)."""
+        return self.module or self.pipeline
 
     async def __call__(self) -> None:
         """As a FastAPI dependency the rule does nothing: the middleware has already applied it."""
@@ -65,6 +73,10 @@ MODULE = Rule("module", anonymous=True, module=True)
 """Whoever the module's `Api` manifests let in, anonymous callers included if one allows them."""
 PREDICT = Rule("predict", anonymous=True, module=True, metered=True)
 """As `MODULE`, and each call counts against the `Api` rate limits."""
+PIPELINE = Rule("pipeline", anonymous=True, pipeline=True)
+"""Whoever the pipeline's `Api` manifests let in, anonymous callers included if one allows them."""
+PIPELINE_CALL = Rule("pipeline-call", anonymous=True, pipeline=True, metered=True)
+"""As `PIPELINE`, and each call counts against the `Api` rate limits."""
 PRESIGNED = Rule("presigned", anonymous=False, presigned=True)
 """A valid token, or a presigned URL's signature (checked by the route)."""
 

@@ -25,7 +25,7 @@ class CallRecord:
     at: float
     """When the call arrived (Unix seconds)."""
     kind: str
-    """`sync`, and later `job` or `pipeline`."""
+    """`sync`, `job`, `batch`, or `pipeline` (a step of a pipeline call)."""
     module: str
     version: str
     replica: int | None
@@ -53,6 +53,10 @@ class CallRecord:
     request_bytes: int
     response_bytes: int
     model_key: str | None = None
+    parent: str | None = None
+    """A pipeline step's call: the request id of the pipeline call it is part of."""
+    pipeline: str | None = None
+    step: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

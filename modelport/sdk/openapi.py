@@ -69,17 +69,23 @@ _ERRORS: tuple[tuple[str, str, str], ...] = (
 
 
 def module_openapi(
-    spec: ApiSpec, *, module: str, version: str | None = None, server_url: str | None = None
+    spec: ApiSpec,
+    *,
+    module: str,
+    version: str | None = None,
+    server_url: str | None = None,
+    pipeline: bool = False,
 ) -> dict[str, Any]:
-    """The OpenAPI 3.1 document of one module: predict, its own document, and the health probes."""
-    paths, components = module_paths(spec, module=module)
+    """The OpenAPI 3.1 document of one module (or of the `pipeline` of that name): predict, its own document,
+    and the health probes."""
+    paths, components = module_paths(spec, module=module, pipeline=pipeline)
     info: dict[str, Any] = {"title": module, "version": version or "dev"}
     if spec.description:
         info["description"] = spec.description
     document: dict[str, Any] = {
         "openapi": OPENAPI_VERSION,
         "info": info,
-        "paths": {**paths, **_document_path(module), **health_paths()},
+        "paths": {**paths, **_document_path(module, pipeline), **health_paths()},
         "components": components,
     }
     if server_url:
@@ -87,10 +93,14 @@ def module_openapi(
     return document
 
 
-def module_paths(spec: ApiSpec, *, module: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The predict path of one module and the components it refers to (module schemas and shared ones)."""
-    paths = {predict_path(module): {"post": predict_operation(spec, module=module)}}
-    components = {"schemas": {**shared_schemas(), **module_schemas(spec, module=module)}}
+def module_paths(
+    spec: ApiSpec, *, module: str, pipeline: bool = False
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The predict path of one module (or pipeline) and the components it refers to (its schemas and shared
+    ones)."""
+    operation = predict_operation(spec, module=module, pipeline=pipeline)
+    paths = {predict_path(module, pipeline=pipeline): {"post": operation}}
+    components = {"schemas": {**shared_schemas(), **module_schemas(spec, module=module, pipeline=pipeline)}}
     return paths, components
 
 
@@ -120,7 +130,7 @@ def health_paths() -> dict[str, Any]:
     }
 
 
-def _document_path(module: str) -> dict[str, Any]:
+def _document_path(module: str, pipeline: bool = False) -> dict[str, Any]:
     ok = {
         "200": {
             "description": "This document.",
@@ -128,7 +138,7 @@ def _document_path(module: str) -> dict[str, Any]:
         }
     }
     operation = _get(f"openapi{component_prefix(module)}", f"The OpenAPI document of {module}", ok)
-    return {f"{_module_url(module)}/openapi.json": {"get": {**operation, "tags": [module]}}}
+    return {f"{_module_url(module, pipeline)}/openapi.json": {"get": {**operation, "tags": [module]}}}
 
 
 def _get(operation_id: str, summary: str, responses: dict[str, Any]) -> dict[str, Any]:
@@ -138,13 +148,14 @@ def _get(operation_id: str, summary: str, responses: dict[str, Any]) -> dict[str
 # Naming
 
 
-def predict_path(module: str) -> str:
-    """`/api/v1/modules/<module>/predict`, the module name escaped for a URL path."""
-    return f"{_module_url(module)}/predict"
+def predict_path(module: str, *, pipeline: bool = False) -> str:
+    """`/api/v1/modules/<module>/predict` (`/api/v1/pipelines/<pipeline>/predict`), the name escaped for a
+    URL path."""
+    return f"{_module_url(module, pipeline)}/predict"
 
 
-def _module_url(module: str) -> str:
-    return f"/api/v1/modules/{quote(module, safe='')}"
+def _module_url(module: str, pipeline: bool = False) -> str:
+    return f"/api/v1/{'pipelines' if pipeline else 'modules'}/{quote(module, safe='')}"
 
 
 def component_prefix(module: str) -> str:
@@ -161,24 +172,24 @@ def _ref(name: str) -> dict[str, Any]:
 # The predict operation
 
 
-def predict_operation(spec: ApiSpec, *, module: str) -> dict[str, Any]:
-    """The `POST /api/v1/modules/<module>/predict` operation; its schemas come from `module_schemas`."""
+def predict_operation(spec: ApiSpec, *, module: str, pipeline: bool = False) -> dict[str, Any]:
+    """The `POST /api/v1/modules/<module>/predict` operation (a pipeline's: `/api/v1/pipelines/...`); its
+    schemas come from `module_schemas`."""
     prefix = component_prefix(module)
+    pin = {
+        "name": "version",
+        "in": "query",
+        "required": False,
+        "description": "Run this version of the module instead of the deployed one.",
+        "schema": {"type": "string"},
+    }
     operation: dict[str, Any] = {
         "operationId": f"predict{prefix}",
         "summary": spec.title or f"Run {module}",
         "tags": [module],
-        "parameters": [
-            {
-                "name": "version",
-                "in": "query",
-                "required": False,
-                "description": "Run this version of the module instead of the deployed one.",
-                "schema": {"type": "string"},
-            }
-        ],
+        "parameters": [] if pipeline else [pin],
         "requestBody": _request_body(spec, prefix),
-        "responses": _predict_responses(prefix),
+        "responses": _predict_responses(prefix, pipeline),
     }
     if spec.description:
         operation["description"] = spec.description
@@ -225,13 +236,13 @@ def _file_type(field: FieldSpec) -> TypeSpec | None:
     return None
 
 
-def _predict_responses(prefix: str) -> dict[str, Any]:
+def _predict_responses(prefix: str, pipeline: bool = False) -> dict[str, Any]:
+    headers = {"X-Request-Id": _header("The id of this request, also found in the logs.")}
+    if not pipeline:
+        headers["X-Model-Version"] = _header("The module version that answered.")
     ok = {
         "description": "The outputs, one record per input record (a list when the request sent a list).",
-        "headers": {
-            "X-Request-Id": _header("The id of this request, also found in the logs."),
-            "X-Model-Version": _header("The module version that answered."),
-        },
+        "headers": headers,
         "content": {"application/json": {"schema": _ref(f"{prefix}PredictResponse")}},
     }
     errors = {status: _error_response(schema, text) for status, schema, text in _ERRORS}
@@ -305,8 +316,9 @@ def _error_schema(details: dict[str, Any]) -> dict[str, Any]:
     return {"type": "object", "required": ["error"], "properties": {"error": body}}
 
 
-def module_schemas(spec: ApiSpec, *, module: str) -> dict[str, Any]:
-    """The schemas of one module's request and response, named with `component_prefix(module)`."""
+def module_schemas(spec: ApiSpec, *, module: str, pipeline: bool = False) -> dict[str, Any]:
+    """The schemas of one module's (or pipeline's) request and response, named with
+    `component_prefix(module)`."""
     p = component_prefix(module)
     record = _ref(f"{p}Inputs")
     return {
@@ -315,7 +327,7 @@ def module_schemas(spec: ApiSpec, *, module: str) -> dict[str, Any]:
         f"{p}Outputs": _record_schema(spec.outputs, "output", closed=False),
         f"{p}PredictRequest": _json_request(spec, p, record),
         f"{p}PredictForm": _form_request(spec),
-        f"{p}PredictResponse": _response_schema(p),
+        f"{p}PredictResponse": _response_schema(p, pipeline),
     }
 
 
@@ -390,8 +402,31 @@ def _model_key_schema() -> dict[str, Any]:
     }
 
 
-def _response_schema(p: str) -> dict[str, Any]:
+def _response_schema(p: str, pipeline: bool = False) -> dict[str, Any]:
     record = _ref(f"{p}Outputs")
+    if pipeline:
+        step = {
+            "type": "object",
+            "required": ["module", "version"],
+            "properties": {"module": {"type": "string"}, "version": {"type": "string"}},
+        }
+        return {
+            "type": "object",
+            "required": ["outputs", "pipeline", "steps", "request_id"],
+            "properties": {
+                "outputs": {"oneOf": [record, {"type": "array", "items": record}]},
+                "pipeline": {"type": "string"},
+                "steps": {
+                    "type": "object",
+                    "additionalProperties": step,
+                    "description": "The module and version each step ran, by step name.",
+                },
+                "request_id": {
+                    "type": "string",
+                    "description": "Each step's call is in the request log with this as its `parent_id`.",
+                },
+            },
+        }
     return {
         "type": "object",
         "required": ["outputs", "module", "version", "request_id"],

@@ -267,7 +267,7 @@ def test_an_unknown_kind_is_named(manifests: Manifests) -> None:
         "kind": "Pod",
         "name": "x",
         "field": "kind",
-        "message": "unknown kind 'Pod'; known kinds: Api, Module, Storage",
+        "message": "unknown kind 'Pod'; known kinds: Api, Module, Pipeline, Storage",
     }
 
 

@@ -82,8 +82,8 @@ def test_an_api_needs_its_module() -> None:
         "document": 3,
         "kind": "Api",
         "name": "ocr",
-        "field": "spec.module",
-        "message": "required",
+        "field": "spec",
+        "message": "required: `module` (the module this Api opens) or `pipeline`",
     }
 
 
@@ -181,12 +181,34 @@ def test_a_canary_is_refused_with_the_command_that_makes_one() -> None:
     )
 
 
-def test_a_response_cache_is_refused_as_an_unknown_field() -> None:
-    problem = only_problem(api(cache={"ttlSeconds": 60}))
+def test_a_prediction_cache_needs_a_ttl_and_defaults_to_the_caller_scope() -> None:
+    manifest = parse_document(api(cache={"ttlSeconds": 60}), source="test.yaml")
 
-    assert problem["field"] == "spec.cache"
-    assert problem["message"].startswith("unknown field 'cache' (extra fields are not permitted)")
-    assert "syncTimeoutSeconds" in problem["message"]
+    assert isinstance(manifest, ApiManifest) and manifest.spec.cache is not None
+    assert (manifest.spec.cache.ttl_seconds, manifest.spec.cache.max_entries) == (60, 1024)
+    assert manifest.spec.cache.scope == "caller"
+    assert to_document(manifest)["spec"]["cache"] == {"ttlSeconds": 60}
+
+
+@pytest.mark.parametrize(
+    ("cache", "field", "message"),
+    [
+        ({}, "spec.cache.ttlSeconds", "required"),
+        ({"ttlSeconds": 0}, "spec.cache.ttlSeconds", "Input should be greater than 0"),
+        (
+            {"ttlSeconds": 60, "maxEntries": 0},
+            "spec.cache.maxEntries",
+            "Input should be greater than or equal to 1",
+        ),
+        ({"ttlSeconds": 60, "scope": "everyone"}, "spec.cache.scope", "Input should be 'caller' or 'shared'"),
+        ({"ttlSeconds": 60, "size": 5}, "spec.cache.size", "unknown field 'size'"),
+    ],
+)
+def test_a_prediction_cache_is_validated(cache: dict[str, Any], field: str, message: str) -> None:
+    problem = only_problem(api(cache=cache))
+
+    assert problem["field"] == field
+    assert problem["message"].startswith(message)
 
 
 def test_every_problem_of_a_document_is_listed() -> None:
@@ -280,13 +302,16 @@ def test_an_unknown_kind_lists_the_known_ones() -> None:
         "kind": "Deployment",
         "name": "x",
         "field": "kind",
-        "message": "unknown kind 'Deployment'; known kinds: Api, Module, Storage",
+        "message": "unknown kind 'Deployment'; known kinds: Api, Module, Pipeline, Storage",
     }
 
 
 def test_a_missing_kind_is_a_problem_on_kind() -> None:
     problem = only_problem({"metadata": {"name": "x"}})
-    assert (problem["field"], problem["message"]) == ("kind", "required; one of Api, Module, Storage")
+    assert (problem["field"], problem["message"]) == (
+        "kind",
+        "required; one of Api, Module, Pipeline, Storage",
+    )
 
 
 def test_a_wrong_api_version_is_refused() -> None:

@@ -36,9 +36,9 @@ def test_migrate_creates_the_schema_and_is_idempotent(database_url):
     try:
         assert db.revision() is None
         db.migrate()
-        assert db.revision() == Database.head() == "0007"
+        assert db.revision() == Database.head() == "0008"
         db.migrate()
-        assert db.revision() == "0007"
+        assert db.revision() == "0008"
         tables = set(inspect(db.engine).get_table_names())
         assert {"modules", "versions", "deployments", "apis", "api_tokens", "alembic_version"} <= tables
         assert {"users", "groups", "memberships", "audit_events", "buckets", "server_keys"} <= tables

@@ -280,6 +280,7 @@ def fill(path: str, world: World, owner: str) -> str:
         "key": "k",
         "request_id": "0" * 32,  # a call nobody made
         "job_id": "0" * 32,  # a job nobody submitted
+        "pipeline": "pipe-b",  # a pipeline nobody applied
     }
     return re.sub(r"{(\w+)}", lambda m: values[m.group(1)], path)
 
@@ -321,6 +322,15 @@ async def test_every_control_route_refuses_the_user_role_and_callers_without_a_t
                 )
                 assert anonymous.status_code == (404 if reads_by_id else 401), (method, path)
                 continue
+            if "pipelines" in operation.get("tags", []):
+                # Everyone signed in lists the pipelines it may call: none of another group's.
+                response = await user.request(method, url)
+                expected = 200 if path == "/api/v1/pipelines" else 404
+                assert response.status_code == expected, (method, path, response.status_code, response.text)
+                if path == "/api/v1/pipelines":
+                    assert response.json() == {"pipelines": []}
+                assert (await nobody.request(method, url)).status_code == 401, (method, path)
+                continue
             if "requests" in operation.get("tags", []):
                 # Everyone signed in reads the request log, whatever the role: a user lists only its own
                 # calls, and a call it did not make does not exist for it.
@@ -353,7 +363,18 @@ async def test_ids_of_one_user_replayed_by_another_are_404_or_empty(world: World
         request_id = await logged_call(dev_a)
         job = await dev_a.post("/api/v1/modules/mod-a/jobs", json={"inputs": {"text": "mine"}})
         assert job.status_code == 202, job.text
+        step = {"name": "only", "module": "mod-a", "inputs": {"text": "$.inputs.text"}}
+        piped = {"steps": [step], "outputs": {"text": "$.steps.only.outputs.text"}}
+        document = {
+            "apiVersion": "modelport/v1",
+            "kind": "Pipeline",
+            "metadata": {"name": "pipe-a"},
+            "spec": piped,
+        }
+        applied = await dev_a.post("/api/v1/apply", json={"documents": [document]})
+        assert applied.status_code == 200, applied.text
     ids = {
+        "pipeline": "pipe-a",
         "request_id": request_id,
         "module": "mod-a",
         "version": "v1",

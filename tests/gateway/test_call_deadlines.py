@@ -134,7 +134,6 @@ def test_an_api_stored_with_retired_fields_still_grants_access_and_sets_the_dead
             "unknown field 'canary': a canary is part of a deployment: "
             "use `modelport deploy MODULE VERSION --canary PERCENT`",
         ),
-        ("cache", {"ttlSeconds": 60}, "unknown field 'cache' (extra fields are not permitted)"),
     ],
 )
 def test_an_api_with_a_field_that_never_worked_is_refused(
