@@ -20,7 +20,9 @@ command -v prometheus >/dev/null || missing+=(prometheus)
 if ! command -v tesseract >/dev/null || ! tesseract --list-langs 2>&1 | grep -x rus >/dev/null; then
   missing+=(tesseract-ocr tesseract-ocr-eng tesseract-ocr-rus)
 fi
-[ -d /usr/share/fonts/truetype/dejavu ] || missing+=(fonts-dejavu-core fonts-liberation2 fonts-freefont-ttf)
+[ -d /usr/share/fonts/truetype/dejavu ] || missing+=(fonts-dejavu-core)
+[ -d /usr/share/fonts/truetype/liberation2 ] || missing+=(fonts-liberation2)
+[ -d /usr/share/fonts/truetype/freefont ] || missing+=(fonts-freefont-ttf)
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0

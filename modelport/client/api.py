@@ -30,6 +30,7 @@ from modelport.client.errors import ApiError, ConnectionFailed, TransferFailed, 
 from modelport.core.records import (
     AccessToken,
     ApplyResult,
+    AuthConfig,
     ApplyResultList,
     AuditEvent,
     AuditList,
@@ -355,6 +356,11 @@ class Client:
         body = {"username": username, "password": password}
         with cls(url, "", timeout=timeout, transport=transport) as anonymous:
             return anonymous._record(AccessToken, "POST", "/api/v1/auth/token", json=body)
+
+    def auth_config(self) -> AuthConfig:
+        """How browser applications sign in to this server: its OpenID Connect issuer and public client, or
+        `oidc` None (sign in with a token)."""
+        return self._record(AuthConfig, "GET", "/api/v1/auth/config")
 
     def me(self) -> CallerInfo:
         """Who the token belongs to: name, role, groups, and the token's own id."""

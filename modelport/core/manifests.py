@@ -398,8 +398,16 @@ class ApiManifestSpec(_Strict):
             raise ValueError("required: `module` (the module this Api opens) or `pipeline`")
         if self.module is not None and self.pipeline is not None:
             raise ValueError("an Api opens one module (`module`) or one pipeline (`pipeline`), not both")
-        if self.pipeline is not None and self.monitoring.drift is not None:
-            raise ValueError("`monitoring.drift` watches a module; a pipeline's steps are watched as modules")
+        if self.pipeline is not None:
+            for name, value, where in (
+                ("monitoring.drift", self.monitoring.drift, "watched"),
+                ("cache", self.cache, "cached"),
+                ("logging", self.logging, "logged"),
+            ):
+                if value is not None:
+                    raise ValueError(
+                        f"`{name}` is a module's: a pipeline's steps are {where} as their modules' Apis say"
+                    )
         return self
 
     cache: ApiCache | None = None

@@ -92,6 +92,8 @@ def test_the_exports_are_pinned() -> None:
             "NotLoggedIn",
             "ObjectInfo",
             "ObjectListing",
+            "PipelineInfo",
+            "PipelineStepInfo",
             "PresignedUrl",
             "RequestDetail",
             "RequestList",

@@ -277,3 +277,21 @@ def test_steps_are_ordered_after_what_they_need() -> None:
         {"y": "$.steps.last.outputs.y"},
     )
     assert [step.name for step in pipeline.spec.order()] == ["first", "mid", "last"]
+
+
+@pytest.mark.parametrize(
+    ("spec", "words"),
+    [
+        ({"pipeline": "receipts", "cache": {"ttlSeconds": 60}}, "`cache` is a module's"),
+        ({"pipeline": "receipts", "logging": {"payloads": True}}, "`logging` is a module's"),
+        ({"pipeline": "receipts", "module": "ocr"}, "not both"),
+        ({"access": {"anonymous": True}}, "required: `module`"),
+    ],
+)
+def test_an_api_opens_one_module_or_one_pipeline_and_a_pipeline_has_no_module_settings(
+    spec: dict[str, Any], words: str
+) -> None:
+    document = {"apiVersion": "modelport/v1", "kind": "Api", "metadata": {"name": "receipts"}, "spec": spec}
+    with pytest.raises(ManifestError) as refused:
+        parse_document(document, source="test")
+    assert any(words in problem["message"] for problem in refused.value.problems), refused.value.problems

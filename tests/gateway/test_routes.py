@@ -20,6 +20,7 @@ ANONYMOUS_OPERATIONS = {
     ("GET", "/healthz"): "anyone",
     ("GET", "/readyz"): "anyone",
     ("POST", "/api/v1/auth/token"): "anyone",
+    ("GET", "/api/v1/auth/config"): "anyone",
     ("POST", "/api/v1/modules/{module}/predict"): "predict",
     ("GET", "/api/v1/modules/{module}/openapi.json"): "module",
     ("GET", "/api/v1/modules/{module}/try"): "module",
@@ -28,6 +29,11 @@ ANONYMOUS_OPERATIONS = {
     ("POST", "/api/v1/modules/{module}/batches"): "predict",
     ("GET", "/api/v1/jobs/{job_id}"): "anyone",
     ("POST", "/api/v1/jobs/{job_id}/cancel"): "anyone",
+    ("POST", "/api/v1/pipelines/{pipeline}/predict"): "pipeline-call",
+    ("POST", "/api/v1/pipelines/{pipeline}/jobs"): "pipeline-call",
+    ("GET", "/api/v1/pipelines/{pipeline}/openapi.json"): "pipeline",
+    ("GET", "/api/v1/pipelines/{pipeline}/try"): "pipeline",
+    ("GET", "/api/v1/pipelines/{pipeline}/outputs/{name}"): "pipeline",
 }
 PRESIGNED_OPERATIONS = {
     ("PUT", "/api/v1/storage/{bucket}/objects/{key}"),
@@ -88,7 +94,7 @@ async def test_every_platform_operation_declares_its_rule_in_the_document(platfo
     anonymous = {
         key: op["x-access"]
         for key, op in operations.items()
-        if op["x-access"] in ("anyone", "module", "predict")
+        if op["x-access"] in ("anyone", "module", "predict", "pipeline", "pipeline-call")
     }
     assert anonymous == ANONYMOUS_OPERATIONS
     presigned = {key for key, op in operations.items() if op["x-access"] == PRESIGNED.name}

@@ -1,10 +1,17 @@
-"""`modelport server --demo` (what `make run` starts): the gallery pushed, built, deployed and callable."""
+"""`modelport server --demo` (what `make run` starts): the gallery pushed, built, deployed and callable, the
+receipt pipeline applied and reading a receipt, and its page served."""
 
 from __future__ import annotations
 
 import time
 
+from pathlib import Path
+
+from PIL import Image
 from platform_server import ADMIN_TOKEN, ServerProcess
+
+ROOT = Path(__file__).resolve().parents[2]
+DEMO_MODULES = ["digits", "text-classifier", "tesseract-ocr", "receipt-extractor"]
 
 
 def _wait_all_ready(client, names, timeout=240):
@@ -25,7 +32,7 @@ def test_the_demo_serves_the_gallery_and_restarts_without_pushing_again(tmp_path
     server.start()
     try:
         with server.client() as client:
-            modules = _wait_all_ready(client, ["digits", "text-classifier"])
+            modules = _wait_all_ready(client, DEMO_MODULES)
             versions = {name: m["deployment"]["version"] for name, m in modules.items()}
             call = client.post(
                 "/api/v1/modules/text-classifier/predict",
@@ -34,15 +41,56 @@ def test_the_demo_serves_the_gallery_and_restarts_without_pushing_again(tmp_path
             assert call.status_code == 200, call.text
             assert call.json()["outputs"]["label"] == "cooking"
             assert call.headers["x-model-version"] == versions["text-classifier"]
+            _read_receipts(client, tmp_path)
+            page = client.get("/apps/receipt-webapp/")
+            assert page.status_code == 200 and "receipt" in page.text.lower()
         output = "".join(server.output)
         assert "deploying digits" in output and "API docs:" in output
+        assert "Pipeline receipt-payments created" in output and "/apps/receipt-webapp/" in output
         server.stop()
 
         server.start()
         with server.client() as client:
-            modules = _wait_all_ready(client, ["digits", "text-classifier"], timeout=120)
+            modules = _wait_all_ready(client, DEMO_MODULES, timeout=120)
             assert {name: m["deployment"]["version"] for name, m in modules.items()} == versions
             assert all(m["versions"] == 1 for m in modules.values())
         assert "deploying" not in "".join(server.output)
     finally:
         server.stop()
+
+
+def _read_receipts(client, tmp_path):
+    """The demo's pipeline reads the gallery's example receipt, and refuses what is no photo of one."""
+    url = "/api/v1/pipelines/receipt-payments/predict"
+    example = ROOT / "gallery" / "tesseract-ocr" / "examples" / "receipt-en.png"
+    with example.open("rb") as photo:
+        read = client.post(url, files={"inputs.image": ("receipt.png", photo, "image/png")})
+    assert read.status_code == 200, read.text
+    outputs = read.json()["outputs"]
+    assert outputs["total"] > 0 and outputs["currency"] and outputs["date"], outputs
+    assert set(read.json()["steps"]) == {"ocr", "extract"}
+
+    steps = client.get("/api/v1/requests", params={"parent": read.json()["request_id"]})
+    deadline = time.monotonic() + 10
+    while len(steps.json()["requests"]) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+        steps = client.get("/api/v1/requests", params={"parent": read.json()["request_id"]})
+    assert sorted(r["step"] for r in steps.json()["requests"]) == ["extract", "ocr"]
+
+    text = client.post(url, files={"inputs.image": ("receipt.png", b"not a picture at all", "image/png")})
+    assert text.status_code == 422, text.text
+    error = text.json()["error"]
+    assert error["details"]["step"] == "ocr" and error["details"]["details"][0]["code"] == "content_type"
+
+    tiny = tmp_path / "tiny.png"
+    Image.new("L", (1, 1), 255).save(tiny)
+    with tiny.open("rb") as photo:
+        blank = client.post(url, files={"inputs.image": ("tiny.png", photo, "image/png")})
+    assert blank.status_code == 200, blank.text
+    assert blank.json()["outputs"] == {"text": ""}  # nothing read, nothing invented
+
+    huge = tmp_path / "huge.png"
+    Image.new("1", (8000, 6500), 1).save(huge)  # 52 megapixels in a few kilobytes
+    with huge.open("rb") as photo:
+        refused = client.post(url, files={"inputs.image": ("huge.png", photo, "image/png")})
+    assert refused.status_code == 413, refused.text
