@@ -95,7 +95,8 @@ def step_specs(
     session: Session, manifest: PipelineManifest, *, document: int | None = None
 ) -> tuple[dict[str, ApiSpec], list[Problem]]:
     """The API of the version each step runs (the pinned one, else its module's deployed version), by step
-    name, read from the database; and a problem for each step that has none."""
+    name, read from the database (a version's API is read from its source when it is pushed, so one still
+    building has it); and a problem for each step that has none, or whose version failed to build."""
     problems = _Problems(document, manifest.metadata.name)
     specs: dict[str, ApiSpec] = {}
     for index, step in enumerate(manifest.spec.steps):
@@ -118,10 +119,8 @@ def step_specs(
         )
         if row is None:
             problems.add(f"{where}.version", f"module {step.module!r} has no version {version!r}")
-        elif row.build_status is not BuildStatus.READY or not row.spec:
-            problems.add(
-                f"{where}.version", f"version {version!r} of {step.module!r} has not built successfully"
-            )
+        elif row.build_status is BuildStatus.FAILED or not row.spec:
+            problems.add(f"{where}.version", f"version {version!r} of {step.module!r} failed to build")
         else:
             specs[step.name] = ApiSpec.from_dict(row.spec)
     return specs, problems.items

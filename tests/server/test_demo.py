@@ -4,7 +4,6 @@ receipt pipeline applied and reading a receipt, and its page served."""
 from __future__ import annotations
 
 import time
-
 from pathlib import Path
 
 from PIL import Image
