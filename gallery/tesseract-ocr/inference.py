@@ -2,7 +2,7 @@
 
 `prepare` turns a photo into the page Tesseract reads best: upright (its EXIF orientation), grey, the uneven
 light divided out and a dark background around the paper whitened, straightened by up to 5 degrees, and
-scaled so that capital letters are about 25 pixels tall. `read` runs the distribution's `tesseract` program
+scaled so that capital letters are about 30 pixels tall. `read` runs the distribution's `tesseract` program
 on that page through pytesseract and maps each word's box back onto the image as it was sent.
 
 The program and its language data are system packages (`tesseract-ocr`, `tesseract-ocr-eng`,
@@ -11,12 +11,10 @@ The program and its language data are system packages (`tesseract-ocr`, `tessera
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import io
 import math
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,7 +36,7 @@ _MIN_BLOCKS = 12  # and only in images at least this many blocks wide and high
 _BACKGROUND = 0.6  # a background is at most this bright relative to the paper,
 _MAX_BACKGROUND = 0.8  # and covers at most this share of the image
 _ANALYSIS_SIDE = 1200  # pixels: skew and text size are measured on a copy no larger than this
-_TARGET_CAP = 25.0  # pixels: the height of capital letters that Tesseract reads well and fast
+_TARGET_CAP = 30.0  # pixels: the height of capital letters that Tesseract reads best
 _KEEP_SCALE = (0.8, 1.25)  # text this close to the target size is read as it is
 _MAX_UPSCALE = 4.0
 _MAX_PIXELS = 12_000_000  # the page Tesseract reads is kept below this
@@ -139,8 +137,9 @@ def read(
     if page.image.width == 0:
         return {"text": "", "words": [], "confidence": None}
     _check_installed(language)
-    with _one_thread():
-        tsv = pytesseract.image_to_data(page.image, lang=language, config=f"--psm {psm}")
+    # Tesseract's OpenMP threads would fight over the cores with those of the other workers.
+    os.environ.setdefault("OMP_THREAD_LIMIT", "1")
+    tsv = pytesseract.image_to_data(page.image, lang=language, config=f"--psm {psm}")
     return _result(page, _tsv_rows(tsv))
 
 
@@ -388,20 +387,6 @@ def _result(page: Page, rows: list[dict[str, str]]) -> dict[str, Any]:
         )
     mean = round(sum(word["confidence"] for word in words) / len(words), 2) if words else None
     return {"text": "\n".join(line.rstrip() for line in lines), "words": words, "confidence": mean}
-
-
-@contextlib.contextmanager
-def _one_thread() -> Iterator[None]:
-    """Run Tesseract on one core unless the environment says otherwise: its OpenMP threads would fight
-    over the cores with those of the other workers."""
-    if "OMP_THREAD_LIMIT" in os.environ:
-        yield
-        return
-    os.environ["OMP_THREAD_LIMIT"] = "1"
-    try:
-        yield
-    finally:
-        os.environ.pop("OMP_THREAD_LIMIT", None)
 
 
 def _check_installed(language: str) -> None:

@@ -9,6 +9,7 @@ One server serves every test. Its modules: `upper` (the `echo` fixture: text and
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -123,12 +124,14 @@ def test_a_pipeline_answers_with_its_steps_outputs_and_runs_independent_steps_at
         assert warm.status_code == 200, warm.text
         assert warm.json()["outputs"] == {"shouted": "hi!", "length": 2, "left": "hi!", "right": "hi"}
         assert warm.json()["steps"]["a"] == {"module": "left", "version": "v1"}
-        started = time.perf_counter()
-        timed = call(ann, "fan", {"text": "go"}, parameters={"seconds": 0.2})
-        elapsed = time.perf_counter() - started
-    assert timed.status_code == 200, timed.text
-    # a and b each take 200 ms; one after the other would take 400 ms at least.
-    assert 0.2 <= elapsed < 0.3, elapsed
+        timings = []
+        for _ in range(3):  # the best of three: a loaded machine may hold up any one call
+            started = time.perf_counter()
+            timed = call(ann, "fan", {"text": "go"}, parameters={"seconds": 0.2})
+            timings.append(time.perf_counter() - started)
+            assert timed.status_code == 200, timed.text
+    # a and b each take 200 ms; one after the other, every call would take 400 ms at least.
+    assert 0.2 <= min(timings) < 0.3, timings
 
 
 def test_the_request_log_holds_each_step_under_the_pipeline_call(world: World) -> None:
@@ -315,3 +318,26 @@ def test_a_step_whose_module_is_deleted_makes_calls_503_naming_it(world: World, 
         assert not shown["ready"] and shown["steps"][0]["problem"]
         again = dev.post("/api/v1/apply", json={"documents": [document]})
         assert again.status_code == 422 and "unknown module 'doomed'" in again.text
+
+
+def test_the_command_line_lists_describes_and_queues_a_pipeline(world: World) -> None:
+    from typer.testing import CliRunner
+
+    from modelport.cli.main import app
+
+    env = {"COLUMNS": "200", "MODELPORT_URL": world.server.url, "MODELPORT_TOKEN": world.tokens["ann"]}
+    runner = CliRunner()
+    listed = runner.invoke(app, ["get", "pipelines"], env=env)
+    assert listed.exit_code == 0, listed.output
+    assert "fan" in listed.output and "shout(upper)" in listed.output
+    described = runner.invoke(app, ["describe", "pipeline", "fan"], env=env)
+    assert described.exit_code == 0, described.output
+    assert "a: left (runs v1 after shout)" in described.output
+    queued = runner.invoke(
+        app, ["jobs", "submit", "fan", "--pipeline", "-i", "text=cli", "--wait", "-o", "json"], env=env
+    )
+    assert queued.exit_code == 0, queued.output
+    job = json.loads(queued.stdout)
+    assert job["kind"] == "pipeline" and job["outputs"]["shouted"] == "cli!"
+    missing = runner.invoke(app, ["describe", "pipeline", "nowhere"], env=env)
+    assert missing.exit_code == 1 and "pipeline_not_found" in missing.output
