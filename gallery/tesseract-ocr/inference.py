@@ -219,6 +219,8 @@ def open_image(value: Any) -> Image.Image:
         with Image.open(source) as image:
             image.load()
             return image.copy()
+    except FileNotFoundError:
+        raise
     except (UnidentifiedImageError, SyntaxError, ValueError, OSError) as exc:
         raise ValueError(f"the image could not be decoded: {exc}") from None
 
