@@ -203,6 +203,7 @@ def compose(
 
 
 _NO_DEFAULT: Any = FieldSpec("outputs", "x", ()).default
+"""What a field without a default holds as its default (`dataclasses.replace` with it drops one)."""
 
 
 def _request_field(
