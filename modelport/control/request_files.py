@@ -111,11 +111,13 @@ class RequestFiles:
         path.unlink(missing_ok=True)
         return name
 
-    def open_output(self, owner: str, module: str, name: str) -> ObjectReader:
+    def open_output(self, owner: str, module: str, name: str, *, pipeline: bool = False) -> ObjectReader:
+        """A file output `owner` was answered with by `module` (or by the pipeline of that name)."""
         if "/" in name or "/" in module:
             raise NotFound("no such output file")
+        where = f"pipelines/{module}" if pipeline else module
         try:
-            return self.store.reader(self.bucket, check_key(f"outputs/{owner}/{module}/{name}"))
+            return self.store.reader(self.bucket, check_key(f"outputs/{owner}/{where}/{name}"))
         except ModelportError:
             raise NotFound("no such output file") from None
 

@@ -143,8 +143,11 @@ class ModuleRoutes:
         name = request.path_params["name"]
         if not _OUTPUT_NAME.match(name):
             raise NotFound("no such output file")
-        module = request.path_params["module"]
-        reader = await asyncio.to_thread(self.files.open_output, owner_key(request.scope), module, name)
+        pipeline = "pipeline" in request.path_params  # a pipeline's outputs are kept apart from its modules'
+        target = request.path_params["pipeline" if pipeline else "module"]
+        reader = await asyncio.to_thread(
+            self.files.open_output, owner_key(request.scope), target, name, pipeline=pipeline
+        )
         info = reader.info
         headers = {
             "Content-Length": str(info.size),
@@ -409,7 +412,7 @@ def create_platform_app(
         (
             "GET",
             "/api/v1/pipelines/{pipeline}/outputs/{name}",
-            pipelines.output_file,
+            handlers.output_file,
             PIPELINE,
             "A pipeline's file output",
             {},

@@ -10,19 +10,17 @@ through `control/pipelines.py`.
 from __future__ import annotations
 
 import asyncio
-import re
 import shutil
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Request
-from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from modelport.control.calls import ModuleCall
 from modelport.control.jobs import JobSubmission
 from modelport.control.platform import Services
-from modelport.core.errors import NotFound
 from modelport.core.records import PipelineInfo, PipelineList
-from modelport.gateway.auth import owner_key, principal_of
+from modelport.gateway.auth import principal_of
 from modelport.gateway.errors import error_response
 from modelport.gateway.jobs_api import accepted, idempotency_key, webhook_of
 from modelport.gateway.pages import render_try_page
@@ -41,7 +39,6 @@ __all__ = ["PIPELINE_JOBS_PATH", "PIPELINE_PREDICT_PATH", "PipelineRoutes", "pip
 
 PIPELINE_PREDICT_PATH = "/api/v1/pipelines/{pipeline}/predict"
 PIPELINE_JOBS_PATH = "/api/v1/pipelines/{pipeline}/jobs"
-_OUTPUT_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 _EXTRAS = ("webhook", "webhook_events_filter")
 
 
@@ -109,31 +106,6 @@ class PipelineRoutes:
                 docs_url=f"/docs?pipeline={pipeline.name}",
             )
         )
-
-    async def output_file(self, request: Request) -> Response:
-        name = request.path_params["name"]
-        if not _OUTPUT_NAME.match(name):
-            raise NotFound("no such output file")
-        pipeline = request.path_params["pipeline"]
-        reader = await asyncio.to_thread(
-            self.services.request_files.open_output,
-            owner_key(request.scope),
-            f"pipelines/{pipeline}",
-            name,
-        )
-        info = reader.info
-        headers = {
-            "Content-Length": str(info.size),
-            "Content-Type": info.content_type,
-            "ETag": f'"{info.etag}"',
-            "X-Content-Type-Options": "nosniff",
-        }
-
-        def chunks() -> object:
-            with reader:
-                yield from reader
-
-        return StreamingResponse(chunks(), headers=headers)  # type: ignore[arg-type]
 
 
 def pipelines_router(services: Services) -> APIRouter:

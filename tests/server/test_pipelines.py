@@ -9,6 +9,7 @@ One server serves every test. Its modules: `upper` (the `echo` fixture: text and
 
 from __future__ import annotations
 
+import io
 import json
 import time
 from collections.abc import Iterator
@@ -19,11 +20,12 @@ import httpx
 import pytest
 from drive import deploy, push, wait_built, wait_deployment
 from manifests import api, module_copy
+from PIL import Image
 from platform_server import ADMIN_TOKEN, ServerProcess
 
 pytestmark = pytest.mark.slow
 
-MODULES = {"upper": "echo", "left": "jobs", "right": "jobs"}
+MODULES = {"upper": "echo", "left": "jobs", "right": "jobs", "mirror": "files"}
 PEOPLE = {"dev": ("developer", "/team"), "ann": ("user", "/callers"), "eve": ("user", None)}
 
 
@@ -69,6 +71,18 @@ FAN = pipeline(
 )
 
 
+# `twice`: an image mirrored, then mirrored back: the first step's file output is the second step's input.
+TWICE = pipeline(
+    "twice",
+    [
+        {"name": "there", "module": "mirror", "inputs": {"image": "$.inputs.image"}},
+        {"name": "back", "module": "mirror", "inputs": {"image": "$.steps.there.outputs.mirrored"}},
+    ],
+    {"image": "$.steps.back.outputs.mirrored", "width": "$.steps.there.outputs.width"},
+    owner="/team",
+)
+
+
 @dataclass
 class World:
     server: ServerProcess
@@ -97,7 +111,10 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
                 token = admin.post("/api/v1/tokens", json={"name": "tests", "user": made.json()["id"]})
                 world.tokens[name] = token.json()["token"]
             for name, fixture in MODULES.items():
-                assert push(admin, module_copy(root, fixture, name, "/team"), version="v1").status_code == 201
+                directory = module_copy(root, fixture, name, "/team")
+                if fixture == "files":
+                    (directory / "requirements.txt").write_text("pillow\n")
+                assert push(admin, directory, version="v1").status_code == 201
             for name in MODULES:
                 assert wait_built(admin, name, "v1")["build_status"] == "ready"
             generations = {name: deploy(admin, name, "v1")["generation"] for name in MODULES}
@@ -105,7 +122,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
                 assert wait_deployment(admin, name, generation)["status"] == "ready"
             fan_api = api("fan-api", "fan", access={"groups": ["/callers"]})
             fan_api["spec"] = {"pipeline": "fan", "access": {"groups": ["/callers"]}}
-            documents = [FAN, fan_api]
+            twice_api = api("twice-api", "twice", access={"groups": ["/callers"]})
+            twice_api["spec"] = {"pipeline": "twice", "access": {"groups": ["/callers"]}}
+            documents = [FAN, fan_api, TWICE, twice_api]
             with world.client("dev") as dev:
                 applied = dev.post("/api/v1/apply", json={"documents": documents})
             assert applied.status_code == 200, applied.text + "".join(server.output[-40:])
@@ -190,7 +209,7 @@ def test_only_callers_the_api_lets_in_may_call_and_others_are_told_it_does_not_e
     assert anonymous.status_code == 401
     with world.client("ann") as ann:
         listed = ann.get("/api/v1/pipelines").json()["pipelines"]
-        assert [p["name"] for p in listed] == ["fan"]
+        assert [p["name"] for p in listed] == ["fan", "twice"]
         assert listed[0]["ready"] and listed[0]["inputs"] == ["text"]
 
 
@@ -341,3 +360,28 @@ def test_the_command_line_lists_describes_and_queues_a_pipeline(world: World) ->
     assert job["kind"] == "pipeline" and job["outputs"]["shouted"] == "cli!"
     missing = runner.invoke(app, ["describe", "pipeline", "nowhere"], env=env)
     assert missing.exit_code == 1 and "pipeline_not_found" in missing.output
+
+
+def test_a_file_passes_from_step_to_step_and_the_answer_is_the_callers_own(world: World) -> None:
+    image = Image.new("RGB", (4, 2), (255, 255, 255))
+    image.putpixel((0, 0), (255, 0, 0))
+    sent = io.BytesIO()
+    image.save(sent, format="PNG")
+    with world.client("ann") as ann:
+        answer = ann.post(
+            "/api/v1/pipelines/twice/predict",
+            files={"inputs.image": ("red.png", sent.getvalue(), "image/png")},
+        )
+        assert answer.status_code == 200, answer.text
+        outputs = answer.json()["outputs"]
+        assert outputs["width"] == 4
+        url = outputs["image"]["url"]
+        assert url.startswith("/api/v1/pipelines/twice/outputs/")
+        fetched = ann.get(url)
+        assert fetched.status_code == 200 and fetched.headers["content-type"] == "image/png"
+        back = Image.open(io.BytesIO(fetched.content)).convert("RGB")
+        assert back.getpixel((0, 0)) == (255, 0, 0)  # mirrored twice: as it was sent
+    with world.client("dev") as dev:  # another caller of the pipeline: not its file
+        assert dev.get(url).status_code == 404
+    with world.client("eve") as eve:  # not a caller of the pipeline at all
+        assert eve.get(url).status_code == 404
