@@ -139,6 +139,7 @@ class PlatformServer:
     """
 
     def __init__(self, settings: Settings, *, announce: Callable[[str], None], demo: bool = False) -> None:
+        from modelport.console.app import create_console
         from modelport.control.platform import Services
         from modelport.db import Database
         from modelport.gateway.app import create_platform_app
@@ -165,6 +166,7 @@ class PlatformServer:
             limiter=self.limiter,
             lifespan=lambda app: self.running(),
             apps={name: self.gallery / name for name in DEMO_APPS} if self.gallery else None,
+            console=create_console(self.services),
         )
 
     @contextlib.asynccontextmanager

@@ -263,6 +263,11 @@ class AccessPolicies:
         """The names of the pipelines in memory (for the event loop: never waits on the database)."""
         return [name[len(_PIPELINE) :] for name in self._cache.names() if name.startswith(_PIPELINE)]
 
+    def modules(self) -> list[ModulePolicy]:
+        """Every module's policy, by name (for threads)."""
+        policies = self._cache.snapshot()
+        return sorted((p for p in policies.values() if not isinstance(p, PipelinePolicy)), key=lambda p: p.module)
+
     def pipelines(self) -> list[PipelinePolicy]:
         """Every pipeline's policy, by name (for threads)."""
         policies = self._cache.snapshot()

@@ -423,20 +423,36 @@ class Identity:
         """A session token for a correct password; `InvalidCredentials` otherwise, and
         `TooManyLoginAttempts` once the account or the address has failed too often. Successes and
         failures are recorded in the audit trail, from `client`."""
-        keys = [f"user:{name.lower()}"] + ([f"client:{client}"] if client else [])
-        self._throttle.check(keys)
-        principal, known = self._check_password(name, password)
-        if principal is None:
-            self._throttle.failed(keys)
-            # A name that is no user's may be a password typed into the wrong field: it is not recorded.
-            shown = name if known else "(unknown user)"
-            self.audit.record(Actor(shown, client=client), "auth.fail", f"user/{shown}")
-            raise InvalidCredentials("wrong user name or password")
+        principal = self.check_password(name, password, client=client)
         assert principal.user_id is not None
         expires_at = self.now() + timedelta(seconds=self.session_seconds)
         secret, info = self.issue(principal.user_id, name="session", kind="session", expires_at=expires_at)
         self.audit.record(Actor(name, client=client), "auth.login", f"user/{name}")
         return LoginSession(secret, expires_at, self.session_seconds, replace(principal, token_id=info.id))
+
+    def console_session(
+        self, principal: Principal, *, seconds: int, how: str, client: str | None
+    ) -> LoginSession:
+        """A web console session of a signed-in `principal` (by password, token or OIDC: `how`): a token of
+        kind `console`, good for `seconds`, recorded in the audit trail. Signing out revokes it."""
+        if principal.user_id is None:
+            raise InvalidCredentials("sign in as a user")
+        expires_at = self.now() + timedelta(seconds=seconds)
+        secret, info = self.issue(principal.user_id, name="console", kind="console", expires_at=expires_at)
+        self.audit.record(Actor(principal.name, client=client), "auth.login", f"user/{principal.name}", via=how)
+        return LoginSession(secret, expires_at, seconds, replace(principal, token_id=info.id))
+
+    def check_password(self, name: str, password: str, *, client: str | None) -> Principal:
+        """The principal of a correct password (throttled and audited as `login`), without a token."""
+        keys = [f"user:{name.lower()}"] + ([f"client:{client}"] if client else [])
+        self._throttle.check(keys)
+        principal, known = self._check_password(name, password)
+        if principal is None:
+            self._throttle.failed(keys)
+            shown = name if known else "(unknown user)"
+            self.audit.record(Actor(shown, client=client), "auth.fail", f"user/{shown}")
+            raise InvalidCredentials("wrong user name or password")
+        return principal
 
     def _check_password(self, name: str, password: str) -> tuple[Principal | None, bool]:
         """The principal of the user `name` if `password` is theirs (None otherwise), and whether `name` is

@@ -98,6 +98,9 @@ class Settings(BaseSettings):
     session_seconds: int = Field(3600, ge=60, le=30 * 86_400)
     """Lifetime of the bearer tokens that `POST /api/v1/auth/token` hands out for a password."""
 
+    console_session_seconds: int = Field(8 * 3600, ge=60, le=30 * 86_400)
+    """Lifetime of a web console session (`/ui`): after it, the console asks to sign in again."""
+
     login_attempts: str = "5/minute"
     """Failed password logins allowed per account and per client address before 429 (`5/minute`)."""
 

@@ -227,7 +227,8 @@ class Group(Base):
 
 class ApiToken(Base):
     """A bearer token of one user, stored only as a digest of its secret; `kind` is `api` (made on
-    purpose, long-lived) or `session` (handed out for a password, short-lived)."""
+    purpose, long-lived), `session` (handed out for a password, short-lived) or `console` (a web console
+    session, revoked when it signs out)."""
 
     __tablename__ = "api_tokens"
 

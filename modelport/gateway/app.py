@@ -54,7 +54,7 @@ from modelport.gateway.pipelines_api import (
 from modelport.gateway.predict import PredictRoute
 from modelport.gateway.ratelimit import RateLimiter
 from modelport.gateway.requests_api import requests_router
-from modelport.gateway.routes import ANYONE, MODULE, PIPELINE, PIPELINE_CALL, PREDICT, RouteTable, Rule, allow
+from modelport.gateway.routes import ANYONE, CONSOLE, MODULE, PIPELINE, PIPELINE_CALL, PREDICT, RouteTable, Rule, allow
 from modelport.gateway.stats_api import stats_router
 from modelport.gateway.storage_api import storage_router
 from modelport.gateway.webhooks_api import webhooks_router
@@ -313,9 +313,11 @@ def create_platform_app(
     limiter: RateLimiter,
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None,
     apps: Mapping[str, Path] | None = None,
+    console: ASGIApp | None = None,
 ) -> ASGIApp:
     """The platform's application: the control API, every deployed module, authentication on all of it,
-    the `Api` manifests' access rules, rate limits and CORS in front of the modules; and `apps`, static
+    the `Api` manifests' access rules, rate limits and CORS in front of the modules; `console`, the web
+    console, at `/ui` (behind the same authentication, which reads its session cookie); and `apps`, static
     client applications served as they are under `/apps/<name>/` (the demo's receipt page)."""
 
     jobs = JobRoutes(services=services, predict=PredictRoute(calls=services.calls, settings=settings))
@@ -441,7 +443,7 @@ def create_platform_app(
         return HTMLResponse(render_swagger_ui(openapi_url="/openapi.json", title="modelport · API"))
 
     async def root(request: Request) -> Response:
-        return RedirectResponse("/docs")
+        return RedirectResponse("/ui/" if console is not None else "/docs")
 
     hidden: dict[str, Any] = {"methods": ["GET"], "include_in_schema": False, "dependencies": public}
     api.add_api_route("/docs", docs, **hidden)
@@ -450,8 +452,12 @@ def create_platform_app(
     api.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     for name, directory in (apps or {}).items():
         api.mount(f"/apps/{name}", StaticFiles(directory=directory, html=True), name=f"app-{name}")
-    # The document and the static files are routes without dependencies: their rules are given here.
-    served_apps = {f"/apps/{name}": ANYONE for name in apps or {}}
+    if console is not None:
+        api.mount("/ui", console, name="console")
+    # The document, the static files and the console are routes without dependencies: their rules are here.
+    served_apps: dict[str, Rule] = {f"/apps/{name}": ANYONE for name in apps or {}}
+    if console is not None:
+        served_apps["/ui"] = CONSOLE
     routes = RouteTable(api.routes, others={"/openapi.json": ANYONE, "/static": ANYONE, **served_apps})
     _declare_security(api, routes)
     fast = PredictFastPath(

@@ -7,11 +7,17 @@ module routes, and presigned object URLs); whether an anonymous call reaches a m
 manifests to say, and a presigned URL is checked by the storage routes. Credentials that are present but
 invalid are refused everywhere, even where anonymous calls would pass. Credentials that cannot be checked
 because the database is unavailable are 503, not 401: the caller should try again, not sign in again.
+
+The web console's session cookie (`mp_session`, holding a token of kind `console`) is credentials too, read
+only where no `Authorization` header is sent. A cookie is ambient, so it counts only for safe methods, for the
+console's own routes (which check their forms' CSRF field themselves) and for requests carrying the session's
+CSRF token in `X-CSRF-Token`; and a stale one is no credentials at all, never a 401.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -19,15 +25,53 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from modelport.control.identity import ANONYMOUS, Principal
 from modelport.core.errors import InvalidToken, Unauthorized
+from modelport.core.names import TOKEN_PREFIX
 from modelport.gateway.errors import error_response
 from modelport.gateway.routes import RouteTable
 
-__all__ = ["Authenticate", "caller_key", "client_address", "owner_key", "principal_of"]
+__all__ = [
+    "CSRF_HEADER",
+    "SESSION_COOKIE",
+    "Authenticate",
+    "caller_key",
+    "client_address",
+    "csrf_token",
+    "owner_key",
+    "principal_of",
+    "session_of",
+]
 
 log = logging.getLogger("modelport.auth")
 
 
 Verify = Callable[[str], Awaitable[Principal | None]]
+
+SESSION_COOKIE = "mp_session"
+"""The console's session cookie: a token of kind `console`, `HttpOnly`, `SameSite=Lax`."""
+CSRF_HEADER = b"x-csrf-token"
+_SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def csrf_token(session: str) -> str:
+    """The CSRF token of a console session: bound to its secret, which no page ever shows."""
+    return hashlib.sha256(b"modelport-csrf:" + session.encode()).hexdigest()
+
+
+def cookie(scope: Scope, name: str) -> str | None:
+    """The value of the request's cookie `name`, if it sent one."""
+    for key, value in scope["headers"]:
+        if key == b"cookie":
+            for part in value.decode("latin-1").split(";"):
+                found, _, text = part.strip().partition("=")
+                if found == name and text:
+                    return text
+    return None
+
+
+def session_of(scope: Scope) -> str | None:
+    """The console session the request was authenticated with, if it was (None for bearer tokens)."""
+    session: str | None = scope.get("state", {}).get("session")
+    return session
 
 
 def principal_of(scope: Scope) -> Principal:
@@ -64,6 +108,8 @@ class Authenticate:
             return
         try:
             principal = await self._authenticate(scope)
+            if principal is None:
+                principal = await self._session(scope)
         except Exception as exc:  # what the caller may be told; anything else a logged 500, never a bare one
             await _refuse(exc, scope, receive, send)
             return
@@ -89,6 +135,23 @@ class Authenticate:
         principal = await self.verify(token)
         if principal is None:
             raise InvalidToken("the token is unknown, revoked or expired")
+        return principal
+
+    async def _session(self, scope: Scope) -> Principal | None:
+        """The principal of the console session cookie, where it may count (see the module's docstring)."""
+        secret = cookie(scope, SESSION_COOKIE)
+        if secret is None or not secret.startswith(TOKEN_PREFIX):
+            return None
+        if scope["method"] not in _SAFE and not self.routes.match(scope).rule.console:
+            sent = next((value for name, value in scope["headers"] if name == CSRF_HEADER), b"")
+            if not hmac.compare_digest(sent, csrf_token(secret).encode()):
+                return None
+        try:
+            principal = await self.verify(secret)
+        except InvalidToken:
+            return None
+        if principal is not None:
+            scope.setdefault("state", {})["session"] = secret
         return principal
 
     def _anonymous_allowed(self, scope: Scope) -> bool:

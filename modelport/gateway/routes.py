@@ -24,6 +24,7 @@ from starlette.types import Scope
 
 __all__ = [
     "ANYONE",
+    "CONSOLE",
     "MODULE",
     "PIPELINE",
     "PIPELINE_CALL",
@@ -46,7 +47,9 @@ class Rule:
     or refuse; `module`: the route is about the module named by its `{module}` parameter, whose `Api`
     manifests decide who may call it; `metered`: each call counts against those manifests' rate limits;
     `presigned`: a request without credentials goes on if its query carries a signature, which the route
-    checks; `pipeline`: as `module`, for the pipeline named by its `{pipeline}` parameter.
+    checks; `pipeline`: as `module`, for the pipeline named by its `{pipeline}` parameter; `console`: a page
+    of the web console, which sends callers without a session to its sign-in page and checks its forms'
+    CSRF field itself.
     """
 
     name: str
@@ -55,6 +58,7 @@ class Rule:
     metered: bool = False
     presigned: bool = False
     pipeline: bool = False
+    console: bool = False
 
     @property
     def called(self) -> bool:
@@ -77,6 +81,8 @@ PIPELINE = Rule("pipeline", anonymous=True, pipeline=True)
 """Whoever the pipeline's `Api` manifests let in, anonymous callers included if one allows them."""
 PIPELINE_CALL = Rule("pipeline-call", anonymous=True, pipeline=True, metered=True)
 """As `PIPELINE`, and each call counts against the `Api` rate limits."""
+CONSOLE = Rule("console", anonymous=True, console=True)
+"""The web console's pages: a session cookie or nothing; the console signs in whoever has no session."""
 PRESIGNED = Rule("presigned", anonymous=False, presigned=True)
 """A valid token, or a presigned URL's signature (checked by the route)."""
 
