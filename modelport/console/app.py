@@ -14,7 +14,18 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from modelport.console import modules, signin
+from modelport.console import (
+    admin,
+    jobs,
+    module_logs,
+    module_metrics,
+    module_try,
+    modules,
+    pipelines,
+    signin,
+    storage,
+    wizard,
+)
 from modelport.console.web import STATIC_DIR, Console, SignInRequired
 from modelport.control.platform import Services
 from modelport.core.errors import MethodNotAllowed, ModelportError, NotFound
@@ -24,7 +35,18 @@ __all__ = ["PAGE_GROUPS", "create_console"]
 
 log = logging.getLogger("modelport.console")
 
-PAGE_GROUPS: list[Callable[[Console], list[BaseRoute]]] = [signin.sign_in_routes, modules.module_routes]
+PAGE_GROUPS: list[Callable[[Console], list[BaseRoute]]] = [
+    signin.sign_in_routes,
+    modules.module_routes,
+    module_try.routes,
+    module_metrics.routes,
+    module_logs.routes,
+    storage.routes,
+    jobs.routes,
+    pipelines.routes,
+    admin.routes,
+    wizard.routes,
+]
 """Every group of pages, in the order their routes are matched."""
 
 
