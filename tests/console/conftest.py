@@ -76,6 +76,8 @@ class World:
         directory = self.root / version / (name or fixture)  # a module without a manifest is named after its folder
         if not directory.exists():
             shutil.copytree(FIXTURES / fixture, directory, ignore=shutil.ignore_patterns("__pycache__"))
+            if fixture == "files":  # its workers read images
+                (directory / "requirements.txt").write_text("pillow\n")
         with self.api() as api:
             answer = push(api, directory, version=version)
             assert answer.status_code in (200, 201), answer.text
