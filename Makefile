@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export UV_CACHE_DIR ?= $(HOME)/.cache/uv
 
-.PHONY: install bytecode run test lint bench clean
+.PHONY: install bytecode run test lint bench clean messages
 
 install: $(STAMP)
 
@@ -26,6 +26,11 @@ PORT ?= 8000
 
 run: install bytecode
 	$(BIN)/modelport server --demo --port $(PORT)
+
+# The console's Russian catalog, updated with every message of its sources (then translate the new ones).
+messages: install
+	$(BIN)/pybabel extract --no-wrap -F modelport/console/babel.cfg -o build/console.pot .
+	$(BIN)/pybabel update --no-wrap --no-fuzzy-matching -i build/console.pot -d modelport/console/locale -l ru
 
 # Test files run in parallel, each whole on one worker (module-scoped servers stay shared within a file).
 TEST_WORKERS ?= 2

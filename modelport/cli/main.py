@@ -159,11 +159,15 @@ def server(
         err.print(f"[bold green]modelport[/] {message}", soft_wrap=True)
         if message.startswith("serving on "):
             url = message.removeprefix("serving on ")
+            err.print(f"  console:   {url}/ui/", soft_wrap=True)
             err.print(f"  API docs:  {url}/docs", soft_wrap=True)
             if demo and settings.bootstrap_token is not None:
                 token = settings.bootstrap_token.get_secret_value()
                 err.print(f"  admin token: {token}", soft_wrap=True)
-                err.print(f"  sign in:   modelport login {url} --token {token}", soft_wrap=True)
+                err.print(
+                    f"  sign in:   open {url}/ui/ and paste the token, or: modelport login {url} --token {token}",
+                    soft_wrap=True,
+                )
                 err.print(
                     f"  call:      curl -H 'Authorization: Bearer {token}' "
                     "-H 'Content-Type: application/json' "

@@ -4,7 +4,7 @@ share). Each page group contributes its routes; the composition root hands the r
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from starlette.applications import Starlette
@@ -35,7 +35,7 @@ __all__ = ["PAGE_GROUPS", "create_console"]
 
 log = logging.getLogger("modelport.console")
 
-PAGE_GROUPS: list[Callable[[Console], list[BaseRoute]]] = [
+PAGE_GROUPS: list[Callable[[Console], Sequence[BaseRoute]]] = [
     signin.sign_in_routes,
     modules.module_routes,
     module_try.routes,

@@ -1,9 +1,9 @@
 """The modules pages: the list, a module's overview (deployment, versions, deploy / canary / rollback), a
 version's build log.
 
-Who sees what follows the API: a module's owners (developers in its owner group) and admins manage it and see
-every tab; a caller its `Api` manifests let in sees its overview, try-it form and API docs; anyone else is told
-there is no such module (404), exactly as the API tells them.
+Who sees what follows the API: a module's owners (developers in its owner group) and admins manage it and
+see every tab; a caller its `Api` manifests let in sees its overview, try-it form and API docs; anyone else is
+told there is no such module (404), exactly as the API tells them.
 """
 
 from __future__ import annotations
@@ -87,7 +87,9 @@ def module_routes(console: Console) -> list[BaseRoute]:
 
     async def deploy(request: Request) -> Response:
         page, form = await console.form(request)
-        access = await asyncio.to_thread(module_access, console, page, request.path_params["module"], manage=True)
+        access = await asyncio.to_thread(
+            module_access, console, page, request.path_params["module"], manage=True
+        )
         version = str(form.get("version") or "")
         canary = _number(form.get("canary_percent"), "canary_percent", 0, 100)
         replicas = _number(form.get("replicas"), "replicas", 1, 64)
@@ -103,7 +105,9 @@ def module_routes(console: Console) -> list[BaseRoute]:
 
     async def rollback(request: Request) -> Response:
         page, _ = await console.form(request)
-        access = await asyncio.to_thread(module_access, console, page, request.path_params["module"], manage=True)
+        access = await asyncio.to_thread(
+            module_access, console, page, request.path_params["module"], manage=True
+        )
         await asyncio.to_thread(services.deployments.rollback, access.name, actor=page.actor())
         return _back_to(request, access.name)
 

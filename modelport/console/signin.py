@@ -1,4 +1,5 @@
-"""Signing in and out of the console: a password, an API token, or the OIDC issuer (authorization code + PKCE).
+"""Signing in and out of the console: a password, an API token, or the OIDC issuer (authorization code with
+PKCE).
 
 Each way ends the same: the identity service issues a console session (a token of kind `console`, good for
 `console_session_seconds`), which goes into the `mp_session` cookie: `HttpOnly`, `SameSite=Lax`, `Path=/`, and
@@ -26,7 +27,14 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from modelport.console.web import FORM_CSRF_COOKIE, LANG_COOKIE, LANGUAGES, Console, local_target, new_form_csrf
+from modelport.console.web import (
+    FORM_CSRF_COOKIE,
+    LANG_COOKIE,
+    LANGUAGES,
+    Console,
+    local_target,
+    new_form_csrf,
+)
 from modelport.core.errors import BadRequest, InvalidCredentials, ModelportError, Unauthorized
 from modelport.gateway.auth import SESSION_COOKIE, client_address
 
@@ -38,7 +46,8 @@ _DISCOVERY_SECONDS = 300.0
 
 
 class OidcSignIn:
-    """The authorization-code flow with PKCE against the configured issuer, for the console's public client."""
+    """The authorization-code flow with PKCE against the configured issuer, for the console's public
+    client."""
 
     def __init__(self, console: Console) -> None:
         self.console = console
@@ -143,10 +152,14 @@ def _callback(request: Request) -> str:
 
 
 def _back(root: str, target: str, problem: str) -> Response:
-    return RedirectResponse(f"{root}/sign-in?{urlencode({'next': target, 'problem': problem})}", status_code=303)
+    return RedirectResponse(
+        f"{root}/sign-in?{urlencode({'next': target, 'problem': problem})}", status_code=303
+    )
 
 
-async def _signed_in(console: Console, request: Request, principal: Any, *, how: str, target: str) -> Response:
+async def _signed_in(
+    console: Console, request: Request, principal: Any, *, how: str, target: str
+) -> Response:
     session = await asyncio.to_thread(
         console.services.identity.console_session,
         principal,
@@ -191,7 +204,12 @@ def sign_in_routes(console: Console) -> list[Route]:
         )
         if fresh is not None:
             response.set_cookie(
-                FORM_CSRF_COOKIE, fresh, path="/", httponly=True, samesite="lax", secure=request.url.scheme == "https"
+                FORM_CSRF_COOKIE,
+                fresh,
+                path="/",
+                httponly=True,
+                samesite="lax",
+                secure=request.url.scheme == "https",
             )
         return response
 

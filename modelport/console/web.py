@@ -165,11 +165,19 @@ class Console:
         form = await request.form()
         sent = str(form.get("csrf") or request.headers.get(CSRF_HEADER.decode()) or "")
         if not page.csrf or not hmac.compare_digest(sent.encode(), page.csrf.encode()):
-            raise Forbidden("the form is stale or was not sent by this console: reload the page and try again")
+            raise Forbidden(
+                "the form is stale or was not sent by this console: reload the page and try again"
+            )
         return page, form
 
     def render(
-        self, page: Page, template: str, *, status: int = 200, headers: Mapping[str, str] | None = None, **context: Any
+        self,
+        page: Page,
+        template: str,
+        *,
+        status: int = 200,
+        headers: Mapping[str, str] | None = None,
+        **context: Any,
     ) -> HTMLResponse:
         environment = self.environments[page.language]
         html = environment.get_template(template).render(

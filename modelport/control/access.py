@@ -266,7 +266,9 @@ class AccessPolicies:
     def modules(self) -> list[ModulePolicy]:
         """Every module's policy, by name (for threads)."""
         policies = self._cache.snapshot()
-        return sorted((p for p in policies.values() if not isinstance(p, PipelinePolicy)), key=lambda p: p.module)
+        return sorted(
+            (p for p in policies.values() if not isinstance(p, PipelinePolicy)), key=lambda p: p.module
+        )
 
     def pipelines(self) -> list[PipelinePolicy]:
         """Every pipeline's policy, by name (for threads)."""

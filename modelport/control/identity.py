@@ -439,7 +439,9 @@ class Identity:
             raise InvalidCredentials("sign in as a user")
         expires_at = self.now() + timedelta(seconds=seconds)
         secret, info = self.issue(principal.user_id, name="console", kind="console", expires_at=expires_at)
-        self.audit.record(Actor(principal.name, client=client), "auth.login", f"user/{principal.name}", via=how)
+        self.audit.record(
+            Actor(principal.name, client=client), "auth.login", f"user/{principal.name}", via=how
+        )
         return LoginSession(secret, expires_at, seconds, replace(principal, token_id=info.id))
 
     def check_password(self, name: str, password: str, *, client: str | None) -> Principal:

@@ -489,9 +489,7 @@ class Stats:
         now = self.clock()
         first = (int(now // resolution) * resolution) - window_seconds + resolution
         wanted = set(modules)
-        query = select(
-            StatsRollup.module, StatsRollup.calls, StatsRollup.errors, StatsRollup.total
-        ).where(
+        query = select(StatsRollup.module, StatsRollup.calls, StatsRollup.errors, StatsRollup.total).where(
             StatsRollup.resolution == resolution,
             StatsRollup.start >= datetime.fromtimestamp(first, UTC),
         )

@@ -54,7 +54,17 @@ from modelport.gateway.pipelines_api import (
 from modelport.gateway.predict import PredictRoute
 from modelport.gateway.ratelimit import RateLimiter
 from modelport.gateway.requests_api import requests_router
-from modelport.gateway.routes import ANYONE, CONSOLE, MODULE, PIPELINE, PIPELINE_CALL, PREDICT, RouteTable, Rule, allow
+from modelport.gateway.routes import (
+    ANYONE,
+    CONSOLE,
+    MODULE,
+    PIPELINE,
+    PIPELINE_CALL,
+    PREDICT,
+    RouteTable,
+    Rule,
+    allow,
+)
 from modelport.gateway.stats_api import stats_router
 from modelport.gateway.storage_api import storage_router
 from modelport.gateway.webhooks_api import webhooks_router

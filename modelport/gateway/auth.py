@@ -61,7 +61,7 @@ def cookie(scope: Scope, name: str) -> str | None:
     """The value of the request's cookie `name`, if it sent one."""
     for key, value in scope["headers"]:
         if key == b"cookie":
-            for part in value.decode("latin-1").split(";"):
+            for part in bytes(value).decode("latin-1").split(";"):
                 found, _, text = part.strip().partition("=")
                 if found == name and text:
                     return text
@@ -70,8 +70,8 @@ def cookie(scope: Scope, name: str) -> str | None:
 
 def session_of(scope: Scope) -> str | None:
     """The console session the request was authenticated with, if it was (None for bearer tokens)."""
-    session: str | None = scope.get("state", {}).get("session")
-    return session
+    session = scope.get("state", {}).get("session")
+    return str(session) if session is not None else None
 
 
 def principal_of(scope: Scope) -> Principal:

@@ -103,7 +103,9 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
 class Visitor:
     """One person in a fresh browser profile, with what the browser logged."""
 
-    def __init__(self, console: Console, *, width: int = 1280, height: int = 860, locale: str = "en-US") -> None:
+    def __init__(
+        self, console: Console, *, width: int = 1280, height: int = 860, locale: str = "en-US"
+    ) -> None:
         self.console = console
         self.context = console.browser.new_context(viewport={"width": width, "height": height}, locale=locale)
         self.context.set_default_timeout(WAIT_MS)
@@ -224,7 +226,9 @@ def test_a_forged_form_from_another_site_is_refused(console: Console, visitor: V
         '<input name="version" value="v2"><input name="csrf" value="guessed"></form>'
         '<script>document.getElementById("f").submit()</script>'
     )
-    visitor.page.route("http://evil.test/", lambda route: route.fulfill(body=forged, content_type="text/html"))
+    visitor.page.route(
+        "http://evil.test/", lambda route: route.fulfill(body=forged, content_type="text/html")
+    )
     visitor.page.goto("http://evil.test/")
     visitor.page.wait_for_load_state()
     with console.server.client() as admin:

@@ -36,7 +36,9 @@ class ConsoleSession:
         self._remember(response)
         return response
 
-    def post(self, path: str, data: dict[str, Any] | None = None, *, csrf: bool = True, **options: Any) -> httpx.Response:
+    def post(
+        self, path: str, data: dict[str, Any] | None = None, *, csrf: bool = True, **options: Any
+    ) -> httpx.Response:
         form = dict(data or {})
         if csrf:
             form.setdefault("csrf", self.csrf)
@@ -45,7 +47,11 @@ class ConsoleSession:
         return response
 
     def _remember(self, response: httpx.Response) -> None:
-        found = _META_CSRF.search(response.text) if "text/html" in response.headers.get("content-type", "") else None
+        found = (
+            _META_CSRF.search(response.text)
+            if "text/html" in response.headers.get("content-type", "")
+            else None
+        )
         if found and found.group(1):
             self.csrf = found.group(1)
 
@@ -71,9 +77,13 @@ class World:
         session.get("/ui/modules")  # the signed-in CSRF token
         return session
 
-    def module(self, fixture: str, version: str = "v1", *, name: str | None = None, deployed: bool = True) -> str:
+    def module(
+        self, fixture: str, version: str = "v1", *, name: str | None = None, deployed: bool = True
+    ) -> str:
         """Push (and deploy) a fixture module under `name`; returns the module's name."""
-        directory = self.root / version / (name or fixture)  # a module without a manifest is named after its folder
+        directory = (
+            self.root / version / (name or fixture)
+        )  # a module without a manifest is named after its folder
         if not directory.exists():
             shutil.copytree(FIXTURES / fixture, directory, ignore=shutil.ignore_patterns("__pycache__"))
             if fixture == "files":  # its workers read images

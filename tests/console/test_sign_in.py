@@ -1,8 +1,8 @@
 """Signing in to the console and what its session cookie may do.
 
 Signing in by password or token issues a console session (a token of kind `console`) in an `HttpOnly`,
-`SameSite=Lax` cookie; signing out revokes it; a session that ended sends the next page to sign-in with where it
-was. Every form needs its CSRF token, before sign-in too. The public API takes the cookie for reads, and for
+`SameSite=Lax` cookie; signing out revokes it; a session that ended sends the next page to sign-in with where
+it was. Every form needs its CSRF token, before sign-in too. The public API takes the cookie for reads, and for
 changes only with the session's `X-CSRF-Token`. The language follows `Accept-Language` and the switch.
 """
 
@@ -12,8 +12,9 @@ import hashlib
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from conftest import ConsoleSession, World
 from platform_server import ADMIN_TOKEN
+
+from conftest import ConsoleSession, World
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -22,7 +23,9 @@ pytestmark = pytest.mark.timeout(60)
 def users(world: World) -> dict[str, str]:
     """A developer with a password, and a plain user's API token."""
     with world.api() as api:
-        made = api.post("/api/v1/users", json={"name": "dev", "role": "developer", "password": "pass-dev-123456"})
+        made = api.post(
+            "/api/v1/users", json={"name": "dev", "role": "developer", "password": "pass-dev-123456"}
+        )
         assert made.status_code == 201, made.text
         user = api.post("/api/v1/users", json={"name": "plain", "role": "user"}).json()
         token = api.post("/api/v1/tokens", json={"name": "t", "user": user["id"]}).json()["token"]
@@ -50,7 +53,9 @@ def test_a_page_without_a_session_goes_to_sign_in_and_back(world: World) -> None
 def test_password_sign_in_sets_a_console_session_cookie(world: World, users: dict[str, str]) -> None:
     session = world.anonymous()
     session.get("/ui/sign-in")
-    answer = session.post("/ui/sign-in/password", {"name": "dev", "password": users["dev"], "next": "/ui/jobs"})
+    answer = session.post(
+        "/ui/sign-in/password", {"name": "dev", "password": users["dev"], "next": "/ui/jobs"}
+    )
     assert answer.status_code == 303 and answer.headers["location"] == "/ui/jobs"
     cookie = next(value for value in answer.headers.get_list("set-cookie") if value.startswith("mp_session="))
     assert "HttpOnly" in cookie and "SameSite=lax" in cookie and "Path=/" in cookie
@@ -80,7 +85,9 @@ def test_repeated_failures_are_throttled(world: World) -> None:
     session = world.anonymous()
     session.get("/ui/sign-in")
     statuses = [
-        session.post("/ui/sign-in/password", {"name": "nobody-here", "password": "x", "next": "/ui/"}).status_code
+        session.post(
+            "/ui/sign-in/password", {"name": "nobody-here", "password": "x", "next": "/ui/"}
+        ).status_code
         for _ in range(7)
     ]
     # Five failures a minute per account and per address (this module's other tests fail from it too).
@@ -117,7 +124,11 @@ def test_sign_out_revokes_the_session(world: World) -> None:
 def test_an_ended_session_returns_to_sign_in_with_where_it_was(world: World) -> None:
     session = world.console()
     with world.api() as api:
-        mine = [t for t in api.get("/api/v1/tokens").json()["tokens"] if t["kind"] == "console" and not t["revoked_at"]]
+        mine = [
+            t
+            for t in api.get("/api/v1/tokens").json()["tokens"]
+            if t["kind"] == "console" and not t["revoked_at"]
+        ]
         for token in mine:
             assert api.delete(f"/api/v1/tokens/{token['id']}").status_code in (200, 204)
     answer = session.get("/ui/modules?state=running")
@@ -127,7 +138,8 @@ def test_an_ended_session_returns_to_sign_in_with_where_it_was(world: World) -> 
     page = session.get(answer.headers["location"])
     assert "Your session has ended" in page.text
     htmx = session.client.post(
-        "/ui/modules/x/rollback", headers={"HX-Request": "true", "HX-Current-URL": "http://testserver/ui/modules/x"}
+        "/ui/modules/x/rollback",
+        headers={"HX-Request": "true", "HX-Current-URL": "http://testserver/ui/modules/x"},
     )
     assert htmx.status_code == 204
     assert htmx.headers["hx-redirect"].startswith("/ui/sign-in?next=%2Fui%2Fmodules%2Fx")
