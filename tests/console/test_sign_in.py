@@ -2,8 +2,8 @@
 
 Signing in by password or token issues a console session (a token of kind `console`) in an `HttpOnly`,
 `SameSite=Lax` cookie; signing out revokes it; a session that ended sends the next page to sign-in with where
-it was. Every form needs its CSRF token, before sign-in too. The public API takes the cookie for reads, and for
-changes only with the session's `X-CSRF-Token`. The language follows `Accept-Language` and the switch.
+it was. Every form needs its CSRF token, before sign-in too. The public API takes the cookie for reads, and
+for changes only with the session's `X-CSRF-Token`. The language follows `Accept-Language` and the switch.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from urllib.parse import parse_qs, urlsplit
 
+import httpx
 import pytest
 from platform_server import ADMIN_TOKEN
 
@@ -180,3 +181,21 @@ def test_the_language_follows_the_browser_and_the_switch(world: World) -> None:
     switched = session.get("/ui/language/ru?next=/ui/sign-in")
     assert switched.status_code == 303 and switched.headers["location"] == "/ui/sign-in"
     assert '<html lang="ru">' in session.get("/ui/sign-in", headers={"Accept-Language": "en"}).text
+
+
+def test_over_https_the_cookie_is_secure(world: World) -> None:
+    session = ConsoleSession(world.served.client())
+    session.client.base_url = httpx.URL("https://testserver")
+    session.get("/ui/sign-in")
+    answer = session.post("/ui/sign-in/token", {"token": ADMIN_TOKEN, "next": "/ui/"})
+    cookie = next(value for value in answer.headers.get_list("set-cookie") if value.startswith("mp_session="))
+    assert "Secure" in cookie
+
+
+def test_single_sign_on_needs_an_issuer_and_a_flow_it_started(world: World) -> None:
+    session = world.anonymous()
+    assert session.get("/ui/sign-in/oidc").status_code == 400  # no issuer configured here
+    stray = session.get("/ui/sign-in/oidc/callback?state=abc&code=def")
+    assert stray.status_code == 303
+    assert parse_qs(urlsplit(stray.headers["location"]).query)["problem"] == ["oidc_expired"]
+    assert "single sign-on" not in session.get("/ui/sign-in").text
