@@ -17,7 +17,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from modelport.sdk.spec import ApiSpec, FieldSpec, Kind
 
-__all__ = ["STATIC_URL", "render_swagger_ui", "render_try_page"]
+__all__ = ["STATIC_URL", "FormControls", "form_controls", "render_swagger_ui", "render_try_page"]
 
 STATIC_URL = "/static"
 """Where the gateway mounts `modelport/gateway/static/`."""
@@ -66,19 +66,38 @@ class OutputChoice:
     description: str
 
 
+@dataclass(frozen=True)
+class FormControls:
+    """A try-it form of one `ApiSpec`: a control per input and per parameter, a checkbox per output."""
+
+    inputs: tuple[Control, ...]
+    parameters: tuple[Control, ...]
+    outputs: tuple[OutputChoice, ...]
+
+
+def form_controls(spec: ApiSpec) -> FormControls:
+    """The controls a try-it form draws for `spec` (this page's, and the web console's)."""
+    return FormControls(
+        inputs=tuple(_control(f) for f in spec.inputs),
+        parameters=tuple(_control(f) for f in spec.parameters),
+        outputs=tuple(OutputChoice(f.name, _hint(f), f.description) for f in spec.outputs),
+    )
+
+
 def render_try_page(
     spec: ApiSpec, *, module: str, version: str, predict_url: str, openapi_url: str, docs_url: str
 ) -> str:
     """Render the try-it page for one module version."""
     template = _environment().get_template("try.html")
+    controls = form_controls(spec)
     return template.render(
         title=spec.title or module,
         paragraphs=_paragraphs(spec),
         module=module,
         version=version,
-        inputs=[_control(f) for f in spec.inputs],
-        parameters=[_control(f) for f in spec.parameters],
-        outputs=[OutputChoice(f.name, _hint(f), f.description) for f in spec.outputs],
+        inputs=controls.inputs,
+        parameters=controls.parameters,
+        outputs=controls.outputs,
         predict_url=predict_url,
         config={"predictUrl": predict_url},
         openapi_url=openapi_url,

@@ -27,7 +27,7 @@ from oidc_provider import Account, OidcProvider, public_client
 from pages import CHROMIUM, WAIT_MS, console_line
 from PIL import Image
 from platform_server import ADMIN_TOKEN, ServerProcess
-from playwright.sync_api import Browser, Page, Response, expect, sync_playwright
+from playwright.sync_api import Browser, FilePayload, Page, Response, expect, sync_playwright
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures" / "modules"
@@ -250,6 +250,43 @@ def test_pages_fit_a_phone(console: Console) -> None:
             assert width <= 360, f"{path} is {width} px wide: {wide}"
     finally:
         phone.close()
+
+
+def test_try_an_image_and_see_the_rendered_output(console: Console, visitor: Visitor) -> None:
+    visitor.sign_in_with_token()
+    visitor.page.goto(f"{console.ui}/modules/files/try")
+    image: FilePayload = {"name": "half-red.png", "mimeType": "image/png", "buffer": png(64, 32)}
+    visitor.page.set_input_files("#field-inputs\\.image", files=[image])
+    preview = visitor.page.locator(".try-preview img")
+    expect(preview).to_have_count(1)  # shown before anything is sent
+    visitor.page.click("#try-run")
+    expect(visitor.page.locator("#try-status .status")).to_contain_text("200", timeout=30_000)
+    mirrored = visitor.page.locator("#try-view img")
+    expect(mirrored).to_have_count(1)
+    visitor.page.wait_for_function(
+        "() => { const i = document.querySelector('#try-view img'); return i && i.complete && i.naturalWidth }"
+    )
+    assert mirrored.evaluate("i => [i.naturalWidth, i.naturalHeight]") == [64, 32]
+    expect(visitor.page.locator("#try-view")).to_contain_text("64")  # the `width` output
+    visitor.shot("try-it")
+    assert not visitor.errors(), visitor.log
+
+
+def test_markup_in_an_output_stays_text(console: Console, visitor: Visitor) -> None:
+    dialogs: list[str] = []
+    visitor.page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    visitor.sign_in_with_token()
+    visitor.page.goto(f"{console.ui}/modules/echo/try")
+    markup = '<img src=x onerror="alert(1)"><script>window.pwned = 1</script>'
+    visitor.page.fill("#field-inputs\\.text", markup)
+    visitor.page.click("#try-run")
+    expect(visitor.page.locator("#try-status .status")).to_contain_text("200", timeout=30_000)
+    expect(visitor.page.locator("#try-view .try-text").first).to_have_text(markup)
+    assert visitor.page.evaluate("window.pwned") is None
+    assert visitor.page.locator("#try-view img").count() == 0
+    assert not dialogs
+    csp = [line for line in visitor.log if "Content Security Policy" in line]
+    assert not csp, csp
 
 
 def png(width: int, height: int) -> bytes:
