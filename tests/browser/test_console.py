@@ -1,12 +1,12 @@
 """The web console in a real browser (Chromium driven by Playwright) against a real `modelport server`.
 
-The server accepts a real OpenID Connect provider's tokens and names the console's public client, so signing in
-goes through the provider's own login page (authorization code + PKCE, run by the console's server). The world:
-`echo` with two versions, `files` (an image in, a mirrored image out) and `prints` (log lines during calls).
-The tests deploy and watch the status change, try a module with an image and see the rendered output, roll
-back, follow a log line as it appears, and check that markup in outputs stays inert and that forged forms are
-refused. Screenshots of the main pages go to `test-artifacts/console/` (or `$MODELPORT_TEST_ARTIFACTS/console/`),
-at desktop and phone widths, for a reviewer to look at.
+The server accepts a real OpenID Connect provider's tokens and names the console's public client, so signing
+in goes through the provider's own login page (authorization code + PKCE, run by the console's server). The
+world: `echo` with two versions, `files` (an image in, a mirrored image out) and `prints` (log lines during
+calls). The tests deploy and watch the status change, try a module with an image and see the rendered output,
+roll back, follow a log line as it appears, and check that markup in outputs stays inert and that forged forms
+are refused. Screenshots of the main pages go to `test-artifacts/console/` (or
+`$MODELPORT_TEST_ARTIFACTS/console/`), at desktop and phone widths, for a reviewer to look at.
 """
 
 from __future__ import annotations
@@ -117,9 +117,9 @@ class Visitor:
 
     def _answered(self, response: Response) -> None:
         """Our server's answers that failed, besides pages a test opens to see them refused."""
-        if response.url.startswith(self.console.server.url) and response.status >= 400:
-            if response.request.resource_type != "document":
-                self.log.append(f"failed: {response.status} {response.url}")
+        ours = response.url.startswith(self.console.server.url)
+        if ours and response.status >= 400 and response.request.resource_type != "document":
+            self.log.append(f"failed: {response.status} {response.url}")
 
     def sign_in_with_oidc(self, user: str, *, then: str = "/modules") -> None:
         self.page.goto(f"{self.console.ui}{then}")
@@ -264,7 +264,7 @@ def test_try_an_image_and_see_the_rendered_output(console: Console, visitor: Vis
     mirrored = visitor.page.locator("#try-view img")
     expect(mirrored).to_have_count(1)
     visitor.page.wait_for_function(
-        "() => { const i = document.querySelector('#try-view img'); return i && i.complete && i.naturalWidth }"
+        "() => { const i = document.querySelector('#try-view img'); return i?.complete && i.naturalWidth }"
     )
     assert mirrored.evaluate("i => [i.naturalWidth, i.naturalHeight]") == [64, 32]
     expect(visitor.page.locator("#try-view")).to_contain_text("64")  # the `width` output
