@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -287,6 +288,32 @@ def test_markup_in_an_output_stays_text(console: Console, visitor: Visitor) -> N
     assert not dialogs
     csp = [line for line in visitor.log if "Content Security Policy" in line]
     assert not csp, csp
+
+
+def test_follow_a_log_line_as_it_appears(console: Console, visitor: Visitor) -> None:
+    visitor.sign_in_with_token()
+    visitor.page.goto(f"{console.ui}/modules/prints/logs")
+    lines = visitor.page.locator("#log-lines .log-line")
+    expect(visitor.page.locator("#log-lines")).to_be_visible()
+    before = lines.count()
+    with console.server.client() as admin:
+        answer = admin.post("/api/v1/modules/prints/predict", json={"inputs": {"text": "seen-live-7"}})
+    assert answer.status_code == 200, answer.text
+    request_id = answer.headers["x-request-id"]
+    printed = visitor.page.locator("#log-lines .log-line", has_text="stdout line for seen-live-7")
+    expect(printed).to_have_count(1, timeout=30_000)  # arrives over the stream, without a reload
+    assert lines.count() > before
+    expect(printed.locator("a.log-request")).to_have_text(request_id)
+    visitor.shot("logs")
+    with console.server.client() as admin:  # the request log is written within a second, off the call's path
+        deadline = time.monotonic() + 10
+        while admin.get(f"/api/v1/requests/{request_id}").status_code == 404 and time.monotonic() < deadline:
+            time.sleep(0.1)
+    printed.locator("a.log-request").click()
+    visitor.page.wait_for_url(f"{console.ui}/modules/prints/requests/{request_id}")
+    expect(visitor.page.locator("main")).to_contain_text("stdout line for seen-live-7")
+    visitor.shot("request")
+    assert not visitor.errors(), visitor.log
 
 
 def png(width: int, height: int) -> bytes:
