@@ -278,6 +278,11 @@ class Deployments:
             row = session.get(Deployment, module)
             return self._info(row) if row is not None else None
 
+    def infos(self) -> dict[str, DeploymentInfo]:
+        """Every module's deployment, by module, read at once (a list of modules asks once, not per module)."""
+        with self.database.session() as session:
+            return {row.module_name: self._info(row) for row in session.scalars(select(Deployment))}
+
     def wake(self) -> None:
         """Have the reconciler look at the deployments now; from its event loop or from any thread."""
         self._soon(self._wake.set)

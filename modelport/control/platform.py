@@ -36,7 +36,7 @@ from modelport.control.versions import ArtifactFile, Versions
 from modelport.control.webhooks import Webhooks
 from modelport.control.weights import ModelWeights
 from modelport.core.errors import ModuleNotFound, SetupFailed
-from modelport.core.records import ApplyResult, ModuleInfo, VersionInfo
+from modelport.core.records import ApplyResult, DeploymentInfo, ModuleInfo, VersionInfo
 from modelport.core.settings import Settings
 from modelport.db import Database, Module, Version
 from modelport.obs.logs import ModuleLogs
@@ -285,7 +285,12 @@ class Services:
             )
             rows = session.scalars(select(Module).order_by(Module.name)).all()
         visible = set(self.policies.visible(principal, [row.name for row in rows]))
-        return [self._module_info(row, counts.get(row.name, 0)) for row in rows if row.name in visible]
+        deployments = self.deployments.infos()
+        return [
+            self._module_info(row, counts.get(row.name, 0), deployments.get(row.name))
+            for row in rows
+            if row.name in visible
+        ]
 
     async def push_version(
         self,
@@ -327,14 +332,14 @@ class Services:
             if row is None:
                 raise ModuleNotFound(f"no module named {name!r}")
             count = session.scalar(select(func.count()).where(Version.module_name == name)) or 0
-            return self._module_info(row, count)
+            return self._module_info(row, count, self.deployments.info(name))
 
-    def _module_info(self, row: Module, versions: int) -> ModuleInfo:
+    def _module_info(self, row: Module, versions: int, deployment: DeploymentInfo | None) -> ModuleInfo:
         return ModuleInfo(
             name=row.name,
             owner=row.owner,
             created_at=row.created_at.isoformat(),
-            deployment=self.deployments.info(row.name),
+            deployment=deployment,
             versions=versions,
         )
 
