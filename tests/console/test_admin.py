@@ -15,7 +15,7 @@ from modelport.control.oidc import OidcIdentity
 from modelport.db import Database
 
 if TYPE_CHECKING:
-    from conftest import ConsoleSession, World
+    from console_world import ConsoleSession, World
 
 _SECRET = re.compile(r'id="secret"[^>]*value="([^"]+)"')
 

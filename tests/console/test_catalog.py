@@ -1,8 +1,9 @@
 """The console speaks Russian wholly: every message of its templates and code has a Russian translation.
 
-The messages are extracted from the sources as `pybabel extract` does (`modelport/console/babel.cfg`), so a new
-string wrapped in `_()` fails this test until `modelport/console/locale/ru/LC_MESSAGES/messages.po` translates
-it (`make messages` updates the catalog). A translation must keep the original's `%(name)s` placeholders.
+The messages are extracted from the sources as `pybabel extract` does (`modelport/console/babel.cfg`), so a
+new string wrapped in `_()` fails this test until `modelport/console/locale/ru/LC_MESSAGES/messages.po`
+translates it (`make messages` updates the catalog). A translation must keep the original's `%(name)s`
+placeholders.
 """
 
 from __future__ import annotations

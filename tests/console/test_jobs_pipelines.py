@@ -16,9 +16,9 @@ from typing import Any
 
 import httpx
 import pytest
+from console_world import World
 from manifests import api
 
-from conftest import World
 from modelport.console import jobs
 from modelport.console.pipelines import layout
 from modelport.core.manifests import PipelineManifest

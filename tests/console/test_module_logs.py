@@ -17,10 +17,10 @@ from html import unescape
 import httpx
 import msgspec
 import pytest
+from console_world import ConsoleSession, World
 from manifests import api
 from starlette.types import ASGIApp, Message
 
-from conftest import ConsoleSession, World
 from modelport.obs.logs import LogEntry
 
 SCRIPT = "<script>alert('logged')</script>"

@@ -19,11 +19,11 @@ from typing import Any
 
 import httpx
 import pytest
+from console_world import ConsoleSession, World
 from drive import deploy, wait_built, wait_deployment
 from manifests import module_copy
 from sqlalchemy import select
 
-from conftest import ConsoleSession, World
 from modelport.artifacts import pack
 from modelport.control.stats import HOUR, Stats
 from modelport.core.settings import Settings

@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 from html.parser import HTMLParser
 
 import pytest
+from console_world import FIXTURES, ConsoleSession, World
 from drive import deploy, wait_deployment
 from PIL import Image
 
-from conftest import FIXTURES, ConsoleSession, World
 from modelport.gateway.auth import SESSION_COOKIE
 
 HOSTILE = "<script>alert(1)</script>"

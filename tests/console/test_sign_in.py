@@ -13,9 +13,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+from console_world import ConsoleSession, World
 from platform_server import ADMIN_TOKEN
-
-from conftest import ConsoleSession, World
 
 pytestmark = pytest.mark.timeout(60)
 

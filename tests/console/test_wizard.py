@@ -14,9 +14,9 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from console_world import ConsoleSession, World
 from drive import deploy, push, wait_built, wait_deployment
 
-from conftest import ConsoleSession, World
 from modelport.artifacts import pack, read_module
 from modelport.artifacts.scaffold import create_module
 from modelport.core.manifests import load_module_manifest

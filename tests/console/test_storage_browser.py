@@ -14,8 +14,7 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-
-from conftest import ConsoleSession, World
+from console_world import ConsoleSession, World
 
 pytestmark = pytest.mark.timeout(60)
 
