@@ -164,10 +164,7 @@ def server(
             if demo and settings.bootstrap_token is not None:
                 token = settings.bootstrap_token.get_secret_value()
                 err.print(f"  admin token: {token}", soft_wrap=True)
-                err.print(
-                    f"  sign in:   open {url}/ui/ and paste the token, or: modelport login {url} --token {token}",
-                    soft_wrap=True,
-                )
+                err.print(f"  sign in:   {url}/ui/ with the token, or: modelport login {url} --token {token}")
                 err.print(
                     f"  call:      curl -H 'Authorization: Bearer {token}' "
                     "-H 'Content-Type: application/json' "

@@ -279,7 +279,8 @@ class Deployments:
             return self._info(row) if row is not None else None
 
     def infos(self) -> dict[str, DeploymentInfo]:
-        """Every module's deployment, by module, read at once (a list of modules asks once, not per module)."""
+        """Every module's deployment, by module, read at once (a list of modules asks once, not per
+        module)."""
         with self.database.session() as session:
             return {row.module_name: self._info(row) for row in session.scalars(select(Deployment))}
 
