@@ -164,7 +164,8 @@ def server(
             if demo and settings.bootstrap_token is not None:
                 token = settings.bootstrap_token.get_secret_value()
                 err.print(f"  admin token: {token}", soft_wrap=True)
-                err.print(f"  sign in:   {url}/ui/ with the token, or: modelport login {url} --token {token}")
+                sign_in = f"{url}/ui/ with the token, or: modelport login {url} --token {token}"
+                err.print(f"  sign in:   {sign_in}", soft_wrap=True)
                 err.print(
                     f"  call:      curl -H 'Authorization: Bearer {token}' "
                     "-H 'Content-Type: application/json' "
