@@ -60,8 +60,11 @@ class Console:
         return f"{self.server.url}/ui"
 
 
-def _push(admin: httpx.Client, root: Path, fixture: str, version: str) -> None:
-    directory = root / version / fixture
+LONG = "a-module-with-a-rather-long-name-made-to-test-the-page-layout-0"  # 63 characters, the most
+
+
+def _push(admin: httpx.Client, root: Path, fixture: str, version: str, *, name: str | None = None) -> None:
+    directory = root / version / (name or fixture)  # a module without a manifest is named after its folder
     shutil.copytree(FIXTURES / fixture, directory, ignore=shutil.ignore_patterns("__pycache__"))
     if fixture == "files":
         (directory / "requirements.txt").write_text("pillow\n")
@@ -90,6 +93,7 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
         with server.client(timeout=60) as admin:
             for fixture, version in (("echo", "v1"), ("echo", "v2"), ("files", "v1"), ("prints", "v1")):
                 _push(admin, root, fixture, version)
+            _push(admin, root, "echo", "v1", name=LONG)
             for fixture, version in (("echo", "v1"), ("echo", "v2"), ("files", "v1"), ("prints", "v1")):
                 assert wait_built(admin, fixture, version, timeout=90)["build_status"] == "ready"
             for fixture in ("echo", "files", "prints"):
@@ -240,7 +244,18 @@ def test_pages_fit_a_phone(console: Console) -> None:
     phone = Visitor(console, width=360, height=740)
     try:
         phone.sign_in_with_token()
-        for path, name in (("/modules", "modules-phone"), ("/modules/echo", "module-phone")):
+        pages = [
+            ("/modules", "modules-phone"),
+            ("/modules/echo", "module-phone"),
+            (f"/modules/{LONG}", "long-name-phone"),
+            ("/modules/files/try", "try-phone"),
+            ("/modules/prints/logs", "logs-phone"),
+            ("/modules/echo/metrics", "metrics-phone"),
+            ("/jobs", "jobs-phone"),
+            ("/storage", "storage-phone"),
+            ("/new", "new-module-phone"),
+        ]
+        for path, name in pages:
             phone.page.goto(f"{console.ui}{path}")
             phone.shot(name)
             width = phone.page.evaluate("document.documentElement.scrollWidth")
@@ -314,6 +329,40 @@ def test_follow_a_log_line_as_it_appears(console: Console, visitor: Visitor) -> 
     expect(visitor.page.locator("main")).to_contain_text("stdout line for seen-live-7")
     visitor.shot("request")
     assert not visitor.errors(), visitor.log
+
+
+def test_every_main_page_renders_without_a_script_error(console: Console, visitor: Visitor) -> None:
+    """A tour of the main pages, each screenshotted, in English and then in Russian."""
+    visitor.sign_in_with_token()
+    with console.server.client() as admin:
+        assert admin.post("/api/v1/modules/echo/jobs", json={"inputs": {"text": "a job"}}).status_code == 202
+    tour = [
+        ("/modules/echo/docs", "api"),
+        ("/modules/echo/requests", "requests"),
+        ("/modules/echo/history", "history"),
+        ("/modules/echo/drift", "drift"),
+        ("/modules/echo/metrics?window=24h", "metrics"),
+        ("/jobs", "jobs"),
+        ("/pipelines", "pipelines"),
+        ("/storage", "storage"),
+        ("/tokens", "tokens"),
+        ("/users", "users"),
+        ("/groups", "groups"),
+        ("/audit", "audit"),
+        ("/new", "new-module"),
+    ]
+    for path, name in tour:
+        answer = visitor.page.goto(f"{console.ui}{path}")
+        assert answer is not None and answer.status == 200, path
+        visitor.shot(name)
+    visitor.page.get_by_role("link", name="RU", exact=True).click()
+    expect(visitor.page.locator("html")).to_have_attribute("lang", "ru")
+    for path, name in (("/modules", "modules-ru"), ("/modules/echo", "module-ru"), ("/new", "new-module-ru")):
+        visitor.page.goto(f"{console.ui}{path}")
+        visitor.shot(name)
+    expect(visitor.page.locator("nav.nav")).to_contain_text("Модули")
+    csp = [line for line in visitor.log if "Content Security Policy" in line]
+    assert not csp and not visitor.errors(), visitor.log
 
 
 def png(width: int, height: int) -> bytes:
