@@ -456,13 +456,28 @@ class Stats:
         now = self.clock()
         last = int(now // step_seconds) * step_seconds
         first = last - (points - 1) * step_seconds
-        resolution = HOUR if step_seconds >= HOUR else MINUTE
-        rows = self._rows(module, version, resolution, first, last + step_seconds)
+        end = last + step_seconds
         series = [_Point(first + i * step_seconds) for i in range(points)]
         whole = _Window()
-        for start, counts in rows:
-            series[(start - first) // step_seconds].add(counts)
-            whole.add(counts)
+        hours = (-(-first // HOUR) * HOUR, end // HOUR * HOUR)  # the whole hours inside the window
+        if step_seconds >= HOUR or hours[1] - hours[0] < 2 * HOUR:
+            resolution = HOUR if step_seconds >= HOUR else MINUTE
+            for start, counts in self._rows(module, version, resolution, first, end):
+                series[(start - first) // step_seconds].add(counts)
+                whole.add(counts)
+        else:
+            # A long window of short steps (a day of 5 minutes): its points need the minute rows, but only
+            # their calls, errors and total latency; the window's totals take its whole hours from the hour
+            # rows (written with the minutes, in the same transaction) and only its edges from minute rows.
+            for start, calls, errors, total in self._points(module, version, first, end):
+                series[(start - first) // step_seconds].add_point(calls, errors, total)
+            for resolution, since, until in (
+                (MINUTE, first, hours[0]),
+                (HOUR, hours[0], hours[1]),
+                (MINUTE, hours[1], end),
+            ):
+                for _, counts in self._rows(module, version, resolution, since, until):
+                    whole.add(counts)
         return ModuleStats(
             module=module,
             version=version,
@@ -488,8 +503,8 @@ class Stats:
         resolution = MINUTE if window_seconds <= 86_400 else HOUR
         now = self.clock()
         first = (int(now // resolution) * resolution) - window_seconds + resolution
-        wanted = set(modules)
         query = select(StatsRollup.module, StatsRollup.calls, StatsRollup.errors, StatsRollup.total).where(
+            StatsRollup.module.in_(sorted(set(modules))),
             StatsRollup.resolution == resolution,
             StatsRollup.start >= datetime.fromtimestamp(first, UTC),
         )
@@ -497,8 +512,6 @@ class Stats:
             found = session.execute(query).all()
         sums: dict[str, tuple[int, int, list[Histogram]]] = {}
         for row in found:
-            if row.module not in wanted:
-                continue
             calls, errors, totals = sums.get(row.module, (0, 0, []))
             totals.append(Histogram.decode(row.total))
             sums[row.module] = (calls + row.calls, errors + row.errors, totals)
@@ -511,6 +524,24 @@ class Stats:
             )
             for module, (calls, errors, totals) in sums.items()
         }
+
+    def _points(
+        self, module: str, version: str | None, start: int, end: int
+    ) -> list[tuple[int, int, int, Histogram]]:
+        """The minute rows starting in [start, end): each one's start, calls, errors and total latency."""
+        query = select(StatsRollup.start, StatsRollup.calls, StatsRollup.errors, StatsRollup.total).where(
+            StatsRollup.module == module,
+            StatsRollup.resolution == MINUTE,
+            StatsRollup.start >= datetime.fromtimestamp(start, UTC),
+            StatsRollup.start < datetime.fromtimestamp(end, UTC),
+        )
+        if version is not None:
+            query = query.where(StatsRollup.version == version)
+        with self.database.session() as session:
+            found = session.execute(query).all()
+        return [
+            (int(row.start.timestamp()), row.calls, row.errors, Histogram.decode(row.total)) for row in found
+        ]
 
     def _rows(
         self, module: str, version: str | None, resolution: int, start: int, end: int
@@ -675,9 +706,12 @@ class _Point:
     total: list[Histogram] = field(default_factory=list)
 
     def add(self, counts: _Counts) -> None:
-        self.calls += counts.calls
-        self.errors += counts.errors
-        self.total.append(counts.total)
+        self.add_point(counts.calls, counts.errors, counts.total)
+
+    def add_point(self, calls: int, errors: int, total: Histogram) -> None:
+        self.calls += calls
+        self.errors += errors
+        self.total.append(total)
 
     def point(self, seconds: float) -> StatsPoint:
         """The point, its throughput over `seconds` (its step, or less for the current one)."""

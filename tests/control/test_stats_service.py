@@ -336,6 +336,29 @@ def test_hourly_steps_read_hour_rows_and_shorter_steps_minute_rows(sqlite: Datab
     assert stats.stats("m", window="1h", step="1m").calls == 0
 
 
+def test_a_day_of_short_steps_adds_up_as_its_minutes_do(sqlite: Database) -> None:
+    """A day in 5-minute steps takes its totals from hour rows and its edges from minute rows: the same
+    numbers as adding up every minute of the window."""
+    stats = Stats(sqlite, clock=lambda: NOW)
+    for minute in range(0, 26 * 60, 7):  # past the window's start too, which must not count
+        status = 500 if minute % 5 == 0 else 200
+        record = call(NOW - minute * 60, 1.0 + minute % 97, status=status, batch_size=1 + minute % 3)
+        stats.observe(record, None)
+    assert stats.flush()
+    day = stats.stats("m", window="24h", step="5m")
+    first = datetime.fromisoformat(day.series[0].start).timestamp()
+    kept = [m for m in range(0, 26 * 60, 7) if NOW - m * 60 >= first]
+    assert day.calls == sum(point.calls for point in day.series) == len(kept)
+    assert day.errors == sum(point.errors for point in day.series) == sum(1 for m in kept if m % 5 == 0)
+    assert sum(day.batch_sizes.values()) == len(kept)
+    total, compute = DDSketch(relative_accuracy=0.01), DDSketch(relative_accuracy=0.01)
+    for m in kept:
+        total.add(1.0 + m % 97)
+        compute.add((1.0 + m % 97) * 0.8)
+    assert day.latency_ms.p50 == pytest.approx(total.get_quantile_value(0.5), rel=0.02)
+    assert day.latency_ms.compute.p99 == pytest.approx(compute.get_quantile_value(0.99), rel=0.02)
+
+
 def test_a_version_filter_counts_only_that_versions_calls(sqlite: Database) -> None:
     stats = Stats(sqlite, clock=lambda: NOW)
     for version, count in (("v1", 3), ("v2", 2)):
