@@ -69,6 +69,11 @@ def test_the_installed_wheel_serves_the_demo_outside_the_checkout(tmp_path):
         assert call.status_code == 200, call.text
         assert call.json()["outputs"]["label"] == "cooking"
         assert "deploying digits" in log.read_text()
+        # The console's templates, scripts and Russian catalog came with the wheel.
+        with httpx.Client(base_url=url, timeout=30) as browser:
+            page = browser.get("/ui/sign-in", headers={"Accept-Language": "ru"})
+            assert page.status_code == 200 and "Войти" in page.text, page.text
+            assert browser.get("/ui/static/uplot.min.js").status_code == 200
 
     # each environment was built with the venv's uv and links the server's own `modelport` package
     environments = [path.parent for path in data_dir.glob("environments/*/build.log")]
