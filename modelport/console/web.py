@@ -1,7 +1,8 @@
 """What every console page shares: templates in the caller's language, the signed-in principal, CSRF, errors.
 
-The console is server-rendered: Jinja2 templates (`console/templates/`), HTMX 2 and uPlot vendored under
-`console/static/`, no JavaScript build. Pages read and change the platform through the same control services
+The console is server-rendered: Jinja2 templates (`console/templates/`, and the try-it form's macros in
+`gateway/templates/_try_form.html`), uPlot vendored under `console/static/` and HTMX 2 under the gateway's
+`static/`, no JavaScript build. Pages read and change the platform through the same control services
 and the same permission checks as the public API's routes, with the principal of the session cookie that
 `gateway/auth.py` authenticated. A caller without a session is sent to the sign-in page (an HTMX request is
 told where to go in `HX-Redirect`); an object the caller may not see is the same 404 page as one that does
@@ -35,7 +36,7 @@ from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from babel.numbers import format_decimal
 from babel.support import NullTranslations, Translations
-from jinja2 import Environment, PackageLoader, StrictUndefined
+from jinja2 import ChoiceLoader, Environment, PackageLoader, StrictUndefined
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
@@ -131,7 +132,13 @@ class Console:
 
     def _environment(self, language: str) -> Environment:
         environment = Environment(
-            loader=PackageLoader("modelport.console", "templates"),
+            # The try-it form's macros are the gateway's, shared with the dev server's page.
+            loader=ChoiceLoader(
+                [
+                    PackageLoader("modelport.console", "templates"),
+                    PackageLoader("modelport.gateway", "templates"),
+                ]
+            ),
             autoescape=True,
             undefined=StrictUndefined,
             trim_blocks=True,

@@ -2,8 +2,9 @@
 
 The form is derived from the spec alone (one control per input and parameter, one checkbox per output) and
 posts multipart parts named `inputs.<name>`, `parameters.<name>` and `output_fields`, the same request a
-caller would send. Every asset is vendored under `static/` (served at `/static`): the pages load nothing
-from the internet.
+caller would send. Its macros (`templates/_try_form.html`), script (`static/try.js`) and styles
+(`static/try.css`) are the web console's "Try it" tab's too. Every asset is vendored under `static/` (served
+at `/static`): the pages load nothing from the internet.
 """
 
 from __future__ import annotations
@@ -99,7 +100,6 @@ def render_try_page(
         parameters=controls.parameters,
         outputs=controls.outputs,
         predict_url=predict_url,
-        config={"predictUrl": predict_url},
         openapi_url=openapi_url,
         docs_url=docs_url,
         static=STATIC_URL,
@@ -114,13 +114,17 @@ def render_swagger_ui(*, openapi_url: str, title: str) -> str:
 
 @cache
 def _environment() -> Environment:
-    return Environment(
+    environment = Environment(
         loader=PackageLoader("modelport.gateway", "templates"),
         autoescape=True,
         undefined=StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
+        extensions=["jinja2.ext.i18n"],
     )
+    # The try-it form's macros (`_try_form.html`) are the console's too, which translates them; here, English.
+    environment.install_null_translations(newstyle=True)  # type: ignore[attr-defined]
+    return environment
 
 
 def _paragraphs(spec: ApiSpec) -> list[str]:

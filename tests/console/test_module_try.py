@@ -114,7 +114,7 @@ def test_the_try_page_has_a_labelled_control_per_input_and_parameter(setup: Setu
     form = next(values for tag, values in found.found if tag == "form" and values.get("id") == "try-form")
     assert form["data-predict-url"] == "/api/v1/modules/echo/predict"
     assert form["data-link-requests"] == "true"
-    assert ("script", {"src": "/ui/static/try.js", "defer": ""}) in found.found
+    assert ("script", {"src": "/static/try.js", "defer": ""}) in found.found
     assert 'aria-current="page">Try it</a>' in page.text
 
 
@@ -130,7 +130,7 @@ def test_file_inputs_get_file_controls_with_a_preview(setup: Setup) -> None:
     assert controls["inputs.document"][1]["type"] == "file"
     assert page.text.count('class="try-preview"') == 2
     assert found.outputs() == ["mirrored", "width", "info"]
-    assert setup.world.served.client().get("/ui/static/try.js").status_code == 200
+    assert setup.world.served.client().get("/static/try.js").status_code == 200
 
 
 def test_a_caller_sees_both_tabs_and_anyone_else_gets_404(setup: Setup) -> None:

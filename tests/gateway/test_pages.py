@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import modelport.gateway
+from modelport.gateway.app import STATIC_DIR
 from modelport.gateway.pages import render_swagger_ui, render_try_page
 from modelport.sdk import ApiSpec, parse_docstring
 
@@ -231,10 +232,10 @@ def test_links_and_submission_target(page: Page) -> None:
     hrefs = {e.attrs.get("href") for e in page.all("a")}
     assert {"/docs", "/api/v1/modules/receipt-ocr/openapi.json"} <= hrefs
     (form,) = page.all("form")
-    assert form.attrs["action"] == "/api/v1/modules/receipt-ocr/predict"
-    config = next(s for s in page.all("script") if s.attrs.get("id") == "mp-config")
-    assert json.loads(config.text) == {"predictUrl": "/api/v1/modules/receipt-ocr/predict"}
-    assert [link.attrs["href"] for link in page.all("link")] == ["/static/modelport.css"]
+    assert form.attrs["action"] == form.attrs["data-predict-url"] == "/api/v1/modules/receipt-ocr/predict"
+    assert [link.attrs["href"] for link in page.all("link")] == ["/static/modelport.css", "/static/try.css"]
+    # The script is the console's too: a static file, no inline code (the console forbids inline code).
+    assert [s.attrs.get("src") for s in page.all("script") if s.attrs.get("src")] == ["/static/try.js"]
 
 
 def test_title_and_description() -> None:
@@ -253,10 +254,10 @@ def test_untrusted_text_is_escaped() -> None:
     page = Page(html)
     assert "<script>alert" not in html
     assert "<b>m</b>" not in html
-    assert len(page.all("script")) == 2  # the JSON config and the page script
+    assert len(page.all("script")) == 2  # the page script and the JSON of its texts
     assert any(p.text == 'Photo <script>alert("field")</script>' for p in page.all("p"))
-    config = next(s for s in page.all("script") if s.attrs.get("id") == "mp-config")
-    assert json.loads(config.text)["predictUrl"] == "/p?q=</script><script>alert(1)</script>"
+    (form,) = page.all("form")
+    assert form.attrs["data-predict-url"] == "/p?q=</script><script>alert(1)</script>"
 
 
 def test_a_module_without_inputs_or_outputs_still_renders() -> None:
@@ -265,17 +266,12 @@ def test_a_module_without_inputs_or_outputs_still_renders() -> None:
     assert not [e for e in page.elements if e.attrs.get("name") == "output_fields"]
 
 
-def test_page_script_is_valid_javascript(tmp_path: Path) -> None:
+def test_page_script_is_valid_javascript() -> None:
     node = shutil.which("node")
-    if node is None:
-        pytest.skip("node is not installed")
-    scripts = [
-        s.text for s in Page(render()).all("script") if not (s.attrs.get("type") or s.attrs.get("src"))
-    ]
-    assert len(scripts) == 1
-    source = tmp_path / "page.js"
-    source.write_text(scripts[0])
-    subprocess.run([node, "--check", str(source)], check=True)
+    assert node is not None, "node is not installed: run scripts/install-system-deps.sh"
+    texts = next(s for s in Page(render()).all("script") if s.attrs.get("id") == "try-texts")
+    assert set(json.loads(texts.text)) >= {"network", "failed", "download", "latency", "request", "body"}
+    subprocess.run([node, "--check", str(STATIC_DIR / "try.js")], check=True)
 
 
 def test_swagger_ui_loads_the_vendored_bundle() -> None:

@@ -1,7 +1,8 @@
-// A module's "Try it" tab: sends the form as the dev server's try-it page does (multipart parts named
-// `inputs.<name>`, `parameters.<name>` and `output_fields`) to the real predict route with the session's CSRF
-// token, and shows the answer. Everything from the module or the caller is written with `textContent`.
-// The "API" tab uses the copy buttons (`data-copy` names the element whose text is copied).
+// The try-it form of the dev server's page and of the console's "Try it" tab (`templates/_try_form.html`):
+// sends multipart parts named `inputs.<name>`, `parameters.<name>` and `output_fields` to the form's
+// `data-predict-url` (with the console session's CSRF token where the page carries one), shows the answer, and
+// keeps a `curl` command for the form in `#try-curl` where the page has one. Everything from the module or the
+// caller is written with `textContent`. Copy buttons: `data-copy` names the element whose text is copied.
 "use strict";
 
 (function () {
@@ -44,7 +45,11 @@
   const form = $("try-form");
   if (!form) return;
   const texts = JSON.parse($("try-texts").textContent);
+  const predictUrl = new URL(form.dataset.predictUrl, location.href).href;
+  const csrf = document.querySelector('meta[name="csrf-token"]');
   const controls = () => Array.from(form.querySelectorAll("[data-encoding]"));
+  const outputBoxes = () => Array.from(form.querySelectorAll('input[name="output_fields"]'));
+  const checkedOutputs = () => outputBoxes().filter((box) => box.checked).map((box) => box.value);
 
   // The request: multipart parts named like the spec, empty fields left out.
 
@@ -59,11 +64,67 @@
         data.append(input.name, input.value);
       }
     }
-    for (const box of form.querySelectorAll('input[name="output_fields"]')) {
-      if (box.checked) data.append("output_fields", box.value);
-    }
+    for (const name of checkedOutputs()) data.append("output_fields", name);
     return data;
   }
+
+  // The same request as a `curl` command: JSON, or -F parts when the module takes files.
+
+  function literal(input) {
+    switch (input.dataset.encoding) {
+      case "number": return Number(input.value);
+      case "bool": return input.type === "checkbox" ? input.checked : input.value === "true";
+      case "choice": return JSON.parse(input.selectedOptions[0].dataset.literal);
+      case "json": try { return JSON.parse(input.value); } catch { return input.value; }
+      default: return input.value;
+    }
+  }
+
+  function jsonBody() {
+    const body = { inputs: {}, parameters: {} };
+    for (const input of controls()) {
+      if (input.type !== "checkbox" && input.value === "") continue;
+      const [group, name] = input.name.split(".");
+      body[group][name] = literal(input);
+    }
+    if (!Object.keys(body.parameters).length) delete body.parameters;
+    const fields = checkedOutputs();
+    if (fields.length < outputBoxes().length) body.output_fields = fields;
+    return body;
+  }
+
+  const quote = (text) => "'" + String(text).replace(/'/g, "'\\''") + "'";
+  // -F reads `@file`, `<file` and `;type=` inside values; --form-string sends the text as it is.
+  const textPart = (name, value) => (/^[@<"]|;/.test(value) ? "--form-string " : "-F ") + quote(name + "=" + value);
+
+  function formParts() {
+    const parts = [];
+    for (const input of controls()) {
+      if (input.type === "file") {
+        for (const file of input.files) parts.push("-F " + quote(input.name + "=@" + file.name));
+        if (!input.files.length && input.required) parts.push("-F " + quote(input.name + "=@path/to/file"));
+      } else if (input.type === "checkbox") {
+        parts.push(textPart(input.name, input.checked ? "true" : "false"));
+      } else if (input.value !== "") {
+        parts.push(textPart(input.name, input.value));
+      }
+    }
+    const fields = checkedOutputs();
+    if (fields.length < outputBoxes().length) for (const name of fields) parts.push(textPart("output_fields", name));
+    return parts;
+  }
+
+  function curlCommand() {
+    const lines = ["curl -X POST " + quote(predictUrl)];
+    if (controls().some((input) => input.type === "file")) {
+      lines.push(...formParts());
+    } else {
+      lines.push("-H 'Content-Type: application/json'", "-d " + quote(JSON.stringify(jsonBody())));
+    }
+    return lines.join(" \\\n  ");
+  }
+
+  const updateCurl = () => { if ($("try-curl")) $("try-curl").textContent = curlCommand(); };
 
   // File inputs: a size check, and a preview of images before anything is sent.
 
@@ -205,8 +266,8 @@
   function renderStatus(response, elapsed, body) {
     const status = $("try-status");
     status.replaceChildren();
-    const ok = response.ok ? "status-ok" : "status-bad";
-    status.append(el("span", "status " + ok, String(response.status) + " " + response.statusText));
+    const ok = response.ok ? "try-badge-ok" : "try-badge-bad";
+    status.append(el("span", "try-badge " + ok, String(response.status) + " " + response.statusText));
     status.append(el("span", "try-stat", fill(texts.latency, { ms: Math.round(elapsed) })));
     const id = response.headers.get("X-Request-Id") || (body && body.request_id);
     if (id) {
@@ -219,7 +280,7 @@
       status.append(node);
     }
     const version = response.headers.get("X-Model-Version");
-    if (version) status.append(el("span", "tag", version));
+    if (version) status.append(el("span", "try-badge", version));
   }
 
   function showResponse(response, text, elapsed) {
@@ -246,14 +307,12 @@
     setBusy(true);
     const started = performance.now();
     try {
-      const response = await window.modelport.fetch(form.dataset.predictUrl, {
-        method: "POST",
-        body: formData(),
-        headers: { Accept: "application/json" },
-      });
+      const headers = { Accept: "application/json" };
+      if (csrf) headers["X-CSRF-Token"] = csrf.content;
+      const response = await fetch(predictUrl, { method: "POST", body: formData(), headers, credentials: "same-origin" });
       showResponse(response, await response.text(), performance.now() - started);
     } catch (error) {
-      $("try-status").replaceChildren(el("span", "status status-bad", texts.network));
+      $("try-status").replaceChildren(el("span", "try-badge try-badge-bad", texts.network));
       renderError({ message: String((error && error.message) || error) });
     } finally {
       setBusy(false);
@@ -263,11 +322,16 @@
   form.addEventListener("reset", () => setTimeout(() => {
     for (const input of form.querySelectorAll('input[type="file"]')) preview(input);
     clearErrors();
+    updateCurl();
   }));
   form.addEventListener("change", (event) => {
     if (event.target.type === "file") preview(event.target);
+    updateCurl();
   });
+  form.addEventListener("input", updateCurl);
   form.addEventListener("keydown", (event) => {
     if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) form.requestSubmit();
   });
+  for (const input of form.querySelectorAll('input[type="file"]')) preview(input);
+  updateCurl();
 })();
