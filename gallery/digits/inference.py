@@ -83,10 +83,15 @@ def inference(
 
     Send a photo, scan or drawing of one digit, of any size: dark ink on a light background or light ink
     on a dark one. The image is cropped to the digit and scaled down to the 8x8 grid of scikit-learn's
-    digits data set before classification.
+    digits data set before classification. Or send that grid itself as `pixels`: each record has either an
+    image or pixels.
 
     :param inputs.image: An image showing a single digit
-    :type inputs.image: FILE or image/png or image/jpeg, max size 10 MB
+    :type inputs.image: FILE or image/png or image/jpeg, optional, max size 10 MB
+
+    :param inputs.pixels: The 8x8 grid of scikit-learn's digits data set, row by row: 64 values from 0
+        (background) to 16 (ink)
+    :type inputs.pixels: list[float], optional, min 64, max 64
 
     :param outputs.label: The recognised digit; null when the image shows no ink at all
     :type outputs.label: int, optional
@@ -96,7 +101,7 @@ def inference(
     :type outputs.probabilities: json, optional
     """
     results: list[dict[str, Any]] = [{"label": None, "probabilities": None} for _ in inputs]
-    features = [to_features(_open_image(record["image"])) for record in inputs]
+    features = [_features(record) for record in inputs]
     drawn = [i for i, row in enumerate(features) if row.any()]
     if not drawn:
         return results
@@ -109,6 +114,20 @@ def inference(
             "probabilities": {str(c): round(float(p), 6) for c, p in zip(classes, row, strict=True)},
         }
     return results
+
+
+def _features(record: dict[str, Any]) -> np.ndarray:
+    """The model's features of one record: from its image, or from its pixels drawn as the model was
+    trained (so they go through the same cropping and scaling as an image)."""
+    image, pixels = record.get("image"), record.get("pixels")
+    if (image is None) == (pixels is None):
+        raise ValueError("send either `image` or `pixels` in each record, not both and not neither")
+    if image is not None:
+        return to_features(_open_image(image))
+    grid = np.asarray(pixels, dtype=np.float64)
+    if grid.shape != (_GRID * _GRID,) or not np.all((grid >= 0.0) & (grid <= 16.0)):
+        raise ValueError("`pixels` must be 64 values from 0 to 16 (the 8x8 grid, row by row)")
+    return to_features(render(grid.reshape(_GRID, _GRID)))
 
 
 def to_features(image: Image.Image) -> np.ndarray:

@@ -6,7 +6,7 @@ import ast
 from dataclasses import dataclass
 from pathlib import Path
 
-from modelport.core.manifests import Metadata, ModuleManifest, load_module_manifest
+from modelport.core.manifests import Metadata, ModuleManifest, check_openai_roles, load_module_manifest
 from modelport.sdk import ApiSpec
 from modelport.sdk.source import read_api_spec
 
@@ -34,6 +34,8 @@ def read_module(directory: Path, *, name: str | None = None) -> ModuleDefinition
     if name is not None and not (directory / "modelport.yaml").exists():
         manifest = manifest.model_copy(update={"metadata": Metadata(name=name)})
     spec = read_api_spec(directory, manifest.spec.entrypoint)
+    # An OpenAI role that does not fit the API fails the push or build of the version, naming the field.
+    check_openai_roles(manifest, spec, source=str(directory / "modelport.yaml"))
     load = manifest.spec.load or _implicit_load(directory, manifest.spec.entrypoint)
     return ModuleDefinition(manifest.metadata.name, directory, manifest, spec, load)
 

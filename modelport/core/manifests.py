@@ -28,6 +28,8 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 
 from modelport.core.names import BUCKET_NAME
+from modelport.sdk import ApiSpec
+from modelport.sdk.spec import FieldSpec, Kind
 
 __all__ = [
     "KINDS",
@@ -46,6 +48,7 @@ __all__ = [
     "ModuleManifest",
     "ModuleSpec",
     "Monitoring",
+    "OpenAiSpec",
     "PipelineManifest",
     "PipelineSpec",
     "PipelineStep",
@@ -59,6 +62,8 @@ __all__ = [
     "StorageManifest",
     "StorageSpec",
     "check_group_path",
+    "check_openai",
+    "check_openai_roles",
     "load_documents",
     "load_module_manifest",
     "parse_document",
@@ -182,6 +187,35 @@ def check_group_path(group: str) -> str:
     return group
 
 
+_FIELD_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
+class OpenAiSpec(_Strict):
+    """The module behind the OpenAI-compatible routes (`/v1/models`, `/v1/embeddings`).
+
+    With `embeddings`, each string of a `POST /v1/embeddings` is one record: the string goes to the input
+    field `input` (`str`, or `list[str]` as a list of one) and the vector comes from the output field
+    `output` (`list[float]`); `dimensions` names an `int` parameter (or input) that takes the size a caller
+    asks for (None: callers may not ask). `chat` is accepted for chat completions, which come with the
+    streaming module contract; only embeddings are served now.
+    """
+
+    embeddings: bool = False
+    chat: bool = False
+    input: str | None = Field(None, pattern=_FIELD_NAME)
+    output: str | None = Field(None, pattern=_FIELD_NAME)
+    dimensions: str | None = Field(None, pattern=_FIELD_NAME)
+
+    @model_validator(mode="after")
+    def _fields_of_embeddings(self) -> OpenAiSpec:
+        if self.embeddings and (self.input is None or self.output is None):
+            raise ValueError(
+                "an embeddings module names the field that takes the text (`input`) and the one that "
+                "answers the vector (`output`)"
+            )
+        return self
+
+
 class ModuleSpec(_Strict):
     entrypoint: str = "inference.py:inference"
     load: str | None = None
@@ -193,6 +227,8 @@ class ModuleSpec(_Strict):
     source: SourceSpec | None = None
     owner: str | None = None
     """The group (full path) whose developers manage the module; none: only admins."""
+    openai: OpenAiSpec | None = None
+    """The module's role behind the OpenAI-compatible routes (`OpenAiSpec`); none: it has none."""
 
     @field_validator("owner")
     @classmethod
@@ -822,6 +858,69 @@ def load_module_manifest(directory: Path) -> ModuleManifest:
     manifest = parse_document(document, source=str(path), document=index)
     assert isinstance(manifest, ModuleManifest)
     return manifest
+
+
+def check_openai(openai: OpenAiSpec, api: ApiSpec) -> list[tuple[str, str]]:
+    """What is wrong with `openai` for a module whose API is `api`: (field of `spec.openai`, message) pairs.
+
+    An embeddings module takes the text in an input of type `str` (or `list[str]`) and answers the vector
+    in an output of type `list[float]`; `dimensions` is an `int` parameter or input; every other input and
+    parameter is optional or has a default, since the route sends nothing else.
+    """
+    if not openai.embeddings:
+        return []
+    problems: list[tuple[str, str]] = []
+    text = api.get("inputs", openai.input or "")
+    if text is None:
+        problems.append(("input", f"the API has no input {openai.input!r}{_declared(api.inputs)}"))
+    elif not any(_is_text(t.kind, t.item.kind if t.item else None) for t in text.types):
+        problems.append(("input", f"input {text.name!r} is {text.type_text}; expected str or list[str]"))
+    vector = api.get("outputs", openai.output or "")
+    if vector is None:
+        problems.append(("output", f"the API has no output {openai.output!r}{_declared(api.outputs)}"))
+    elif not any(t.kind is Kind.LIST and t.item and t.item.kind is Kind.FLOAT for t in vector.types):
+        problems.append(("output", f"output {vector.name!r} is {vector.type_text}; expected list[float]"))
+    size = None
+    if openai.dimensions is not None:
+        size = api.get("parameters", openai.dimensions) or api.get("inputs", openai.dimensions)
+        if size is None or size is text:
+            problems.append(("dimensions", f"the API has no parameter {openai.dimensions!r}"))
+        elif not any(t.kind is Kind.INT for t in size.types):
+            problems.append(("dimensions", f"{size.name!r} is {size.type_text}; expected int"))
+    for field in (*api.inputs, *api.parameters):
+        if field.required and field is not text and field is not size:
+            problems.append(
+                (
+                    "embeddings",
+                    f"{field.group} {field.name!r} is required, but embeddings send only the text; "
+                    "make it optional or give it a default",
+                )
+            )
+    if size is not None and size.required:
+        problems.append(("dimensions", f"{size.name!r} is required; callers may leave the size out"))
+    return problems
+
+
+def _is_text(kind: Kind, item: Kind | None) -> bool:
+    return kind is Kind.STR or (kind is Kind.LIST and item is Kind.STR)
+
+
+def _declared(fields: tuple[FieldSpec, ...]) -> str:
+    return f" (it has {', '.join(f.name for f in fields)})" if fields else ""
+
+
+def check_openai_roles(manifest: ModuleManifest, api: ApiSpec, *, source: str) -> None:
+    """`ManifestError` if the manifest's `spec.openai` does not fit the module's API `api`."""
+    openai = manifest.spec.openai
+    if openai is None or not openai.embeddings:
+        return
+    name = manifest.metadata.name
+    problems = [
+        _problem(0, "Module", f"spec.openai.{field}", message, name=name)
+        for field, message in check_openai(openai, api)
+    ]
+    if problems:
+        raise ManifestError(_summary(source, problems), problems)
 
 
 def _slug(name: str) -> str:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from modelport.control.access import AccessPolicies, check_call
+from modelport.control.access import AccessPolicies, ModulePolicy, check_call
 from modelport.core.errors import ModelportError, TooManyRequests
 from modelport.core.manifests import Cors
 from modelport.gateway.auth import caller_key, principal_of
@@ -21,7 +21,22 @@ from modelport.gateway.errors import error_response
 from modelport.gateway.ratelimit import Decision, RateLimiter
 from modelport.gateway.routes import RouteTable
 
-__all__ = ["CallGate"]
+__all__ = ["CallGate", "metered"]
+
+
+async def metered(limiter: RateLimiter, policy: ModulePolicy, scope: Scope) -> Decision | None:
+    """Count one call of the request's caller against each `Api` rate limit of `policy` that applies to it;
+    the tightest decision (the first refusal, else the one with the fewest calls left), or None where no
+    limit applies. Every route that meters calls counts them here, under the same keys."""
+    principal = principal_of(scope)
+    decision: Decision | None = None
+    for api, rate in policy.rates(principal):
+        outcome = await limiter.hit(f"{api}:{caller_key(scope)}", rate)
+        if decision is None or outcome.remaining < decision.remaining or not outcome.allowed:
+            decision = outcome
+        if not outcome.allowed:
+            break
+    return decision
 
 
 class CallGate:
@@ -46,14 +61,7 @@ class CallGate:
             else:
                 module = match.params["module"]
                 policy = check_call(principal, module, await self.policies.current(module))
-            decision: Decision | None = None
-            if match.rule.metered:
-                for api, rate in policy.rates(principal):
-                    outcome = await self.limiter.hit(f"{api}:{caller_key(scope)}", rate)
-                    if decision is None or outcome.remaining < decision.remaining or not outcome.allowed:
-                        decision = outcome
-                    if not outcome.allowed:
-                        break
+            decision = await metered(self.limiter, policy, scope) if match.rule.metered else None
         except ModelportError as exc:
             await error_response(exc)(scope, receive, send)
             return

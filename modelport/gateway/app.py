@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from modelport import __version__
 from modelport.control.calls import Calls
 from modelport.control.modules import ModuleRegistry
+from modelport.control.openai_compat import OpenAiModels
 from modelport.control.platform import Services
 from modelport.control.request_files import RequestFiles
 from modelport.core.errors import ModelportError, ModuleUnavailable, NotFound, ValidationFailed, field_error
@@ -37,13 +38,15 @@ from modelport.gateway.context import RequestContext
 from modelport.gateway.control_api import control_router
 from modelport.gateway.cors import ApiCors
 from modelport.gateway.drift_api import drift_router
-from modelport.gateway.errors import error_response
+from modelport.gateway.errors import ErrorDialects, error_response
 from modelport.gateway.history_api import history_router
 from modelport.gateway.identity_api import identity_router
 from modelport.gateway.jobs_api import JobRoutes, jobs_router
 from modelport.gateway.logs_api import logs_router
 from modelport.gateway.metrics_api import metrics_router
 from modelport.gateway.middleware import BodyLimit, Limits, call_limits
+from modelport.gateway.oip_api import INFER_PATH, INFER_VERSION_PATH, OipRoutes, oip_router, protocol_error
+from modelport.gateway.openai_api import OPENAI_PREFIX, OpenAiRoutes, openai_body
 from modelport.gateway.pages import render_swagger_ui, render_try_page
 from modelport.gateway.pipelines_api import (
     PIPELINE_JOBS_PATH,
@@ -444,6 +447,9 @@ def create_platform_app(
             openapi_extra={"parameters": parameters, **extra},
         )
 
+    oip = OipRoutes(registry=services.registry, calls=services.calls, predict=predict)
+    api.include_router(oip_router(oip))  # the Open Inference Protocol v2: `MODULE` and `PREDICT` rules
+
     async def docs(request: Request) -> Response:
         if request.query_params.get("module"):
             return await handlers.module_docs(request)
@@ -454,6 +460,17 @@ def create_platform_app(
 
     async def root(request: Request) -> Response:
         return RedirectResponse("/ui/" if console is not None else "/docs")
+
+    # OpenAI's clients call these; they check the module's `Api` grants and rate limits themselves (the module
+    # is named in the body), and OpenAI's API reference documents them.
+    openai = OpenAiRoutes(
+        models=OpenAiModels(registry=services.registry, policies=services.policies, calls=services.calls),
+        predict=predict,
+        policies=services.policies,
+        limiter=limiter,
+    )
+    for method, path, endpoint in openai.routes():
+        api.add_api_route(path, endpoint, methods=[method], include_in_schema=False, dependencies=public)
 
     hidden: dict[str, Any] = {"methods": ["GET"], "include_in_schema": False, "dependencies": public}
     api.add_api_route("/docs", docs, **hidden)
@@ -477,6 +494,8 @@ def create_platform_app(
         (routes.route(JOBS_PATH), jobs.submit),
         (routes.route(PIPELINE_PREDICT_PATH), pipelines.handle),
         (routes.route(PIPELINE_JOBS_PATH), pipelines.submit),
+        (routes.route(INFER_PATH), oip.infer),
+        (routes.route(INFER_VERSION_PATH), oip.infer),
     )
     gate = CallGate(fast, policies=services.policies, limiter=limiter, routes=routes)
     authenticated = Authenticate(gate, verify=services.authenticate, routes=routes)
@@ -504,8 +523,12 @@ def create_platform_app(
             return call(scope)
         return streamed.get(getattr(match.route, "name", ""), held)
 
+    # OpenAI's clients and the Open Inference Protocol's read errors in their own shapes.
+    dialects = [(OPENAI_PREFIX, openai_body), ("/v2", protocol_error)]
     return RequestContext(
-        BodyLimit(ApiCors(authenticated, policy=cors), limits=body_limits, settings=settings)
+        ErrorDialects(
+            BodyLimit(ApiCors(authenticated, policy=cors), limits=body_limits, settings=settings), dialects
+        )
     )
 
 

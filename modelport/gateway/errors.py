@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable, Sequence
 
 import msgspec
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from modelport.core.errors import (
     BadRequest,
@@ -28,7 +30,7 @@ from modelport.db.database import failure, unavailable, unstorable
 from modelport.obs.context import request_id_var
 from modelport.sdk.validation import InvalidRequest
 
-__all__ = ["error_response", "to_modelport_error"]
+__all__ = ["ErrorDialects", "Reshape", "error_response", "to_modelport_error"]
 
 log = logging.getLogger("modelport.gateway")
 _encoder = msgspec.json.Encoder()
@@ -83,4 +85,55 @@ def error_response(exc: BaseException, *, request_id: str | None = None) -> Resp
         status_code=error.status,
         headers=headers,
         media_type="application/json",
+    )
+
+
+Reshape = Callable[[int, bytes], bytes]
+"""An error answer's body (`{"error": {"code", "message", "details"}}`) and status → the same error in another
+protocol's shape; a body it does not recognise comes back as it is."""
+
+
+class ErrorDialects:
+    """Writes the error answers under chosen path prefixes again in their protocol's shape (OpenAI's under
+    `/v1`, the Open Inference Protocol's under `/v2`), whichever layer answered them: every layer writes the
+    platform's shape, and this one, outside them, holds back a JSON error answer's body and reshapes it.
+    Other answers and other paths pass as they are."""
+
+    def __init__(self, app: ASGIApp, dialects: Sequence[tuple[str, Reshape]]) -> None:
+        self.app, self.dialects = app, dialects
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        reshape = next(
+            (shape for prefix, shape in self.dialects if path == prefix or path.startswith(prefix + "/")),
+            None,
+        )
+        if reshape is None:
+            await self.app(scope, receive, send)
+            return
+        held: Message | None = None
+        chunks: list[bytes] = []
+
+        async def send_reshaped(message: Message) -> None:
+            nonlocal held
+            if message["type"] == "http.response.start" and message["status"] >= 400 and _json(message):
+                held = message
+            elif held is None or message["type"] != "http.response.body":
+                await send(message)
+            else:
+                chunks.append(message.get("body", b""))
+                if not message.get("more_body", False):
+                    body = reshape(held["status"], b"".join(chunks))
+                    headers = [(k, v) for k, v in held["headers"] if k.lower() != b"content-length"]
+                    headers.append((b"content-length", str(len(body)).encode()))
+                    await send({**held, "headers": headers})
+                    await send({"type": "http.response.body", "body": body})
+
+        await self.app(scope, receive, send_reshaped)
+
+
+def _json(start: Message) -> bool:
+    return any(
+        key.lower() == b"content-type" and value.split(b";")[0].strip() == b"application/json"
+        for key, value in start["headers"]
     )

@@ -79,10 +79,13 @@ def _drawing(digit: int, width: int = 14) -> Image.Image:
 def test_docstring_declares_the_api() -> None:
     spec = parse_docstring(digits.inference.__doc__)
     assert spec.title == "Recognise a handwritten digit (0-9) in an image."
-    assert [f.name for f in spec.inputs] == ["image"]
-    image = spec.inputs[0]
-    assert image.required
+    assert [f.name for f in spec.inputs] == ["image", "pixels"]
+    image, pixels = spec.inputs
+    assert image.optional
     assert image.is_file
+    assert pixels.optional
+    assert pixels.type_text == "list[float]"
+    assert (pixels.minimum, pixels.maximum) == (64, 64)
     file_type = image.file_type
     assert file_type is not None
     assert set(file_type.mime) == {"image/png", "image/jpeg"}
@@ -218,3 +221,48 @@ def test_features_match_the_data_set_layout() -> None:
     grid = features.reshape(8, 8)
     assert grid[:, 0].max() < 8
     assert grid[:, -1].max() < 8
+
+
+def test_pixels_of_held_out_digits_are_recognised() -> None:
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    data = load_digits()
+    train_images, test_images, train_labels, test_labels = train_test_split(
+        data.images, data.target, test_size=100, random_state=0, stratify=data.target
+    )
+    model = digits.train(train_images, train_labels)
+    records = [{"pixels": [float(v) for v in image.reshape(-1)]} for image in test_images]
+    results = digits.inference([{} for _ in records], records, [], "default", model)
+    accuracy = float(np.mean([r["label"] == label for r, label in zip(results, test_labels, strict=True)]))
+    assert accuracy >= 0.9, f"accuracy {accuracy:.2f} on 100 held-out digits sent as pixels"
+
+
+def test_pixels_and_images_mix_in_one_batch(model: Any) -> None:
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    sevens = [i for i, label in enumerate(data.target) if label == 7]
+    pixels = [float(v) for v in data.images[sevens[0]].reshape(-1)]
+    records = [{"pixels": pixels}, {"image": _file(EXAMPLES / "three.png")}]
+    results = digits.inference([{}, {}], records, [], "default", model)
+    assert [r["label"] for r in results] == [7, 3]
+    blank = digits.inference([{}], [{"pixels": [0.0] * 64}], [], "default", model)
+    assert blank == [{"label": None, "probabilities": None}]
+
+
+@pytest.mark.parametrize(
+    ("record", "message"),
+    [
+        ({}, "either `image` or `pixels`"),
+        ({"image": EXAMPLES / "seven.png", "pixels": [0.0] * 64}, "either `image` or `pixels`"),
+        ({"pixels": [0.0] * 63}, "64 values from 0 to 16"),
+        ({"pixels": [17.0] * 64}, "64 values from 0 to 16"),
+        ({"pixels": [-1.0] + [0.0] * 63}, "64 values from 0 to 16"),
+    ],
+)
+def test_a_record_needs_exactly_one_of_image_and_pixels_in_range(
+    model: Any, record: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        digits.inference([{}], [record], [], "default", model)
