@@ -15,7 +15,6 @@ from typing import Any
 
 import msgspec
 from fastapi import APIRouter
-from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -133,20 +132,10 @@ class OipRoutes:
         """Call the module as the predict route does, with the request's tensors as its records."""
         call = self.predict.new_call(request)
         try:
-            served = self.calls.route(call, request.path_params["module"], request.path_params.get("version"))
+            self.calls.route(call, request.path_params["module"], request.path_params.get("version"))
         except Exception as exc:
             return oip_error(exc, request_id=call.request_id)
-        served.in_flight += 1
-        try:
-            response, code = await self._infer(request, call)
-        finally:
-            served.in_flight -= 1
-        self.calls.finish(
-            call, status=response.status_code, code=code, response_bytes=len(response.body or b"")
-        )
-        if call.workdir is not None or call.uploads:
-            response.background = BackgroundTask(self.calls.settle, call)
-        return response
+        return await self.predict.answer(call, self._infer(request, call))
 
     async def _infer(self, request: Request, call: ModuleCall) -> tuple[Response, str | None]:
         served = call.served

@@ -18,7 +18,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
-from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Scope
@@ -92,19 +91,10 @@ class OpenAiRoutes:
                 raise TooManyRequests(
                     "too many requests for this API; slow down", retry_after=decision.reset_after
                 )
-            served, role = self.models.route(call, name)
+            _, role = self.models.route(call, name)
         except Exception as exc:
             return _with_limits(error_response(exc, request_id=call.request_id), decision)
-        served.in_flight += 1
-        try:
-            response, code = await self._embed(request, call, body, role)
-        finally:
-            served.in_flight -= 1
-        self.calls.finish(
-            call, status=response.status_code, code=code, response_bytes=len(response.body or b"")
-        )
-        if call.workdir is not None or call.uploads:
-            response.background = BackgroundTask(self.calls.settle, call)
+        response = await self.predict.answer(call, self._embed(request, call, body, role))
         return _with_limits(response, decision)
 
     async def _embed(

@@ -95,14 +95,20 @@ class PredictRoute:
         call = self.new_call(request)
         request_id = call.request_id
         try:
-            served = self.calls.route(
-                call, request.path_params["module"], request.query_params.get("version")
-            )
+            self.calls.route(call, request.path_params["module"], request.query_params.get("version"))
         except Exception as exc:
             return error_response(exc, request_id=request_id)
+        return await self.answer(call, self._handle(request, call))
+
+    async def answer(self, call: ModuleCall, handle: Awaitable[tuple[Response, str | None]]) -> Response:
+        """The answer of a call routed to its version, as `handle` gives it with its error code: counted in
+        the version's calls in flight, recorded (`Calls.finish`), and followed by keeping its uploads and
+        removing its work files. Every route that calls a module (predict, the protocols') answers here."""
+        served = call.served
+        assert served is not None
         served.in_flight += 1
         try:
-            response, code = await self._handle(request, call)
+            response, code = await handle
         finally:
             served.in_flight -= 1
         self.calls.finish(
