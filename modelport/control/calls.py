@@ -6,18 +6,22 @@ when the module's `Api` caches its answers (`control/cache.py`), else runs it th
 (with the request id and trace context the worker tags its output with), publishes file outputs as the
 caller's own objects, keeps the uploads in the request bucket, and, once the caller has its answer, makes
 the call's one `CallRecord` and tells every observer (request log, statistics, metrics, drift).
+
+`Calls.stream` runs a call the same way for a module with a streaming output, giving each piece of it as the
+worker produces it before the outputs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import re
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +37,7 @@ from modelport.runtime.files import FileChecker
 from modelport.runtime.pool import CallTiming
 from modelport.sdk.validation import InvalidRequest, ParsedRequest
 
-__all__ = ["Calls", "ModuleCall", "Trace", "as_error", "new_request_id"]
+__all__ = ["Calls", "ModuleCall", "Piece", "Trace", "as_error", "new_request_id"]
 
 log = logging.getLogger("modelport.calls")
 
@@ -80,6 +84,14 @@ class Trace:
     @property
     def traceparent(self) -> str:
         return f"00-{self.trace_id}-{self.span_id}-{self.flags}"
+
+
+@dataclass(frozen=True, slots=True)
+class Piece:
+    """One piece of a streaming call's streaming output, for the record at `index` of the request."""
+
+    index: int
+    value: Any
 
 
 @dataclass(eq=False)
@@ -175,10 +187,38 @@ class Calls:
             call.workdir = Path(tempfile.mkdtemp(dir=self.uploads_dir))
         return call.workdir
 
-    async def run(self, call: ModuleCall, parsed: ParsedRequest) -> list[dict[str, Any]]:
+    async def stream(
+        self, call: ModuleCall, parsed: ParsedRequest
+    ) -> AsyncIterator[Piece | list[dict[str, Any]]]:
+        """`run` as a stream, for a version with a streaming output: each `Piece` as the worker produces it,
+        then the outputs (as `run` returns them; an answer from the prediction cache comes without pieces).
+        Raises the call's error where `run` would; the deadline bounds the first piece and the whole call.
+        Leaving the iteration early (its client went away) cancels the call, which stops the generation."""
+        pieces: asyncio.Queue[Piece | None] = asyncio.Queue()
+        task = asyncio.ensure_future(
+            self.run(call, parsed, on_chunk=lambda index, value: pieces.put_nowait(Piece(index, value)))
+        )
+        task.add_done_callback(lambda _: pieces.put_nowait(None))
+        try:
+            while (piece := await pieces.get()) is not None:
+                yield piece
+            yield task.result()
+        finally:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def run(
+        self,
+        call: ModuleCall,
+        parsed: ParsedRequest,
+        *,
+        on_chunk: Callable[[int, Any], None] | None = None,
+    ) -> list[dict[str, Any]]:
         """Run a validated request through the version `route` chose: check its files, answer it from the
         prediction cache or predict, publish file outputs. Returns one output dict per record; raises the
-        call's error."""
+        call's error. `on_chunk(index, piece)` streams the call (`stream`)."""
         served = call.served
         assert served is not None
         call.parsed = parsed
@@ -208,6 +248,7 @@ class Calls:
             traceparent=call.trace.traceparent,
             timing=call.timing,
             background=call.kind != "sync",
+            on_chunk=on_chunk,
         )
         if served.spec.has_file_outputs and call.publish:
             await asyncio.to_thread(self._publish_all, served, outputs, call.owner)

@@ -18,6 +18,8 @@ __all__ = [
     "REQUEST_TAG_END",
     "Call",
     "CallFailed",
+    "Cancel",
+    "Chunk",
     "FileRef",
     "Ping",
     "Pong",
@@ -71,6 +73,8 @@ class Call(msgspec.Struct, tag="call", frozen=True):
     """The id of the request each record belongs to: the worker tags what it prints during the call."""
     traceparents: list[str] = []
     """The W3C `traceparent` of each record's request, for module code that continues the trace."""
+    stream: bool = False
+    """Send each piece of the module's streaming output as a `Chunk` while `inference` produces it."""
 
 
 class Ping(msgspec.Struct, tag="ping", frozen=True):
@@ -79,11 +83,18 @@ class Ping(msgspec.Struct, tag="ping", frozen=True):
     id: int
 
 
+class Cancel(msgspec.Struct, tag="cancel", frozen=True):
+    """Stop the streaming call of this id (its caller went away): the worker closes its generator at the
+    next piece and answers `CallFailed` with code `canceled`."""
+
+    id: int
+
+
 class Shutdown(msgspec.Struct, tag="shutdown", frozen=True):
     """Finish the current call and exit."""
 
 
-ToWorker = Call | Ping | Shutdown
+ToWorker = Call | Ping | Cancel | Shutdown
 
 
 # worker → gateway
@@ -110,9 +121,19 @@ class Result(msgspec.Struct, tag="result", frozen=True):
     seconds: float
 
 
+class Chunk(msgspec.Struct, tag="chunk", frozen=True):
+    """One piece of a streaming call's streaming output, for the record at `index` of the call, sent as soon
+    as `inference` yields it; the call's `Result` (or `CallFailed`) follows the last one."""
+
+    id: int
+    index: int
+    piece: Any
+
+
 class CallFailed(msgspec.Struct, tag="call_failed", frozen=True):
     """The call failed: `code` is `module_error` (user code raised), `load_failed` (`load` raised for the
-    call's model key: no record of the call could succeed) or `bad_module_output`."""
+    call's model key: no record of the call could succeed), `bad_module_output` or `canceled` (a `Cancel`
+    stopped it)."""
 
     id: int
     code: str
@@ -125,7 +146,7 @@ class Pong(msgspec.Struct, tag="pong", frozen=True):
     id: int
 
 
-ToGateway = Ready | SetupFailed | Result | CallFailed | Pong
+ToGateway = Ready | SetupFailed | Result | Chunk | CallFailed | Pong
 
 _encoder = msgspec.msgpack.Encoder()
 _to_worker = msgspec.msgpack.Decoder(ToWorker)

@@ -2,6 +2,10 @@
 
 A module whose `Api` caches its answers says on each of them whether it came from the cache (`X-Cache: hit`)
 or not (`miss`); a request's `Cache-Control: no-cache` skips the lookup, `no-store` also keeping the answer.
+
+A module with a streaming output answers a request that asks for a stream (`Accept: text/event-stream`, or
+`"stream": true` in its JSON body) with server-sent events: `chunk` per piece, then `done` with the outputs
+(or `error` with the error body). Every other request, to any module, is answered with JSON.
 """
 
 from __future__ import annotations
@@ -9,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import tempfile
-from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +22,10 @@ from starlette.background import BackgroundTask
 from starlette.datastructures import Headers, UploadFile
 from starlette.formparsers import MultiPartParser
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
 from modelport.control.cache import cache_directives
-from modelport.control.calls import Calls, ModuleCall
+from modelport.control.calls import Calls, ModuleCall, Piece
 from modelport.core.errors import (
     BadRequest,
     InvalidJson,
@@ -109,8 +113,12 @@ class PredictRoute:
         served.in_flight += 1
         try:
             response, code = await handle
-        finally:
+        except BaseException:
             served.in_flight -= 1
+            raise
+        if isinstance(response, _EventStream):
+            return response  # still in flight: it is recorded once its last event is out
+        served.in_flight -= 1
         self.calls.finish(
             call, status=response.status_code, code=code, response_bytes=len(response.body or b"")
         )
@@ -125,7 +133,10 @@ class PredictRoute:
         served = call.served
         assert served is not None
         try:
-            parsed, _ = await self.parse(request, call)
+            stream = served.spec.stream_output is not None
+            parsed, extras = await self.parse(request, call, extras=("stream",) if stream else ())
+            if stream and (extras.get("stream") is True or _accepts_events(request)):
+                return self._events(call, parsed), None
             outputs = await unless_disconnected(request, self.calls.run(call, parsed))
             body = {
                 "outputs": outputs if parsed.batch else outputs[0],
@@ -145,6 +156,46 @@ class PredictRoute:
             if call.cache is not None:
                 response.headers["X-Cache"] = call.cache
             return response, to_modelport_error(exc).code
+
+    def _events(self, call: ModuleCall, parsed: ParsedRequest) -> Response:
+        """The call as server-sent events; once the last one is out (or the client has gone, which stops
+        the call) the call leaves the version's calls in flight and is recorded, as `answer` does."""
+        served = call.served
+        assert served is not None
+        stream = served.spec.stream_output
+        assert stream is not None
+        outcome: dict[str, Any] = {"status": 200, "code": None, "bytes": 0}
+
+        async def events() -> AsyncIterator[bytes]:
+            try:
+                async for event in self.calls.stream(call, parsed):
+                    if isinstance(event, Piece):
+                        data: dict[str, Any] = {"output": stream.name, "delta": event.value}
+                        if parsed.batch:
+                            data["index"] = event.index
+                        chunk = _event("chunk", data)
+                    else:
+                        outputs = event if parsed.batch else event[0]
+                        chunk = _event("done", {"outputs": outputs, "request_id": call.request_id})
+                    outcome["bytes"] += len(chunk)
+                    yield chunk
+            except asyncio.CancelledError:
+                outcome["status"], outcome["code"] = CLIENT_CLOSED, "client_closed"
+                raise
+            except Exception as exc:
+                error = error_response(exc, request_id=call.request_id)
+                outcome["status"], outcome["code"] = error.status_code, to_modelport_error(exc).code
+                yield b"event: error\ndata: " + bytes(error.body) + b"\n\n"
+            finally:
+                served.in_flight -= 1
+                self.calls.finish(
+                    call, status=outcome["status"], code=outcome["code"], response_bytes=outcome["bytes"]
+                )
+                if call.workdir is not None or call.uploads:
+                    asyncio.get_running_loop().run_in_executor(None, self.calls.settle, call)
+
+        headers = {"X-Model-Version": served.version, "Cache-Control": "no-cache"}
+        return _EventStream(events(), headers=headers, media_type="text/event-stream")
 
     async def parse(
         self,
@@ -242,6 +293,19 @@ def _content_length(request: Request) -> int:
         return max(0, int(request.headers.get("content-length", "0")))
     except ValueError:
         return 0
+
+
+class _EventStream(StreamingResponse):
+    """A call answered as server-sent events (`PredictRoute.answer` leaves its recording to the stream)."""
+
+
+def _accepts_events(request: Request) -> bool:
+    accept = request.headers.get("accept", "")
+    return any(part.split(";", 1)[0].strip().lower() == "text/event-stream" for part in accept.split(","))
+
+
+def _event(name: str, data: Any) -> bytes:
+    return b"event: " + name.encode() + b"\ndata: " + _encoder.encode(data) + b"\n\n"
 
 
 class Disconnected(Exception):

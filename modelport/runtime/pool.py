@@ -12,6 +12,11 @@ Every call has a deadline: its caller is answered 504 then, whether its records 
 by deadline or disconnect, stop counting against `max_queue` at once and are never sent. Idle workers are
 pinged every `health_interval` seconds; one that does not answer within `health_timeout` (hung, stopped) is
 killed and replaced before a call reaches it.
+
+A streaming call (`predict(..., on_chunk=...)`) sends each of its records alone, never batched; the pieces
+of the module's streaming output reach `on_chunk` as the worker produces them. A caller that goes away stops
+the generation (the worker is told to `Cancel` the call), and a worker that dies once pieces went out fails
+the call instead of retrying it.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,7 +40,7 @@ from modelport.core.errors import (
     SetupFailed,
     WorkerDied,
 )
-from modelport.core.protocol import Result
+from modelport.core.protocol import CallFailed, Chunk, Result
 from modelport.runtime.process import LogSink, WorkerLaunch, WorkerProcess
 
 __all__ = ["CallTiming", "PoolConfig", "WorkerPool"]
@@ -96,6 +101,10 @@ class _Item:
     solo: bool = False
     background: bool = False
     """Asynchronous work (a job's, a batch's): it waits behind synchronous calls."""
+    on_chunk: Callable[[Any], None] | None = None
+    """A streaming record's callback, given each piece of its streaming output."""
+    streamed: bool = False
+    """Pieces of it have reached its caller: it cannot be retried."""
     queued: bool = False
     """In the queue and counted there; a record whose caller is gone stays in the deque uncounted until
     `take` skips it or the queue is compacted."""
@@ -304,6 +313,7 @@ class WorkerPool:
         traceparent: str = "",
         timing: CallTiming | None = None,
         background: bool = False,
+        on_chunk: Callable[[int, Any], None] | None = None,
     ) -> list[dict[str, Any]]:
         """Run the records through the module; one output dict per record, in order.
 
@@ -313,7 +323,8 @@ class WorkerPool:
         Cancelling the call (its client went away) drops its records that still wait in the queue.
         `request_id` and `traceparent` go to the worker with the records; `timing`, when given, is filled in
         with where the call's time went, whatever its outcome. `background` records (a job's, a batch's) wait
-        until no synchronous call does."""
+        until no synchronous call does. `on_chunk` streams the call: each record goes to a worker alone, and
+        `on_chunk(index, piece)` is given each piece of record `index`'s streaming output as it comes."""
         deadline = time.monotonic() + self.sync_timeout if deadline is None else deadline
         if self._closing or (not self.live_workers and self.failure is not None):
             # While a worker is being replaced, calls queue for it; a crash-looping pool fails them fast.
@@ -337,6 +348,9 @@ class WorkerPool:
             )
             for record in records
         ]
+        if on_chunk is not None:
+            for index, item in enumerate(items):
+                item.solo, item.on_chunk = True, _for_record(on_chunk, index)
         for item in items:
             self._queue.put(item)
         try:
@@ -469,7 +483,12 @@ class WorkerPool:
             item.sent, item.batch_size, item.replica = sent, len(batch), slot
         self._sent[slot].append(batch)
         try:
-            answer = await asyncio.wait_for(worker.call(call), self.config.timeout)
+            if batch[0].on_chunk is None:
+                answer = await asyncio.wait_for(worker.call(call), self.config.timeout)
+            elif (streamed := await self._stream(worker, call, batch[0])) is None:
+                return  # its caller went away; the worker was told to stop
+            else:
+                answer = streamed
         except TimeoutError:
             await worker.kill()
             self._settle(batch, ModuleTimeout(f"the module did not answer within {self.config.timeout:g} s"))
@@ -494,6 +513,36 @@ class WorkerPool:
             error_class = BadModuleOutput if answer.code == "bad_module_output" else ModuleError
             self._settle(batch, error_class(answer.message))
 
+    async def _stream(
+        self, worker: WorkerProcess, call: dict[str, Any], item: _Item
+    ) -> Result | CallFailed | None:
+        """The answer to a streaming call of one record, whose pieces go to its caller as they come; None if
+        the caller went away first (the call is then canceled). Raises `TimeoutError` past the pool's
+        timeout, `WorkerDied` if the worker dies."""
+        forward = item.on_chunk
+        assert forward is not None
+
+        def on_chunk(chunk: Chunk) -> None:
+            if not item.future.done():
+                item.streamed = True
+                forward(chunk.piece)
+
+        task = asyncio.ensure_future(worker.call(call, on_chunk=on_chunk))
+        try:
+            done, _ = await asyncio.wait(
+                (task, item.future), timeout=self.config.timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            if not task.done():
+                task.cancel()  # sends the worker a `Cancel`
+        if task in done:
+            return task.result()
+        with contextlib.suppress(asyncio.CancelledError, WorkerDied):
+            await task
+        if item.future.done():
+            return None
+        raise TimeoutError
+
     def _deliver(self, batch: list[_Item], answer: Result) -> None:
         for item, outputs in zip(batch, answer.outputs, strict=True):
             if not item.future.done():
@@ -502,7 +551,7 @@ class WorkerPool:
     def _on_death(self, batch: list[_Item], error: WorkerDied) -> None:
         others = self.live_workers > 0
         for item in batch:
-            if others and not item.retried:
+            if others and not item.retried and not item.streamed:
                 item.retried = True
                 self._queue.put(item, front=True)
             elif not item.future.done():
@@ -526,6 +575,10 @@ def _time(timing: CallTiming, items: list[_Item]) -> None:
         timing.compute = slowest.compute or now - slowest.sent
         timing.batch_size = slowest.batch_size
         timing.replica = slowest.replica
+
+
+def _for_record(on_chunk: Callable[[int, Any], None], index: int) -> Callable[[Any], None]:
+    return lambda piece: on_chunk(index, piece)
 
 
 def _union(batch: list[_Item]) -> tuple[str, ...]:

@@ -2,7 +2,8 @@
 
 A worker that dies fails its in-flight call at once with `WorkerDied`; nothing waits on a dead process.
 Its stdout and stderr are read line by line and handed to a log callback, so module prints never touch the
-control channel.
+control channel. A streaming call's `Chunk`s go to its callback as they arrive; cancelling a streaming call
+tells the worker to stop it (`Cancel`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from modelport.core.protocol import (
     HEADER_SIZE,
     Call,
     CallFailed,
+    Cancel,
+    Chunk,
     Ping,
     Pong,
     Ready,
@@ -83,6 +86,7 @@ class WorkerProcess:
         self._writer: asyncio.StreamWriter | None = None
         self._pending: dict[int, asyncio.Future[Result | CallFailed]] = {}
         self._pongs: dict[int, asyncio.Future[Pong]] = {}
+        self._streams: dict[int, Callable[[Chunk], None]] = {}
         self._checked = asyncio.Event()
         self._checked.set()  # cleared while a health check waits for its answer
         self._next_id = 0
@@ -158,24 +162,42 @@ class WorkerProcess:
         self.state = ProcessState.READY
         self._tasks.append(asyncio.create_task(self._receive()))
 
-    async def call(self, call_args: dict[str, object]) -> Result | CallFailed:
-        """Send one call and wait for its answer; raises `WorkerDied` if the process goes away first."""
+    async def call(
+        self, call_args: dict[str, object], *, on_chunk: Callable[[Chunk], None] | None = None
+    ) -> Result | CallFailed:
+        """Send one call and wait for its answer; raises `WorkerDied` if the process goes away first.
+
+        With `on_chunk`, the call streams: each `Chunk` of it goes to `on_chunk` before the answer, and
+        cancelling the call sends the worker a `Cancel` of it."""
         if not self.alive or self._writer is None:
             raise WorkerDied(f"worker {self.name} is not running")
         self._next_id += 1
-        message = Call(id=self._next_id, **call_args)  # type: ignore[arg-type]
+        message = Call(id=self._next_id, stream=on_chunk is not None, **call_args)  # type: ignore[arg-type]
         future: asyncio.Future[Result | CallFailed] = asyncio.get_running_loop().create_future()
         self._pending[message.id] = future
+        if on_chunk is not None:
+            self._streams[message.id] = on_chunk
         self.state = ProcessState.BUSY
         try:
             self._writer.write(frame(encode(message)))
             if self._writer.transport.get_write_buffer_size() > 1 << 20:
                 await self._writer.drain()
             return await future
+        except asyncio.CancelledError:
+            if on_chunk is not None and (future.cancelled() or not future.done()):  # no answer yet
+                self._cancel(message.id)
+            raise
         finally:
             self._pending.pop(message.id, None)
+            if on_chunk is not None:
+                self._streams.pop(message.id, None)
             if self.state is ProcessState.BUSY and not self._pending:
                 self.state = ProcessState.READY
+
+    def _cancel(self, call_id: int) -> None:
+        if self._writer is not None and not self._writer.is_closing():
+            with contextlib.suppress(ConnectionError):
+                self._writer.write(frame(encode(Cancel(id=call_id))))
 
     async def ping(self, timeout: float) -> bool:
         """Check that an idle worker still reads its messages: send `Ping` and wait up to `timeout` s for
@@ -219,6 +241,8 @@ class WorkerProcess:
                 future = self._pending.get(message.id)
                 if future is not None and not future.done():
                     future.set_result(message)
+            elif isinstance(message, Chunk) and (stream := self._streams.get(message.id)) is not None:
+                stream(message)
             elif isinstance(message, Pong) and (pong := self._pongs.get(message.id)) and not pong.done():
                 pong.set_result(message)
         self._fail_pending()

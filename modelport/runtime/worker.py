@@ -5,6 +5,11 @@ the config names; stdout and stderr stay free for the module's own prints, which
 log. User code only ever runs here, never in the gateway.
 
 States: starting → ready ⇄ busy → stopped (or failed during setup).
+
+A module with a streaming output (`:type outputs.text: str, stream`) runs one record per `inference` call;
+when `inference` returns an iterator (a generator), each piece it yields goes to the gateway as a `Chunk` at
+once (for a call that asked to stream), and the joined output in the `Result`. Between two pieces the worker
+reads what the gateway sent meanwhile: a `Cancel` of the call closes the generator.
 """
 
 from __future__ import annotations
@@ -14,14 +19,15 @@ import importlib
 import io
 import mimetypes
 import os
+import select
 import signal
 import socket
 import sys
 import tempfile
 import time
 import traceback
-from collections import OrderedDict
-from collections.abc import Callable
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterator
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -34,6 +40,8 @@ from modelport.core.protocol import (
     REQUEST_TAG_END,
     Call,
     CallFailed,
+    Cancel,
+    Chunk,
     Ping,
     Pong,
     Ready,
@@ -41,6 +49,7 @@ from modelport.core.protocol import (
     SetupFailed,
     Shutdown,
     ToGateway,
+    ToWorker,
     decode_to_worker,
     encode,
     frame,
@@ -90,6 +99,14 @@ class _SetupError(Exception):
 
 class _OutputError(Exception):
     """The module's return value does not match its declared outputs."""
+
+
+class _Canceled(Exception):
+    """The gateway canceled the streaming call; its generator has been closed."""
+
+
+Emit = Callable[[Chunk], bool]
+"""Sends one piece of a streaming call; False once the gateway has canceled the call."""
 
 
 def _import_callable(module_dir: Path, reference: str) -> Callable[..., Any]:
@@ -153,6 +170,7 @@ class Worker:
         self._file_inputs = {f.name: f for f in self.spec.inputs if f.has_file}
         self._outputs = {f.name: f for f in self.spec.outputs}
         self._single_output = self.spec.outputs[0].name if len(self.spec.outputs) == 1 else None
+        self._stream = self.spec.stream_output
 
     def setup(self) -> None:
         module_dir = Path(self.config.module_dir)
@@ -174,12 +192,13 @@ class Worker:
             ) from None
         self.state = State.READY
 
-    def handle(self, call: Call) -> ToGateway:
+    def handle(self, call: Call, emit: Emit | None = None) -> ToGateway:
+        """The answer to `call`; `emit` (a call that asked to stream) gets each piece as it is produced."""
         ids = tuple(dict.fromkeys(call.request_ids))
         token = serving(CallContext(tuple(call.request_ids), tuple(call.traceparents)))
         _tag.value = f"{REQUEST_TAG}{','.join(ids)}{REQUEST_TAG_END}".encode() if ids else b""
         try:
-            return self._handle(call)
+            return self._handle(call, emit)
         finally:
             sys.stdout.flush()
             sys.stderr.flush()
@@ -187,7 +206,7 @@ class Worker:
             _tag.value = b""
             served(token)
 
-    def _handle(self, call: Call) -> ToGateway:
+    def _handle(self, call: Call, emit: Emit | None) -> ToGateway:
         assert self._inference is not None and self._models is not None
         self.state = State.BUSY
         started = time.perf_counter()
@@ -197,7 +216,15 @@ class Worker:
             failure, during = "module_error", ""
             inputs = [self._with_files(record) for record in call.records]
             fields = [{"name": name} for name in call.output_fields]
-            returned = self._inference(call.parameters, inputs, fields, call.model_key, model)
+            if self._stream is None:
+                returned = self._inference(call.parameters, inputs, fields, call.model_key, model)
+            else:
+                returned = self._streamed(call, inputs, fields, model, emit)
+        except _Canceled:
+            return CallFailed(id=call.id, code="canceled", message="the call was canceled")
+        except _OutputError as exc:
+            print(f"modelport: bad output from inference: {exc}", file=sys.stderr, flush=True)
+            return CallFailed(id=call.id, code="bad_module_output", message=str(exc))
         except BaseException as exc:
             if isinstance(exc, KeyboardInterrupt | SystemExit):
                 raise
@@ -213,6 +240,65 @@ class Worker:
             print(f"modelport: bad output from inference: {exc}", file=sys.stderr, flush=True)
             return CallFailed(id=call.id, code="bad_module_output", message=str(exc))
         return Result(id=call.id, outputs=outputs, seconds=time.perf_counter() - started)
+
+    def _streamed(
+        self,
+        call: Call,
+        inputs: list[dict[str, Any]],
+        fields: list[dict[str, str]],
+        model: Any,
+        emit: Emit | None,
+    ) -> list[Any]:
+        """The results of a module with a streaming output: `inference` runs once per record, and an
+        iterator it returns is drained (each piece emitted) into that record's outputs."""
+        assert self._inference is not None
+        results: list[Any] = []
+        for index, (parameters, record) in enumerate(zip(call.parameters, inputs, strict=True)):
+            returned = self._inference([parameters], [record], fields, call.model_key, model)
+            if isinstance(returned, Iterator):
+                results.append(self._drain(call.id, index, returned, emit))
+            elif isinstance(returned, list | tuple) and len(returned) == 1:
+                results.append(returned[0])
+            else:
+                raise _OutputError("inference must return a generator or a list of one result for one input")
+        return results
+
+    def _drain(self, call_id: int, index: int, pieces: Iterator[Any], emit: Emit | None) -> dict[str, Any]:
+        """The outputs of one record whose `inference` returned `pieces`: the streaming output (the pieces
+        joined for `str`, listed for `json`) and whatever other outputs the generator returned as a dict."""
+        assert self._stream is not None
+        stream, text = self._stream, self._stream.types[0].kind == "str"
+        seen: list[Any] = []
+        try:
+            while True:
+                try:
+                    piece = next(pieces)
+                except StopIteration as stop:
+                    rest = stop.value
+                    break
+                piece = self._piece(stream, text, piece)
+                seen.append(piece)
+                if emit is not None and not emit(Chunk(id=call_id, index=index, piece=piece)):
+                    raise _Canceled
+        finally:
+            close = getattr(pieces, "close", None)
+            if close is not None:
+                close()
+        if rest is not None and not isinstance(rest, dict):
+            raise _OutputError(
+                f"the generator must return a dict of the other outputs, got {type(rest).__name__}"
+            )
+        return {**(rest or {}), stream.name: "".join(seen) if text else seen}
+
+    def _piece(self, field: FieldSpec, text: bool, piece: Any) -> Any:
+        if text:
+            if not isinstance(piece, str):
+                raise _OutputError(f"output `{field.name}` streams str pieces, got {type(piece).__name__}")
+            return piece
+        try:
+            return msgspec.to_builtins(piece, enc_hook=_enc_hook)
+        except (TypeError, msgspec.EncodeError) as exc:
+            raise _OutputError(f"output `{field.name}`: {exc}") from None
 
     def _with_files(self, record: dict[str, Any]) -> dict[str, Any]:
         if not self._file_inputs:
@@ -300,6 +386,10 @@ class _Channel:
     def send(self, message: ToGateway) -> None:
         self._sock.sendall(frame(encode(message)))
 
+    def waiting(self) -> bool:
+        """Whether the gateway has sent something not read yet (never blocks)."""
+        return bool(select.select([self._sock], [], [], 0)[0])
+
     def receive(self) -> bytes | None:
         header = self._exactly(HEADER_SIZE)
         return None if header is None else self._exactly(frame_length(header))
@@ -374,6 +464,55 @@ class TaggedLines(io.RawIOBase):
         return self._fd
 
 
+class _Inbox:
+    """The gateway's messages in order, as the main loop reads them; during a streaming call, `emit` also
+    reads what arrived (answering pings, keeping calls for later) to notice the call's `Cancel` at once."""
+
+    def __init__(self, channel: _Channel) -> None:
+        self._channel = channel
+        self._later: deque[ToWorker | None] = deque()
+        self._canceled: set[int] = set()
+        self.current = 0
+        """The id of the last call started: a `Cancel` of it or of an earlier one that has been answered
+        needs no note."""
+
+    def next(self) -> ToWorker | None:
+        """The next message (None: the gateway closed the channel)."""
+        if self._later:
+            return self._later.popleft()
+        payload = self._channel.receive()
+        return None if payload is None else decode_to_worker(payload)
+
+    def cancel(self, call_id: int) -> None:
+        if call_id > self.current:
+            self._canceled.add(call_id)
+
+    def canceled(self, call: Call) -> bool:
+        """Whether `call` was canceled before it started; marks it started either way."""
+        self.current = call.id
+        if call.id in self._canceled:
+            self._canceled.discard(call.id)
+            return True
+        return False
+
+    def emit(self, chunk: Chunk) -> bool:
+        self._channel.send(chunk)
+        while self._channel.waiting():
+            payload = self._channel.receive()
+            message = None if payload is None else decode_to_worker(payload)
+            if isinstance(message, Ping):
+                self._channel.send(Pong(id=message.id))
+            elif isinstance(message, Cancel) and message.id == chunk.id:
+                return False
+            elif isinstance(message, Cancel):
+                self.cancel(message.id)
+            else:
+                self._later.append(message)
+                if message is None:
+                    return False  # the gateway went away: nobody reads the rest
+        return True
+
+
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
@@ -406,14 +545,18 @@ def main(argv: list[str] | None = None) -> int:
         channel.send(SetupFailed(stage=exc.stage, message=str(exc)))
         return 3
     channel.send(Ready(pid=os.getpid()))
-    while (payload := channel.receive()) is not None:
-        message = decode_to_worker(payload)
+    inbox = _Inbox(channel)
+    while (message := inbox.next()) is not None:
         if isinstance(message, Shutdown):
             break
         if isinstance(message, Ping):
             channel.send(Pong(id=message.id))
-            continue
-        channel.send(worker.handle(message))
+        elif isinstance(message, Cancel):
+            inbox.cancel(message.id)
+        elif inbox.canceled(message):
+            channel.send(CallFailed(id=message.id, code="canceled", message="the call was canceled"))
+        else:
+            channel.send(worker.handle(message, inbox.emit if message.stream else None))
     worker.state = State.STOPPED
     return 0
 

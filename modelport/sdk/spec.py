@@ -18,6 +18,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from functools import cached_property
 from typing import Any, Literal
 
 __all__ = ["ApiSpec", "FieldSpec", "Group", "Kind", "SpecError", "TypeSpec", "parse_docstring"]
@@ -113,6 +114,8 @@ class FieldSpec:
     minimum: float | None = None
     maximum: float | None = None
     max_bytes: int | None = None
+    stream: bool = False
+    """An output that `inference` yields piece by piece (`str` pieces or `json` items)."""
 
     @property
     def has_default(self) -> bool:
@@ -152,6 +155,8 @@ class FieldSpec:
             mods.append(f"max {_num(self.maximum)}")
         if self.max_bytes is not None:
             mods.append(f"max size {_num(self.max_bytes / _UNITS['MB'])} MB")
+        if self.stream:
+            mods.append("stream")
         return mods
 
     def to_dict(self) -> dict[str, Any]:
@@ -167,6 +172,8 @@ class FieldSpec:
             value = getattr(self, key)
             if value is not None:
                 out[key] = list(value) if key == "choices" else value
+        if self.stream:
+            out["stream"] = True
         return out
 
     @classmethod
@@ -183,6 +190,7 @@ class FieldSpec:
             minimum=data.get("minimum"),
             maximum=data.get("maximum"),
             max_bytes=data.get("max_bytes"),
+            stream=data.get("stream", False),
         )
 
 
@@ -210,6 +218,11 @@ class ApiSpec:
     @property
     def output_names(self) -> tuple[str, ...]:
         return tuple(f.name for f in self.outputs)
+
+    @cached_property
+    def stream_output(self) -> FieldSpec | None:
+        """The output `inference` yields piece by piece (None: the module answers all at once)."""
+        return next((f for f in self.outputs if f.stream), None)
 
     @property
     def has_file_inputs(self) -> bool:
@@ -289,6 +302,9 @@ def parse_docstring(doc: str | None) -> ApiSpec:
     _attach_types(fields, pending_types)
     title, description = _free_text(free)
     built = [_build_field(f) for f in fields.values()]
+    streams = [f.type_line for f, spec in zip(fields.values(), built, strict=True) if spec.stream]
+    if len(streams) > 1:
+        raise SpecError(streams[1], "at most one output may be declared `stream`")
     return ApiSpec(
         title=title,
         description=description,
@@ -530,6 +546,7 @@ _MODIFIER_WORDS = {
     "minimum": "min",
     "maximum": "max",
     "max_bytes": "max size",
+    "stream": "stream",
 }
 
 
@@ -547,6 +564,8 @@ def _parse_modifier(part: str, number: int) -> tuple[str, Any]:
     head, rest = head.lower(), rest.strip()
     if part.lower() == "optional":
         return "optional", True
+    if part.lower() == "stream":
+        return "stream", True
     if head == "default":
         return "default", _json_literal(rest, number, "default")
     if one_of := _ONE_OF_RE.match(part):
@@ -560,7 +579,7 @@ def _parse_modifier(part: str, number: int) -> tuple[str, Any]:
     raise SpecError(
         number,
         f"unknown modifier {found}; expected optional, default <json>, one of <json list>, min <n>, max <n> "
-        "or max size <n> MB",
+        "max size <n> MB or stream",
     )
 
 
@@ -591,6 +610,10 @@ def _check_field(spec: FieldSpec, number: int) -> None:
         raise SpecError(number, f"{label}: min and max apply to int, float, str (length) and list (length)")
     if spec.minimum is not None and spec.maximum is not None and spec.minimum > spec.maximum:
         raise SpecError(number, f"{label}: min {spec.minimum} is greater than max {spec.maximum}")
+    if spec.stream and (spec.group != "outputs" or len(spec.types) != 1 or kinds - {Kind.STR, Kind.JSON}):
+        raise SpecError(number, f"{label}: only an output of type `str` or `json` may be declared `stream`")
+    if spec.stream and spec.choices is not None:
+        raise SpecError(number, f"{label}: a `stream` output takes no `one of`")
     if spec.max_bytes is not None and not spec.has_file:
         raise SpecError(number, f"{label}: `max size` applies to files only")
     if spec.has_default and spec.has_file:

@@ -1,0 +1,149 @@
+"""Streaming outputs: the grammar, pieces sent while the generator still runs, and cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from modelport.core.errors import ModuleError, WorkerDied
+from modelport.sdk.spec import SpecError, parse_docstring
+
+
+def _doc(*types: str) -> str:
+    lines = [":param inputs.text: Text"]
+    for index, type_text in enumerate(types):
+        lines += [f":param outputs.o{index}: Output", f":type outputs.o{index}: {type_text}"]
+    return "\n".join(lines)
+
+
+@pytest.mark.parametrize("type_text", ["str, stream", "json, stream", "str, optional, stream"])
+def test_an_output_may_be_declared_streaming(type_text):
+    spec = parse_docstring(_doc(type_text, "int"))
+    assert spec.stream_output is not None and spec.stream_output.name == "o0"
+    assert parse_docstring(spec.to_docstring()) == spec
+    assert spec.outputs[1].stream is False
+
+
+@pytest.mark.parametrize(
+    ("doc", "problem"),
+    [
+        (_doc("str, stream", "json, stream"), "at most one output"),
+        (_doc("int, stream"), "only an output of type `str` or `json`"),
+        (_doc("list[str], stream"), "only an output of type `str` or `json`"),
+        (_doc("str or json, stream"), "only an output of type `str` or `json`"),
+        (":param inputs.text: Text\n:type inputs.text: str, stream", "only an output"),
+        (_doc("str, stream, stream"), "`stream` is given twice"),
+    ],
+)
+def test_streaming_declarations_the_grammar_refuses(doc, problem):
+    with pytest.raises(SpecError, match=problem):
+        parse_docstring(doc)
+
+
+def _produced(directory: Path) -> int:
+    log = directory / "produced.log"
+    return len(log.read_text().splitlines()) if log.exists() else 0
+
+
+async def _stream(pool, text: str, pieces: list[str], **parameters: object) -> list[dict[str, object]]:
+    return await pool.predict(
+        [{"text": text}],
+        parameters=parameters,
+        model_key="default",
+        output_fields=("text", "words"),
+        on_chunk=lambda index, piece: pieces.append(piece),
+    )
+
+
+async def test_pieces_arrive_while_the_generator_still_runs(fixture_module, serve):
+    directory = fixture_module("streamer")
+    async with serve(directory) as served:
+        pool = served.module.pool
+        pieces: list[str] = []
+        call = asyncio.ensure_future(_stream(pool, "one wait two three", pieces))
+        deadline = time.monotonic() + 10
+        while not pieces and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        assert pieces == ["one"]  # the module now waits for `release` before its next piece
+        assert not call.done() and _produced(directory) == 1
+        (directory / "release").touch()
+        outputs = await asyncio.wait_for(call, 10)
+        assert outputs == [{"text": "one wait two three", "words": 4}]
+        assert pieces == ["one", " wait", " two", " three"]
+
+
+async def test_without_a_stream_the_same_module_answers_whole_records(fixture_module, serve):
+    async with serve(fixture_module("streamer")) as served:
+        outputs = await served.module.pool.predict(
+            [{"text": "a b"}, {"text": "c"}],
+            parameters={},
+            model_key="default",
+            output_fields=("text", "words"),
+        )
+        assert outputs == [{"text": "a b", "words": 2}, {"text": "c", "words": 1}]
+
+
+async def test_a_caller_that_goes_away_stops_the_generator(fixture_module, serve):
+    directory = fixture_module("streamer")
+    async with serve(directory) as served:
+        pool = served.module.pool
+        (pid,) = pool.pids
+        pieces: list[str] = []
+        words = " ".join(f"w{i}" for i in range(400))
+        call = asyncio.ensure_future(_stream(pool, words, pieces, pause=0.02))
+        deadline = time.monotonic() + 10
+        while len(pieces) < 3 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        stopped = await _settled(directory, within=5)
+        assert 3 <= stopped < 400
+        assert pool.pids == [pid]  # the generator was closed; the worker goes on serving
+        pieces.clear()
+        assert await _stream(pool, "after", pieces) == [{"text": "after", "words": 1}]
+
+
+async def _settled(directory: Path, *, within: float) -> int:
+    """The count of pieces produced once it stops growing (for 0.3 s), within `within` seconds."""
+    deadline = time.monotonic() + within
+    count, since = _produced(directory), time.monotonic()
+    while time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+        now = _produced(directory)
+        if now != count:
+            count, since = now, time.monotonic()
+        elif time.monotonic() - since >= 0.3:
+            return count
+    raise AssertionError(f"the generator still produced pieces after {within} s ({count} so far)")
+
+
+async def test_user_code_raising_mid_stream_fails_the_call(fixture_module, serve):
+    async with serve(fixture_module("streamer")) as served:
+        pieces: list[str] = []
+        with pytest.raises(ModuleError, match="boom in the middle of the stream"):
+            await _stream(served.module.pool, "a b boom c", pieces)
+        assert pieces == ["a", " b"]
+
+
+async def test_a_worker_that_dies_mid_stream_fails_the_call_without_a_retry(fixture_module, serve):
+    directory = fixture_module("streamer")
+    async with serve(directory, workers=2) as served:
+        pool = served.module.pool
+        pieces: list[str] = []
+        call = asyncio.ensure_future(_stream(pool, "one wait two", pieces))
+        deadline = time.monotonic() + 10
+        while not pieces and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        (streaming,) = [w for w, sent in zip(pool._workers, pool._sent, strict=True) if sent]
+        assert streaming is not None and streaming.pid is not None
+        os.kill(streaming.pid, signal.SIGKILL)
+        with pytest.raises(WorkerDied):
+            await asyncio.wait_for(call, 10)
+        assert pieces == ["one"]
+        assert _produced(directory) == 1  # not sent again to the other worker
