@@ -10,6 +10,7 @@ elements of the binary tensor data extension. Pure: no HTTP, no I/O.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import struct
@@ -88,7 +89,13 @@ class TensorType:
 def tensor_type(field: FieldSpec) -> TensorType | None:
     """The tensor `field` travels as (None: a file, or a type no tensor can hold). Its first expressible type
     decides the datatype and rank; its other types of that rank add the datatypes it accepts."""
-    found = [(rank, *_scalar_of(t)) for t in field.types if (rank := _rank(t)) is not None]
+    return _tensor_type(field.types)
+
+
+@functools.lru_cache(maxsize=4096)
+def _tensor_type(types: tuple[TypeSpec, ...]) -> TensorType | None:
+    """`tensor_type` of a field's types (remembered: every call of a module asks it for the same fields)."""
+    found = [(rank, *_scalar_of(t)) for t in types if (rank := _rank(t)) is not None]
     if not found:
         return None
     rank = found[0][0]
@@ -260,7 +267,7 @@ def _flatten(data: Any) -> list[Any]:
     """A tensor's `data` in row-major order, whether it came flat or nested."""
     if not isinstance(data, list):
         return [data]
-    if not any(isinstance(item, list) for item in data):
+    if list not in map(type, data):  # flat already (the type test runs in C: one pass, no Python frame each)
         return data
     flat: list[Any] = []
     stack = [iter(data)]
@@ -364,7 +371,7 @@ def _column(tensor: InputTensor, kind: TensorType) -> list[Any]:
         raise BadRequest(
             f"input tensor {name!r}: datatype {tensor.datatype} is not accepted; send {accepted}"
         )
-    values = [_element(tensor, value, kind) for value in tensor.data]
+    values = _elements(tensor, kind)
     if kind.rank == 1:
         if len(shape) == 1 or (len(shape) == 2 and shape[1] == 1):
             return values
@@ -373,6 +380,23 @@ def _column(tensor: InputTensor, kind: TensorType) -> list[Any]:
         raise BadRequest(f"input tensor {name!r}: expected shape [batch, length], got {list(shape)}")
     width = shape[1]
     return [values[row * width : (row + 1) * width] for row in range(shape[0])]
+
+
+_NUMBERS = frozenset({int, float})
+
+
+def _elements(tensor: InputTensor, kind: TensorType) -> list[Any]:
+    """The tensor's elements as the field's values; numbers and booleans are checked a whole tensor at a
+    time (their types tested in C), anything else element by element."""
+    data, datatype = tensor.data, tensor.datatype
+    types = set(map(type, data))
+    if datatype in _FLOATS and types <= _NUMBERS:
+        return [float(value) for value in data] if int in types else list(data)
+    if datatype in _INTS and types <= {int}:
+        return list(data)
+    if datatype == "BOOL" and types <= {bool}:
+        return list(data)
+    return [_element(tensor, value, kind) for value in data]
 
 
 def _element(tensor: InputTensor, value: Any, kind: TensorType) -> Any:
