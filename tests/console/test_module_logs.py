@@ -249,6 +249,9 @@ def test_a_caller_sees_only_their_own_calls_and_no_logs(world: World, calls: Cal
     assert detail.status_code == 200 and 'id="request-logs"' not in detail.text
     assert ann.get(f"/ui/modules/prints/requests/{calls.ids['first call']}").status_code == 404
     assert ann.get("/ui/modules/prints/logs").status_code == 404
+    tabs = ann.get("/ui/modules/prints").text
+    assert 'href="/ui/modules/prints/requests">My requests</a>' in tabs  # a caller's tab to its own calls
+    assert 'href="/ui/modules/prints/logs"' not in tabs
 
 
 def test_someone_outside_the_modules_groups_gets_404_on_every_page(world: World, calls: Calls) -> None:
