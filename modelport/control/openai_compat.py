@@ -124,7 +124,7 @@ def _bad(param: str, message: str) -> BadRequest:
 def role_of(served: ServedModule) -> OpenAiSpec | None:
     """The version's role behind the OpenAI-compatible routes; None when it has none."""
     role = served.definition.manifest.spec.openai
-    return role if role is not None and (role.embeddings or role.chat) else None
+    return role if role is not None and role.embeddings else None
 
 
 def module_request(request: EmbeddingsRequest, role: OpenAiSpec, spec: ApiSpec) -> ParsedRequest:

@@ -196,8 +196,8 @@ class OpenAiSpec(_Strict):
     With `embeddings`, each string of a `POST /v1/embeddings` is one record: the string goes to the input
     field `input` (`str`, or `list[str]` as a list of one) and the vector comes from the output field
     `output` (`list[float]`); `dimensions` names an `int` parameter (or input) that takes the size a caller
-    asks for (None: callers may not ask). `chat` is accepted for chat completions, which come with the
-    streaming module contract; only embeddings are served now.
+    asks for (None: callers may not ask). Chat completions are not served yet: `chat: true` is refused,
+    so no manifest declares a role that nothing would play.
     """
 
     embeddings: bool = False
@@ -208,6 +208,8 @@ class OpenAiSpec(_Strict):
 
     @model_validator(mode="after")
     def _fields_of_embeddings(self) -> OpenAiSpec:
+        if self.chat:
+            raise ValueError("chat completions are not served yet: only `embeddings` may be declared")
         if self.embeddings and (self.input is None or self.output is None):
             raise ValueError(
                 "an embeddings module names the field that takes the text (`input`) and the one that "
