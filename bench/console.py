@@ -30,6 +30,7 @@ import os
 import platform
 import secrets
 import shlex
+import shutil
 import sys
 import tempfile
 import time
@@ -57,29 +58,8 @@ GROUPS = ("/bench", "/bench/analysts", "/bench/ops")
 FAST_MS, SLOW_MS = 50.0, 150.0
 POLL_S = 0.25
 
-_ECHO = '''\
-"""Echo the text back."""
-
-from typing import Any
-
-
-def inference(
-    parameters: list[dict[str, Any]],
-    inputs: list[dict[str, Any]],
-    output_fields: list[dict[str, Any]],
-    model_key: str,
-    model: Any = None,
-) -> list[dict[str, Any]]:
-    """Echo the text back.
-
-    :param inputs.text: Text to echo
-    :type inputs.text: str
-
-    :param outputs.text: The same text
-    :type outputs.text: str
-    """
-    return [{"text": record["text"]} for record in inputs]
-'''
+ECHO = Path(__file__).resolve().parent / "modules" / "echo" / "inference.py"
+"""The harness's echo module, pushed under every name."""
 
 
 @dataclass(frozen=True)
@@ -232,7 +212,7 @@ def push_modules(api: httpx.Client, directory: Path, count: int) -> list[str]:
     for name in names:
         module = directory / name
         module.mkdir(parents=True)
-        (module / "inference.py").write_text(_ECHO, encoding="utf-8")
+        shutil.copy2(ECHO, module / "inference.py")
         (module / "modelport.yaml").write_text(
             "apiVersion: modelport/v1\nkind: Module\n"
             f"metadata: {{name: {name}}}\n"

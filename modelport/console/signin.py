@@ -19,6 +19,7 @@ import hmac
 import json
 import secrets
 import time
+from dataclasses import replace
 from typing import Any
 from urllib.parse import urlencode
 
@@ -32,10 +33,11 @@ from modelport.console.web import (
     LANG_COOKIE,
     LANGUAGES,
     Console,
+    Page,
     local_target,
     new_form_csrf,
 )
-from modelport.core.errors import BadRequest, InvalidCredentials, ModelportError, Unauthorized
+from modelport.core.errors import BadRequest, ModelportError, Unauthorized
 from modelport.gateway.auth import SESSION_COOKIE, client_address
 
 __all__ = ["sign_in_routes"]
@@ -193,7 +195,7 @@ def sign_in_routes(console: Console) -> list[Route]:
             return RedirectResponse(target, status_code=303)
         fresh = None if page.csrf else new_form_csrf()
         if fresh is not None:
-            page = type(page)(page.request, page.principal, page.language, fresh)
+            page = replace(page, csrf=fresh)
         response = console.render(
             page,
             "sign_in.html",
@@ -223,7 +225,7 @@ def sign_in_routes(console: Console) -> list[Route]:
                 str(form.get("password") or ""),
                 client=client_address(request.scope),
             )
-        except (InvalidCredentials, ModelportError) as exc:
+        except ModelportError as exc:
             return _problem(console, page, exc, target, name=str(form.get("name") or ""))
         return await _signed_in(console, request, principal, how="password", target=target)
 
@@ -269,7 +271,7 @@ def sign_in_routes(console: Console) -> list[Route]:
     ]
 
 
-def _problem(console: Console, page: Any, exc: ModelportError, target: str, *, name: str = "") -> Response:
+def _problem(console: Console, page: Page, exc: ModelportError, target: str, *, name: str = "") -> Response:
     """The sign-in page again, saying what was wrong (401, or 429 after too many failures)."""
     headers = {"Retry-After": str(int(exc.retry_after))} if exc.retry_after else None
     return console.render(

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
@@ -271,6 +271,3 @@ def _bytes(value: int | None, locale: Locale) -> str:
             return f"{format_decimal(size, format='#,##0.#', locale=locale)} {unit}"
         size /= 1024
     raise AssertionError("unreachable")
-
-
-Handler = Callable[[Request], Any]
