@@ -4,6 +4,16 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export UV_CACHE_DIR ?= $(HOME)/.cache/uv
+# PyTorch's CPU build: from a directory of wheels where the machine has one (uv, and the module environments
+# the platform builds with it, look there first), else from PyTorch's CPU index.
+WHEELHOUSE ?= /opt/wheels
+TORCH ?= torch==2.13.0
+ifneq ($(wildcard $(WHEELHOUSE)/torch-*.whl),)
+export UV_FIND_LINKS ?= $(WHEELHOUSE)
+TORCH_SOURCE := --find-links $(WHEELHOUSE)
+else
+TORCH_SOURCE := --index-url https://download.pytorch.org/whl/cpu
+endif
 
 .PHONY: install bytecode run test lint bench clean messages
 
@@ -12,7 +22,8 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	test -x $(BIN)/uv || $(BIN)/python -m pip install --quiet --disable-pip-version-check "uv>=0.4,<1"
-	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -e ".[dev,gallery]"
+	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python $(TORCH_SOURCE) "$(TORCH)"
+	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -e ".[dev,gallery,llm]"
 	touch $(STAMP)
 
 # Bytecode for the project's own modules, read by every process even where PYTHONDONTWRITEBYTECODE is set

@@ -232,6 +232,17 @@ class ValidationFailed(ModelportError):
     status, code = 422, "validation_failed"
 
 
+class InputRejected(ModelportError):
+    """The module refused the request for a reason its API's types cannot state (it raised `RejectedInput`:
+    a prompt longer than the model's context, an unknown role); `code` is the module's own."""
+
+    status, code = 400, "invalid_input"
+
+    def __init__(self, message: str, *, code: str = "invalid_input", field: str | None = None) -> None:
+        super().__init__(message, details=[field_error(field, code, message)] if field is not None else None)
+        self.code = code
+
+
 class IdempotencyConflict(ModelportError):
     """This `Idempotency-Key` was used before with another request; use a new key for a new request."""
 

@@ -84,10 +84,12 @@ class Ping(msgspec.Struct, tag="ping", frozen=True):
 
 
 class Cancel(msgspec.Struct, tag="cancel", frozen=True):
-    """Stop the streaming call of this id (its caller went away): the worker closes its generator at the
-    next piece and answers `CallFailed` with code `canceled`."""
+    """Stop the streaming call of this id (its callers went away): the worker closes its generator at the
+    next piece and answers `CallFailed` with code `canceled`. With `index`, stop only that record's stream
+    (its caller went away; the call's other records go on, and the record's outputs come back empty)."""
 
     id: int
+    index: int | None = None
 
 
 class Shutdown(msgspec.Struct, tag="shutdown", frozen=True):
@@ -101,9 +103,12 @@ ToWorker = Call | Ping | Cancel | Shutdown
 
 
 class Ready(msgspec.Struct, tag="ready", frozen=True):
-    """The module imported and the default model loaded; the worker takes calls now."""
+    """The module imported and the default model loaded; the worker takes calls now. `batches_streams`: the
+    module streams an output from a plain `inference` that takes a whole batch (not a generator function,
+    which takes one record at a time), so streaming records may be batched."""
 
     pid: int
+    batches_streams: bool = False
 
 
 class SetupFailed(msgspec.Struct, tag="setup_failed", frozen=True):
@@ -132,12 +137,15 @@ class Chunk(msgspec.Struct, tag="chunk", frozen=True):
 
 class CallFailed(msgspec.Struct, tag="call_failed", frozen=True):
     """The call failed: `code` is `module_error` (user code raised), `load_failed` (`load` raised for the
-    call's model key: no record of the call could succeed), `bad_module_output` or `canceled` (a `Cancel`
-    stopped it)."""
+    call's model key: no record of the call could succeed), `bad_module_output`, `canceled` (a `Cancel`
+    stopped it) or `rejected_input` (`inference` raised `RejectedInput`: the caller's fault, its `reason`
+    the module's code and `field` what to change)."""
 
     id: int
     code: str
     message: str
+    reason: str = ""
+    field: str | None = None
 
 
 class Pong(msgspec.Struct, tag="pong", frozen=True):

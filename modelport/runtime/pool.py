@@ -13,10 +13,12 @@ by deadline or disconnect, stop counting against `max_queue` at once and are nev
 pinged every `health_interval` seconds; one that does not answer within `health_timeout` (hung, stopped) is
 killed and replaced before a call reaches it.
 
-A streaming call (`predict(..., on_chunk=...)`) sends each of its records alone, never batched; the pieces
-of the module's streaming output reach `on_chunk` as the worker produces them. A caller that goes away stops
-the generation (the worker is told to `Cancel` the call), and a worker that dies once pieces went out fails
-the call instead of retrying it.
+A streaming call (`predict(..., on_chunk=...)`) gets the pieces of the module's streaming output at
+`on_chunk` as the worker produces them. Its records are batched like any others when the module batches
+streams (a plain `inference` taking the batch); a generator function's records go to a worker alone. A caller
+that goes away stops its records' generation (the worker is told to `Cancel` them; the batch's other records
+go on), and a worker that dies once pieces went out fails the records it streamed instead of retrying them.
+A record the module rejects (`RejectedInput`) fails alone with 400, as a failing record does with 500.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from typing import Any
 
 from modelport.core.errors import (
     BadModuleOutput,
+    InputRejected,
     ModelportError,
     ModuleError,
     ModuleTimeout,
@@ -284,6 +287,11 @@ class WorkerPool:
         return [w.pid for w in self._workers if w is not None and w.alive and w.pid is not None]
 
     @property
+    def batches_streams(self) -> bool:
+        """Whether the module batches streaming records (its workers said so when they started)."""
+        return any(worker is not None and worker.batches_streams for worker in self._workers)
+
+    @property
     def queued(self) -> int:
         return len(self._queue)
 
@@ -349,8 +357,9 @@ class WorkerPool:
             for record in records
         ]
         if on_chunk is not None:
+            solo = not self.batches_streams
             for index, item in enumerate(items):
-                item.solo, item.on_chunk = True, _for_record(on_chunk, index)
+                item.solo, item.on_chunk = solo, _for_record(on_chunk, index)
         for item in items:
             self._queue.put(item)
         try:
@@ -483,10 +492,10 @@ class WorkerPool:
             item.sent, item.batch_size, item.replica = sent, len(batch), slot
         self._sent[slot].append(batch)
         try:
-            if batch[0].on_chunk is None:
+            if all(item.on_chunk is None for item in batch):
                 answer = await asyncio.wait_for(worker.call(call), self.config.timeout)
-            elif (streamed := await self._stream(worker, call, batch[0])) is None:
-                return  # its caller went away; the worker was told to stop
+            elif (streamed := await self._stream(worker, call, batch)) is None:
+                return  # its callers went away; the worker was told to stop
             else:
                 answer = streamed
         except TimeoutError:
@@ -505,43 +514,59 @@ class WorkerPool:
         if isinstance(answer, Result):
             self._backoff[slot], self._failures[slot] = 1.0, 0
             self._deliver(batch, answer)
-        elif len(batch) > 1 and answer.code != "load_failed":  # find the record that fails, alone
+            return
+        error = _failure(answer)
+        if len(batch) > 1 and answer.code != "load_failed":  # find the record that fails, alone
             for item in reversed(batch):
-                item.solo = True
-                self._queue.put(item, front=True)
+                if item.streamed:  # its caller has part of an answer: it cannot start again
+                    self._settle([item], error)
+                else:
+                    item.solo = True
+                    self._queue.put(item, front=True)
         else:
-            error_class = BadModuleOutput if answer.code == "bad_module_output" else ModuleError
-            self._settle(batch, error_class(answer.message))
+            self._settle(batch, error)
 
     async def _stream(
-        self, worker: WorkerProcess, call: dict[str, Any], item: _Item
+        self, worker: WorkerProcess, call: dict[str, Any], batch: list[_Item]
     ) -> Result | CallFailed | None:
-        """The answer to a streaming call of one record, whose pieces go to its caller as they come; None if
-        the caller went away first (the call is then canceled). Raises `TimeoutError` past the pool's
-        timeout, `WorkerDied` if the worker dies."""
-        forward = item.on_chunk
-        assert forward is not None
+        """The answer to a streaming call, whose records' pieces go to their callers as they come; None if
+        every caller went away first (the call is then canceled). A caller that goes away meanwhile has its
+        record dropped by the worker. Raises `TimeoutError` past the pool's timeout, `WorkerDied` if the
+        worker dies."""
+        sent: list[int] = []
 
         def on_chunk(chunk: Chunk) -> None:
-            if not item.future.done():
+            item = batch[chunk.index] if 0 <= chunk.index < len(batch) else None
+            if item is not None and item.on_chunk is not None and not item.future.done():
                 item.streamed = True
-                forward(chunk.piece)
+                item.on_chunk(chunk.piece)
 
-        task = asyncio.ensure_future(worker.call(call, on_chunk=on_chunk))
+        task: asyncio.Future[Result | CallFailed] = asyncio.ensure_future(
+            worker.call(call, on_chunk=on_chunk, on_sent=sent.append)
+        )
+        waiting: dict[asyncio.Future[Any], int] = {item.future: index for index, item in enumerate(batch)}
+        deadline = time.monotonic() + self.config.timeout
         try:
-            done, _ = await asyncio.wait(
-                (task, item.future), timeout=self.config.timeout, return_when=asyncio.FIRST_COMPLETED
-            )
+            while waiting:
+                done, _ = await asyncio.wait(
+                    (task, *waiting),
+                    timeout=max(0.0, deadline - time.monotonic()),
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                if task in done:
+                    return task.result()
+                if not done:
+                    raise TimeoutError
+                for future in [future for future in waiting if future.done()]:
+                    index = waiting.pop(future)
+                    if waiting and sent:
+                        worker.drop(sent[0], index)
         finally:
             if not task.done():
                 task.cancel()  # sends the worker a `Cancel`
-        if task in done:
-            return task.result()
         with contextlib.suppress(asyncio.CancelledError, WorkerDied):
             await task
-        if item.future.done():
-            return None
-        raise TimeoutError
+        return None
 
     def _deliver(self, batch: list[_Item], answer: Result) -> None:
         for item, outputs in zip(batch, answer.outputs, strict=True):
@@ -564,6 +589,14 @@ class WorkerPool:
 
     def _fail_queue(self, error: ModelportError) -> None:
         self._settle(self._queue.drain(), error)
+
+
+def _failure(answer: CallFailed) -> ModelportError:
+    """The error a failed call's records get."""
+    if answer.code == "rejected_input":
+        return InputRejected(answer.message, code=answer.reason or "invalid_input", field=answer.field)
+    error_class = BadModuleOutput if answer.code == "bad_module_output" else ModuleError
+    return error_class(answer.message)
 
 
 def _time(timing: CallTiming, items: list[_Item]) -> None:

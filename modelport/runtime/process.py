@@ -87,6 +87,8 @@ class WorkerProcess:
         self._pending: dict[int, asyncio.Future[Result | CallFailed]] = {}
         self._pongs: dict[int, asyncio.Future[Pong]] = {}
         self._streams: dict[int, Callable[[Chunk], None]] = {}
+        self.batches_streams = False
+        """The worker said (`Ready`) that its module batches streaming records."""
         self._checked = asyncio.Event()
         self._checked.set()  # cleared while a health check waits for its answer
         self._next_id = 0
@@ -160,15 +162,21 @@ class WorkerProcess:
             await self.kill()
             raise SetupFailed(f"worker {self.name} sent {type(message).__name__} before it was ready")
         self.state = ProcessState.READY
+        self.batches_streams = message.batches_streams
         self._tasks.append(asyncio.create_task(self._receive()))
 
     async def call(
-        self, call_args: dict[str, object], *, on_chunk: Callable[[Chunk], None] | None = None
+        self,
+        call_args: dict[str, object],
+        *,
+        on_chunk: Callable[[Chunk], None] | None = None,
+        on_sent: Callable[[int], None] | None = None,
     ) -> Result | CallFailed:
         """Send one call and wait for its answer; raises `WorkerDied` if the process goes away first.
 
         With `on_chunk`, the call streams: each `Chunk` of it goes to `on_chunk` before the answer, and
-        cancelling the call sends the worker a `Cancel` of it."""
+        cancelling the call sends the worker a `Cancel` of it. `on_sent` is given the call's id once it is
+        sent (for `drop`)."""
         if not self.alive or self._writer is None:
             raise WorkerDied(f"worker {self.name} is not running")
         self._next_id += 1
@@ -180,6 +188,8 @@ class WorkerProcess:
         self.state = ProcessState.BUSY
         try:
             self._writer.write(frame(encode(message)))
+            if on_sent is not None:
+                on_sent(message.id)
             if self._writer.transport.get_write_buffer_size() > 1 << 20:
                 await self._writer.drain()
             return await future
@@ -194,10 +204,15 @@ class WorkerProcess:
             if self.state is ProcessState.BUSY and not self._pending:
                 self.state = ProcessState.READY
 
-    def _cancel(self, call_id: int) -> None:
+    def drop(self, call_id: int, index: int) -> None:
+        """Stop the stream of record `index` of the streaming call `call_id` (its caller went away); the
+        call's other records go on."""
+        self._cancel(call_id, index)
+
+    def _cancel(self, call_id: int, index: int | None = None) -> None:
         if self._writer is not None and not self._writer.is_closing():
             with contextlib.suppress(ConnectionError):
-                self._writer.write(frame(encode(Cancel(id=call_id))))
+                self._writer.write(frame(encode(Cancel(id=call_id, index=index))))
 
     async def ping(self, timeout: float) -> bool:
         """Check that an idle worker still reads its messages: send `Ping` and wait up to `timeout` s for

@@ -6,10 +6,16 @@ log. User code only ever runs here, never in the gateway.
 
 States: starting → ready ⇄ busy → stopped (or failed during setup).
 
-A module with a streaming output (`:type outputs.text: str, stream`) runs one record per `inference` call;
-when `inference` returns an iterator (a generator), each piece it yields goes to the gateway as a `Chunk` at
-once (for a call that asked to stream), and the joined output in the `Result`. Between two pieces the worker
-reads what the gateway sent meanwhile: a `Cancel` of the call closes the generator.
+A module with a streaming output (`:type outputs.text: str, stream`) streams it one of two ways. A generator
+function `inference` runs one record per call, and each piece it yields goes to the gateway as a `Chunk` at
+once (for a call that asked to stream). A plain `inference` takes the whole batch, as any module does, and the
+streaming output of each record it returns may be an iterator: the worker drains the batch's iterators in
+turn, a piece from each, so a module that decodes the batch in one loop streams every record as its pieces
+come. The `Result` holds the joined outputs. Between two pieces the worker reads what the gateway sent
+meanwhile: a `Cancel` of the call closes every iterator, a `Cancel` of one record closes only its own.
+
+`inference` raising `RejectedInput` (`modelport.sdk`) fails the call as the caller's fault (`rejected_input`,
+answered 400 with the module's code); anything else it raises is the module's (`module_error`).
 """
 
 from __future__ import annotations
@@ -27,10 +33,11 @@ import tempfile
 import time
 import traceback
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from enum import StrEnum
+from inspect import isgeneratorfunction
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
@@ -56,7 +63,7 @@ from modelport.core.protocol import (
     frame_length,
 )
 from modelport.runtime.sandbox import Confinement, confine
-from modelport.sdk import ApiSpec, CallContext, FieldSpec, File, TypeSpec
+from modelport.sdk import ApiSpec, CallContext, FieldSpec, File, RejectedInput, TypeSpec
 from modelport.sdk.context import served, serving
 from modelport.sdk.spec import check_value
 
@@ -105,8 +112,15 @@ class _Canceled(Exception):
     """The gateway canceled the streaming call; its generator has been closed."""
 
 
-Emit = Callable[[Chunk], bool]
-"""Sends one piece of a streaming call; False once the gateway has canceled the call."""
+class Outlet(Protocol):
+    """Where a streaming call's pieces go."""
+
+    dropped: set[int]
+    """The records of the current call whose callers went away (a `Cancel` naming them)."""
+
+    def emit(self, chunk: Chunk) -> bool:
+        """Send one piece; False once the gateway has canceled the whole call."""
+        ...
 
 
 def _import_callable(module_dir: Path, reference: str) -> Callable[..., Any]:
@@ -171,12 +185,15 @@ class Worker:
         self._outputs = {f.name: f for f in self.spec.outputs}
         self._single_output = self.spec.outputs[0].name if len(self.spec.outputs) == 1 else None
         self._stream = self.spec.stream_output
+        self.batches_streams = False
+        """A streaming module whose plain `inference` takes whole batches (known once it is imported)."""
 
     def setup(self) -> None:
         module_dir = Path(self.config.module_dir)
         try:
             self._inference = _import_callable(module_dir, self.config.entrypoint)
             load = _import_callable(module_dir, self.config.load) if self.config.load else None
+            self.batches_streams = self._stream is not None and not isgeneratorfunction(self._inference)
         except _SetupError:
             raise
         except BaseException as exc:
@@ -192,13 +209,13 @@ class Worker:
             ) from None
         self.state = State.READY
 
-    def handle(self, call: Call, emit: Emit | None = None) -> ToGateway:
-        """The answer to `call`; `emit` (a call that asked to stream) gets each piece as it is produced."""
+    def handle(self, call: Call, outlet: Outlet | None = None) -> ToGateway:
+        """The answer to `call`; `outlet` (a call that asked to stream) gets each piece as it is produced."""
         ids = tuple(dict.fromkeys(call.request_ids))
         token = serving(CallContext(tuple(call.request_ids), tuple(call.traceparents)))
         _tag.value = f"{REQUEST_TAG}{','.join(ids)}{REQUEST_TAG_END}".encode() if ids else b""
         try:
-            return self._handle(call, emit)
+            return self._handle(call, outlet)
         finally:
             sys.stdout.flush()
             sys.stderr.flush()
@@ -206,7 +223,7 @@ class Worker:
             _tag.value = b""
             served(token)
 
-    def _handle(self, call: Call, emit: Emit | None) -> ToGateway:
+    def _handle(self, call: Call, outlet: Outlet | None) -> ToGateway:
         assert self._inference is not None and self._models is not None
         self.state = State.BUSY
         started = time.perf_counter()
@@ -219,9 +236,13 @@ class Worker:
             if self._stream is None:
                 returned = self._inference(call.parameters, inputs, fields, call.model_key, model)
             else:
-                returned = self._streamed(call, inputs, fields, model, emit)
+                returned = self._streamed(call, inputs, fields, model, outlet)
         except _Canceled:
             return CallFailed(id=call.id, code="canceled", message="the call was canceled")
+        except RejectedInput as exc:
+            return CallFailed(
+                id=call.id, code="rejected_input", message=exc.message, reason=exc.code, field=exc.field
+            )
         except _OutputError as exc:
             print(f"modelport: bad output from inference: {exc}", file=sys.stderr, flush=True)
             return CallFailed(id=call.id, code="bad_module_output", message=str(exc))
@@ -234,8 +255,9 @@ class Worker:
             self.state = State.READY
             sys.stdout.flush()
             sys.stderr.flush()
+        dropped = outlet.dropped if outlet is not None else set()
         try:
-            outputs = self._check_outputs(returned, len(call.records), call.output_fields)
+            outputs = self._check_outputs(returned, len(call.records), call.output_fields, dropped)
         except _OutputError as exc:
             print(f"modelport: bad output from inference: {exc}", file=sys.stderr, flush=True)
             return CallFailed(id=call.id, code="bad_module_output", message=str(exc))
@@ -247,48 +269,87 @@ class Worker:
         inputs: list[dict[str, Any]],
         fields: list[dict[str, str]],
         model: Any,
-        emit: Emit | None,
+        outlet: Outlet | None,
     ) -> list[Any]:
-        """The results of a module with a streaming output: `inference` runs once per record, and an
-        iterator it returns is drained (each piece emitted) into that record's outputs."""
-        assert self._inference is not None
-        results: list[Any] = []
+        """The results of a module with a streaming output, its iterators drained (each piece emitted) into
+        each record's outputs: the batch at once for a plain `inference`, a record at a time for a
+        generator function."""
+        assert self._inference is not None and self._stream is not None
+        if self.batches_streams:
+            returned = self._inference(call.parameters, inputs, fields, call.model_key, model)
+            if not isinstance(returned, list | tuple) or len(returned) != len(inputs):
+                self._check_outputs(returned, len(inputs), [])  # raises what is wrong with it
+            results = [
+                {self._stream.name: item}
+                if isinstance(item, Iterator)
+                else dict(item)
+                if isinstance(item, dict)
+                else item
+                for item in returned
+            ]
+            pieces = {
+                index: item[self._stream.name]
+                for index, item in enumerate(results)
+                if isinstance(item, dict) and isinstance(item.get(self._stream.name), Iterator)
+            }
+            self._drain(call.id, pieces, results, outlet)
+            return results
+        results = []
         for index, (parameters, record) in enumerate(zip(call.parameters, inputs, strict=True)):
             returned = self._inference([parameters], [record], fields, call.model_key, model)
             if isinstance(returned, Iterator):
-                results.append(self._drain(call.id, index, returned, emit))
+                drained: dict[int, Any] = {index: {}}
+                self._drain(call.id, {index: returned}, drained, outlet)
+                results.append(drained[index])
             elif isinstance(returned, list | tuple) and len(returned) == 1:
                 results.append(returned[0])
             else:
                 raise _OutputError("inference must return a generator or a list of one result for one input")
         return results
 
-    def _drain(self, call_id: int, index: int, pieces: Iterator[Any], emit: Emit | None) -> dict[str, Any]:
-        """The outputs of one record whose `inference` returned `pieces`: the streaming output (the pieces
-        joined for `str`, listed for `json`) and whatever other outputs the generator returned as a dict."""
+    def _drain(
+        self,
+        call_id: int,
+        iterators: dict[int, Iterator[Any]],
+        results: Any,
+        outlet: Outlet | None,
+    ) -> None:
+        """Drain each record's iterator into `results[index]`, a piece from each in turn: its streaming
+        output (the pieces joined for `str`, listed for `json`) and whatever other outputs the generator
+        returned as a dict. A record whose caller went away has its iterator closed and is left as it is."""
         assert self._stream is not None
         stream, text = self._stream, self._stream.types[0].kind == "str"
-        seen: list[Any] = []
+        seen: dict[int, list[Any]] = {index: [] for index in iterators}
+        active = dict(iterators)
         try:
-            while True:
-                try:
-                    piece = next(pieces)
-                except StopIteration as stop:
-                    rest = stop.value
-                    break
-                piece = self._piece(stream, text, piece)
-                seen.append(piece)
-                if emit is not None and not emit(Chunk(id=call_id, index=index, piece=piece)):
-                    raise _Canceled
+            while active:
+                for index, pieces in list(active.items()):
+                    if outlet is not None and index in outlet.dropped:
+                        del active[index]
+                        _close(pieces)
+                        continue
+                    try:
+                        piece = next(pieces)
+                    except StopIteration as stop:
+                        del active[index]
+                        results[index] = self._finished(results[index], stop.value, stream.name)
+                        results[index][stream.name] = "".join(seen[index]) if text else seen[index]
+                        continue
+                    piece = self._piece(stream, text, piece)
+                    seen[index].append(piece)
+                    if outlet is not None and not outlet.emit(Chunk(id=call_id, index=index, piece=piece)):
+                        raise _Canceled
         finally:
-            close = getattr(pieces, "close", None)
-            if close is not None:
-                close()
+            for pieces in active.values():
+                _close(pieces)
+
+    @staticmethod
+    def _finished(result: Any, rest: Any, stream: str) -> dict[str, Any]:
         if rest is not None and not isinstance(rest, dict):
             raise _OutputError(
                 f"the generator must return a dict of the other outputs, got {type(rest).__name__}"
             )
-        return {**(rest or {}), stream.name: "".join(seen) if text else seen}
+        return {**(result if isinstance(result, dict) else {}), **(rest or {})}
 
     def _piece(self, field: FieldSpec, text: bool, piece: Any) -> Any:
         if text:
@@ -309,12 +370,18 @@ class Worker:
                 out[name] = _to_files(out[name], field)
         return out
 
-    def _check_outputs(self, returned: Any, count: int, requested: list[str]) -> list[dict[str, Any]]:
+    def _check_outputs(
+        self, returned: Any, count: int, requested: list[str], dropped: Collection[int] = ()
+    ) -> list[dict[str, Any]]:
+        """The outputs `requested` of each record, checked against their declared types; a record in
+        `dropped` (its caller went away mid-stream) is answered empty, unchecked."""
         if not isinstance(returned, list | tuple):
             raise _OutputError(f"inference must return a list, got {type(returned).__name__}")
         if len(returned) != count:
             raise _OutputError(f"inference returned {len(returned)} results for {count} inputs")
-        return [self._check_record(i, item, requested) for i, item in enumerate(returned)]
+        return [
+            {} if i in dropped else self._check_record(i, item, requested) for i, item in enumerate(returned)
+        ]
 
     def _check_record(self, index: int, item: Any, requested: list[str]) -> dict[str, Any]:
         if not isinstance(item, dict):
@@ -472,6 +539,8 @@ class _Inbox:
         self._channel = channel
         self._later: deque[ToWorker | None] = deque()
         self._canceled: set[int] = set()
+        self.dropped: set[int] = set()
+        """The current call's records whose callers went away."""
         self.current = 0
         """The id of the last call started: a `Cancel` of it or of an earlier one that has been answered
         needs no note."""
@@ -490,6 +559,7 @@ class _Inbox:
     def canceled(self, call: Call) -> bool:
         """Whether `call` was canceled before it started; marks it started either way."""
         self.current = call.id
+        self.dropped = set()
         if call.id in self._canceled:
             self._canceled.discard(call.id)
             return True
@@ -502,6 +572,8 @@ class _Inbox:
             message = None if payload is None else decode_to_worker(payload)
             if isinstance(message, Ping):
                 self._channel.send(Pong(id=message.id))
+            elif isinstance(message, Cancel) and message.id == chunk.id and message.index is not None:
+                self.dropped.add(message.index)
             elif isinstance(message, Cancel) and message.id == chunk.id:
                 return False
             elif isinstance(message, Cancel):
@@ -511,6 +583,12 @@ class _Inbox:
                 if message is None:
                     return False  # the gateway went away: nobody reads the rest
         return True
+
+
+def _close(pieces: Iterator[Any]) -> None:
+    close = getattr(pieces, "close", None)
+    if close is not None:
+        close()
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -544,7 +622,7 @@ def main(argv: list[str] | None = None) -> int:
         worker.state = State.FAILED
         channel.send(SetupFailed(stage=exc.stage, message=str(exc)))
         return 3
-    channel.send(Ready(pid=os.getpid()))
+    channel.send(Ready(pid=os.getpid(), batches_streams=worker.batches_streams))
     inbox = _Inbox(channel)
     while (message := inbox.next()) is not None:
         if isinstance(message, Shutdown):
@@ -552,11 +630,12 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(message, Ping):
             channel.send(Pong(id=message.id))
         elif isinstance(message, Cancel):
-            inbox.cancel(message.id)
+            if message.index is None:
+                inbox.cancel(message.id)
         elif inbox.canceled(message):
             channel.send(CallFailed(id=message.id, code="canceled", message="the call was canceled"))
         else:
-            channel.send(worker.handle(message, inbox.emit if message.stream else None))
+            channel.send(worker.handle(message, inbox if message.stream else None))
     worker.state = State.STOPPED
     return 0
 

@@ -1,6 +1,7 @@
 """What module authors touch: the `inference` contract, the docstring grammar and the frozen `ApiSpec`."""
 
 from modelport.sdk.context import CallContext, current_call
+from modelport.sdk.errors import RejectedInput
 from modelport.sdk.files import File
 from modelport.sdk.spec import ApiSpec, FieldSpec, Kind, SpecError, TypeSpec, parse_docstring
 
@@ -10,6 +11,7 @@ __all__ = [
     "FieldSpec",
     "File",
     "Kind",
+    "RejectedInput",
     "SpecError",
     "TypeSpec",
     "current_call",

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from modelport.core.errors import ModuleError, WorkerDied
+from modelport.core.errors import InputRejected, ModuleError, WorkerDied
 from modelport.sdk.spec import SpecError, parse_docstring
 
 
@@ -147,3 +147,90 @@ async def test_a_worker_that_dies_mid_stream_fails_the_call_without_a_retry(fixt
             await asyncio.wait_for(call, 10)
         assert pieces == ["one"]
         assert _produced(directory) == 1  # not sent again to the other worker
+
+
+# A plain `inference` that decodes the batch in one loop (the `batch_streamer` fixture).
+
+
+def _produced_by(directory: Path, index: int) -> int:
+    log = directory / "produced.log"
+    lines = log.read_text().splitlines() if log.exists() else []
+    return sum(line.startswith(f"{index}:") for line in lines)
+
+
+async def test_streaming_records_of_concurrent_callers_are_batched(fixture_module, serve):
+    async with serve(fixture_module("batch_streamer")) as served:
+        pool = served.module.pool
+        assert pool.batches_streams
+        texts = ["a b c", "d e", "f g h i"]
+        pieces: list[list[str]] = [[], [], []]
+        calls = [
+            pool.predict(
+                [{"text": text}],
+                parameters={"pause": 0.01},
+                model_key="default",
+                output_fields=("text", "batch"),
+                on_chunk=lambda index, piece, mine=mine: mine.append(piece),
+            )
+            for text, mine in zip(texts, pieces, strict=True)
+        ]
+        outputs = await asyncio.wait_for(asyncio.gather(*calls), 20)
+        assert outputs == [[{"text": text, "batch": 3}] for text in texts]
+        assert ["".join(mine) for mine in pieces] == texts
+        assert pieces[2] == ["f", " g", " h", " i"]
+
+
+async def test_a_caller_leaving_a_batched_stream_stops_only_its_record(fixture_module, serve):
+    directory = fixture_module("batch_streamer")
+    async with serve(directory) as served:
+        pool = served.module.pool
+        long = " ".join(f"w{i}" for i in range(300))
+        gone: list[str] = []
+        stays: list[str] = []
+
+        def stream(text: str, into: list[str]) -> asyncio.Future[list[dict[str, object]]]:
+            return asyncio.ensure_future(
+                pool.predict(
+                    [{"text": text}],
+                    parameters={"pause": 0.01},
+                    model_key="default",
+                    output_fields=("text", "batch"),
+                    on_chunk=lambda index, piece: into.append(piece),
+                )
+            )
+
+        leaving, staying = stream(long, gone), stream(" ".join(f"s{i}" for i in range(60)), stays)
+        deadline = time.monotonic() + 10
+        while len(gone) < 3 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        leaving.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await leaving
+        (output,) = await asyncio.wait_for(staying, 20)
+        assert output == {"text": " ".join(f"s{i}" for i in range(60)), "batch": 2}
+        assert 3 <= _produced_by(directory, 0) < 120  # the loop stopped making its words
+        assert _produced_by(directory, 1) == 60
+
+
+async def test_a_record_the_module_rejects_fails_alone_with_its_code(fixture_module, serve):
+    async with serve(fixture_module("batch_streamer")) as served:
+        pool = served.module.pool
+        good = pool.predict(
+            [{"text": "fine words"}], parameters={}, model_key="default", output_fields=("text",)
+        )
+        bad = pool.predict(
+            [{"text": "please reject this"}], parameters={}, model_key="default", output_fields=("text",)
+        )
+        answers = await asyncio.wait_for(asyncio.gather(good, bad, return_exceptions=True), 20)
+        assert answers[0] == [{"text": "fine words"}]
+        error = answers[1]
+        assert isinstance(error, InputRejected)
+        assert (error.status, error.code) == (400, "no_rejects")
+        assert error.details == [
+            {"field": "inputs.text", "code": "no_rejects", "message": "this module refuses the word `reject`"}
+        ]
+        response = await served.client.post(
+            "/api/v1/modules/batch-streamer/predict", json={"inputs": {"text": "reject"}}
+        )
+        assert response.status_code == 400
+        assert response.json()["error"]["code"] == "no_rejects"
