@@ -1,20 +1,24 @@
-"""OpenAI's models and embeddings API over modules: which modules are models, and how an embeddings request
-becomes a call of one.
+"""OpenAI's models, embeddings and chat completions API over modules: which modules are models, and how a
+request becomes a call of one.
 
 A module is a model of the OpenAI-compatible routes when its manifest gives it a role (`spec.openai`,
-`OpenAiSpec`). An embeddings request becomes one call of the module through `Calls`, like any call (request
-log, statistics, metrics, deadline): each string is one record (batched by the platform as it batches any
-call), sent as the role's `input` field, and each record's `output` field is its vector. Errors keep the
-platform's statuses; `openai_error` writes them in OpenAI's shape, with OpenAI's codes where it has its own.
+`OpenAiSpec`). A request becomes one call of the module through `Calls`, like any call (request log,
+statistics, metrics, deadline). An embeddings request: each string is one record (batched by the platform as
+it batches any call), sent as the role's `input` field, and each record's `output` field is its vector. A chat
+completion: one record holding the conversation in the role's `messages` field, OpenAI's options as the
+module's parameters of the same names, the reply from its `output` field (streamed as OpenAI's chunks when
+asked). Errors keep the platform's statuses; `openai_error` writes them in OpenAI's shape, with OpenAI's
+codes where it has its own.
 """
 
 from __future__ import annotations
 
 import base64
+import math
 import re
 import struct
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from modelport.control.access import AccessPolicies, may_call
@@ -22,20 +26,25 @@ from modelport.control.calls import Calls, ModuleCall
 from modelport.control.identity import Principal
 from modelport.control.modules import ModuleRegistry, ServedModule
 from modelport.core.errors import BadModuleOutput, BadRequest, ModuleNotFound, ValidationFailed, field_error
-from modelport.core.manifests import OpenAiSpec
+from modelport.core.manifests import CHAT_OPTIONS, CHAT_OUTPUTS, OpenAiSpec
 from modelport.sdk import ApiSpec
 from modelport.sdk.spec import Kind
 from modelport.sdk.validation import InvalidRequest, ParsedRequest, parse_json
 
 __all__ = [
     "MAX_INPUTS",
+    "ChatRequest",
+    "ChatStream",
     "EmbeddingsRequest",
     "OpenAiModels",
+    "chat_answer",
+    "chat_request",
     "count_tokens",
     "embeddings_answer",
     "encode_vector",
     "module_request",
     "openai_error",
+    "parse_chat",
     "parse_embeddings",
     "requested_model",
     "role_of",
@@ -124,7 +133,7 @@ def _bad(param: str, message: str) -> BadRequest:
 def role_of(served: ServedModule) -> OpenAiSpec | None:
     """The version's role behind the OpenAI-compatible routes; None when it has none."""
     role = served.definition.manifest.spec.openai
-    return role if role is not None and role.embeddings else None
+    return role if role is not None and (role.embeddings or role.chat) else None
 
 
 def module_request(request: EmbeddingsRequest, role: OpenAiSpec, spec: ApiSpec) -> ParsedRequest:
@@ -210,6 +219,279 @@ def count_tokens(texts: Sequence[str]) -> int:
     return sum(len(text.split()) for text in texts)
 
 
+# Chat completions
+
+ROLES = ("system", "developer", "user", "assistant")
+"""The roles a conversation's messages may have (tools are not served)."""
+MAX_STOPS = 4
+_CHAT_FIELDS = (
+    "model",
+    "messages",
+    "max_tokens",
+    "max_completion_tokens",
+    "temperature",
+    "top_p",
+    "stop",
+    "seed",
+    "stream",
+    "stream_options",
+    "response_format",
+    "n",
+    "user",
+)
+_FORMATS = ("text", "json_object", "json_schema")
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """A `POST /v1/chat/completions` body, checked: the module (`model`), the conversation (each message's
+    content as text), the options given (by the module's parameter names), and whether to stream."""
+
+    model: str
+    messages: tuple[dict[str, str], ...]
+    options: dict[str, Any] = field(default_factory=dict)
+    stream: bool = False
+    include_usage: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Fields OpenAI does not define: each goes to the module's parameter of the same name, if it has one."""
+
+
+def parse_chat(body: Any) -> ChatRequest:
+    """The chat completion a decoded body asks for; `BadRequest` naming the field (`param`) otherwise.
+
+    `messages` is a non-empty list of `{"role", "content"}` (content a string or a list of text parts;
+    `name` is accepted); `max_tokens` (or `max_completion_tokens`) a positive integer, `temperature` 0..2,
+    `top_p` above 0 and at most 1, `stop` a string or up to 4, `seed` an integer, `response_format` one of
+    OpenAI's three types, `n` only 1; `user` is accepted and ignored. Other fields are kept in `extra`, for
+    `chat_request` to give the module parameters of the same names (a model's own `top_k`, say)."""
+    model = requested_model(body)
+    messages = _messages(body.get("messages"))
+    options: dict[str, Any] = {}
+    if "max_tokens" in body and "max_completion_tokens" in body:
+        raise _bad("max_tokens", "give `max_tokens` or `max_completion_tokens`, not both")
+    for name in ("max_tokens", "max_completion_tokens"):
+        if body.get(name) is not None:
+            options["max_tokens"] = _integer(body, name, minimum=1)
+    if body.get("temperature") is not None:
+        options["temperature"] = _number(body, "temperature", 0.0, 2.0)
+    if body.get("top_p") is not None:
+        top_p = _number(body, "top_p", 0.0, 1.0)
+        if top_p == 0:
+            raise _bad("top_p", "top_p must be above 0")
+        options["top_p"] = top_p
+    if body.get("stop") is not None:
+        options["stop"] = _stops(body["stop"])
+    if body.get("seed") is not None:
+        options["seed"] = _integer(body, "seed")
+    if body.get("response_format") is not None:
+        response_format = _response_format(body["response_format"])
+        if response_format["type"] != "text":
+            options["response_format"] = response_format
+    if body.get("n") is not None and (_integer(body, "n", minimum=1) != 1):
+        raise _bad("n", "only one choice per request is served (`n` 1)")
+    stream = body.get("stream") or False
+    if not isinstance(stream, bool):
+        raise _bad("stream", "stream must be true or false")
+    include_usage = _include_usage(body.get("stream_options"), stream)
+    extra = {str(key): value for key, value in body.items() if key not in _CHAT_FIELDS}
+    return ChatRequest(model, messages, options, stream, include_usage, extra)
+
+
+def _messages(value: Any) -> tuple[dict[str, str], ...]:
+    if value is None:
+        raise _bad("messages", "`messages` is required: a list of {role, content}")
+    if not isinstance(value, list) or not value:
+        raise _bad("messages", "`messages` must be a non-empty list of {role, content}")
+    messages = []
+    for index, message in enumerate(value):
+        where = f"messages[{index}]"
+        if not isinstance(message, dict):
+            raise _bad(where, f"{where} must be an object with `role` and `content`")
+        extra = sorted(str(key) for key in message if key not in ("role", "content", "name"))
+        if extra:
+            raise _bad(
+                f"{where}.{extra[0]}", f"{where} has {extra[0]!r}, which is not served (tools are not)"
+            )
+        role = message.get("role")
+        if role not in ROLES:
+            raise _bad(f"{where}.role", f"{where}.role is {role!r}; expected one of {', '.join(ROLES)}")
+        messages.append({"role": role, "content": _content(message.get("content"), f"{where}.content")})
+    return tuple(messages)
+
+
+def _content(value: Any, where: str) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and value:
+        texts = []
+        for part in value:
+            if (
+                not isinstance(part, dict)
+                or part.get("type") != "text"
+                or not isinstance(part.get("text"), str)
+            ):
+                raise _bad(where, f'{where} may hold only text parts ({{"type": "text", "text": ...}})')
+            texts.append(part["text"])
+        return "".join(texts)
+    raise _bad(where, f"{where} must be a string or a list of text parts")
+
+
+def _integer(body: Mapping[str, Any], name: str, *, minimum: int | None = None) -> int:
+    value = body[name]
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _bad(name, f"{name} must be an integer")
+    if minimum is not None and value < minimum:
+        raise _bad(name, f"{name} must be at least {minimum}")
+    return value
+
+
+def _number(body: Mapping[str, Any], name: str, low: float, high: float) -> float:
+    value = body[name]
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise _bad(name, f"{name} must be a number")
+    if not low <= value <= high:
+        raise _bad(name, f"{name} must be between {low:g} and {high:g}")
+    return float(value)
+
+
+def _stops(value: Any) -> list[str]:
+    stops = [value] if isinstance(value, str) else value
+    if not isinstance(stops, list) or not all(isinstance(stop, str) and stop for stop in stops):
+        raise _bad("stop", "stop must be a string or a list of non-empty strings")
+    if len(stops) > MAX_STOPS:
+        raise _bad("stop", f"stop holds {len(stops)} strings; at most {MAX_STOPS}")
+    return stops
+
+
+def _response_format(value: Any) -> dict[str, Any]:
+    kind = value.get("type") if isinstance(value, dict) else None
+    if kind not in _FORMATS:
+        raise _bad("response_format", f"response_format.type must be one of {', '.join(_FORMATS)}")
+    if kind == "json_schema":
+        schema = value.get("json_schema")
+        if not isinstance(schema, dict) or not isinstance(schema.get("schema", {}), dict):
+            raise _bad(
+                "response_format", "response_format.json_schema must be an object with a `schema` object"
+            )
+    return dict(value)
+
+
+def _include_usage(value: Any, stream: bool) -> bool:
+    if value is None:
+        return False
+    if not stream:
+        raise _bad("stream_options", "stream_options is only allowed with stream: true")
+    usage = value.get("include_usage", False) if isinstance(value, dict) else None
+    if not isinstance(usage, bool):
+        raise _bad("stream_options", "stream_options must be an object with a boolean `include_usage`")
+    return usage
+
+
+def chat_request(request: ChatRequest, role: OpenAiSpec, spec: ApiSpec) -> ParsedRequest:
+    """The module's request for the chat completion `request`: one record holding the conversation, the
+    options as parameters; `BadRequest` for an option the module does not take, `ValidationFailed` (fields
+    named as OpenAI's) for a value its API refuses."""
+    assert role.messages is not None and role.output is not None
+    for name in request.options:
+        if spec.get("parameters", name) is None:
+            raise _bad(name, f"model {request.model!r} does not take `{name}`")
+    for name in request.extra:
+        if spec.get("parameters", name) is None or name in CHAT_OPTIONS:
+            known = ", ".join(
+                (*_CHAT_FIELDS, *(p.name for p in spec.parameters if p.name not in CHAT_OPTIONS))
+            )
+            raise _bad(name, f"unrecognized request argument {name!r}; known: {known}")
+    outputs = [role.output, *(name for name in CHAT_OUTPUTS if spec.get("outputs", name) is not None)]
+    body = {
+        "inputs": {role.messages: [dict(message) for message in request.messages]},
+        "parameters": {**request.extra, **request.options},
+        "output_fields": outputs,
+    }
+    try:
+        return parse_json(spec, body)
+    except InvalidRequest as exc:
+        details = [_as_chat_field(detail, role) for detail in exc.details]
+        first = details[0]
+        raise ValidationFailed(
+            f"the request does not match model {request.model!r}: {first['field']}: {first['message']}",
+            details=details,
+        ) from None
+
+
+def _as_chat_field(detail: Mapping[str, str], role: OpenAiSpec) -> dict[str, str]:
+    match = _FIELD_PATH.fullmatch(detail["field"])
+    group, _, name = match.groups() if match else ("", None, "")
+    field = name if group == "parameters" else "messages"
+    return field_error(field, detail["code"], detail["message"])
+
+
+def chat_answer(
+    request: ChatRequest, role: OpenAiSpec, output: Mapping[str, Any], *, request_id: str, created: int
+) -> dict[str, Any]:
+    """OpenAI's `chat.completion` for the module's `output`."""
+    assert role.output is not None
+    return {
+        "id": f"chatcmpl-{request_id}",
+        "object": "chat.completion",
+        "created": created,
+        "model": request.model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": output[role.output], "refusal": None},
+                "logprobs": None,
+                "finish_reason": output.get("finish_reason") or "stop",
+            }
+        ],
+        "usage": chat_usage(request, role, output),
+    }
+
+
+def chat_usage(request: ChatRequest, role: OpenAiSpec, output: Mapping[str, Any]) -> dict[str, int]:
+    """The call's usage: the module's own token counts where it declares them, else whitespace-separated
+    words of the conversation and of the reply."""
+    assert role.output is not None
+    prompt = output.get("prompt_tokens")
+    if not isinstance(prompt, int):
+        prompt = count_tokens([message["content"] for message in request.messages])
+    completion = output.get("completion_tokens")
+    if not isinstance(completion, int):
+        completion = count_tokens([output[role.output]])
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+class ChatStream:
+    """OpenAI's `chat.completion.chunk`s of one streamed completion: the assistant's role first, a chunk per
+    piece of the reply, the finish reason with the usage, and (with `include_usage`) a chunk of the usage
+    alone, as OpenAI ends such a stream."""
+
+    def __init__(self, request: ChatRequest, role: OpenAiSpec, *, request_id: str, created: int) -> None:
+        self.request, self.role = request, role
+        self._head = {
+            "id": f"chatcmpl-{request_id}",
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": request.model,
+        }
+
+    def _chunk(self, delta: dict[str, Any], finish: str | None = None, **more: Any) -> dict[str, Any]:
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+        return {**self._head, "choices": [choice], **more}
+
+    def start(self) -> dict[str, Any]:
+        return self._chunk({"role": "assistant", "content": ""})
+
+    def piece(self, text: str) -> dict[str, Any]:
+        return self._chunk({"content": text})
+
+    def end(self, output: Mapping[str, Any]) -> list[dict[str, Any]]:
+        usage = chat_usage(self.request, self.role, output)
+        chunks = [self._chunk({}, output.get("finish_reason") or "stop", usage=usage)]
+        if self.request.include_usage:
+            chunks.append({**self._head, "choices": [], "usage": usage})
+        return chunks
+
+
 def openai_error(status: int, code: str, message: str, details: Any = None) -> dict[str, Any]:
     """An error the platform answers with `status`, `code` and `details`, in OpenAI's shape: `{"error":
     {"message", "type", "param", "code"}}`, where `param` is the first field `details` names."""
@@ -245,13 +527,16 @@ class OpenAiModels:
             raise ModuleNotFound(f"no model named {name!r}")
         return _model(served, policy.owner)
 
-    def route(self, call: ModuleCall, name: str) -> tuple[ServedModule, OpenAiSpec]:
+    def route(
+        self, call: ModuleCall, name: str, kind: Literal["embeddings", "chat"]
+    ) -> tuple[ServedModule, OpenAiSpec]:
         """The version that serves `call` of the model `name`, with its role; `ModuleNotFound` unless it
-        serves embeddings."""
+        serves `kind` (embeddings, or chat completions)."""
         served = self.calls.route(call, name)
         role = role_of(served)
-        if role is None or not role.embeddings:
-            raise ModuleNotFound(f"model {name!r} does not serve embeddings")
+        if role is None or not getattr(role, kind):
+            what = "embeddings" if kind == "embeddings" else "chat completions"
+            raise ModuleNotFound(f"model {name!r} does not serve {what}")
         return served, role
 
 

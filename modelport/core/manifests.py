@@ -32,6 +32,8 @@ from modelport.sdk import ApiSpec
 from modelport.sdk.spec import FieldSpec, Kind
 
 __all__ = [
+    "CHAT_OPTIONS",
+    "CHAT_OUTPUTS",
     "KINDS",
     "MAX_PIPELINE_STEPS",
     "Access",
@@ -191,13 +193,20 @@ _FIELD_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
 
 class OpenAiSpec(_Strict):
-    """The module behind the OpenAI-compatible routes (`/v1/models`, `/v1/embeddings`).
+    """The module's role behind the OpenAI-compatible routes (`/v1/models`, `/v1/embeddings`,
+    `/v1/chat/completions`): one of `embeddings` and `chat`.
 
     With `embeddings`, each string of a `POST /v1/embeddings` is one record: the string goes to the input
     field `input` (`str`, or `list[str]` as a list of one) and the vector comes from the output field
     `output` (`list[float]`); `dimensions` names an `int` parameter (or input) that takes the size a caller
-    asks for (None: callers may not ask). Chat completions are not served yet: `chat: true` is refused,
-    so no manifest declares a role that nothing would play.
+    asks for (None: callers may not ask).
+
+    With `chat`, a `POST /v1/chat/completions` is one record: the conversation goes to the `json` input
+    `messages` (a list of `{"role", "content"}`, content as text) and the reply comes from the `str` output
+    `output` (declared `stream` for `stream: true`). OpenAI's options go to the module's parameters of the
+    same names where it declares them (`max_tokens`, `temperature`, `top_p`, `stop`, `seed`,
+    `response_format`); an option it does not declare is refused. Outputs named `finish_reason`,
+    `prompt_tokens` and `completion_tokens`, where declared, fill in the answer's.
     """
 
     embeddings: bool = False
@@ -205,16 +214,26 @@ class OpenAiSpec(_Strict):
     input: str | None = Field(None, pattern=_FIELD_NAME)
     output: str | None = Field(None, pattern=_FIELD_NAME)
     dimensions: str | None = Field(None, pattern=_FIELD_NAME)
+    messages: str | None = Field(None, pattern=_FIELD_NAME)
 
     @model_validator(mode="after")
-    def _fields_of_embeddings(self) -> OpenAiSpec:
-        if self.chat:
-            raise ValueError("chat completions are not served yet: only `embeddings` may be declared")
+    def _fields_of_the_role(self) -> OpenAiSpec:
+        if self.chat and self.embeddings:
+            raise ValueError("a module plays one role: `chat` or `embeddings`, not both")
         if self.embeddings and (self.input is None or self.output is None):
             raise ValueError(
                 "an embeddings module names the field that takes the text (`input`) and the one that "
                 "answers the vector (`output`)"
             )
+        if self.chat and (self.messages is None or self.output is None):
+            raise ValueError(
+                "a chat module names the input that takes the conversation (`messages`) and the output "
+                "that answers the reply (`output`)"
+            )
+        if self.chat and (self.input is not None or self.dimensions is not None):
+            raise ValueError("`input` and `dimensions` belong to embeddings; a chat module takes `messages`")
+        if self.embeddings and self.messages is not None:
+            raise ValueError("`messages` belongs to chat; an embeddings module takes `input`")
         return self
 
 
@@ -869,6 +888,8 @@ def check_openai(openai: OpenAiSpec, api: ApiSpec) -> list[tuple[str, str]]:
     in an output of type `list[float]`; `dimensions` is an `int` parameter or input; every other input and
     parameter is optional or has a default, since the route sends nothing else.
     """
+    if openai.chat:
+        return _check_chat(openai, api)
     if not openai.embeddings:
         return []
     problems: list[tuple[str, str]] = []
@@ -903,6 +924,59 @@ def check_openai(openai: OpenAiSpec, api: ApiSpec) -> list[tuple[str, str]]:
     return problems
 
 
+CHAT_OPTIONS: dict[str, tuple[Kind, ...]] = {
+    "max_tokens": (Kind.INT,),
+    "temperature": (Kind.FLOAT, Kind.INT),
+    "top_p": (Kind.FLOAT, Kind.INT),
+    "stop": (Kind.STR, Kind.LIST, Kind.JSON),
+    "seed": (Kind.INT,),
+    "response_format": (Kind.JSON,),
+}
+"""OpenAI's chat options a module takes as parameters of the same names, and the kinds that can take them."""
+CHAT_OUTPUTS: dict[str, Kind] = {
+    "finish_reason": Kind.STR,
+    "prompt_tokens": Kind.INT,
+    "completion_tokens": Kind.INT,
+}
+"""Outputs that, where a chat module declares them, fill in the answer's `finish_reason` and `usage`."""
+
+
+def _check_chat(openai: OpenAiSpec, api: ApiSpec) -> list[tuple[str, str]]:
+    """A chat module takes the conversation in a `json` input and answers the reply in a `str` output; the
+    parameters named like OpenAI's options and the outputs named like its usage must fit them."""
+    problems: list[tuple[str, str]] = []
+    messages = api.get("inputs", openai.messages or "")
+    if messages is None:
+        problems.append(("messages", f"the API has no input {openai.messages!r}{_declared(api.inputs)}"))
+    elif not any(t.kind is Kind.JSON for t in messages.types):
+        problems.append(("messages", f"input {messages.name!r} is {messages.type_text}; expected json"))
+    reply = api.get("outputs", openai.output or "")
+    if reply is None:
+        problems.append(("output", f"the API has no output {openai.output!r}{_declared(api.outputs)}"))
+    elif not any(t.kind is Kind.STR for t in reply.types):
+        problems.append(("output", f"output {reply.name!r} is {reply.type_text}; expected str"))
+    for name, kinds in CHAT_OPTIONS.items():
+        option = api.get("parameters", name)
+        if option is not None and not any(t.kind in kinds for t in option.types):
+            problems.append(
+                ("chat", f"parameter {name!r} is {option.type_text}, which cannot take OpenAI's {name}")
+            )
+    for name, kind in CHAT_OUTPUTS.items():
+        output = api.get("outputs", name)
+        if output is not None and not any(t.kind is kind for t in output.types):
+            problems.append(("chat", f"output {name!r} is {output.type_text}; expected {kind.value}"))
+    for field in (*api.inputs, *api.parameters):
+        if field.required and field is not messages:
+            problems.append(
+                (
+                    "chat",
+                    f"{field.group} {field.name!r} is required, but a chat completion sends only the "
+                    "conversation and OpenAI's options; make it optional or give it a default",
+                )
+            )
+    return problems
+
+
 def _is_text(kind: Kind, item: Kind | None) -> bool:
     return kind is Kind.STR or (kind is Kind.LIST and item is Kind.STR)
 
@@ -914,7 +988,7 @@ def _declared(fields: tuple[FieldSpec, ...]) -> str:
 def check_openai_roles(manifest: ModuleManifest, api: ApiSpec, *, source: str) -> None:
     """`ManifestError` if the manifest's `spec.openai` does not fit the module's API `api`."""
     openai = manifest.spec.openai
-    if openai is None or not openai.embeddings:
+    if openai is None:
         return
     name = manifest.metadata.name
     problems = [

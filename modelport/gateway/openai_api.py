@@ -1,8 +1,10 @@
-"""The OpenAI-compatible routes: `GET /v1/models`, `GET /v1/models/{model}` and `POST /v1/embeddings`.
+"""The OpenAI-compatible routes: `GET /v1/models`, `GET /v1/models/{model}`, `POST /v1/embeddings` and
+`POST /v1/chat/completions` (answered whole, or with `stream: true` as OpenAI's server-sent chunks ending in
+`data: [DONE]`).
 
 OpenAI's clients call them with `base_url=<server>/v1` and the caller's token as `api_key`. The module a call
 is for is named in the body, not the path, so `CallGate` cannot apply the module's `Api` grants and rate
-limits by path: `POST /v1/embeddings` applies them itself, with what `CallGate` uses (`check_call`, the
+limits by path: the POST routes apply them themselves, with what `CallGate` uses (`check_call`, the
 policy's rates, the same `RateLimiter` under the same keys, so both routes draw on one budget). The routes
 are declared `ANYONE` for that reason (a caller without a token goes on, for the route to accept or refuse),
 and kept out of the platform's OpenAPI document: OpenAI's API reference documents them.
@@ -14,8 +16,9 @@ layers in front of them (a bad token, a body too large).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 from starlette.requests import Request
@@ -23,13 +26,18 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import Scope
 
 from modelport.control.access import AccessPolicies, check_call
-from modelport.control.calls import ModuleCall
+from modelport.control.calls import ModuleCall, Piece
 from modelport.control.openai_compat import (
+    ChatRequest,
+    ChatStream,
     EmbeddingsRequest,
     OpenAiModels,
+    chat_answer,
+    chat_request,
     embeddings_answer,
     module_request,
     openai_error,
+    parse_chat,
     parse_embeddings,
     requested_model,
 )
@@ -41,6 +49,7 @@ from modelport.gateway.errors import error_response, to_modelport_error
 from modelport.gateway.predict import (
     CLIENT_CLOSED,
     Disconnected,
+    EventWriter,
     PredictRoute,
     encode_json,
     unless_disconnected,
@@ -69,6 +78,7 @@ class OpenAiRoutes:
             ("GET", "/v1/models", self.list_models),
             ("GET", "/v1/models/{model}", self.get_model),
             ("POST", "/v1/embeddings", self.embeddings),
+            ("POST", "/v1/chat/completions", self.chat_completions),
         ]
 
     async def list_models(self, request: Request) -> Response:
@@ -81,6 +91,19 @@ class OpenAiRoutes:
         )
 
     async def embeddings(self, request: Request) -> Response:
+        return await self._serve(request, "embeddings", self._embed)
+
+    async def chat_completions(self, request: Request) -> Response:
+        return await self._serve(request, "chat", self._chat)
+
+    async def _serve(
+        self,
+        request: Request,
+        kind: Literal["embeddings", "chat"],
+        handle: Callable[[Request, ModuleCall, Any, OpenAiSpec], Awaitable[tuple[Response, str | None]]],
+    ) -> Response:
+        """Admit the call of the model the body names (grants, rate limits), route it to a version that
+        plays `kind`, and answer it with `handle`."""
         call = self.predict.new_call(request)
         decision: Decision | None = None
         try:
@@ -91,11 +114,57 @@ class OpenAiRoutes:
                 raise TooManyRequests(
                     "too many requests for this API; slow down", retry_after=decision.reset_after
                 )
-            _, role = self.models.route(call, name)
+            _, role = self.models.route(call, name, kind)
         except Exception as exc:
             return _with_limits(error_response(exc, request_id=call.request_id), decision)
-        response = await self.predict.answer(call, self._embed(request, call, body, role))
+        response = await self.predict.answer(call, handle(request, call, body, role))
         return _with_limits(response, decision)
+
+    async def _chat(
+        self, request: Request, call: ModuleCall, body: Any, role: OpenAiSpec
+    ) -> tuple[Response, str | None]:
+        """The answer (and its error code) of a call routed to a version with a chat role."""
+        served = call.served
+        assert served is not None
+        headers = {"X-Model-Version": served.version}
+        created = int(time.time())
+        try:
+            wanted: ChatRequest = parse_chat(body)
+            parsed = chat_request(wanted, role, served.spec)
+            if wanted.stream:
+                if served.spec.stream_output is None or served.spec.stream_output.name != role.output:
+                    raise BadRequest(
+                        f"model {wanted.model!r} does not stream its replies; leave out `stream`"
+                    )
+                return self._chat_events(call, parsed, wanted, role, created), None
+            outputs = await unless_disconnected(request, self.calls.run(call, parsed))
+            answer = chat_answer(wanted, role, outputs[0], request_id=call.request_id, created=created)
+            return Response(encode_json(answer), headers=headers, media_type="application/json"), None
+        except Disconnected:
+            return Response(status_code=CLIENT_CLOSED), "client_closed"
+        except Exception as exc:
+            response = error_response(exc, request_id=call.request_id)
+            response.headers.update(headers)
+            return response, to_modelport_error(exc).code
+
+    def _chat_events(
+        self, call: ModuleCall, parsed: Any, wanted: ChatRequest, role: OpenAiSpec, created: int
+    ) -> Response:
+        """The completion as OpenAI's stream: `data: <chunk>` events, then `data: [DONE]`; an error once the
+        stream has begun is a `data: {"error": ...}` event in OpenAI's shape, and ends it."""
+        chunks = ChatStream(wanted, role, request_id=call.request_id, created=created)
+
+        def piece(event: Piece) -> bytes:
+            return _data(chunks.piece(event.value))
+
+        def done(outputs: list[dict[str, Any]]) -> bytes:
+            return b"".join(_data(chunk) for chunk in chunks.end(outputs[0])) + b"data: [DONE]\n\n"
+
+        def failed(error: Response) -> bytes:
+            return b"data: " + openai_body(error.status_code, bytes(error.body)) + b"\n\n"
+
+        writer = EventWriter(piece=piece, done=done, failed=failed, start=_data(chunks.start()))
+        return self.predict.event_stream(call, parsed, writer)
 
     async def _embed(
         self, request: Request, call: ModuleCall, body: Any, role: OpenAiSpec
@@ -123,6 +192,10 @@ class OpenAiRoutes:
         no `Api` limits this caller)."""
         policy = check_call(principal_of(scope), module, await self.policies.current(module))
         return await metered(self.limiter, policy, scope)
+
+
+def _data(chunk: dict[str, Any]) -> bytes:
+    return b"data: " + encode_json(chunk) + b"\n\n"
 
 
 def _decode(body: bytes) -> Any:

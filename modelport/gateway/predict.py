@@ -14,6 +14,7 @@ import asyncio
 import shutil
 import tempfile
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,7 @@ from modelport.sdk.validation import ParsedRequest, UploadedFile, parse_form, pa
 __all__ = [
     "CLIENT_CLOSED",
     "Disconnected",
+    "EventWriter",
     "PredictRoute",
     "encode_json",
     "prefers_async",
@@ -158,25 +160,42 @@ class PredictRoute:
             return response, to_modelport_error(exc).code
 
     def _events(self, call: ModuleCall, parsed: ParsedRequest) -> Response:
-        """The call as server-sent events; once the last one is out (or the client has gone, which stops
-        the call) the call leaves the version's calls in flight and is recorded, as `answer` does."""
+        """The call as server-sent events: `chunk` per piece, then `done` with the outputs (or `error`)."""
+        served = call.served
+        assert served is not None and served.spec.stream_output is not None
+        stream = served.spec.stream_output.name
+
+        def piece(event: Piece) -> bytes:
+            data: dict[str, Any] = {"output": stream, "delta": event.value}
+            if parsed.batch:
+                data["index"] = event.index
+            return _event("chunk", data)
+
+        def done(outputs: list[dict[str, Any]]) -> bytes:
+            return _event(
+                "done", {"outputs": outputs if parsed.batch else outputs[0], "request_id": call.request_id}
+            )
+
+        def failed(error: Response) -> bytes:
+            return b"event: error\ndata: " + bytes(error.body) + b"\n\n"
+
+        return self.event_stream(call, parsed, EventWriter(piece=piece, done=done, failed=failed))
+
+    def event_stream(self, call: ModuleCall, parsed: ParsedRequest, writer: EventWriter) -> Response:
+        """The streamed call written as server-sent events by `writer`; once the last one is out (or the
+        client has gone, which stops the call) the call leaves the version's calls in flight and is
+        recorded, as `answer` does for a whole answer."""
         served = call.served
         assert served is not None
-        stream = served.spec.stream_output
-        assert stream is not None
         outcome: dict[str, Any] = {"status": 200, "code": None, "bytes": 0}
 
         async def events() -> AsyncIterator[bytes]:
             try:
+                if writer.start:
+                    outcome["bytes"] += len(writer.start)
+                    yield writer.start
                 async for event in self.calls.stream(call, parsed):
-                    if isinstance(event, Piece):
-                        data: dict[str, Any] = {"output": stream.name, "delta": event.value}
-                        if parsed.batch:
-                            data["index"] = event.index
-                        chunk = _event("chunk", data)
-                    else:
-                        outputs = event if parsed.batch else event[0]
-                        chunk = _event("done", {"outputs": outputs, "request_id": call.request_id})
+                    chunk = writer.piece(event) if isinstance(event, Piece) else writer.done(event)
                     outcome["bytes"] += len(chunk)
                     yield chunk
             except asyncio.CancelledError:
@@ -185,7 +204,7 @@ class PredictRoute:
             except Exception as exc:
                 error = error_response(exc, request_id=call.request_id)
                 outcome["status"], outcome["code"] = error.status_code, to_modelport_error(exc).code
-                yield b"event: error\ndata: " + bytes(error.body) + b"\n\n"
+                yield writer.failed(error)
             finally:
                 served.in_flight -= 1
                 self.calls.finish(
@@ -293,6 +312,17 @@ def _content_length(request: Request) -> int:
         return max(0, int(request.headers.get("content-length", "0")))
     except ValueError:
         return 0
+
+
+@dataclass(frozen=True)
+class EventWriter:
+    """How a streamed call is written as server-sent events: `start` goes first, `piece` writes each piece,
+    `done` the outputs, and `failed` the error response of a call that fails once the stream has begun."""
+
+    piece: Callable[[Piece], bytes]
+    done: Callable[[list[dict[str, Any]]], bytes]
+    failed: Callable[[Response], bytes]
+    start: bytes = b""
 
 
 class _EventStream(StreamingResponse):

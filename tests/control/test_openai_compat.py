@@ -1,6 +1,7 @@
-"""The OpenAI-compatible routes' rules without a server: reading an embeddings body, the module request it
-becomes, the answer (floats and base64), errors in OpenAI's shape, and the `spec.openai` block checked
-against the module's API when a version is read (as a push and a build read it)."""
+"""The OpenAI-compatible routes' rules without a server: reading an embeddings body and a chat completion's,
+the module request each becomes, the answers (floats and base64; whole and streamed chat), errors in OpenAI's
+shape, and the `spec.openai` block checked against the module's API when a version is read (as a push and a
+build read it)."""
 
 from __future__ import annotations
 
@@ -15,11 +16,15 @@ from pydantic import ValidationError
 
 from modelport.artifacts import read_module
 from modelport.control.openai_compat import (
+    ChatStream,
     EmbeddingsRequest,
+    chat_answer,
+    chat_request,
     embeddings_answer,
     encode_vector,
     module_request,
     openai_error,
+    parse_chat,
     parse_embeddings,
 )
 from modelport.core.errors import BadModuleOutput, BadRequest, ValidationFailed
@@ -165,8 +170,10 @@ def test_errors_take_openais_shape_and_codes(status: int, code: str, kind: str, 
 
 def test_the_role_fits_an_api_with_a_text_input_and_a_float_list_output() -> None:
     assert check_openai(ROLE, API) == []
-    with pytest.raises(ValidationError, match="chat completions are not served yet"):
-        OpenAiSpec(chat=True)
+    with pytest.raises(ValidationError, match="one role"):
+        OpenAiSpec(chat=True, embeddings=True, input="t", output="e", messages="m")
+    with pytest.raises(ValidationError, match="`messages`"):
+        OpenAiSpec(chat=True, output="text")
 
 
 @pytest.mark.parametrize(
@@ -237,3 +244,104 @@ def test_reading_a_version_whose_role_does_not_fit_its_api_fails(tmp_path: Path)
         read_module(module)
     assert refused.value.problems[0]["field"] == "spec.openai.output"
     assert "the API has no output 'text' (it has embedding)" in str(refused.value)
+
+
+# Chat completions
+
+CHAT = OpenAiSpec(chat=True, messages="messages", output="text")
+CHAT_API = parse_docstring(
+    """Chats.
+
+    :param inputs.messages: The conversation
+    :type inputs.messages: json
+    :param parameters.max_tokens: Most tokens
+    :type parameters.max_tokens: int, default 16, min 1, max 64
+    :param parameters.temperature: Sampling
+    :type parameters.temperature: float, default 1, min 0, max 2
+    :param parameters.top_k: The model's own option
+    :type parameters.top_k: int, default 0
+    :param outputs.text: The reply
+    :type outputs.text: str, stream
+    :param outputs.finish_reason: Why it ended
+    :type outputs.finish_reason: str
+    :param outputs.prompt_tokens: Tokens read
+    :type outputs.prompt_tokens: int
+    """
+)
+USER = [{"role": "user", "content": "hi"}]
+
+
+def test_a_chat_body_becomes_one_record_and_the_options_its_parameters() -> None:
+    wanted = parse_chat(
+        {
+            "model": "m",
+            "messages": [
+                {"role": "system", "content": "s"},
+                {"role": "user", "content": [{"type": "text", "text": "hi"}]},
+            ],
+            "max_completion_tokens": 5,
+            "temperature": 0,
+            "response_format": {"type": "text"},
+            "top_k": 3,
+            "user": "someone",
+        }
+    )
+    assert wanted.messages == ({"role": "system", "content": "s"}, {"role": "user", "content": "hi"})
+    assert wanted.options == {"max_tokens": 5, "temperature": 0.0}  # `text` is what every model answers
+    parsed = chat_request(wanted, CHAT, CHAT_API)
+    assert parsed.records == [{"messages": list(wanted.messages)}]
+    assert parsed.parameters == {"max_tokens": 5, "temperature": 0.0, "top_k": 3}
+    assert parsed.output_fields == ("text", "finish_reason", "prompt_tokens")
+
+
+@pytest.mark.parametrize(
+    ("body", "param", "words"),
+    [
+        ({"seed": 1}, "seed", "does not take `seed`"),
+        ({"wizardry": 1}, "wizardry", "unrecognized request argument 'wizardry'"),
+        ({"tools": []}, "tools", "unrecognized request argument 'tools'"),
+    ],
+)
+def test_options_the_module_does_not_take_are_refused(body: dict[str, Any], param: str, words: str) -> None:
+    with pytest.raises(BadRequest) as refused:
+        chat_request(parse_chat({"model": "m", "messages": USER, **body}), CHAT, CHAT_API)
+    assert refused.value.details[0]["field"] == param and words in refused.value.message
+
+
+def test_a_value_the_module_refuses_names_openais_field() -> None:
+    with pytest.raises(ValidationFailed) as refused:
+        chat_request(parse_chat({"model": "m", "messages": USER, "max_tokens": 65}), CHAT, CHAT_API)
+    assert refused.value.details[0]["field"] == "max_tokens"
+
+
+def test_answers_whole_and_streamed_carry_the_reply_and_its_usage() -> None:
+    wanted = parse_chat(
+        {"model": "m", "messages": USER, "stream": True, "stream_options": {"include_usage": True}}
+    )
+    output = {"text": "hello there", "finish_reason": "length", "prompt_tokens": 9}
+    whole = chat_answer(wanted, CHAT, output, request_id="r1", created=5)
+    assert whole["id"] == "chatcmpl-r1" and whole["choices"][0]["message"]["content"] == "hello there"
+    assert whole["choices"][0]["finish_reason"] == "length"
+    assert whole["usage"] == {"prompt_tokens": 9, "completion_tokens": 2, "total_tokens": 11}
+    chunks = ChatStream(wanted, CHAT, request_id="r1", created=5)
+    assert chunks.start()["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    assert chunks.piece("hel")["choices"][0]["delta"] == {"content": "hel"}
+    last, usage = chunks.end(output)
+    assert last["choices"][0]["finish_reason"] == "length" and usage["choices"] == []
+    assert usage["usage"] == whole["usage"]
+
+
+def test_a_chat_role_fits_a_json_input_and_a_str_output() -> None:
+    assert check_openai(CHAT, CHAT_API) == []
+    wrong = parse_docstring(
+        ":param inputs.messages: M\n:type inputs.messages: str\n"
+        ':param parameters.seed: S\n:type parameters.seed: str, default ""\n'
+        ":param inputs.extra: E\n:type inputs.extra: str\n"
+        ":param outputs.text: T\n:type outputs.text: int\n"
+    )
+    problems = dict(check_openai(CHAT, wrong))
+    messages = [message for _, message in check_openai(CHAT, wrong)]
+    assert "messages" in problems and "expected json" in problems["messages"]
+    assert "expected str" in problems["output"]
+    assert any("parameter 'seed' is str" in message for message in messages)
+    assert any("inputs 'extra' is required" in message for message in messages)

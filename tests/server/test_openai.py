@@ -1,11 +1,13 @@
 """The OpenAI-compatible routes on a real `modelport server` (SQLite), called with the official `openai`
 client: the models a caller may call, embeddings of one string and of a list (floats, and base64 equal to
-them), `dimensions`, the errors in OpenAI's shape (401, 404, 400, 422, 429) and the calls in the request log.
+them), `dimensions`, chat completions whole and streamed, the errors in OpenAI's shape (401, 404, 400, 422,
+429) and the calls in the request log.
 
 One server serves every test. Its modules, owned by `/team`: `embed` (the `embedder` fixture, which takes
-`dimensions`), `plain` (the same without `dimensions`), `hidden` (the same, opened to `/others` only) and
-`upper` (the `echo` fixture, no OpenAI role). `ann` is a user in `/callers`; `rob` is in `/callers` and
-`/limited`, whose `Api` allows 3 calls a minute; `eve` is in no group.
+`dimensions`), `plain` (the same without `dimensions`), `hidden` (the same, opened to `/others` only),
+`upper` (the `echo` fixture, no OpenAI role) and `chat` (the `chatter` fixture, a chat role: it answers the
+last user message's words, last first, printing each word it makes). `ann` is a user in `/callers`; `rob` is
+in `/callers` and `/limited`, whose `Api`s allow 3 calls a minute; `eve` is in no group.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ MODULES = {
     "plain": ("embedder", EMBEDDINGS + "}"),
     "hidden": ("embedder", EMBEDDINGS + "}"),
     "upper": ("echo", None),
+    "chat": ("chatter", "{chat: true, messages: messages, output: text}"),
 }
 APIS = [
     api("embed-api", "embed", access={"groups": ["/callers"]}),
@@ -42,6 +45,8 @@ APIS = [
     api("plain-api", "plain", access={"groups": ["/callers"]}),
     api("hidden-api", "hidden", access={"groups": ["/others"]}),
     api("upper-api", "upper", access={"groups": ["/callers"]}),
+    api("chat-api", "chat", access={"groups": ["/callers"]}),
+    api("chat-tight", "chat", access={"groups": ["/limited"]}, rateLimit={"perCaller": "3/minute"}),
 ]
 
 
@@ -107,7 +112,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 def test_the_models_are_the_modules_with_a_role_the_caller_may_call(world: World) -> None:
     client = world.openai("ann")
     models = client.models.list()
-    assert [model.id for model in models.data] == ["embed", "plain"]
+    assert [model.id for model in models.data] == ["chat", "embed", "plain"]
     assert {(model.object, model.owned_by) for model in models.data} == {("model", "/team")}
     assert abs(models.data[0].created - time.time()) < 600
     assert client.models.retrieve("embed").id == "embed"
@@ -116,7 +121,12 @@ def test_the_models_are_the_modules_with_a_role_the_caller_may_call(world: World
             client.models.retrieve(name)
         assert refused.value.code == "model_not_found"
     assert [model.id for model in world.openai("eve").models.list().data] == []
-    assert [model.id for model in world.openai("admin").models.list().data] == ["embed", "hidden", "plain"]
+    assert [model.id for model in world.openai("admin").models.list().data] == [
+        "chat",
+        "embed",
+        "hidden",
+        "plain",
+    ]
 
 
 def test_one_string_and_a_list_each_string_one_unit_vector(world: World) -> None:
@@ -191,7 +201,11 @@ def test_errors_come_in_openais_shape(world: World) -> None:
         assert error_of(http.post("/v1/embeddings", json={"input": "x"}))["param"] == "model"
         empty = error_of(http.post("/v1/embeddings", json={"model": "embed", "input": []}))
         assert (empty["type"], empty["param"]) == ("invalid_request_error", "input")
-        assert error_of(http.post("/v1/chat/completions", json={"model": "embed"}))["code"] == "not_found"
+        not_chat = error_of(http.post("/v1/chat/completions", json={"model": "embed", "messages": []}))
+        assert (not_chat["code"], not_chat["message"]) == (
+            "model_not_found",
+            "model 'embed' does not serve chat completions",
+        )
     anonymous = httpx.post(f"{world.server.url}/v1/embeddings", json={"model": "embed", "input": "x"})
     assert (anonymous.status_code, error_of(anonymous)["code"]) == (401, "invalid_api_key")
 
@@ -234,3 +248,172 @@ def test_the_request_log_holds_the_calls(world: World) -> None:
             "requests"
         ]
         assert any(call["code"] == "validation_failed" for call in refused)
+
+
+# Chat completions
+
+HELLO = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "one two three four"}]
+
+
+def test_a_chat_completion_answers_whole(world: World) -> None:
+    raw = world.openai("ann").chat.completions.with_raw_response.create(
+        model="chat", messages=HELLO, temperature=0.5, seed=7
+    )
+    completion = raw.parse()
+    assert raw.headers["X-Model-Version"] == "v1"
+    assert completion.id == f"chatcmpl-{raw.headers['X-Request-Id']}"
+    assert (completion.object, completion.model) == ("chat.completion", "chat")
+    (choice,) = completion.choices
+    assert (choice.message.role, choice.message.content) == ("assistant", "four three two one seed7")
+    assert choice.finish_reason == "stop"
+    assert completion.usage is not None
+    assert (completion.usage.prompt_tokens, completion.usage.completion_tokens) == (6, 5)
+    assert completion.usage.total_tokens == 11
+
+    short = world.openai("ann").chat.completions.create(model="chat", messages=HELLO, max_tokens=2)
+    assert (short.choices[0].message.content, short.choices[0].finish_reason) == ("four three", "length")
+    stopped = world.openai("ann").chat.completions.create(model="chat", messages=HELLO, stop=["two"])
+    assert stopped.choices[0].message.content == "four three"
+    parts = [{"role": "user", "content": [{"type": "text", "text": "a b"}, {"type": "text", "text": " c"}]}]
+    assert world.openai("ann").chat.completions.create(model="chat", messages=parts).choices[
+        0
+    ].message.content == ("c b a")
+
+
+def test_a_streamed_completion_comes_in_chunks_then_its_usage(world: World) -> None:
+    stream = world.openai("ann").chat.completions.create(
+        model="chat", messages=HELLO, stream=True, stream_options={"include_usage": True}
+    )
+    chunks = list(stream)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
+    assert text == "four three two one"
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    assert len({chunk.id for chunk in chunks}) == 1
+    assert chunks[-1].choices == [] and chunks[-1].usage is not None
+    assert (chunks[-1].usage.prompt_tokens, chunks[-1].usage.completion_tokens) == (6, 4)
+
+
+def test_the_first_chunk_comes_before_the_module_has_finished(world: World) -> None:
+    words = " ".join(f"w{i}" for i in range(12))
+    started = time.monotonic()
+    stream = world.openai("ann").chat.completions.create(
+        model="chat",
+        messages=[{"role": "user", "content": words}],
+        stream=True,
+        extra_body={"pause": 0.25},
+    )
+    with stream:
+        pieces = []
+        for chunk in stream:
+            if chunk.choices and chunk.choices[0].delta.content:
+                pieces.append((time.monotonic() - started, chunk.choices[0].delta.content))
+    assert "".join(piece for _, piece in pieces) == " ".join(f"w{i}" for i in reversed(range(12)))
+    first, last = pieces[0][0], pieces[-1][0]
+    assert last >= 12 * 0.25 - 0.1  # the module took its time over every word
+    assert first < 1.5 < last  # and the first reached the client long before the last was made
+
+
+def test_a_client_that_drops_the_stream_stops_the_generation(world: World) -> None:
+    words = " ".join(f"w{i}" for i in range(60))
+    with (
+        world.http("ann") as http,
+        http.stream(
+            "POST",
+            "/v1/chat/completions",
+            json={
+                "model": "chat",
+                "messages": [{"role": "user", "content": words}],
+                "stream": True,
+                "max_tokens": 60,
+                "pause": 0.05,
+            },
+        ) as response,
+    ):
+        assert response.status_code == 200
+        request_id = response.headers["X-Request-Id"]
+        for line in response.iter_lines():
+            if '"content":"w59"' in line:
+                break  # the first word: the client goes away here
+    made = _settled_log_lines(world, request_id)
+    assert 1 <= made < 40, made
+    with world.http("admin") as admin:
+        call = _logged(admin, request_id)
+    assert (call["status"], call["code"]) == (499, "client_closed")
+
+
+def _settled_log_lines(world: World, request_id: str) -> int:
+    """How many words the module made for the call, once its log stops growing (for 0.5 s)."""
+    count, since, deadline = -1, time.monotonic(), time.monotonic() + 10
+    with world.http("admin") as admin:
+        while time.monotonic() < deadline:
+            lines = admin.get("/api/v1/modules/chat/logs", params={"request_id": request_id}).json()["lines"]
+            now = sum("made word" in line["line"] for line in lines)
+            if now != count:
+                count, since = now, time.monotonic()
+            elif time.monotonic() - since >= 0.5:
+                return count
+            time.sleep(0.1)
+    raise AssertionError(f"the module still made words after 10 s ({count} so far)")
+
+
+def _logged(admin: httpx.Client, request_id: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        found = admin.get(f"/api/v1/requests/{request_id}")
+        if found.status_code == 200:
+            call: dict[str, Any] = found.json()
+            return call
+        time.sleep(0.1)
+    raise AssertionError(f"request {request_id} is not in the request log")
+
+
+def test_bad_chat_requests_get_openais_errors(world: World) -> None:
+    client = world.openai("ann")
+    with pytest.raises(openai.NotFoundError) as missing:
+        world.openai("eve").chat.completions.create(model="chat", messages=HELLO)
+    assert missing.value.code == "model_not_found"
+    with pytest.raises(openai.AuthenticationError):
+        world.openai("ann", api_key="mp_wrong").chat.completions.create(model="chat", messages=HELLO)
+    with pytest.raises(openai.UnprocessableEntityError) as too_many:
+        client.chat.completions.create(model="chat", messages=HELLO, max_tokens=500)
+    assert (too_many.value.code, too_many.value.param) == ("validation_failed", "max_tokens")
+    assert "64" in too_many.value.message
+    with pytest.raises(openai.BadRequestError) as long_prompt:
+        client.chat.completions.create(model="chat", messages=[{"role": "user", "content": "word " * 300}])
+    assert (long_prompt.value.code, long_prompt.value.param) == ("context_length_exceeded", "inputs.messages")
+    assert "300 words" in long_prompt.value.message and "holds 200" in long_prompt.value.message
+    with pytest.raises(openai.BadRequestError) as unsupported:
+        client.chat.completions.create(model="chat", messages=HELLO, response_format={"type": "json_object"})
+    assert unsupported.value.param == "response_format"
+    cases = [
+        ({"messages": "hello"}, "messages"),
+        ({"messages": [{"role": "wizard", "content": "x"}]}, "messages[0].role"),
+        ({"messages": [{"role": "user", "content": 5}]}, "messages[0].content"),
+        ({"messages": HELLO, "max_tokens": 0}, "max_tokens"),
+        ({"messages": HELLO, "temperature": 3}, "temperature"),
+        ({"messages": HELLO, "n": 2}, "n"),
+        ({"messages": HELLO, "stop": ["a", "b", "c", "d", "e"]}, "stop"),
+        ({"messages": HELLO, "tools": []}, "tools"),
+    ]
+    with world.http("ann") as http:
+        for body, param in cases:
+            response = http.post("/v1/chat/completions", json={"model": "chat", **body})
+            assert response.status_code == 400, (body, response.text)
+            assert error_of(response)["param"] == param, body
+        held = http.post("/v1/chat/completions", json={"model": "chat", "messages": [{"role": "user"}]})
+        assert error_of(held)["param"] == "messages[0].content"
+    # The worker is none the worse for any of it.
+    assert client.chat.completions.create(model="chat", messages=HELLO).choices[0].message.content
+
+
+def test_chat_calls_are_limited_with_the_module(world: World) -> None:
+    client = world.openai("rob")
+    statuses = []
+    for _ in range(4):
+        try:
+            client.chat.completions.create(model="chat", messages=HELLO)
+            statuses.append(200)
+        except openai.RateLimitError as limited:
+            statuses.append(limited.status_code)
+    assert statuses == [200, 200, 200, 429]
