@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import builtins
 import functools
+import itertools
 import logging
 import math
 import random
@@ -221,7 +222,7 @@ class RequestLog:
             connection = session.connection()
             for start in range(0, len(rows), _ROWS_PER_STATEMENT):
                 chunk = rows[start : start + _ROWS_PER_STATEMENT]
-                values = tuple(value for row in chunk for value in row)
+                values = tuple(itertools.chain.from_iterable(chunk))
                 connection.exec_driver_sql(_insert_sql(len(chunk), postgres=postgres), values)
 
     # Retention
@@ -441,14 +442,28 @@ def _insert_sql(rows: int, *, postgres: bool) -> str:
     return f"INSERT {into} ON CONFLICT (id) DO NOTHING" if postgres else f"INSERT OR IGNORE {into}"
 
 
+@functools.lru_cache(maxsize=4)
+def _utc_second(second: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(second))
+
+
+def _sqlite_time(at: float) -> str:
+    """`at` as `datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")` writes it, at a fraction
+    of its cost: the calls of one second share their second's text."""
+    fraction, second = math.modf(at)  # rounded as `datetime.fromtimestamp` rounds: half to even
+    micros = round(fraction * 1_000_000)
+    if micros >= 1_000_000:
+        second, micros = second + 1, micros - 1_000_000
+    return f"{_utc_second(int(second))}.{micros:06d}"
+
+
 def _row(record: CallRecord, key: str | None, *, postgres: bool) -> tuple[Any, ...]:
     """The `request_log` row of a call, in `_COLUMNS` order, its texts cut to their columns' widths (on
     SQLite the time as the UTC text SQLAlchemy keeps timestamps as)."""
-    at = datetime.fromtimestamp(record.at, UTC)
     return (
         record.id[:32],
         record.trace_id[:32],
-        at if postgres else at.strftime("%Y-%m-%d %H:%M:%S.%f"),
+        datetime.fromtimestamp(record.at, UTC) if postgres else _sqlite_time(record.at),
         record.kind[:16],
         record.module[:63],
         record.version[:64],

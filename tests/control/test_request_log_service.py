@@ -16,12 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import event, func, select
 
 from modelport.control.access import AccessPolicies, ApiAccess, ModulePolicy
 from modelport.control.identity import Principal
 from modelport.control.payloads import REDACTED, payload_document
-from modelport.control.requests import RequestLog
+from modelport.control.requests import RequestLog, _sqlite_time
 from modelport.core.errors import InvalidCursor, ModelportError, ModuleNotFound, NotFound, ValidationFailed
 from modelport.core.manifests import ApiLogging, Cors, ManifestError, parse_document
 from modelport.core.roles import Role
@@ -681,3 +683,9 @@ def test_a_modules_apis_merge_into_one_capture_policy() -> None:
     assert merged is not None
     assert (merged.sample_rate, merged.max_bytes) == (0.5, 2048)
     assert merged.redact == ["inputs.text", "parameters.key"]
+
+
+@given(st.floats(min_value=0, max_value=4_102_444_800, allow_nan=False))
+def test_the_sqlite_time_text_is_what_datetime_writes(at: float) -> None:
+    expected = datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    assert _sqlite_time(at) == expected
