@@ -1,4 +1,4 @@
-"""Payment details from the text of a receipt, by rules: no model, no network, only the standard library.
+"""Payment details from the text of a receipt, by rules, checking a language model's reading if one is sent.
 
 The text is usually what OCR read from a photo, so the rules expect its mistakes: Latin letters inside
 Cyrillic words and back (`CMEHA`, `ТОТАL`), digits for letters in labels (`ИТОГ0`, `lTOGO`), letters for
@@ -10,17 +10,52 @@ is read from the line itself.
 Nothing is guessed: a field is null unless a rule found it in the text, and a text that does not look like a
 receipt at all (no total, no ИНН or fiscal numbers, no amounts with a payment or a currency) gets nulls
 throughout. `confidence` names, for each field found, the rule that found it.
+
+Nothing is guessed with a language model either: the model picks, the text confirms. Its reading of the same
+text (`answer`, JSON that `ANSWER_SCHEMA` accepts) may choose among what the text shows where the rules chose
+otherwise or found nothing. Each of its values is checked against the text (a total must be one of the
+amounts printed, an ИНН must be printed and have valid check digits, a merchant's words must stand on one
+line, ...), and a value the text does not show is set aside for the rules' own. The model never decides that
+a text is a receipt. The rules need only the standard library; `jsonschema` checks the model's answer.
 """
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
+import jsonschema  # type: ignore[import-untyped]
+
 FIELDS = ("total", "currency", "date", "time", "merchant", "inn", "payment_method", "card_last4", "fiscal")
 LANGUAGES = ("auto", "ru", "en")
+
+
+def _nullable(kind: str, **rules: Any) -> dict[str, Any]:
+    return {"type": [kind, "null"], **rules}
+
+
+ANSWER_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "properties": {
+        "total": _nullable("number", minimum=0),
+        "currency": _nullable("string", pattern="^[A-Z]{3}$"),
+        "date": _nullable("string", pattern="^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$"),
+        "time": _nullable("string", pattern="^([01][0-9]|2[0-3]):[0-5][0-9]$"),
+        "merchant": _nullable("string", maxLength=200),
+        "inn": _nullable("string", pattern="^([0-9]{10}|[0-9]{12})$"),
+        "payment_method": {"enum": ["card", "cash", "mixed", None]},
+        "card_last4": _nullable("string", pattern="^[0-9]{4}$"),
+    },
+    "required": [name for name in FIELDS if name != "fiscal"],
+    "additionalProperties": False,
+}
+"""What a language model's `answer` must be: every field of `FIELDS` but `fiscal`, each null where the receipt
+does not show it. The `receipt-payments-llm` pipeline constrains the model's reply to it."""
 
 
 def inference(
@@ -34,10 +69,17 @@ def inference(
 
     Send the text of a Russian or English receipt, such as what the tesseract-ocr module reads from a photo
     of one; OCR mistakes are expected (ИТОГ0, lTOGO, 1 234,50, =1234.50). Every output is null unless the
-    text shows it, and a text that is not a receipt gets nulls throughout.
+    text shows it, and a text that is not a receipt gets nulls throughout. A language model's reading of the
+    same text (`answer`) may choose among what the text shows; a value of it that the text does not show is
+    set aside for the rules' own.
 
     :param inputs.text: The receipt's text, one printed line per line
     :type inputs.text: str, max 100000
+
+    :param inputs.answer: A language model's reading of the same receipt: a JSON object (a ```json fence
+        around it is fine) with total, currency, date, time, merchant, inn, payment_method and card_last4,
+        each null where the receipt does not show it
+    :type inputs.answer: str, optional, max 20000
 
     :param parameters.language: The receipt's language; "auto" tells Russian from English by its letters
     :type parameters.language: str, default "auto", one of ["auto", "ru", "en"]
@@ -74,30 +116,49 @@ def inference(
         kkt_reg (РН ККТ), shift (СМЕНА), receipt_number (ЧЕК №)
     :type outputs.fiscal: json, optional
 
-    :param outputs.confidence: For each field found, the rule that found it
+    :param outputs.confidence: For each field found, the rule that found it, or "language model" where the
+        model's value was taken
     :type outputs.confidence: json, optional
+
+    :param outputs.answer_check: What became of `answer`: "used" (each of its values the text shows was
+        taken), or why it was set aside ("not JSON: ...", "schema: ...", "not a receipt: ...")
+    :type outputs.answer_check: str, optional
     """
     return [
-        extract(record.get("text") or "", language=options.get("language", "auto"))
+        extract(
+            record.get("text") or "", language=options.get("language", "auto"), answer=record.get("answer")
+        )
         for options, record in zip(parameters, inputs, strict=True)
     ]
 
 
-def extract(text: str, language: str = "auto") -> dict[str, Any]:
-    """The payment details of one receipt's text: every field of `FIELDS`, and `confidence`."""
+def extract(text: str, language: str = "auto", *, answer: str | None = None) -> dict[str, Any]:
+    """The payment details of one receipt's text: every field of `FIELDS`, `confidence` and `answer_check`
+    (None without an `answer`)."""
     if language not in LANGUAGES:
         raise ValueError(f"language must be one of {', '.join(LANGUAGES)}, not {language!r}")
     receipt = _Receipt.read(text, language)
     found: dict[str, tuple[Any, str]] = {}
     for name, rule in _RULES:
-        result = rule(receipt, found)
-        if result is not None:
-            found[name] = result
+        reading = rule(receipt, found)
+        if reading is not None:
+            found[name] = reading
+    check = None
     if not _looks_like_a_receipt(receipt, found):
         found = {}
-    answer: dict[str, Any] = {name: found[name][0] if name in found else None for name in FIELDS}
-    answer["confidence"] = {name: why for name, (_, why) in found.items()} or None
-    return answer
+        if answer is not None:
+            check = (
+                "not a receipt: the text shows no total, no ИНН or fiscal numbers, "
+                "no amounts with a payment or a currency"
+            )
+    elif answer is not None:
+        model, check = read_answer(answer)
+        if model is not None:
+            found = _confirmed(receipt, found, model)
+    result: dict[str, Any] = {name: found[name][0] if name in found else None for name in FIELDS}
+    result["confidence"] = {name: why for name, (_, why) in found.items()} or None
+    result["answer_check"] = check
+    return result
 
 
 # The text, line by line
@@ -692,4 +753,169 @@ _RULES = (
     ("payment_method", _payment_method),
     ("card_last4", _card_last4),
     ("fiscal", _fiscal),
+)
+
+
+# A language model's answer
+
+_FENCE = re.compile(r"^```(?:json)?[ \t]*\n?(?P<body>.*?)\n?[ \t]*```$", re.DOTALL | re.IGNORECASE)
+_ANSWER = jsonschema.Draft202012Validator(ANSWER_SCHEMA)
+_MAX_REASON = 200
+
+
+def read_answer(answer: str) -> tuple[dict[str, Any] | None, str]:
+    """A language model's answer as the object `ANSWER_SCHEMA` accepts and "used", or None and why it cannot
+    be: "not JSON: ..." or "schema: <where>: <what>" (of the most relevant error)."""
+    text = answer.strip()
+    fenced = _FENCE.match(text)
+    if fenced is not None:
+        text = fenced["body"].strip()
+    try:
+        value = json.loads(text, parse_constant=_no_constant)
+    except ValueError as exc:
+        reason = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
+        where = f" at line {exc.lineno} column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
+        return None, f"not JSON: {reason}{where}"
+    error = jsonschema.exceptions.best_match(_ANSWER.iter_errors(value))
+    if error is not None:
+        return None, _shortened(f"schema: {error.json_path}: {error.message}")
+    return value, "used"
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _shortened(reason: str) -> str:
+    return reason if len(reason) <= _MAX_REASON else reason[: _MAX_REASON - 1] + "…"
+
+
+_BY_THE_MODEL = "language model"
+
+
+def _confirmed(
+    receipt: _Receipt, found: dict[str, tuple[Any, str]], reading: dict[str, Any]
+) -> dict[str, tuple[Any, str]]:
+    """The rules' fields, with each value of the model's `reading` that the text shows in place of theirs.
+    Where the model agrees with the rules, the rule stays named."""
+    merged = dict(found)
+    for name, shown in _CONFIRMATIONS:
+        value = None if reading[name] is None else shown(receipt, found, reading[name])
+        if value is not None and (name not in found or found[name][0] != value):
+            merged[name] = value, _BY_THE_MODEL
+    return merged
+
+
+# Each `_shown_*` gives the model's value as the field takes it when the text shows it, else None.
+
+
+def _shown_total(receipt: _Receipt, found: dict[str, tuple[Any, str]], total: float) -> float | None:
+    printed = any(abs(amount - total) < 0.005 for line in receipt.lines for amount in line.amounts())
+    return round(float(total), 2) if printed else None
+
+
+def _shown_currency(receipt: _Receipt, found: dict[str, tuple[Any, str]], code: str) -> str | None:
+    """The rules' currency, or one whose code, or sign next to an amount, is printed."""
+    if found.get("currency", (None, ""))[0] == code:
+        return code
+    words = dict(_CURRENCY_WORDS).get(code)
+    label = _labels(code)
+    signs = "".join(sign for sign, its_code in _CURRENCY_SIGNS.items() if its_code == code)
+    for line in receipt.lines:
+        if (words.search(line.text) if words is not None else label.search(line.skeleton)) or (
+            signs and any(_signed(line, amount, signs) for amount in _AMOUNT.finditer(line.digits))
+        ):
+            return code
+    return None
+
+
+def _signed(line: _Line, amount: re.Match[str], signs: str) -> bool:
+    near = line.digits[max(0, amount.start() - 2) : amount.start()] + line.digits[amount.end() :][:2]
+    return any(sign in near for sign in signs)
+
+
+def _shown_date(receipt: _Receipt, found: dict[str, tuple[Any, str]], day: str) -> str | None:
+    """One of the dates printed, read either way where the order of day and month is ambiguous."""
+    readings = {d.value.isoformat() for first in (True, False) for d in _dates(receipt, month_first=first)}
+    return day if day in readings else None
+
+
+def _shown_time(receipt: _Receipt, found: dict[str, tuple[Any, str]], clock: str) -> str | None:
+    """A clock time printed on a line (not opening hours), or right after a date."""
+    for line in receipt.lines:
+        if not _HOURS.search(line.digits) and any(_clock(m) == clock for m in _TIME.finditer(line.digits)):
+            return clock
+    for printed in _dates(receipt, month_first=False):
+        after = _TIME_AFTER_DATE.search(receipt.lines[printed.line].digits[printed.end :])
+        if after is not None and _clock(after) == clock:
+            return clock
+    return None
+
+
+def _shown_merchant(receipt: _Receipt, found: dict[str, tuple[Any, str]], name: str) -> str | None:
+    """The name, when every word of it stands on one line (whatever their case and look-alike letters)."""
+    words = _name_words(name)
+    if len(_LETTER.findall(name)) < 2 or not any(words <= _name_words(line.text) for line in receipt.lines):
+        return None
+    return " ".join(name.split())
+
+
+_NAME_WORD = re.compile(r"[^\W_]+")
+_AS_LETTERS = str.maketrans("03", "OЗ")  # as in legal forms: 000, 3АО
+
+
+def _name_words(text: str) -> set[str]:
+    return set(_NAME_WORD.findall(_skeleton(text).translate(_AS_LETTERS)))
+
+
+def _shown_inn(receipt: _Receipt, found: dict[str, tuple[Any, str]], inn: str) -> str | None:
+    """An ИНН with valid check digits, printed as one number (its groups may stand apart: 7707 083 893)."""
+    if not valid_inn(inn):
+        return None
+    for line in receipt.lines:
+        for run in _RUN.finditer(line.text):
+            groups = [group.translate(_RUN_DIGITS) for group in run.group().split(" ")]
+            for first in range(len(groups)):
+                for last in range(first + 1, len(groups) + 1):
+                    if "".join(groups[first:last]) == inn:
+                        return inn
+    return None
+
+
+def _shown_payment(receipt: _Receipt, found: dict[str, tuple[Any, str]], method: str) -> str | None:
+    """The way of paying, when the rules found none and the text names it (on a line that is no loyalty or
+    gift card's); a method other than the rules' own is set aside."""
+    if "payment_method" in found:
+        return method if found["payment_method"][0] == method else None
+    payment_lines = [line for line in receipt.lines if not _NOT_A_PAYMENT.search(line.skeleton)]
+    card = any(
+        _CARD.search(line.skeleton) or _MIR.search(line.skeleton) or _MASKED.search(line.digits)
+        for line in payment_lines
+    )
+    cash = any(_CASH.search(line.skeleton) for line in payment_lines)
+    named = {"card": card, "cash": cash, "mixed": card and cash}
+    return method if named[method] else None
+
+
+def _shown_card(receipt: _Receipt, found: dict[str, tuple[Any, str]], last4: str) -> str | None:
+    """The last four digits of a masked card number (not a loyalty or gift card's)."""
+    for line in receipt.lines:
+        if _NOT_A_PAYMENT.search(line.skeleton):
+            continue
+        for masked in _MASKED.finditer(line.digits):
+            if (masked["last4"] or masked["ending"]).replace(" ", "") == last4:
+                return last4
+    return None
+
+
+_Shown = Callable[[_Receipt, dict[str, tuple[Any, str]], Any], Any]
+_CONFIRMATIONS: tuple[tuple[str, _Shown], ...] = (
+    ("total", _shown_total),
+    ("currency", _shown_currency),
+    ("date", _shown_date),
+    ("time", _shown_time),
+    ("merchant", _shown_merchant),
+    ("inn", _shown_inn),
+    ("payment_method", _shown_payment),
+    ("card_last4", _shown_card),
 )

@@ -320,7 +320,7 @@ def test_receipt_fields(name: str) -> None:
     ],
 )
 def test_a_text_that_is_no_receipt_gets_nulls(text: str) -> None:
-    assert extractor.extract(text) == {**NOTHING, "confidence": None}
+    assert extractor.extract(text) == {**NOTHING, "confidence": None, "answer_check": None}
 
 
 def test_an_inn_with_wrong_check_digits_is_refused() -> None:
@@ -457,15 +457,17 @@ def test_inference_answers_each_record_of_a_batch_in_order() -> None:
     parameters = [{"language": "auto"}, {"language": "ru"}, {}, {"language": "en"}]
     results = extractor.inference(parameters, records, [], "default")
     assert [r["total"] for r in results] == [RECEIPTS[name][1]["total"] for name in names] + [None]
-    assert all(set(r) == {*FIELDS, "confidence"} for r in results)
+    assert all(set(r) == {*FIELDS, "confidence", "answer_check"} for r in results)
+    assert all(r["answer_check"] is None for r in results)
     assert extractor.inference([], [], [], "default") == []
 
 
 def test_docstring_declares_the_api() -> None:
     spec = parse_docstring(extractor.inference.__doc__)
     assert spec.title == "Extract payment details from the text of a receipt."
-    [text] = spec.inputs
+    [text, answer] = spec.inputs
     assert (text.name, text.types[0].kind, text.required) == ("text", Kind.STR, True)
+    assert (answer.name, answer.types[0].kind, answer.optional) == ("answer", Kind.STR, True)
     [language] = spec.parameters
     assert language.name == "language"
     assert language.default == "auto"
@@ -481,6 +483,7 @@ def test_docstring_declares_the_api() -> None:
         ("card_last4", Kind.STR, True),
         ("fiscal", Kind.JSON, True),
         ("confidence", Kind.JSON, True),
+        ("answer_check", Kind.STR, True),
     ]
 
 
@@ -488,7 +491,8 @@ def test_manifest_is_valid_and_its_example_is_a_receipt() -> None:
     manifest = load_module_manifest(MODULE_DIR)
     assert manifest.metadata.name == "receipt-extractor"
     assert manifest.spec.entrypoint == "inference.py:inference"
-    assert manifest.spec.requirements is None
+    assert manifest.spec.requirements == "requirements.txt"
+    assert (MODULE_DIR / "requirements.txt").read_text().splitlines()[-1] == "jsonschema>=4.20,<5"
     assert manifest.spec.resources.max_batch_size == 64
     assert manifest.spec.example is not None
     [result] = extractor.inference(
