@@ -104,8 +104,19 @@ class DevServer:
             await self.module.close()
 
 
-DEMO_MODULES = ("digits", "text-classifier", "tesseract-ocr", "receipt-extractor")
-DEMO_MANIFESTS = ("receipt-payments/manifests.yaml",)
+DEMO_MODULES = (
+    "digits",
+    "text-classifier",
+    "tesseract-ocr",
+    "receipt-extractor",
+    "minilm-embeddings",
+    "qwen-chat",
+)
+"""Pushed in this order: the language models last, their environments (PyTorch) take longest to build."""
+DEMO_WEIGHTS = {"qwen-chat": "tiny.py"}
+"""Modules whose default weights the demo makes and uploads when storage has none: the script in the
+module's directory whose `write_tiny_qwen(directory)` writes them (a tiny randomly initialised model)."""
+DEMO_MANIFESTS = ("receipt-payments/manifests.yaml", "receipt-payments/llm.yaml")
 DEMO_APPS = ("receipt-webapp",)
 """Static client applications in the gallery the demo serves under `/apps/<name>/`."""
 """Applied once the modules are deployed: the receipt pipeline and the Apis of the seed platform's gallery."""
@@ -198,6 +209,8 @@ class PlatformServer:
         actor = Actor(DEMO_ACTOR)
         for name in DEMO_MODULES:
             try:
+                if name in DEMO_WEIGHTS:
+                    await asyncio.to_thread(self._demo_weights, gallery / name, DEMO_WEIGHTS[name], actor)
                 artifact = await asyncio.to_thread(pack, gallery / name, version="demo", use_git=False)
                 version = f"demo-{artifact.digest.removeprefix('sha256:')[:12]}"
                 async with self.services.versions.spool(artifact.data) as spooled:
@@ -216,10 +229,38 @@ class PlatformServer:
             except ModelportError as exc:
                 self.announce(f"demo: {manifests} could not be applied: {exc.message}")
 
+    def _demo_weights(self, directory: Path, script: str, actor: Any) -> None:
+        """Upload the module's default weights, made by `script`, where its manifest says they live, unless
+        storage holds some there already (an operator's, or an earlier start's)."""
+        import importlib.util
+
+        model = read_module(directory).manifest.spec.model
+        if model.bucket is None:
+            return
+        if self.services.storage.policy(model.bucket) is None:  # declared once: a bucket only admins use
+            bucket = {"apiVersion": "modelport/v1", "kind": "Storage", "metadata": {"name": model.bucket}}
+            self._apply_documents([bucket], actor)
+        store, prefix = self.services.store, f"{model.path}/{model.key}/"
+        if next(iter(store.walk(model.bucket, prefix=prefix)), None) is not None:
+            return
+        spec = importlib.util.spec_from_file_location(f"modelport_demo_{directory.name}", directory / script)
+        assert spec is not None and spec.loader is not None
+        maker = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(maker)
+        with tempfile.TemporaryDirectory() as made:
+            maker.write_tiny_qwen(Path(made))
+            for path in sorted(Path(made).rglob("*")):
+                if path.is_file():
+                    key = prefix + path.relative_to(made).as_posix()
+                    store.put(model.bucket, key, path.read_bytes(), content_type="application/octet-stream")
+        self.announce(f"demo: made the tiny weights of {directory.name} ({model.bucket}/{prefix})")
+
     def _apply_demo(self, path: Path, actor: Any) -> None:
         from modelport.core.manifests import load_documents
 
-        documents = load_documents(path.read_text(encoding="utf-8"), source=str(path))
+        self._apply_documents(load_documents(path.read_text(encoding="utf-8"), source=str(path)), actor)
+
+    def _apply_documents(self, documents: list[dict[str, Any]], actor: Any) -> None:
         changes = self.services.manifests.apply(documents, actor=actor)
         for change in changes:
             if change.action != "unchanged":

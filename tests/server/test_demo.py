@@ -1,16 +1,25 @@
-"""`modelport server --demo` (what `make run` starts): the gallery pushed, built, deployed and callable, the
-receipt pipeline applied and reading a receipt, and its page served."""
+"""`modelport server --demo` (what `make run` starts): the gallery pushed, built, deployed and callable (the
+language models through OpenAI's client), the receipt pipelines applied and reading a receipt, and its page
+served."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
+import openai
 from PIL import Image
 from platform_server import ADMIN_TOKEN, ServerProcess
 
 ROOT = Path(__file__).resolve().parents[2]
-DEMO_MODULES = ["digits", "text-classifier", "tesseract-ocr", "receipt-extractor"]
+DEMO_MODULES = [
+    "digits",
+    "text-classifier",
+    "tesseract-ocr",
+    "receipt-extractor",
+    "minilm-embeddings",
+    "qwen-chat",
+]
 
 
 def _wait_all_ready(client, names, timeout=240):
@@ -41,11 +50,14 @@ def test_the_demo_serves_the_gallery_and_restarts_without_pushing_again(tmp_path
             assert call.json()["outputs"]["label"] == "cooking"
             assert call.headers["x-model-version"] == versions["text-classifier"]
             _read_receipts(client, tmp_path)
+            _speak_openai(server.url)
             page = client.get("/apps/receipt-webapp/")
             assert page.status_code == 200 and "receipt" in page.text.lower()
         output = "".join(server.output)
         assert "deploying digits" in output and "API docs:" in output
         assert "Pipeline receipt-payments created" in output and "/apps/receipt-webapp/" in output
+        assert "Pipeline receipt-payments-llm created" in output
+        assert "demo: made the tiny weights of qwen-chat" in output
         server.stop()
 
         server.start()
@@ -78,6 +90,7 @@ def _read_receipts(client, tmp_path):
 
     text = client.post(url, files={"inputs.image": ("receipt.png", b"not a picture at all", "image/png")})
     assert text.status_code == 422, text.text
+
     error = text.json()["error"]
     assert error["details"]["step"] == "ocr" and error["details"]["details"][0]["code"] == "content_type"
 
@@ -93,3 +106,29 @@ def _read_receipts(client, tmp_path):
     with huge.open("rb") as photo:
         refused = client.post(url, files={"inputs.image": ("huge.png", photo, "image/png")})
     assert refused.status_code == 413, refused.text
+
+    # The language model's variant: the tiny random model's reply is set aside, and the rules answer.
+    with example.open("rb") as photo:
+        llm = client.post(
+            "/api/v1/pipelines/receipt-payments-llm/predict",
+            files={"inputs.image": ("receipt.png", photo, "image/png")},
+            timeout=120,
+        )
+    assert llm.status_code == 200, llm.text
+    assert set(llm.json()["steps"]) == {"ocr", "read", "extract"}
+    answered = llm.json()["outputs"]
+    assert answered["answer_check"] != "used" and answered["model_reply"]
+    assert {key: answered.get(key) for key in outputs} == outputs
+
+
+def _speak_openai(url):
+    """The demo's language models answer OpenAI's client."""
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key=ADMIN_TOKEN, max_retries=0, timeout=60)
+    with client:
+        assert {"minilm-embeddings", "qwen-chat"} <= {model.id for model in client.models.list().data}
+        vectors = client.embeddings.create(model="minilm-embeddings", input=["a cat", "a kitten"])
+        assert [len(item.embedding) for item in vectors.data] == [384, 384]
+        chunks = client.chat.completions.create(
+            model="qwen-chat", messages=[{"role": "user", "content": "Hello"}], max_tokens=4, stream=True
+        )
+        assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
