@@ -84,8 +84,8 @@ _FastRoute = tuple[BaseRoute | RouteContext, Callable[[Request], Awaitable[Respo
 
 
 class PredictFastPath:
-    """Sends POSTs to the module call routes (predict, and on the platform the jobs route) straight to their
-    handlers; everything else goes to the full app.
+    """Sends POSTs to the module call routes (predict, and on the platform the jobs, pipeline, Open Inference
+    Protocol and OpenAI routes) straight to their handlers; everything else goes to the full app.
 
     Those handlers answer every error themselves, so the router and the exception layers around them only
     cost time on the paths whose overhead users pay on every call. Each route is the app's own, so the path is
@@ -496,6 +496,7 @@ def create_platform_app(
         (routes.route(PIPELINE_JOBS_PATH), pipelines.submit),
         (routes.route(INFER_PATH), oip.infer),
         (routes.route(INFER_VERSION_PATH), oip.infer),
+        *((routes.route(path), endpoint) for method, path, endpoint in openai.routes() if method == "POST"),
     )
     gate = CallGate(fast, policies=services.policies, limiter=limiter, routes=routes)
     authenticated = Authenticate(gate, verify=services.authenticate, routes=routes)
