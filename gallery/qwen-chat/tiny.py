@@ -16,17 +16,34 @@ import re
 import struct
 import sys
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["CONTEXT", "SPECIAL_TOKENS", "write_tiny_qwen"]
+__all__ = ["CONTEXT", "SMALL", "SPECIAL_TOKENS", "TINY", "Shape", "write_tiny_qwen"]
 
 CONTEXT = 4096
 """The model's context in tokens: small, so that a test can exceed it."""
 
-HIDDEN, LAYERS, HEADS, KV_HEADS, INTERMEDIATE = 64, 2, 4, 2, 128
+
+@dataclass(frozen=True)
+class Shape:
+    """The sizes of a Qwen2 network (the tokenizer is the same for every shape)."""
+
+    hidden: int = 64
+    layers: int = 2
+    heads: int = 4
+    kv_heads: int = 2
+    intermediate: int = 128
+
+
+TINY = Shape()
+"""What the tests and the demo use: 400 KB, a reply in milliseconds."""
+SMALL = Shape(hidden=512, layers=8, heads=8, kv_heads=2, intermediate=1536)
+"""A network whose compute is not negligible beside serving (about 26 M parameters, 100 MB): what the chat
+benchmark measures a time to first token against."""
 MERGES = 192
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 
@@ -65,15 +82,16 @@ Summarise the following text in one sentence, then list three questions that it 
 """
 
 
-def write_tiny_qwen(directory: Path, *, seed: int = 0) -> None:
-    """Write the tiny model's configuration, tokenizer and float32 random weights into `directory`."""
+def write_tiny_qwen(directory: Path, *, seed: int = 0, shape: Shape = TINY) -> None:
+    """Write the model's configuration, tokenizer and float32 random weights into `directory`: the tiny
+    network, or another `shape`."""
     directory.mkdir(parents=True, exist_ok=True)
     vocab, merges = _vocabulary()
     special = {token: len(vocab) + i for i, token in enumerate(SPECIAL_TOKENS)}
     size = len(vocab) + len(special)
     vocab_size = -(-size // 64) * 64
     files: dict[str, Any] = {
-        "config.json": _config(vocab_size, special),
+        "config.json": _config(vocab_size, special, shape),
         "generation_config.json": _generation_config(special),
         "tokenizer.json": _tokenizer(vocab, merges, special),
         "tokenizer_config.json": _tokenizer_config(special),
@@ -81,7 +99,7 @@ def write_tiny_qwen(directory: Path, *, seed: int = 0) -> None:
     for name, document in files.items():
         text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
         (directory / name).write_text(text, encoding="utf-8")
-    (directory / "model.safetensors").write_bytes(_safetensors(_weights(vocab_size, seed)))
+    (directory / "model.safetensors").write_bytes(_safetensors(_weights(vocab_size, seed, shape)))
 
 
 def bytes_to_unicode() -> dict[int, str]:
@@ -217,7 +235,7 @@ def _tokenizer_config(special: dict[str, int]) -> dict[str, Any]:
     }
 
 
-def _config(vocab_size: int, special: dict[str, int]) -> dict[str, Any]:
+def _config(vocab_size: int, special: dict[str, int], shape: Shape) -> dict[str, Any]:
     return {
         "architectures": ["Qwen2ForCausalLM"],
         "model_type": "qwen2",
@@ -226,14 +244,14 @@ def _config(vocab_size: int, special: dict[str, int]) -> dict[str, Any]:
         "eos_token_id": special["<|im_end|>"],
         "pad_token_id": special["<|endoftext|>"],
         "hidden_act": "silu",
-        "hidden_size": HIDDEN,
+        "hidden_size": shape.hidden,
         "initializer_range": 0.02,
-        "intermediate_size": INTERMEDIATE,
+        "intermediate_size": shape.intermediate,
         "max_position_embeddings": CONTEXT,
-        "max_window_layers": LAYERS,
-        "num_attention_heads": HEADS,
-        "num_hidden_layers": LAYERS,
-        "num_key_value_heads": KV_HEADS,
+        "max_window_layers": shape.layers,
+        "num_attention_heads": shape.heads,
+        "num_hidden_layers": shape.layers,
+        "num_key_value_heads": shape.kv_heads,
         "rms_norm_eps": 1e-6,
         "rope_theta": 10000.0,
         "sliding_window": None,
@@ -253,29 +271,30 @@ def _generation_config(special: dict[str, int]) -> dict[str, Any]:
     }
 
 
-def _weights(vocab_size: int, seed: int) -> dict[str, np.ndarray]:
+def _weights(vocab_size: int, seed: int, shape: Shape) -> dict[str, np.ndarray]:
     """Every parameter of Qwen2ForCausalLM (the output layer is tied to the embeddings), in a fixed order."""
     rng = np.random.default_rng(seed)
-    head = HIDDEN // HEADS
-    shapes: dict[str, tuple[int, ...]] = {"model.embed_tokens.weight": (vocab_size, HIDDEN)}
-    for layer in range(LAYERS):
+    hidden, heads, kv_heads, intermediate = shape.hidden, shape.heads, shape.kv_heads, shape.intermediate
+    head = hidden // heads
+    shapes: dict[str, tuple[int, ...]] = {"model.embed_tokens.weight": (vocab_size, hidden)}
+    for layer in range(shape.layers):
         prefix = f"model.layers.{layer}"
         shapes |= {
-            f"{prefix}.self_attn.q_proj.weight": (HEADS * head, HIDDEN),
-            f"{prefix}.self_attn.q_proj.bias": (HEADS * head,),
-            f"{prefix}.self_attn.k_proj.weight": (KV_HEADS * head, HIDDEN),
-            f"{prefix}.self_attn.k_proj.bias": (KV_HEADS * head,),
-            f"{prefix}.self_attn.v_proj.weight": (KV_HEADS * head, HIDDEN),
-            f"{prefix}.self_attn.v_proj.bias": (KV_HEADS * head,),
-            f"{prefix}.self_attn.o_proj.weight": (HIDDEN, HEADS * head),
-            f"{prefix}.mlp.gate_proj.weight": (INTERMEDIATE, HIDDEN),
-            f"{prefix}.mlp.up_proj.weight": (INTERMEDIATE, HIDDEN),
-            f"{prefix}.mlp.down_proj.weight": (HIDDEN, INTERMEDIATE),
-            f"{prefix}.input_layernorm.weight": (HIDDEN,),
-            f"{prefix}.post_attention_layernorm.weight": (HIDDEN,),
+            f"{prefix}.self_attn.q_proj.weight": (heads * head, hidden),
+            f"{prefix}.self_attn.q_proj.bias": (heads * head,),
+            f"{prefix}.self_attn.k_proj.weight": (kv_heads * head, hidden),
+            f"{prefix}.self_attn.k_proj.bias": (kv_heads * head,),
+            f"{prefix}.self_attn.v_proj.weight": (kv_heads * head, hidden),
+            f"{prefix}.self_attn.v_proj.bias": (kv_heads * head,),
+            f"{prefix}.self_attn.o_proj.weight": (hidden, heads * head),
+            f"{prefix}.mlp.gate_proj.weight": (intermediate, hidden),
+            f"{prefix}.mlp.up_proj.weight": (intermediate, hidden),
+            f"{prefix}.mlp.down_proj.weight": (hidden, intermediate),
+            f"{prefix}.input_layernorm.weight": (hidden,),
+            f"{prefix}.post_attention_layernorm.weight": (hidden,),
         }
-    shapes["model.norm.weight"] = (HIDDEN,)
-    return {name: _initial(rng, name, shape) for name, shape in shapes.items()}
+    shapes["model.norm.weight"] = (hidden,)
+    return {name: _initial(rng, name, size) for name, size in shapes.items()}
 
 
 def _initial(rng: np.random.Generator, name: str, shape: tuple[int, ...]) -> np.ndarray:

@@ -187,7 +187,7 @@ def test_manifest_is_valid_and_its_example_runs(chat: Any) -> None:
         1,
     )
     resources = spec.resources
-    assert (resources.replicas, resources.max_batch_size, resources.batch_wait_ms) == (1, 8, 10)
+    assert (resources.replicas, resources.max_batch_size, resources.batch_wait_ms) == (1, 8, 0)
     assert (resources.timeout_seconds, resources.threads) == (120, None)
     api = parse_docstring(qwen.inference.__doc__)
     assert spec.openai is not None
