@@ -25,6 +25,7 @@ def test_sdk_exports_are_pinned():
         "FieldSpec",
         "File",
         "Kind",
+        "RejectedInput",
         "SpecError",
         "TypeSpec",
         "current_call",

@@ -16,9 +16,8 @@ import re
 import struct
 import sys
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -28,8 +27,7 @@ CONTEXT = 4096
 """The model's context in tokens: small, so that a test can exceed it."""
 
 
-@dataclass(frozen=True)
-class Shape:
+class Shape(NamedTuple):
     """The sizes of a Qwen2 network (the tokenizer is the same for every shape)."""
 
     hidden: int = 64

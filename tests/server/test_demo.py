@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import openai
+import pytest
 from PIL import Image
 from platform_server import ADMIN_TOKEN, ServerProcess
 
@@ -35,6 +36,7 @@ def _wait_all_ready(client, names, timeout=240):
     raise AssertionError(f"the demo modules were not ready within {timeout} s")
 
 
+@pytest.mark.timeout(480)  # the language models' environments (PyTorch) are built on the first start
 def test_the_demo_serves_the_gallery_and_restarts_without_pushing_again(tmp_path):
     server = ServerProcess(tmp_path / "demo", token=ADMIN_TOKEN, args=("--demo",))
     server.start()

@@ -27,7 +27,7 @@ from drive import deploy, push, wait_built, wait_deployment
 from manifests import bucket
 from platform_server import ADMIN_TOKEN, ServerProcess
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]  # the first test waits for the PyTorch build
 
 GALLERY = Path(__file__).resolve().parents[2] / "gallery" / "qwen-chat"
 QUESTION = [{"role": "user", "content": "What is two plus two?"}]
