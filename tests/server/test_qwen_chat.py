@@ -143,8 +143,8 @@ def test_a_prompt_past_the_context_is_a_clear_400(client: openai.OpenAI) -> None
 
 
 def test_concurrent_callers_share_a_batch_and_each_gets_its_stream(server: ServerProcess) -> None:
-    """Three streams asked for at once are decoded as one batch (the module's `batchWaitMs`, widened to
-    300 ms here, holds the first for the others), each caller getting its own reply, as when asked alone."""
+    """Three streams asked for while the worker decodes another batch wait for it together, then decode as
+    one batch, each caller getting its own reply, as when asked alone."""
     topics = ("cats", "rain", "bread")
 
     def body(topic: str) -> dict[str, Any]:
@@ -169,9 +169,21 @@ def test_concurrent_callers_share_a_batch_and_each_gets_its_stream(server: Serve
 
     async def together() -> list[tuple[str, str]]:
         headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-        async with httpx.AsyncClient(base_url=server.url, headers=headers, timeout=60) as client:
-            await asyncio.gather(*(client.get("/v1/models") for _ in topics))  # three open connections
-            return list(await asyncio.gather(*(ask(client, topic) for topic in topics)))
+        async with httpx.AsyncClient(base_url=server.url, headers=headers, timeout=120) as client:
+            await asyncio.gather(*(client.get("/v1/models") for _ in range(4)))  # four open connections
+            # A long batch keeps the worker busy meanwhile, so the three wait in the queue together however
+            # slowly a loaded machine lets them arrive (8 sampled replies run to hundreds of tokens).
+            records = [{"prompt": f"Count to {n}."} for n in range(8)]
+            options = {"max_tokens": 1024, "temperature": 1.0, "seed": 1}
+            busy = asyncio.ensure_future(
+                client.post(
+                    "/api/v1/modules/qwen-chat/predict", json={"inputs": records, "parameters": options}
+                )
+            )
+            await asyncio.sleep(0.6)  # past the batch window: the long batch is in the worker
+            answers = list(await asyncio.gather(*(ask(client, topic) for topic in topics)))
+            assert (await busy).status_code == 200
+            return answers
 
     answers = asyncio.run(together())
     alone = [asyncio.run(_alone(server, body(topic))) for topic in topics]
