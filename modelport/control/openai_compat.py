@@ -17,7 +17,7 @@ import base64
 import math
 import re
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -153,13 +153,21 @@ def module_request(request: EmbeddingsRequest, role: OpenAiSpec, spec: ApiSpec) 
             for record in records:
                 record[role.dimensions] = request.dimensions
     body = {"inputs": records, "parameters": parameters, "output_fields": [role.output]}
+    return _parsed(spec, body, request.model, lambda detail: _as_openai_field(detail, role))
+
+
+def _parsed(
+    spec: ApiSpec, body: dict[str, Any], model: str, rename: Callable[[Mapping[str, str]], dict[str, str]]
+) -> ParsedRequest:
+    """`body` parsed against the module's API; `ValidationFailed` naming each problem's field as OpenAI's
+    body names it (`rename`)."""
     try:
         return parse_json(spec, body)
     except InvalidRequest as exc:
-        details = [_as_openai_field(detail, role) for detail in exc.details]
+        details = [rename(detail) for detail in exc.details]
         first = details[0]
         raise ValidationFailed(
-            f"the request does not match model {request.model!r}: {first['field']}: {first['message']}",
+            f"the request does not match model {model!r}: {first['field']}: {first['message']}",
             details=details,
         ) from None
 
@@ -407,18 +415,10 @@ def chat_request(request: ChatRequest, role: OpenAiSpec, spec: ApiSpec) -> Parse
         "parameters": {**request.extra, **request.options},
         "output_fields": outputs,
     }
-    try:
-        return parse_json(spec, body)
-    except InvalidRequest as exc:
-        details = [_as_chat_field(detail, role) for detail in exc.details]
-        first = details[0]
-        raise ValidationFailed(
-            f"the request does not match model {request.model!r}: {first['field']}: {first['message']}",
-            details=details,
-        ) from None
+    return _parsed(spec, body, request.model, _as_chat_field)
 
 
-def _as_chat_field(detail: Mapping[str, str], role: OpenAiSpec) -> dict[str, str]:
+def _as_chat_field(detail: Mapping[str, str]) -> dict[str, str]:
     match = _FIELD_PATH.fullmatch(detail["field"])
     group, _, name = match.groups() if match else ("", None, "")
     field = name if group == "parameters" else "messages"
