@@ -30,9 +30,9 @@ from modelport.control.oip import (
     output_tensors,
     parse_infer,
 )
-from modelport.core.errors import BadRequest, InvalidJson, ModuleUnavailable
-from modelport.gateway.errors import error_response, to_modelport_error
-from modelport.gateway.predict import CLIENT_CLOSED, Disconnected, PredictRoute, unless_disconnected
+from modelport.core.errors import BadRequest, ModuleUnavailable
+from modelport.gateway.errors import error_response
+from modelport.gateway.predict import PredictRoute, respond, unless_disconnected
 from modelport.gateway.routes import ANYONE, MODULE, PREDICT, Rule, allow
 
 __all__ = [
@@ -55,6 +55,7 @@ EXTENSIONS = ("binary_tensor_data",)
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder()
+_EXPECTED = "an inference request"
 
 
 def oip_error(exc: BaseException, *, request_id: str | None = None) -> Response:
@@ -140,51 +141,36 @@ class OipRoutes:
     async def _infer(self, request: Request, call: ModuleCall) -> tuple[Response, str | None]:
         served = call.served
         assert served is not None
-        headers = {"X-Model-Version": served.version}
-        try:
-            infer = _read_request(bytes(await request.body()), request.headers.get(HEADER_LENGTH))
+
+        async def produce() -> Response:
+            infer = self._read_request(bytes(await request.body()), request.headers.get(HEADER_LENGTH))
             parsed = parse_infer(served.spec, infer)
             outputs = await unless_disconnected(request, self.calls.run(call, parsed))
             tensors = output_tensors(
                 served.spec, outputs, requested=infer.outputs, binary=infer.binary_output
             )
-        except Disconnected:
-            return Response(status_code=CLIENT_CLOSED), "client_closed"
-        except Exception as exc:
-            response = oip_error(exc, request_id=call.request_id)
-            response.headers.update(headers)
-            return response, to_modelport_error(exc).code
-        answer = {
-            "model_name": served.name,
-            "model_version": served.version,
-            "id": infer.id if infer.id is not None else call.request_id,
-            "outputs": [tensor.to_json() for tensor in tensors],
-        }
-        return _answer(answer, tensors, headers), None
+            answer = {
+                "model_name": served.name,
+                "model_version": served.version,
+                "id": infer.id if infer.id is not None else call.request_id,
+                "outputs": [tensor.to_json() for tensor in tensors],
+            }
+            return _answer(answer, tensors, {"X-Model-Version": served.version})
 
+        return await respond(call, produce, error=oip_error)
 
-def _read_request(body: bytes, header_length: str | None) -> InferRequest:
-    """The request in `body`: JSON, or (`header_length` given) a JSON header and binary data after it."""
-    if header_length is None:
-        return infer_request(_decode(body))
-    try:
-        length = int(header_length)
-    except ValueError:
-        raise BadRequest(f"{HEADER_LENGTH} must be a number of bytes") from None
-    if not 0 < length <= len(body):
-        raise BadRequest(f"{HEADER_LENGTH} {length} does not fit the {len(body)} bytes sent")
-    return infer_request(_decode(body[:length]), memoryview(body)[length:])
-
-
-def _decode(header: bytes) -> Any:
-    if not header:
-        raise InvalidJson("the request body is empty; expected an inference request")
-    try:
-        return _decoder.decode(header)
-    except msgspec.DecodeError as exc:
-        raise InvalidJson(f"the inference request is not valid JSON: {exc}") from None
-    except RecursionError:
-        raise BadRequest("the inference request is nested too deeply") from None
+    def _read_request(self, body: bytes, header_length: str | None) -> InferRequest:
+        """The request in `body`: JSON, or (`header_length` given) a JSON header and binary data after it."""
+        if header_length is None:
+            return infer_request(self.predict.decode(body, what=_EXPECTED))
+        try:
+            length = int(header_length)
+        except ValueError:
+            raise BadRequest(f"{HEADER_LENGTH} must be a number of bytes") from None
+        if not 0 < length <= len(body):
+            raise BadRequest(f"{HEADER_LENGTH} {length} does not fit the {len(body)} bytes sent")
+        header = self.predict.decode(body[:length], what=_EXPECTED)
+        return infer_request(header, memoryview(body)[length:])
 
 
 def _answer(answer: dict[str, Any], tensors: list[OutputTensor], headers: dict[str, str]) -> Response:

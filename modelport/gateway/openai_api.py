@@ -41,19 +41,12 @@ from modelport.control.openai_compat import (
     parse_embeddings,
     requested_model,
 )
-from modelport.core.errors import BadRequest, InvalidJson, TooManyRequests
+from modelport.core.errors import BadRequest, TooManyRequests
 from modelport.core.manifests import OpenAiSpec
 from modelport.gateway.access import metered
 from modelport.gateway.auth import principal_of
-from modelport.gateway.errors import error_response, to_modelport_error
-from modelport.gateway.predict import (
-    CLIENT_CLOSED,
-    Disconnected,
-    EventWriter,
-    PredictRoute,
-    encode_json,
-    unless_disconnected,
-)
+from modelport.gateway.errors import error_response
+from modelport.gateway.predict import EventWriter, PredictRoute, encode_json, respond, unless_disconnected
 from modelport.gateway.ratelimit import Decision, RateLimiter
 
 __all__ = ["OPENAI_PREFIX", "OpenAiRoutes", "openai_body"]
@@ -107,7 +100,7 @@ class OpenAiRoutes:
         call = self.predict.new_call(request)
         decision: Decision | None = None
         try:
-            body = _decode(await request.body())
+            body = self.predict.decode(await request.body())
             name = requested_model(body)
             decision = await self._admit(request.scope, name)
             if decision is not None and not decision.allowed:
@@ -126,9 +119,9 @@ class OpenAiRoutes:
         """The answer (and its error code) of a call routed to a version with a chat role."""
         served = call.served
         assert served is not None
-        headers = {"X-Model-Version": served.version}
-        created = int(time.time())
-        try:
+
+        async def produce() -> Response:
+            created = int(time.time())
             wanted: ChatRequest = parse_chat(body)
             parsed = chat_request(wanted, role, served.spec)
             if wanted.stream:
@@ -136,16 +129,12 @@ class OpenAiRoutes:
                     raise BadRequest(
                         f"model {wanted.model!r} does not stream its replies; leave out `stream`"
                     )
-                return self._chat_events(call, parsed, wanted, role, created), None
+                return self._chat_events(call, parsed, wanted, role, created)
             outputs = await unless_disconnected(request, self.calls.run(call, parsed))
             answer = chat_answer(wanted, role, outputs[0], request_id=call.request_id, created=created)
-            return Response(encode_json(answer), headers=headers, media_type="application/json"), None
-        except Disconnected:
-            return Response(status_code=CLIENT_CLOSED), "client_closed"
-        except Exception as exc:
-            response = error_response(exc, request_id=call.request_id)
-            response.headers.update(headers)
-            return response, to_modelport_error(exc).code
+            return _json(answer, served.version)
+
+        return await respond(call, produce)
 
     def _chat_events(
         self, call: ModuleCall, parsed: Any, wanted: ChatRequest, role: OpenAiSpec, created: int
@@ -172,19 +161,14 @@ class OpenAiRoutes:
         """The answer (and its error code) of a call routed to a version with an embeddings role."""
         served = call.served
         assert served is not None
-        headers = {"X-Model-Version": served.version}
-        try:
+
+        async def produce() -> Response:
             wanted: EmbeddingsRequest = parse_embeddings(body)
             parsed = module_request(wanted, role, served.spec)
             outputs = await unless_disconnected(request, self.calls.run(call, parsed))
-            answer = embeddings_answer(wanted, role, outputs)
-            return Response(encode_json(answer), headers=headers, media_type="application/json"), None
-        except Disconnected:
-            return Response(status_code=CLIENT_CLOSED), "client_closed"
-        except Exception as exc:
-            response = error_response(exc, request_id=call.request_id)
-            response.headers.update(headers)
-            return response, to_modelport_error(exc).code
+            return _json(embeddings_answer(wanted, role, outputs), served.version)
+
+        return await respond(call, produce)
 
     async def _admit(self, scope: Scope, module: str) -> Decision | None:
         """May the caller call `module`, and is it within its rate limits? As `CallGate` decides for the
@@ -198,15 +182,8 @@ def _data(chunk: dict[str, Any]) -> bytes:
     return b"data: " + encode_json(chunk) + b"\n\n"
 
 
-def _decode(body: bytes) -> Any:
-    if not body:
-        raise InvalidJson("the request body is empty; expected a JSON object")
-    try:
-        return _decoder.decode(body)
-    except msgspec.DecodeError as exc:
-        raise InvalidJson(f"the request body is not valid JSON: {exc}") from None
-    except RecursionError:
-        raise BadRequest("the JSON body is nested too deeply") from None
+def _json(answer: dict[str, Any], version: str) -> Response:
+    return Response(encode_json(answer), headers={"X-Model-Version": version}, media_type="application/json")
 
 
 def _with_limits(response: Response, decision: Decision | None) -> Response:

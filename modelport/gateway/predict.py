@@ -48,6 +48,7 @@ __all__ = [
     "PredictRoute",
     "encode_json",
     "prefers_async",
+    "respond",
     "unless_disconnected",
 ]
 
@@ -235,7 +236,7 @@ class PredictRoute:
         )
         found: dict[str, Any] = {}
         if content_type in ("application/json", "") or content_type.endswith("+json"):
-            body = self._decode(await _read(request))
+            body = self.decode(await _read(request))
             if extras and isinstance(body, dict):
                 found = {name: body.pop(name) for name in extras if name in body}
             return parse_json(spec, body), found
@@ -251,9 +252,11 @@ class PredictRoute:
             f"content type {content_type!r} is not accepted; send application/json or multipart/form-data"
         )
 
-    def _decode(self, body: bytes | bytearray) -> Any:
+    def decode(self, body: bytes | bytearray, *, what: str = "a JSON object") -> Any:
+        """A call's JSON body (`what` it should be, for the messages); `InvalidJson` if it is empty or not
+        JSON, `BadRequest` past `max_json_depth` levels. Every route that calls a module reads JSON here."""
         if not body:
-            raise InvalidJson("the request body is empty; expected a JSON object")
+            raise InvalidJson(f"the request body is empty; expected {what}")
         try:
             value = _decoder.decode(body)
         except msgspec.DecodeError as exc:
@@ -336,6 +339,27 @@ def _accepts_events(request: Request) -> bool:
 
 def _event(name: str, data: Any) -> bytes:
     return b"event: " + name.encode() + b"\ndata: " + _encoder.encode(data) + b"\n\n"
+
+
+async def respond(
+    call: ModuleCall,
+    produce: Callable[[], Awaitable[Response]],
+    *,
+    error: Callable[..., Response] = error_response,
+) -> tuple[Response, str | None]:
+    """The answer `produce` makes for a call routed to its version, with its error code (None: none): a
+    client that went away first gets nothing (499 in the log), any error `error`'s response (the platform's
+    shape by default). Both carry `X-Model-Version`, as `produce`'s answer should."""
+    served = call.served
+    assert served is not None
+    try:
+        return await produce(), None
+    except Disconnected:
+        return Response(status_code=CLIENT_CLOSED), "client_closed"
+    except Exception as exc:
+        response = error(exc, request_id=call.request_id)
+        response.headers["X-Model-Version"] = served.version
+        return response, to_modelport_error(exc).code
 
 
 class Disconnected(Exception):

@@ -249,6 +249,20 @@ def test_data_that_disagrees_with_its_shape_is_400(world: World) -> None:
     assert "input tensor 'text' is missing" in missing.json()["error"]
 
 
+def test_a_body_that_is_not_an_inference_request_is_400(world: World) -> None:
+    nested = b'{"inputs": [{"name": "pixels", "data": ' + b"[" * 80 + b"]" * 80 + b"}]}"
+    with httpx.Client(base_url=world.server.url, headers=world.auth("ann")) as http:
+        empty = http.post("/v2/models/digits/infer", content=b"")
+        broken = http.post("/v2/models/digits/infer", content=b"{not json")
+        deep = http.post("/v2/models/digits/infer", content=nested)
+    assert (empty.status_code, empty.json()) == (
+        400,
+        {"error": "the request body is empty; expected an inference request"},
+    )
+    assert broken.status_code == 400 and "not valid JSON" in broken.json()["error"]
+    assert deep.status_code == 400 and "nested deeper than 64 levels" in deep.json()["error"]
+
+
 def test_access_is_the_predict_routes(world: World, samples: tuple[np.ndarray, np.ndarray]) -> None:
     images, _ = samples
     oip = client(world)

@@ -403,6 +403,10 @@ def test_bad_chat_requests_get_openais_errors(world: World) -> None:
             assert error_of(response)["param"] == param, body
         held = http.post("/v1/chat/completions", json={"model": "chat", "messages": [{"role": "user"}]})
         assert error_of(held)["param"] == "messages[0].content"
+        deep = http.post(
+            "/v1/chat/completions", content=b'{"model": "chat", "x": ' + b"[" * 80 + b"]" * 80 + b"}"
+        )
+        assert deep.status_code == 400 and "nested deeper than 64 levels" in error_of(deep)["message"]
     # The worker is none the worse for any of it.
     assert client.chat.completions.create(model="chat", messages=HELLO).choices[0].message.content
 
