@@ -5,8 +5,9 @@ them), `dimensions`, chat completions whole and streamed, the errors in OpenAI's
 
 One server serves every test. Its modules, owned by `/team`: `embed` (the `embedder` fixture, which takes
 `dimensions`), `plain` (the same without `dimensions`), `hidden` (the same, opened to `/others` only),
-`upper` (the `echo` fixture, no OpenAI role) and `chat` (the `chatter` fixture, a chat role: it answers the
-last user message's words, last first, printing each word it makes). `ann` is a user in `/callers`; `rob` is
+`upper` (the `echo` fixture, no OpenAI role), `chat` (the `chatter` fixture, a chat role: it answers the
+last user message's words, last first, printing each word it makes) and `still` (a chat role whose reply is
+not streamed). `ann` is a user in `/callers`; `rob` is
 in `/callers` and `/limited`, whose `Api`s allow 3 calls a minute; `eve` is in no group.
 """
 
@@ -38,6 +39,7 @@ MODULES = {
     "hidden": ("embedder", EMBEDDINGS + "}"),
     "upper": ("echo", None),
     "chat": ("chatter", "{chat: true, messages: messages, output: text}"),
+    "still": ("still_chatter", "{chat: true, messages: messages, output: text}"),
 }
 APIS = [
     api("embed-api", "embed", access={"groups": ["/callers"]}),
@@ -46,6 +48,7 @@ APIS = [
     api("hidden-api", "hidden", access={"groups": ["/others"]}),
     api("upper-api", "upper", access={"groups": ["/callers"]}),
     api("chat-api", "chat", access={"groups": ["/callers"]}),
+    api("still-api", "still", access={"groups": ["/callers"]}),
     api("chat-tight", "chat", access={"groups": ["/limited"]}, rateLimit={"perCaller": "3/minute"}),
 ]
 
@@ -112,7 +115,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 def test_the_models_are_the_modules_with_a_role_the_caller_may_call(world: World) -> None:
     client = world.openai("ann")
     models = client.models.list()
-    assert [model.id for model in models.data] == ["chat", "embed", "plain"]
+    assert [model.id for model in models.data] == ["chat", "embed", "plain", "still"]
     assert {(model.object, model.owned_by) for model in models.data} == {("model", "/team")}
     assert abs(models.data[0].created - time.time()) < 600
     assert client.models.retrieve("embed").id == "embed"
@@ -126,6 +129,7 @@ def test_the_models_are_the_modules_with_a_role_the_caller_may_call(world: World
         "embed",
         "hidden",
         "plain",
+        "still",
     ]
 
 
@@ -409,6 +413,22 @@ def test_bad_chat_requests_get_openais_errors(world: World) -> None:
         assert deep.status_code == 400 and "nested deeper than 64 levels" in error_of(deep)["message"]
     # The worker is none the worse for any of it.
     assert client.chat.completions.create(model="chat", messages=HELLO).choices[0].message.content
+
+
+def test_a_module_without_a_streamed_reply_answers_whole_and_refuses_a_stream(world: World) -> None:
+    client = world.openai("ann")
+    whole = client.chat.completions.create(model="still", messages=HELLO)
+    assert (whole.choices[0].message.content, whole.choices[0].finish_reason) == (
+        "ONE TWO THREE FOUR",
+        "stop",
+    )
+    assert whole.usage is not None and (whole.usage.prompt_tokens, whole.usage.completion_tokens) == (6, 4)
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.create(model="still", messages=HELLO, stream=True)
+    assert "does not stream its replies" in refused.value.message
+    with pytest.raises(openai.BadRequestError) as no_options:
+        client.chat.completions.create(model="still", messages=HELLO, temperature=0.2)
+    assert no_options.value.param == "temperature"
 
 
 def test_chat_calls_are_limited_with_the_module(world: World) -> None:
