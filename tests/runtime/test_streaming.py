@@ -234,3 +234,31 @@ async def test_a_record_the_module_rejects_fails_alone_with_its_code(fixture_mod
         )
         assert response.status_code == 400
         assert response.json()["error"]["code"] == "no_rejects"
+
+
+async def test_a_worker_dying_mid_batch_fails_the_streamed_records_and_retries_the_others(
+    fixture_module, serve
+):
+    async with serve(fixture_module("batch_streamer"), workers=2) as served:
+        pool = served.module.pool
+        pieces: list[str] = []
+        common = {"parameters": {"pause": 0.05}, "model_key": "default", "output_fields": ("text", "batch")}
+        streamed = asyncio.ensure_future(
+            pool.predict(
+                [{"text": " ".join(f"s{i}" for i in range(100))}],
+                on_chunk=lambda index, piece: pieces.append(piece),
+                **common,
+            )
+        )
+        whole = asyncio.ensure_future(pool.predict([{"text": "w1 w2 w3"}], **common))
+        deadline = time.monotonic() + 10
+        while len(pieces) < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        ((busy, (batch,)),) = [(w, sent) for w, sent in zip(pool._workers, pool._sent, strict=True) if sent]
+        assert len(batch) == 2  # both callers' records in the one batch
+        assert busy is not None and busy.pid is not None
+        os.kill(busy.pid, signal.SIGKILL)
+        with pytest.raises(WorkerDied):
+            await asyncio.wait_for(streamed, 10)
+        # The caller that had no piece yet is answered by the other worker.
+        assert await asyncio.wait_for(whole, 10) == [{"text": "w1 w2 w3", "batch": 1}]
