@@ -15,6 +15,7 @@ import math
 import os
 import shutil
 import socket
+import subprocess
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Callable
@@ -115,7 +116,7 @@ DEMO_MODULES = (
 """Pushed in this order: the language models last, their environments (PyTorch) take longest to build."""
 DEMO_WEIGHTS = {"qwen-chat": "tiny.py"}
 """Modules whose default weights the demo makes and uploads when storage has none: the script in the
-module's directory whose `write_tiny_qwen(directory)` writes them (a tiny randomly initialised model)."""
+module's directory that writes them into the directory it is given (a tiny randomly initialised model)."""
 DEMO_MANIFESTS = ("receipt-payments/manifests.yaml", "receipt-payments/llm.yaml")
 DEMO_APPS = ("receipt-webapp",)
 """Static client applications in the gallery the demo serves under `/apps/<name>/`."""
@@ -232,8 +233,6 @@ class PlatformServer:
     def _demo_weights(self, directory: Path, script: str, actor: Any) -> None:
         """Upload the module's default weights, made by `script`, where its manifest says they live, unless
         storage holds some there already (an operator's, or an earlier start's)."""
-        import importlib.util
-
         model = read_module(directory).manifest.spec.model
         if model.bucket is None:
             return
@@ -243,12 +242,13 @@ class PlatformServer:
         store, prefix = self.services.store, f"{model.path}/{model.key}/"
         if next(iter(store.walk(model.bucket, prefix=prefix)), None) is not None:
             return
-        spec = importlib.util.spec_from_file_location(f"modelport_demo_{directory.name}", directory / script)
-        assert spec is not None and spec.loader is not None
-        maker = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(maker)
         with tempfile.TemporaryDirectory() as made:
-            maker.write_tiny_qwen(Path(made))
+            try:
+                command = [sys.executable, str(directory / script), made]
+                subprocess.run(command, check=True, capture_output=True, text=True, timeout=120)
+            except (OSError, subprocess.SubprocessError) as exc:
+                detail = getattr(exc, "stderr", None) or exc
+                raise ModelportError(f"{script} could not write the weights: {detail}") from None
             for path in sorted(Path(made).rglob("*")):
                 if path.is_file():
                     key = prefix + path.relative_to(made).as_posix()
