@@ -40,7 +40,12 @@ from manifests import module_copy
 from platform_server import ADMIN_TOKEN
 from requests.adapters import HTTPAdapter
 from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.coverage import _operation  # noqa: F401
 from urllib3 import HTTPResponse
+
+# schemathesis imports its coverage module lazily, deep inside a test's stack, where CPython 3.11.7's parser
+# can fail it ("AST constructor recursion depth mismatch", fixed in 3.11.8); imported above, it is parsed at
+# the top of the stack.
 
 pytestmark = pytest.mark.slow
 
