@@ -22,7 +22,9 @@ Examples are derandomized, so every run sends the same requests.
 
 from __future__ import annotations
 
+import importlib
 import io
+import pkgutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +35,7 @@ import hypothesis
 import pytest
 import requests
 import schemathesis
+import schemathesis.specs.openapi
 from drive import deploy, push, wait_built, wait_deployment
 from hypothesis import strategies as st
 from inprocess import InProcessApp, served_platform
@@ -40,12 +43,14 @@ from manifests import module_copy
 from platform_server import ADMIN_TOKEN
 from requests.adapters import HTTPAdapter
 from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.coverage import _operation  # noqa: F401
 from urllib3 import HTTPResponse
 
-# schemathesis imports its coverage module lazily, deep inside a test's stack, where CPython 3.11.7's parser
-# can fail it ("AST constructor recursion depth mismatch", fixed in 3.11.8); imported above, it is parsed at
-# the top of the stack.
+# schemathesis imports much of its OpenAPI support lazily, deep inside a test's stack, where CPython 3.11.7's
+# parser can fail a module that pytest rewrites ("AST constructor recursion depth mismatch", fixed in 3.11.8;
+# pytest rewrites every module of a package that ships a pytest plugin). Imported here, each is parsed at the
+# top of the stack.
+for _module in pkgutil.walk_packages(schemathesis.specs.openapi.__path__, "schemathesis.specs.openapi."):
+    importlib.import_module(_module.name)
 
 pytestmark = pytest.mark.slow
 

@@ -269,7 +269,8 @@ def test_management_calls_waiting_on_the_sqlite_write_lock_do_not_hold_up_predic
             assert_unavailable(response)
             assert LOCK_WAIT - 0.5 < seconds < 3 * LOCK_WAIT
         assert during and all(a.status == 200 for a in during)
-        assert max(a.seconds for a in during) < LOCK_WAIT / 5  # a stalled event loop holds calls for 5 s
+        # A call waiting on the lock would take the whole 5 s; a busy 2-core machine delays some by a second.
+        assert max(a.seconds for a in during) < LOCK_WAIT / 2
         with server.client() as admin:
             assert [writes[name](admin).status_code for name in writes] == [202, 200, 201]
     finally:

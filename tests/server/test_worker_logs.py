@@ -9,6 +9,7 @@ One server (SQLite) serves every test here, with the `prints` fixture module dep
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import shutil
 import signal
@@ -192,7 +193,12 @@ def following(world: World, *options: str) -> Iterator[tuple[subprocess.Popen[st
     """`modelport logs MODULE -f` running, with each line of its stdout and when it arrived
     (`time.monotonic()`), None at the end; interrupted (Ctrl+C) if still running when the block ends."""
     command = world.cli("logs", MODULE, "-f", *options)
-    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as process:
+    # Ctrl+C interrupts the command as in a terminal, even where the suite runs with SIGINT ignored (a
+    # background job), which the command would otherwise inherit.
+    interruptible = functools.partial(signal.signal, signal.SIGINT, signal.SIG_DFL)
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=interruptible
+    ) as process:
         arrivals: Arrivals = Queue()
 
         def read() -> None:
@@ -208,8 +214,13 @@ def following(world: World, *options: str) -> Iterator[tuple[subprocess.Popen[st
         finally:
             if process.poll() is None:
                 process.send_signal(signal.SIGINT)
-            process.wait(30)
-            reader.join(10)
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()  # the block's exit waits for the process without a limit
+                raise
+            finally:
+                reader.join(10)
 
 
 def _wait_for(lines: Arrivals, text: str) -> float:
