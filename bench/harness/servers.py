@@ -43,7 +43,7 @@ def running(
     ready_path: str,
     log: Path,
     ready_timeout: float,
-) -> Iterator[None]:
+) -> Iterator[subprocess.Popen[Any]]:
     """Run `argv` until the block ends; ready once `GET base_url + ready_path` answers 200."""
     log.parent.mkdir(parents=True, exist_ok=True)
     environment = {**os.environ, **dict.fromkeys(THREAD_VARIABLES, "1"), "PYTHONUNBUFFERED": "1", **env}
@@ -58,9 +58,27 @@ def running(
             raise ServerError(f"could not start `{argv[0]}`: {exc}") from None
         try:
             _wait_ready(process, base_url + ready_path, ready_timeout, log)
-            yield
+            yield process
         finally:
             stop(process)
+
+
+def cpu_seconds(session: int) -> float:
+    """CPU seconds (user and system) used so far by the live processes of `session`: a server started by
+    `running` and the workers it spawned. Linux only (`/proc`)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text(encoding="ascii")
+        except OSError:  # ended meanwhile
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()  # after the command's name, which may hold spaces
+        if int(fields[3]) == session:  # field 6 of proc(5): the session id
+            total += int(fields[11]) + int(fields[12])  # fields 14 and 15: utime, stime
+    return total / ticks
 
 
 def stop(process: subprocess.Popen[Any]) -> None:

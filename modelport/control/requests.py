@@ -162,13 +162,18 @@ class RequestLog:
             log.warning("request log: %d calls could not be written before the server stopped", self.buffered)
 
     def flush(self) -> int:
-        """Write what is buffered, one transaction per batch; returns the rows written. Stops at the first
-        batch the database cannot take now (its calls stay buffered for the next try)."""
+        """Write what was buffered when the flush began, one transaction per batch; returns the rows
+        written. Stops at the first batch the database cannot take now (its calls stay buffered for the next
+        try).
+
+        Calls answered meanwhile wait for the next flush: chasing them would write a busy server's log as a
+        stream of transactions of a few rows each, every one paying a whole commit."""
         written = 0
         with self._flushing:
-            while self._buffer:
+            waiting = len(self._buffer)
+            while written < waiting:
                 # Only this thread removes calls, from the left; `observe` appends on the right meanwhile.
-                batch = [self._buffer[i] for i in range(min(_BATCH, len(self._buffer)))]
+                batch = [self._buffer[i] for i in range(min(_BATCH, waiting - written))]
                 if not self._write(batch):
                     break
                 for _ in batch:

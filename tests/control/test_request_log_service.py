@@ -180,6 +180,34 @@ def test_a_flush_writes_a_thousand_calls_per_transaction(request_log: RequestLog
     assert rows(database) == 2500
 
 
+def test_calls_answered_during_a_flush_wait_for_the_next_one(
+    request_log: RequestLog, database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A busy server answers calls while its log is written: a flush that took them too would never end,
+    writing them a few at a time, one commit each."""
+    commits: list[int] = []
+    event.listen(database.engine, "commit", lambda connection: commits.append(1))
+    insert = request_log._insert
+    arriving = iter(range(10_000, 20_000))
+
+    def insert_while_answering(batch: list[tuple[Any, ...]]) -> None:
+        insert(batch)
+        for _ in range(7):  # answered while this transaction was written
+            request_log.observe(call(next(arriving)), None)
+
+    monkeypatch.setattr(request_log, "_insert", insert_while_answering)
+    for number in range(1500):
+        request_log.observe(call(number), None)
+    commits.clear()
+    assert request_log.flush() == 1500
+    assert len(commits) == 2
+    assert request_log.buffered == 14  # for the next flush, in one transaction
+    commits.clear()
+    assert request_log.flush() == 14
+    assert len(commits) == 1
+    assert rows(database) == 1514
+
+
 def test_a_full_batch_is_written_without_waiting_for_the_interval(
     database: Database, tmp_path: Path, clock: Clock
 ) -> None:
