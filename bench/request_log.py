@@ -11,9 +11,9 @@ order that rotates from round to round, at each connection count.
 On a 2-core machine, where wrk, the gateway and the worker share the cores, one server measured twice in a row
 differs by up to 20 %; measured minutes apart, by more. A round's three measurements are seconds apart, so the
 ratio within a round (log on / log off) is what this reports: the median over the rounds, with its range.
-Beside it, the CPU time the server's processes (the gateway and its worker, from `/proc`) spent per answered
-request, which the machine's other load moves far less. The issue's targets: at least 95 % of the req/s with
-the log on and 85 % capturing every payload.
+Beside it, the CPU time the gateway's process spent per answered request (from `/proc`; its worker runs in
+a session of its own and is not counted), which the machine's other load moves less. The targets: at least
+95 % of the req/s with the log on, and 85 % capturing every payload.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ class Served:
     url: str
     script: Path
     session: int
-    """The server's session: its process and its workers."""
+    """The gateway's session (its process; workers run in sessions of their own)."""
 
 
 def main() -> int:
@@ -84,13 +84,13 @@ def main() -> int:
                     costs.setdefault((variant, count), []).append(cpu)
                     print(
                         f"round {round_ + 1} c={count} log {variant}: {result.rps:,.0f} req/s, "
-                        f"server CPU {cpu:.0f} µs per request",
+                        f"gateway CPU {cpu:.0f} µs per request",
                         flush=True,
                     )
     print()
     print(
         "| request log | conns | median req/s | range | of log off, median (range) "
-        "| server CPU µs per request, median (range) |"
+        "| gateway CPU µs per request, median (range) |"
     )
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for count in connections:

@@ -64,8 +64,8 @@ def running(
 
 
 def cpu_seconds(session: int) -> float:
-    """CPU seconds (user and system) used so far by the live processes of `session`: a server started by
-    `running` and the workers it spawned. Linux only (`/proc`)."""
+    """CPU seconds (user and system) used so far by the live processes of `session` (a server started by
+    `running` leads its own; processes that start sessions of their own are not counted). Linux only."""
     ticks = os.sysconf("SC_CLK_TCK")
     total = 0
     for entry in Path("/proc").iterdir():
