@@ -26,7 +26,6 @@ The issue's bar: through modelport, at most 1.2 x the time to first token in pro
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import re
@@ -44,6 +43,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from harness.gallery import import_file
 from harness.paths import Paths
 from harness.servers import free_port, running
 
@@ -60,8 +60,8 @@ def main() -> int:
     paths = Paths.default()
     root = paths.work / "chat"
     shutil.rmtree(root, ignore_errors=True)
-    tiny = _import("qwen_chat_tiny", GALLERY / "tiny.py")
-    inference = _import("qwen_chat_inference", GALLERY / "inference.py")
+    tiny = import_file("qwen_chat_tiny", GALLERY / "tiny.py")
+    inference = import_file("qwen_chat_inference", GALLERY / "inference.py")
     shapes = {"tiny": tiny.TINY, "small": tiny.SMALL}
     for name, shape in shapes.items():
         tiny.write_tiny_qwen(root / "weights" / name, shape=shape)
@@ -95,15 +95,6 @@ def main() -> int:
                 print(f"{name}: {_where_the_time_went(client, module, 2 * args.runs)}")
             _dropped(client, "qwen-chat-small", args.runs)
     return 0
-
-
-def _import(name: str, path: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def _median(runs: int, measure: Callable[[], float]) -> float:

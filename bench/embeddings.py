@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import importlib.util
 import os
 import secrets
 import shutil
@@ -54,6 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import envs, platform_setup, wrk
 from harness.cli import _command, _git_commit, _machine
+from harness.gallery import import_file
 from harness.models import find_field, sklearn_version
 from harness.paths import Paths
 from harness.servers import ServerError, free_port, post_json, request, running
@@ -115,7 +115,7 @@ def main() -> int:
     if not any(os.environ.get(name) for name in ("UV_FIND_LINKS", "UV_INDEX", "UV_INDEX_URL")):
         _say("note: no UV_FIND_LINKS or UV_INDEX: uv may install torch's CUDA build from PyPI (gigabytes)")
 
-    module = _import_module(paths.bench.parent / "gallery" / MODULE / "inference.py")
+    module = import_file("minilm_embeddings", paths.bench.parent / "gallery" / MODULE / "inference.py")
     os.environ["OMP_NUM_THREADS"] = str(args.threads)  # `load` reads it, as a worker's does
     model = module.load("default", "")
     reference: list[float] = model.embed([TEXT]).tolist()[0]
@@ -393,15 +393,6 @@ def _markdown(
         *(f"- FAILED {failure}" for failure in failures),
     ]
     return "\n".join(lines) + "\n"
-
-
-def _import_module(path: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location("minilm_embeddings", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclass looks its module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 def _say(message: str) -> None:

@@ -16,7 +16,6 @@ report as JSON instead of tables. OCR runs with the module's defaults unless `--
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import statistics
 import sys
@@ -28,6 +27,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from harness.gallery import import_file
 from receiptset import FIELDS, Receipt, field_matches, receipts
 
 from modelport.sdk import File
@@ -38,14 +38,7 @@ TARGETS = {"total": 0.9, "date": 0.9, "inn": 0.9}
 
 def load_gallery_module(name: str) -> ModuleType:
     """The `inference.py` of the gallery module `name`, imported from its file as the platform would."""
-    path = ROOT / "gallery" / name / "inference.py"
-    spec = importlib.util.spec_from_file_location(f"gallery_{name.replace('-', '_')}", path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot import {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return import_file(f"gallery_{name.replace('-', '_')}", ROOT / "gallery" / name / "inference.py")
 
 
 def main() -> None:

